@@ -1,0 +1,3 @@
+from fogreid.cli import main
+
+raise SystemExit(main())

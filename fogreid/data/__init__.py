@@ -1,0 +1,1 @@
+"""Foggy vehicle data: image I/O, dataset readers, samplers, fog models, the generator."""

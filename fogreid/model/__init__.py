@@ -1,0 +1,1 @@
+"""The SJDL network, its deploy wrapper and its checkpoints."""

@@ -1,0 +1,106 @@
+"""Checkpoint files: weights, the model config and metadata in one file.
+
+The file is a `torch.save` of plain containers and tensors, read back with
+`weights_only=True`, so loading never runs pickled code. Training adds its own entries
+(optimiser, scheduler, epoch, RNG state) beside the model ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import io
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fogreid import __version__
+from fogreid.config import from_dict, to_dict
+from fogreid.errors import FogreidError
+from fogreid.fileio import atomic_write
+from fogreid.model.sjdl import ModelConfig, SJDLNet, build_sjdl
+
+FORMAT = "fogreid.checkpoint"
+FORMAT_VERSION = 1
+
+
+def save_checkpoint(path: str | Path, net: SJDLNet, meta: dict[str, Any] | None = None,
+                    **extra: Any) -> None:
+    """Write `net` (and any training state in `extra`) to `path`, atomically."""
+    state = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "model_config": to_dict(net.config),
+        "model": {k: v.detach().cpu() for k, v in net.state_dict().items()},
+        "meta": {"fogreid_version": __version__,
+                 "saved_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                 **(meta or {})},
+        **extra,
+    }
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    with atomic_write(path) as handle:
+        handle.write(buffer.getbuffer())
+
+
+def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """The checkpoint's contents, checked to be a fogreid checkpoint."""
+    path = Path(path)
+    if not path.is_file():
+        raise FogreidError(f"checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:
+        raise FogreidError(
+            f"{path}: cannot be read as a fogreid checkpoint ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:200]}). The file may be truncated or corrupt, or it holds "
+            f"pickled objects, which are never loaded; re-save it with fogreid.") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise FogreidError(f"{path}: not a fogreid checkpoint (no '{FORMAT}' marker); "
+                           f"checkpoints are written by `fogreid train` or save_checkpoint()")
+    if state.get("format_version", 0) > FORMAT_VERSION:
+        raise FogreidError(f"{path}: written by a newer fogreid (format {state['format_version']}); "
+                           f"upgrade fogreid to read it")
+    return state
+
+
+def checkpoint_config(state: dict[str, Any], path: str | Path = "checkpoint") -> ModelConfig:
+    return from_dict(ModelConfig, state["model_config"], where=f"{path}: model_config")
+
+
+def load_model(path: str | Path, expect: ModelConfig | None = None,
+               map_location: str | torch.device = "cpu") -> SJDLNet:
+    """Build the network stored in `path`. With `expect`, the stored config must equal it."""
+    state = read_checkpoint(path, map_location)
+    cfg = checkpoint_config(state, path)
+    if expect is not None and expect != cfg:
+        raise FogreidError(f"{path}: checkpoint is for another model config: {describe_mismatch(expect, cfg)}. "
+                           f"Use the config the checkpoint was trained with, or retrain.")
+    net = build_sjdl(cfg)
+    load_weights(net, state["model"], path)
+    return net.eval()
+
+
+def load_weights(net: SJDLNet, weights: dict[str, torch.Tensor], path: str | Path = "checkpoint") -> None:
+    own = net.state_dict()
+    missing = sorted(set(own) - set(weights))
+    unexpected = sorted(set(weights) - set(own))
+    wrong = sorted(k for k in set(own) & set(weights) if own[k].shape != weights[k].shape)
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} weights missing (e.g. {', '.join(missing[:3])})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})")
+        if wrong:
+            parts.append("shapes differ: " + ", ".join(
+                f"{k} {tuple(weights[k].shape)} vs {tuple(own[k].shape)}" for k in wrong[:3]))
+        raise FogreidError(f"{path}: weights do not fit the model config: {'; '.join(parts)}")
+    net.load_state_dict(weights)
+
+
+def describe_mismatch(expected: ModelConfig, found: ModelConfig) -> str:
+    diffs = [f"{f.name}: expected {getattr(expected, f.name)!r}, checkpoint has {getattr(found, f.name)!r}"
+             for f in dataclasses.fields(ModelConfig) if getattr(expected, f.name) != getattr(found, f.name)]
+    return "; ".join(diffs)
