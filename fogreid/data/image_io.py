@@ -24,6 +24,10 @@ def read_image(path: str | Path) -> np.ndarray:
     except OSError as exc:
         raise FogreidError(f"cannot read image {path}: {exc.strerror or exc}") from None
     image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    # libjpeg decodes a cut-off JPEG into an image whose lower part is grey, with only a
+    # warning: check for the end-of-image marker so a truncated file is never used.
+    if image is not None and data[:2].tobytes() == b"\xff\xd8" and b"\xff\xd9" not in data[-4096:].tobytes():
+        raise FogreidError(f"image {path} is truncated (no JPEG end marker); re-copy or remove it")
     if image is None:
         raise FogreidError(f"cannot decode image {path}: the file is empty, truncated or not an "
                            f"image ({', '.join(IMAGE_SUFFIXES)}); remove or replace it")

@@ -176,6 +176,7 @@ def load_imagenet_weights(backbone: ResNetIBN, source: str | Path) -> None:
             state = state["state_dict"]
     own = backbone.state_dict()
     mapped: dict[str, torch.Tensor] = {}
+    unused = []
     for key, value in state.items():
         key = key.removeprefix("module.")
         if key in own:
@@ -185,6 +186,8 @@ def load_imagenet_weights(backbone: ResNetIBN, source: str | Path) -> None:
         prefix, _, leaf = key.rpartition(".")
         in_key, bn_key = f"{prefix}.IN.{leaf}", f"{prefix}.BN.{leaf}"
         if bn_key not in own:
+            if not key.startswith("fc."):  # the ImageNet classifier is not part of the encoder
+                unused.append(key)
             continue
         if leaf in ("weight", "bias"):
             half = value.shape[0] - own[bn_key].shape[0]
@@ -195,11 +198,12 @@ def load_imagenet_weights(backbone: ResNetIBN, source: str | Path) -> None:
             mapped[bn_key] = value[value.shape[0] - own[bn_key].shape[0]:]
     missing = [k for k in own if k not in mapped]
     wrong = [k for k, v in mapped.items() if v.shape != own[k].shape]
-    if missing or wrong:
+    if missing or wrong or unused:
         raise FogreidError(
             f"ImageNet weights from {source} do not fit backbone {backbone.arch}: "
             f"{len(missing)} missing (e.g. {missing[:3]}), {len(wrong)} of another shape "
-            f"(e.g. {wrong[:3]}). Use weights of the same architecture."
+            f"(e.g. {wrong[:3]}), {len(unused)} unused (e.g. {unused[:3]}). "
+            f"Use weights of the same architecture."
         )
     backbone.load_state_dict(mapped)
 

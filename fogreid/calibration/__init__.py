@@ -1,0 +1,1 @@
+"""INT8 calibration from foggy images: Q/DQ ONNX and TensorRT calibration caches."""

@@ -1,0 +1,1 @@
+"""Inference backends (PyTorch, ONNX Runtime, TensorRT) and the stream pipeline (`fogreid run`)."""

@@ -1,0 +1,1 @@
+"""Training and evaluation of the joint defog + ReID network (`fogreid train`, `fogreid eval`)."""

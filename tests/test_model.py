@@ -1,0 +1,150 @@
+import pytest
+import torch
+from torch import nn
+
+from fogreid.errors import FogreidError
+from fogreid.model.fused import FusedDefogReID
+from fogreid.model.resnet_ibn import IBN, ResNetIBN, load_imagenet_weights
+from fogreid.model.sjdl import ModelConfig, build_sjdl, preset
+from fogreid.model.summary import summarize
+
+VARIANTS = [
+    dict(backbone="resnet18", ibn=True, deform_branch=False),
+    dict(backbone="resnet18", ibn=False, deform_branch=True),
+    dict(backbone="resnet34", ibn=True, deform_branch=True),
+    dict(backbone="resnet50", ibn=True, deform_branch=True),
+    dict(backbone="resnet50", ibn=False, deform_branch=False, channel_attention=False),
+]
+EXPECTED_DIM = {"resnet18": 512, "resnet34": 512, "resnet50": 2048}
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: "-".join(str(x) for x in v.values()))
+def test_shapes_and_ranges(variant):
+    torch.manual_seed(0)
+    cfg = ModelConfig(input_size=(64, 64), num_ids=5, num_ids_real=3, **variant)
+    net = build_sjdl(cfg).train()
+    out = net(torch.rand(4, 3, 64, 64))
+    dim = EXPECTED_DIM[cfg.backbone] + (cfg.branch_channels if cfg.deform_branch else 0)
+    assert net.embedding_dim == dim
+    assert out.global_feat.shape == out.bn_feat.shape == (4, dim)
+    assert out.coarse.shape == out.defogged.shape == (4, 3, 64, 64)
+    assert 0 <= out.defogged.min() and out.defogged.max() <= 1
+    assert net.classifier(out.bn_feat).shape == (4, 5)
+    assert net.classifier_real(out.bn_feat).shape == (4, 3)
+    assert all(torch.isfinite(t).all() for t in out)
+    n_ibn = sum(isinstance(m, IBN) for m in net.backbone.modules())
+    assert (n_ibn > 0) == cfg.ibn
+    assert not any(isinstance(m, IBN) for m in net.backbone.layer4.modules()), "IBN-a stops before layer4"
+
+
+def test_bnneck_bias_is_frozen():
+    net = build_sjdl(preset("edge", input_size=(64, 64)))
+    assert not net.reid.bnneck.bias.requires_grad
+
+
+def test_input_size_must_fit_the_stride():
+    with pytest.raises(FogreidError, match="multiples of 32"):
+        ModelConfig(input_size=(100, 100))
+
+
+def _fused(**overrides):
+    torch.manual_seed(0)
+    return FusedDefogReID(build_sjdl(preset("edge", input_size=(64, 64), **overrides)))
+
+
+def test_fused_uint8_contract():
+    model = _fused()
+    frames = torch.randint(0, 256, (3, 64, 64, 3), dtype=torch.uint8)
+    with torch.no_grad():
+        defogged, embedding = model(frames)
+        # The same computation by hand: BGR uint8 NHWC -> RGB float NCHW in [0, 1].
+        rgb = frames[..., [2, 1, 0]].permute(0, 3, 1, 2).float() / 255
+        out = model.net(rgb)
+    assert defogged.dtype == torch.uint8 and defogged.shape == frames.shape
+    assert embedding.dtype == torch.float32 and embedding.shape == (3, model.embedding_dim)
+    torch.testing.assert_close(embedding.norm(dim=1), torch.ones(3))
+    torch.testing.assert_close(embedding, out.bn_feat / out.bn_feat.norm(dim=1, keepdim=True))
+    expected = (out.defogged.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1)[..., [2, 1, 0]]
+    assert torch.equal(defogged, expected)
+
+
+def test_fused_channel_order_matters():
+    model = _fused()
+    frames = torch.zeros(1, 64, 64, 3, dtype=torch.uint8)
+    frames[..., 0] = 200  # blue in BGR
+    rgb = model.preprocess(frames)
+    assert rgb[:, 2].min() == pytest.approx(200 / 255) and rgb[:, 0].max() == 0
+
+
+@pytest.mark.parametrize("bad", [torch.zeros(1, 64, 64, 3), torch.zeros(1, 32, 32, 3, dtype=torch.uint8),
+                                 torch.zeros(1, 3, 64, 64, dtype=torch.uint8)])
+def test_fused_rejects_wrong_input(bad):
+    with pytest.raises(FogreidError, match=r"uint8 frames of shape \(B, 64, 64, 3\)"):
+        _fused()(bad)
+
+
+def test_reid_only_model_passes_frames_through():
+    model = _fused(defog=False)
+    frames = torch.randint(0, 256, (2, 64, 64, 3), dtype=torch.uint8)
+    defogged, embedding = model(frames)
+    assert torch.equal(defogged, frames) and embedding.shape == (2, 512)
+
+
+def test_presets_and_costs():
+    paper, edge = preset("paper"), preset("edge")
+    assert paper.backbone == "resnet50" and paper.deform_branch and paper.input_size == (384, 384)
+    assert edge.backbone == "resnet18" and not edge.deform_branch
+    assert 128 <= edge.input_size[0] <= 256
+    rows = {r.name: r for r in summarize(build_sjdl(paper))}
+    assert 36e6 < sum(r.params for n, r in rows.items() if "training" not in n) < 40e6  # paper: ~38 M
+    # The published decoder costs about as much as the encoder at full resolution ...
+    assert rows["defog decoder"].gflops > 0.5 * rows["encoder (ResNet-IBN)"].gflops
+    assert rows["ReID head"].gflops > 1.0  # the deformable branch is counted
+    # ... the edge preset slims it.
+    edge_rows = {r.name: r for r in summarize(build_sjdl(edge))}
+    assert edge_rows["defog decoder"].gflops < 0.35 * edge_rows["encoder (ResNet-IBN)"].gflops
+    with pytest.raises(FogreidError, match="unknown preset"):
+        preset("large")
+
+
+def test_imagenet_weights_from_a_torchvision_file(tmp_path):
+    import torchvision
+
+    torch.manual_seed(1)
+    reference = torchvision.models.resnet18()
+    for m in reference.modules():  # non-trivial norm statistics to check the IBN split
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-1, 1)
+            m.weight.data.uniform_(0.5, 1.5)
+    path = tmp_path / "resnet18-f37072fd.pth"
+    torch.save(reference.state_dict(), path)
+    backbone = ResNetIBN("resnet18", ibn=True)
+    load_imagenet_weights(backbone, path)
+    ref = reference.state_dict()
+    assert torch.equal(backbone.conv1.weight, ref["conv1.weight"])
+    assert torch.equal(backbone.layer4[1].bn2.weight, ref["layer4.1.bn2.weight"])
+    ibn = backbone.layer1[0].bn1
+    assert torch.equal(ibn.IN.weight, ref["layer1.0.bn1.weight"][:32])
+    assert torch.equal(ibn.BN.weight, ref["layer1.0.bn1.weight"][32:])
+    assert torch.equal(ibn.BN.running_mean, ref["layer1.0.bn1.running_mean"][32:])
+
+
+def test_imagenet_weights_errors(tmp_path, monkeypatch):
+    backbone = ResNetIBN("resnet18")
+    with pytest.raises(FogreidError, match="weights file not found"):
+        load_imagenet_weights(backbone, tmp_path / "missing.pth")
+    import torchvision
+
+    path = tmp_path / "resnet34.pth"
+    torch.save(torchvision.models.resnet34().state_dict(), path)
+    with pytest.raises(FogreidError, match="do not fit backbone resnet18"):
+        load_imagenet_weights(backbone, path)
+    # No network: the download fails with a message that says how to proceed.
+    from torchvision.models import ResNet18_Weights
+
+    def offline(*args, **kwargs):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(type(ResNet18_Weights.IMAGENET1K_V1), "get_state_dict", offline)
+    with pytest.raises(FogreidError, match="--pretrained PATH"):
+        load_imagenet_weights(backbone, "imagenet")
