@@ -57,6 +57,54 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from fogreid.train.config import build_config
+    from fogreid.train.loop import train
+
+    flags = {"mode": args.mode, "model.backbone": args.backbone, "preset": args.preset,
+             "model.input_size": list(_size(args.imgsz)) if args.imgsz else None,
+             "optim.epochs": args.epochs, "data.ids_per_batch": args.ids_per_batch,
+             "data.instances_per_id": args.instances_per_id, "device": args.device, "seed": args.seed,
+             "data.root": args.data, "pretrained": args.pretrained}
+    cfg = build_config(args.config, args.set or [], flags)
+    resume = args.resume
+    if resume == "auto":
+        resume = str(Path(args.out) / "last.pt")
+        if not Path(resume).is_file():
+            raise FogreidError(f"--resume: {resume} does not exist yet; start without --resume")
+    train(cfg, args.out, resume=resume, progress=not args.quiet)
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import json
+
+    import torch
+
+    from fogreid.data.datasets import load_dataset
+    from fogreid.model.fused import FusedDefogReID
+    from fogreid.train.evaluate import evaluate
+    from fogreid.train.loop import pick_device
+
+    device = pick_device(args.device)
+    model = FusedDefogReID.from_checkpoint(args.checkpoint, map_location=device)
+    split = load_dataset(args.dataset if args.dataset != "fvrid" else f"fvrid-{args.split}", args.data)
+    with torch.inference_mode():
+        metrics = evaluate(model, split, batch_size=args.batch, progress=not args.json)
+    if args.json:
+        print(json.dumps(metrics, indent=2))
+    else:
+        print(f"{split.name}: {metrics['num_queries']} queries, {len(split.gallery)} gallery images")
+        print(f"mAP {metrics['mAP']:.4f}  Rank-1 {metrics['rank1']:.4f}  Rank-5 {metrics['rank5']:.4f}  "
+              f"Rank-10 {metrics['rank10']:.4f}")
+        if "psnr" in metrics:
+            print(f"defogged vs clear: PSNR {metrics['psnr']:.2f} dB  SSIM {metrics['ssim']:.4f}  "
+                  f"(foggy input: PSNR {metrics['psnr_foggy']:.2f} dB  SSIM {metrics['ssim_foggy']:.4f})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fogreid", description=(
         "Foggy-weather vehicle re-identification: data, the SJDL defog + ReID network, "
@@ -70,6 +118,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", help="use this checkpoint instead of a fresh edge model")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(run=cmd_demo)
+
+    p = verbs.add_parser("train", help="train the joint defog + ReID network")
+    p.add_argument("--data", help="dataset root with FVRID_syn/ (and FVRID_real/ for --mode sjdl)")
+    p.add_argument("--out", required=True, help="run folder: last.pt, best.pt, metrics")
+    p.add_argument("--config", help="YAML file of settings (see fogreid/train/config.py)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting, e.g. loss.tv_weight=0.02")
+    p.add_argument("--mode", choices=["sjdl", "jdl", "reid"], help="default sjdl")
+    p.add_argument("--preset", choices=["paper", "edge"], help="model preset (default edge)")
+    p.add_argument("--backbone", choices=["resnet18", "resnet34", "resnet50"])
+    p.add_argument("--imgsz", type=int, nargs="+", metavar="PX", help="input size H [W]")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--ids-per-batch", type=int, help="P identities per batch")
+    p.add_argument("--instances-per-id", type=int, help="K images per identity")
+    p.add_argument("--pretrained", help="'imagenet' or an ImageNet weights file for the encoder")
+    p.add_argument("--device", help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--resume", nargs="?", const="auto", help="continue from a last.pt (default: OUT/last.pt)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(run=cmd_train)
+
+    p = verbs.add_parser("eval", help="mAP / CMC and defog PSNR / SSIM of a checkpoint")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--data", required=True, help="dataset root")
+    p.add_argument("--dataset", default="fvrid", choices=["fvrid", "veri776", "veriwild"])
+    p.add_argument("--split", default="syn", choices=["syn", "real"], help="FVRID part (default syn)")
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    p.set_defaults(run=cmd_eval)
 
     p = verbs.add_parser("synth", help="generate a foggy vehicle dataset in FVRID's layout")
     p.add_argument("--out", required=True, help="output folder")

@@ -60,3 +60,33 @@ def evaluate_rank(distmat: np.ndarray, q_pids: np.ndarray, g_pids: np.ndarray,
         raise FogreidError("no query has a true match in the gallery from another camera; "
                            "check that query and gallery share vehicle ids")
     return RetrievalResult(float(np.mean(all_ap)), np.mean(all_cmc, axis=0), len(all_cmc))
+
+
+def ssim(a, b, window: int = 11, sigma: float = 1.5):
+    """Structural similarity per image of two float (B, C, H, W) batches in [0, 1]
+    (Gaussian window, the constants of Wang et al. 2004). Returns a (B,) tensor."""
+    import torch
+    import torch.nn.functional as F
+
+    coords = torch.arange(window, dtype=a.dtype, device=a.device) - window // 2
+    g = torch.exp(-coords ** 2 / (2 * sigma ** 2))
+    g = g / g.sum()
+    kernel = (g[:, None] * g[None, :]).expand(a.shape[1], 1, window, window)
+
+    def blur(x):
+        return F.conv2d(x, kernel, groups=a.shape[1])
+
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    mu_a, mu_b = blur(a), blur(b)
+    var_a, var_b = blur(a * a) - mu_a ** 2, blur(b * b) - mu_b ** 2
+    cov = blur(a * b) - mu_a * mu_b
+    ssim_map = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a ** 2 + mu_b ** 2 + c1) * (var_a + var_b + c2))
+    return ssim_map.mean(dim=(1, 2, 3))
+
+
+def psnr(a, b):
+    """Peak signal-to-noise ratio in dB per image of two float (B, C, H, W) batches in [0, 1]."""
+    import torch
+
+    mse = ((a - b) ** 2).mean(dim=(1, 2, 3)).clamp_min(1e-10)
+    return 10 * torch.log10(1.0 / mse)

@@ -187,3 +187,28 @@ class ReIDImages:
     def _load(self, path: Path, flip: bool) -> np.ndarray:
         image = resize_for_model(read_image(path), self.size)
         return np.ascontiguousarray(image[:, ::-1]) if flip else image
+
+
+def carve_validation(split: ReIDSplit, fraction: float, seed: int = 0) -> tuple[list[ImageRecord], ReIDSplit]:
+    """Hold out `fraction` of the training identities as a validation query/gallery set.
+
+    The best checkpoint is chosen on this, never on the test query/gallery. Each held-out
+    identity gives one query; the rest of its images form the gallery.
+    """
+    ids = split.train_ids
+    n_val = int(round(len(ids) * fraction))
+    if fraction <= 0 or n_val == 0:
+        return list(split.train), ReIDSplit(f"{split.name}-val", [], [], [], split.paired)
+    if len(ids) - n_val < 2:
+        raise FogreidError(f"{split.name}: {len(ids)} training identities are too few to hold out "
+                           f"{n_val} for validation; lower data.val_fraction")
+    rng = np.random.default_rng([seed, 7])
+    held_out = set(rng.choice(ids, n_val, replace=False).tolist())
+    query, gallery, train = [], [], []
+    for pid in sorted(held_out):
+        records = [r for r in split.train if r.pid == pid]
+        q = int(rng.integers(len(records)))
+        query.append(records[q])
+        gallery += records[:q] + records[q + 1:]
+    train = [r for r in split.train if r.pid not in held_out]
+    return train, ReIDSplit(f"{split.name}-val", [], query, gallery, split.paired)

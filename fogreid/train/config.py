@@ -1,0 +1,123 @@
+"""Training configuration: typed dataclasses, filled from defaults, a YAML file, then
+`--set section.key=value` overrides and the command-line flags, in that order."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fogreid.config import from_dict, load_yaml, to_dict
+from fogreid.errors import FogreidError
+from fogreid.model.sjdl import ModelConfig, preset
+
+MODES = ("sjdl", "jdl", "reid")
+
+
+@dataclass
+class DataConfig:
+    root: str = ""
+    ids_per_batch: int = 6           # P
+    instances_per_id: int = 6        # K
+    val_fraction: float = 0.1        # training identities held out to choose the best checkpoint
+    num_workers: int = 2
+    hflip: float = 0.5
+    real_every: int = 5              # sjdl: every k-th iteration also takes a real foggy batch
+    reid_input: str = "foggy"        # reid mode: train on foggy or clear images
+
+
+@dataclass
+class LossConfig:
+    id_weight: float = 1.0
+    label_smoothing: float = 0.1
+    triplet_weight: float = 1.0
+    triplet_margin: float = 0.3
+    restoration: str = "l1"          # l1 | mse
+    restoration_weight: float = 1.0
+    ssim_weight: float = 0.0
+    real_weight: float = 1.0         # the real batch's id losses
+    dark_channel_weight: float = 0.01
+    dark_channel_patch: int = 35
+    tv_weight: float = 0.01
+
+
+@dataclass
+class OptimConfig:
+    epochs: int = 120
+    lr: float = 1e-4
+    weight_decay: float = 5e-4
+    warmup_epochs: int = 10
+    warmup_factor: float = 0.01
+    milestones: tuple[int, ...] = (40, 70, 100)
+    gamma: float = 0.6
+
+
+@dataclass
+class TrainConfig:
+    mode: str = "sjdl"
+    preset: str = "edge"
+    model: dict[str, Any] = field(default_factory=dict)   # overrides of the preset's ModelConfig
+    pretrained: str = ""             # "", "imagenet" or a weights file for the encoder
+    data: DataConfig = field(default_factory=DataConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    device: str = "auto"             # auto | cpu | cuda | cuda:N
+    seed: int = 0
+    eval_every: int = 1              # epochs between validations
+    save_every_steps: int = 0        # also save last.pt every N steps (0: end of epoch only)
+
+    def model_config(self, num_ids: int, num_ids_real: int) -> ModelConfig:
+        overrides = dict(self.model)
+        if "input_size" in overrides:
+            overrides["input_size"] = tuple(overrides["input_size"])
+        if self.mode == "reid":
+            overrides["defog"] = False
+        try:
+            cfg = preset(self.preset, **overrides)
+        except TypeError as exc:
+            raise FogreidError(f"model overrides: {exc}; known: {', '.join(f.name for f in dataclasses.fields(ModelConfig))}") from None
+        return dataclasses.replace(cfg, num_ids=num_ids, num_ids_real=num_ids_real if self.mode == "sjdl" else 0)
+
+    def check(self) -> None:
+        if self.mode not in MODES:
+            raise FogreidError(f"unknown mode {self.mode!r}; choose one of {', '.join(MODES)}")
+        if self.data.reid_input not in ("foggy", "clear"):
+            raise FogreidError("data.reid_input must be foggy or clear")
+        if self.data.reid_input == "clear" and self.mode != "reid":
+            raise FogreidError("data.reid_input=clear is for --mode reid (the clear-only baseline)")
+        if self.loss.restoration not in ("l1", "mse"):
+            raise FogreidError("loss.restoration must be l1 or mse")
+
+
+def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    node = data
+    *parents, leaf = key.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise FogreidError(f"--set {key}: {part} is not a section")
+    node[leaf] = value
+
+
+def build_config(config_file: str | Path | None = None, sets: list[str] = (),
+                 flags: dict[str, Any] | None = None) -> TrainConfig:
+    import yaml
+
+    data: dict[str, Any] = load_yaml(config_file) if config_file else {}
+    where = str(config_file) if config_file else "config"
+    for item in sets:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise FogreidError(f"--set {item!r}: expected key=value, e.g. --set loss.tv_weight=0.02")
+        _set_dotted(data, key.strip(), yaml.safe_load(raw))
+    for key, value in (flags or {}).items():
+        if value is not None:
+            _set_dotted(data, key, value)
+    cfg = from_dict(TrainConfig, data, where)
+    cfg.check()
+    return cfg
+
+
+def config_dict(cfg: TrainConfig) -> dict[str, Any]:
+    return to_dict(cfg)
