@@ -77,8 +77,14 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
         if len(value) != len(args):
             raise FogreidError(f"{where}: expected {len(args)} values, got {len(value)}")
         return tuple(_convert(a, v, where) for a, v in zip(args, value))
-    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
+    if hint is float:
+        # YAML 1.1 reads "3e-4" (no dot) as a string: accept any spelling Python parses.
+        if isinstance(value, bool):
+            raise FogreidError(f"{where}: expected a number, got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise FogreidError(f"{where}: expected a number, got {value!r}") from None
     if hint in (int, str, bool) and not (isinstance(value, hint) and not (hint is int and isinstance(value, bool))):
         raise FogreidError(f"{where}: expected {hint.__name__}, got {value!r}")
     return value

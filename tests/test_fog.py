@@ -80,3 +80,23 @@ def test_blur_keeps_constants_and_smooths_noise():
     blurred = gaussian_blur(noise, torch.tensor([1.5, 1.5]))
     assert blurred.std() < 0.5 * noise.std()
     torch.testing.assert_close(blurred.mean(), noise.mean(), atol=0.01, rtol=0)
+
+
+def test_dark_channel_dehazer_undoes_synthetic_fog():
+    from fogreid.data.dehaze import dehaze_dcp
+    from fogreid.metrics import psnr
+    from fogreid.pixels import frames_to_images, images_to_frames
+
+    rng = np.random.default_rng(0)
+    clear = np.zeros((1, 96, 96, 3), np.uint8)
+    for _ in range(30):  # a scene of coloured blocks with dark shadows, as the prior assumes
+        y, x = rng.integers(0, 80, 2)
+        clear[0, y:y + 16, x:x + 16] = rng.integers(0, 256, 3)
+    clear_t = frames_to_images(torch.from_numpy(clear))
+    foggy = images_to_frames(scatter(clear_t, torch.full((1, 1, 96, 96), 0.5), torch.tensor([2.0]),
+                                     torch.tensor([0.9])))
+    dehazed = dehaze_dcp(foggy[0].numpy())
+    assert dehazed.shape == foggy[0].shape and dehazed.dtype == np.uint8
+    before = psnr(frames_to_images(foggy), clear_t)
+    after = psnr(frames_to_images(torch.from_numpy(dehazed[None])), clear_t)
+    assert after > before + 3

@@ -1,0 +1,123 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from fogreid.data.synth import SynthConfig, generate
+from fogreid.model.checkpoint import read_checkpoint
+
+TINY_TRAIN = ["--imgsz", "64", "--ids-per-batch", "4", "--instances-per-id", "2", "--seed", "3",
+              "--set", "data.num_workers=0", "--set", "optim.warmup_epochs=1", "--set", "optim.lr=3e-4",
+              "--set", "data.real_every=2", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def train_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train_data")
+    generate(root, SynthConfig(ids=16, cams=3, per_cam=2, size=64, seed=5), progress=False)
+    return root
+
+
+def run_train(fogreid_cmd, root, out, *extra, check=True):
+    proc = subprocess.run(fogreid_cmd + ["train", "--data", str(root), "--out", str(out), *TINY_TRAIN, *extra],
+                          capture_output=True, text=True)
+    if check:
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def weights(path):
+    return read_checkpoint(path)["model"]
+
+
+def test_few_iterations_write_checkpoints_and_metrics(fogreid_cmd, train_root, tmp_path):
+    out = tmp_path / "run"
+    run_train(fogreid_cmd, train_root, out, "--epochs", "2")
+    for name in ("last.pt", "best.pt", "metrics.json", "metrics.csv", "history.jsonl"):
+        assert (out / name).is_file(), name
+    assert any((out / "tensorboard").iterdir())
+    last = read_checkpoint(out / "last.pt")
+    assert last["epoch"] == 2 and last["step_in_epoch"] == 0 and last["global_step"] > 0
+    assert last["meta"]["mode"] == "sjdl" and last["model_config"]["num_ids_real"] > 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    history = metrics["history"]
+    assert [row["epoch"] for row in history] == [1, 2]
+    for row in history:  # every term of the SJDL objective took part
+        for term in ("train/id", "train/triplet", "train/restore", "train/real_id", "train/dark_channel", "train/tv"):
+            assert row[term] > 0, term
+    test = metrics["test"]
+    assert 0 < test["syn"]["mAP"] <= 1 and 0 < test["real"]["mAP"] <= 1
+    assert test["syn"]["psnr"] > 5 and "psnr" not in test["real"]
+
+    # The eval verb on the best checkpoint: JSON with retrieval and defog figures.
+    proc = subprocess.run(fogreid_cmd + ["eval", "--checkpoint", str(out / "best.pt"), "--data", str(train_root),
+                                         "--json"], capture_output=True, text=True, check=True)
+    scores = json.loads(proc.stdout)
+    assert scores["mAP"] == pytest.approx(test["syn"]["mAP"], abs=1e-6)
+    assert {"rank1", "rank5", "rank10", "psnr", "ssim", "psnr_foggy"} <= set(scores)
+
+
+def test_reid_mode_has_no_defog_head(fogreid_cmd, train_root, tmp_path):
+    out = tmp_path / "reid"
+    run_train(fogreid_cmd, train_root, out, "--epochs", "1", "--mode", "reid", "--set", "data.reid_input=clear")
+    state = read_checkpoint(out / "last.pt")
+    assert state["model_config"]["defog"] is False
+    assert not any(k.startswith("decoder.") for k in state["model"])
+
+
+def test_resume_after_sigkill_matches_an_uninterrupted_run(fogreid_cmd, train_root, tmp_path):
+    straight = tmp_path / "straight"
+    run_train(fogreid_cmd, train_root, straight, "--epochs", "2")
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(fogreid_cmd + ["train", "--data", str(train_root), "--out", str(killed), *TINY_TRAIN,
+                                           "--epochs", "2", "--set", "save_every_steps=1"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    try:
+        while time.time() < deadline:  # kill mid-epoch 1, once a few steps are saved
+            if (killed / "last.pt").exists():
+                state = torch.load(killed / "last.pt", weights_only=True)
+                if state["epoch"] == 0 and state["step_in_epoch"] >= 2:
+                    break
+            if proc.poll() is not None:
+                pytest.fail("training ended before it could be killed mid-epoch")
+            time.sleep(0.02)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    interrupted = read_checkpoint(killed / "last.pt")  # intact after SIGKILL: written atomically
+    assert interrupted["epoch"] == 0 and interrupted["step_in_epoch"] >= 2
+
+    run_train(fogreid_cmd, train_root, killed, "--epochs", "2", "--resume")
+    a, b = weights(straight / "last.pt"), weights(killed / "last.pt")
+    assert a.keys() == b.keys()
+    different = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not different, f"resumed run differs in {different[:5]}"
+
+
+def test_resume_refuses_another_config(fogreid_cmd, train_root, tmp_path):
+    out = tmp_path / "run"
+    run_train(fogreid_cmd, train_root, out, "--epochs", "1")
+    proc = run_train(fogreid_cmd, train_root, out, "--epochs", "2", "--backbone", "resnet34", "--resume", check=False)
+    assert proc.returncode == 2 and "backbone: expected 'resnet34'" in proc.stderr
+
+
+def test_ddp_gloo_two_processes(fogreid_cmd, train_root, tmp_path):
+    single, ddp = tmp_path / "single", tmp_path / "ddp"
+    run_train(fogreid_cmd, train_root, single, "--epochs", "1", "--mode", "jdl")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "-m", "fogreid", "train", "--data", str(train_root), "--out", str(ddp), *TINY_TRAIN,
+                           "--epochs", "1", "--mode", "jdl", "--device", "cpu"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    steps_single = read_checkpoint(single / "last.pt")["global_step"]
+    steps_ddp = read_checkpoint(ddp / "last.pt")["global_step"]
+    assert steps_ddp == steps_single // 2  # each of the 2 processes takes every other batch
+    assert json.loads((ddp / "metrics.json").read_text())["test"]["syn"]["num_queries"] > 0
