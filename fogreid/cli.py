@@ -105,6 +105,50 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from fogreid.export.exporter import ExportOptions, export
+    from fogreid.export.formats import parse_batch, parse_formats
+
+    formats = parse_formats(args.format)
+    opts = ExportOptions(imgsz=_size(args.imgsz) if args.imgsz else None, batch=parse_batch(args.batch),
+                         calib_images=args.calib_images or [], calib_method=args.calib_method,
+                         calib_num=args.calib_num, data_root=args.data, int8_mode=args.int8_mode,
+                         dla_core=args.dla_core, workspace_gib=args.workspace, keep_fp=_names(args.keep_fp),
+                         progress=not args.quiet)
+    result = export(args.checkpoint, formats, args.out, opts)
+    print(f"wrote {', '.join(str(p) for p in result.files.values())}")
+    print(f"manifest: {result.manifest}")
+    if result.not_built:
+        print(f"not built: {', '.join(result.not_built)} (see above); build them on the target with "
+              f"{result.files.get('trtexec.sh', 'trtexec')}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from fogreid.calibration.calibrate import calibrate
+
+    result = calibrate(args.onnx, args.images, args.out, args.method, args.num, args.data,
+                       _names(args.keep_fp), progress=not args.quiet)
+    print(f"wrote {result.qdq_onnx} (Q/DQ INT8), {result.cache} (TensorRT calibration cache) and "
+          f"{result.cache.with_name('calibration.json')}")
+    return 0
+
+
+def _names(value: str | None) -> list[str]:
+    """A comma list, or @FILE with one name per line (as `fogreid validate --per-layer` writes)."""
+    if not value:
+        return []
+    if value.startswith("@"):
+        from pathlib import Path
+
+        path = Path(value[1:])
+        if not path.is_file():
+            raise FogreidError(f"--keep-fp {value}: file not found")
+        return [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    return [n.strip() for n in value.split(",") if n.strip()]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fogreid", description=(
         "Foggy-weather vehicle re-identification: data, the SJDL defog + ReID network, "
@@ -147,6 +191,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     p.set_defaults(run=cmd_eval)
+
+    p = verbs.add_parser("export", help="export a checkpoint to ONNX (FP32/FP16/INT8) and TensorRT engines")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--format", default="onnx",
+                   help="comma list of onnx, onnx-fp16, onnx-int8, engine-fp16, engine-int8 (default onnx)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--imgsz", type=int, nargs="+", metavar="PX", help="input size H [W] (default: the checkpoint's)")
+    p.add_argument("--batch", default="1:8:32", help="TensorRT profile MIN:OPT:MAX (default 1:8:32)")
+    p.add_argument("--calib-images", nargs="+", metavar="DIR", help="folders of foggy images for INT8")
+    p.add_argument("--calib-method", default="minmax", choices=["minmax", "entropy", "percentile"],
+                   help="activation ranges (default minmax: entropy's clipping costs ReID embeddings most)")
+    p.add_argument("--calib-num", type=int, default=512, help="calibration images (default 512)")
+    p.add_argument("--data", help="dataset root: refuse calibration images of its test identities")
+    p.add_argument("--int8-mode", default="auto", choices=["auto", "explicit", "implicit"],
+                   help="TensorRT INT8: Q/DQ ONNX (explicit) or calibrator + cache (implicit; DLA, JetPack 6)")
+    p.add_argument("--keep-fp", help="nodes to keep in floating point: a comma list or @FILE")
+    p.add_argument("--dla-core", type=int, help="build for this DLA core (GPU fallback allowed)")
+    p.add_argument("--workspace", type=float, default=4.0, help="TensorRT workspace limit in GiB (default 4)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(run=cmd_export)
+
+    p = verbs.add_parser("calibrate", help="INT8 calibration of an ONNX model on foggy images")
+    p.add_argument("--onnx", required=True, help="an FP32 model exported by fogreid")
+    p.add_argument("--images", required=True, nargs="+", metavar="DIR", help="folders of foggy images")
+    p.add_argument("--data", help="dataset root: refuse images of its test query/gallery identities")
+    p.add_argument("--out", required=True)
+    p.add_argument("--method", default="minmax", choices=["minmax", "entropy", "percentile"],
+                   help="activation ranges (default minmax: entropy's clipping costs ReID embeddings most)")
+    p.add_argument("--num", type=int, default=512)
+    p.add_argument("--keep-fp", help="nodes to keep in floating point: a comma list or @FILE")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(run=cmd_calibrate)
 
     p = verbs.add_parser("synth", help="generate a foggy vehicle dataset in FVRID's layout")
     p.add_argument("--out", required=True, help="output folder")

@@ -196,8 +196,9 @@ def carve_validation(split: ReIDSplit, fraction: float, seed: int = 0) -> tuple[
     identity gives one query; the rest of its images form the gallery.
     """
     ids = split.train_ids
-    n_val = int(round(len(ids) * fraction))
-    if fraction <= 0 or n_val == 0:
+    # At least 8 identities where the set allows: a handful of queries cannot rank checkpoints.
+    n_val = max(int(round(len(ids) * fraction)), min(8, len(ids) // 4)) if fraction > 0 else 0
+    if n_val == 0:
         return list(split.train), ReIDSplit(f"{split.name}-val", [], [], [], split.paired)
     if len(ids) - n_val < 2:
         raise FogreidError(f"{split.name}: {len(ids)} training identities are too few to hold out "

@@ -70,13 +70,16 @@ def checkpoint_config(state: dict[str, Any], path: str | Path = "checkpoint") ->
 
 
 def load_model(path: str | Path, expect: ModelConfig | None = None,
-               map_location: str | torch.device = "cpu") -> SJDLNet:
-    """Build the network stored in `path`. With `expect`, the stored config must equal it."""
+               map_location: str | torch.device = "cpu", input_size: tuple[int, int] | None = None) -> SJDLNet:
+    """Build the network stored in `path`. With `expect`, the stored config must equal it.
+    `input_size` deploys the (fully convolutional) network at another resolution."""
     state = read_checkpoint(path, map_location)
     cfg = checkpoint_config(state, path)
     if expect is not None and expect != cfg:
         raise FogreidError(f"{path}: checkpoint is for another model config: {describe_mismatch(expect, cfg)}. "
                            f"Use the config the checkpoint was trained with, or retrain.")
+    if input_size is not None:
+        cfg = dataclasses.replace(cfg, input_size=tuple(input_size))
     net = build_sjdl(cfg)
     load_weights(net, state["model"], path)
     return net.eval()

@@ -52,12 +52,14 @@ class FusedDefogReID(nn.Module):
         self.postprocess = Postprocess()
         self.input_size = tuple(net.config.input_size)
         self.embedding_dim = net.embedding_dim
+        self.eval()  # a deploy module: BN running statistics, never batch statistics
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, map_location: str | torch.device = "cpu") -> "FusedDefogReID":
+    def from_checkpoint(cls, path: str | Path, map_location: str | torch.device = "cpu",
+                        input_size: tuple[int, int] | None = None) -> "FusedDefogReID":
         from fogreid.model.checkpoint import load_model
 
-        return cls(load_model(path, map_location=map_location))
+        return cls(load_model(path, map_location=map_location, input_size=input_size))
 
     def check_input(self, frames: torch.Tensor) -> None:
         h, w = self.input_size

@@ -1,0 +1,63 @@
+"""Explicit INT8: a Q/DQ ONNX model (symmetric int8, per-channel weights), for TensorRT >= 10
+(the only INT8 path on TensorRT 11) and ONNX Runtime."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import onnx
+
+from fogreid.calibration.ranges import calibration_method
+from fogreid.errors import FogreidError
+from fogreid.export.onnx_graph import fold_and_check, save, set_metadata
+
+# Q/DQ where TensorRT's explicit quantisation wants it: inputs of the heavy layers and the
+# residual additions it fuses with them.
+QUANTIZED_OPS = ["Conv", "ConvTranspose", "MatMul", "Gemm", "Add", "MaxPool"]
+
+
+def nodes_to_quantize(proto: onnx.ModelProto, keep_fp: list[str]) -> list[str]:
+    """The network body only. Kept in float: pre/post-processing and the L2 norm (cheap, and
+    quantising `x * x` breaks the unit norm), and the first conv, whose input is the raw
+    image: symmetric int8 on [0, 1] pixels keeps only 7 of their 8 bits."""
+    body = [n for n in proto.graph.node if n.name.startswith("net.") and n.op_type in QUANTIZED_OPS]
+    first_conv = next((n.name for n in body if n.op_type == "Conv"), None)
+    return [n.name for n in body if n.name != first_conv and n.name not in keep_fp]
+
+
+def quantize_qdq(onnx_path: str | Path, out_path: str | Path, ranges, method: str,
+                 keep_fp: list[str] = (), metadata: dict[str, str] | None = None) -> Path:
+    """Write the Q/DQ model calibrated with `ranges` (from compute_ranges). `keep_fp` names
+    nodes to leave in floating point (the layers `fogreid validate --per-layer` ranks)."""
+    import logging
+
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.calibrate import save_tensors_data
+
+    proto = onnx.load(str(onnx_path), load_external_data=False)
+    graph_nodes = {n.name for n in proto.graph.node}
+    unknown = [n for n in keep_fp if n not in graph_nodes]
+    if unknown:
+        raise FogreidError(f"--keep-fp: no node named {', '.join(unknown[:5])} in {onnx_path}; "
+                           f"use names printed by `fogreid validate --per-layer`")
+    with tempfile.TemporaryDirectory(prefix="fogreid-qdq-") as tmp:
+        cache = Path(tmp) / "ranges.json"
+        save_tensors_data(ranges, cache)
+        raw = Path(tmp) / "qdq.onnx"
+        logging.disable(logging.WARNING)  # its advice to pre-process: BN is already folded by the exporter
+        try:
+            quantize_static(str(onnx_path), str(raw), calibration_data_reader=None,
+                            quant_format=QuantFormat.QDQ, op_types_to_quantize=QUANTIZED_OPS,
+                            nodes_to_quantize=nodes_to_quantize(proto, list(keep_fp)), per_channel=True,
+                            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                            calibrate_method=calibration_method(method), calibration_cache_path=str(cache),
+                            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
+                                           "CalibTensorRangeSymmetric": True})
+        finally:
+            logging.disable(logging.NOTSET)
+        proto = fold_and_check(onnx.load(str(raw)))
+    if metadata:
+        set_metadata(proto, metadata)
+    save(proto, out_path)
+    return Path(out_path)

@@ -1,0 +1,146 @@
+"""The fused deploy graph as ONNX: export, FP16 conversion, metadata.
+
+Every ONNX file fogreid writes has one input `frames` uint8 (B, H, W, 3) BGR with a
+dynamic batch, and two outputs `defogged` uint8 (B, H, W, 3) BGR and `embedding`
+float32 (B, D), whatever its internal precision. Weights are stored inside the one file.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import warnings
+from pathlib import Path
+
+import onnx
+
+from fogreid import __version__
+from fogreid.errors import FogreidError
+from fogreid.fileio import atomic_write
+
+INPUT, OUTPUTS = "frames", ("defogged", "embedding")
+OPSET = 19  # DeformConv needs opset >= 19 (torch's torch.export-based exporter)
+
+
+def export_onnx(model, path: str | Path, metadata: dict[str, str], max_batch: int = 256) -> Path:
+    """Export a `FusedDefogReID` to `path` (one file), fold constants and check it."""
+    import torch
+
+    h, w = model.input_size
+    example = torch.zeros((2, h, w, 3), dtype=torch.uint8)
+    batch = torch.export.Dim("batch", min=1, max=max_batch)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter's notes on its own internals
+        program = torch.onnx.export(model.eval(), (example,), dynamo=True, input_names=[INPUT],
+                                    output_names=list(OUTPUTS), dynamic_shapes={"frames": {0: batch}},
+                                    opset_version=OPSET, optimize=True, verbose=False)
+    proto = program.model_proto
+    name_nodes_by_module(proto)
+    proto = fold_and_check(proto)
+    proto.producer_name, proto.producer_version = "fogreid", __version__
+    set_metadata(proto, metadata)
+    save(proto, path)
+    return Path(path)
+
+
+def name_nodes_by_module(proto: onnx.ModelProto) -> None:
+    """Name each node after the PyTorch module it came from, e.g.
+    `net.backbone.layer4.1.conv2/Conv`, so TensorRT layer names, per-layer reports and
+    --keep-fp lists read like the model code. Drops the exporter's per-node metadata
+    (stack traces with local paths), which graph surgery would lose anyway."""
+    import ast
+
+    taken: dict[str, int] = {}
+    for node in proto.graph.node:
+        meta = {m.key: m.value for m in node.metadata_props}
+        scopes = ast.literal_eval(meta["pkg.torch.onnx.name_scopes"]) if "pkg.torch.onnx.name_scopes" in meta else []
+        module = scopes[-2] if len(scopes) >= 2 and scopes[-2] else "graph"
+        base = f"{module}/{node.op_type}"
+        taken[base] = taken.get(base, 0) + 1
+        node.name = base if taken[base] == 1 else f"{base}_{taken[base] - 1}"
+        del node.metadata_props[:]
+
+
+def fold_and_check(proto: onnx.ModelProto) -> onnx.ModelProto:
+    from polygraphy.backend.onnx import fold_constants
+    from polygraphy.logger import G_LOGGER
+
+    G_LOGGER.module_severity = G_LOGGER.ERROR  # Polygraphy's progress notes are not the user's concern
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        proto = fold_constants(proto, num_passes=2)
+    proto = onnx.shape_inference.infer_shapes(proto, strict_mode=True, data_prop=True)
+    onnx.checker.check_model(proto, full_check=True)
+    return proto
+
+
+def to_fp16(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """FP16 weights and compute, uint8 / float32 I/O kept (what TensorRT's strongly typed
+    builds and ONNX Runtime's CUDA provider want). ONNX Runtime's own converter, because
+    onnxconverter-common's breaks on graphs that start with a uint8 Cast."""
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        half = convert_float_to_float16(proto, keep_io_types=True, disable_shape_infer=False)
+    onnx.checker.check_model(half, full_check=True)
+    return half
+
+
+def set_metadata(proto: onnx.ModelProto, metadata: dict[str, str]) -> None:
+    existing = {p.key: p for p in proto.metadata_props}
+    for key, value in metadata.items():
+        entry = existing.get(key) or proto.metadata_props.add()
+        entry.key, entry.value = key, str(value)
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    proto = load(path, load_weights=False)
+    return {p.key: p.value for p in proto.metadata_props}
+
+
+def deploy_metadata(net, checkpoint_sha256: str, precision: str) -> dict[str, str]:
+    from dataclasses import asdict
+
+    h, w = net.config.input_size
+    return {"fogreid_version": __version__, "precision": precision, "input": f"{INPUT}: uint8 (B,{h},{w},3) BGR",
+            "input_size": f"{h},{w}", "embedding_dim": str(net.embedding_dim),
+            "checkpoint_sha256": checkpoint_sha256, "model_config": json.dumps(asdict(net.config))}
+
+
+def load(path: str | Path, load_weights: bool = True) -> onnx.ModelProto:
+    path = Path(path)
+    if not path.is_file():
+        raise FogreidError(f"ONNX file not found: {path}")
+    try:
+        return onnx.load(str(path), load_external_data=load_weights)
+    except Exception as exc:
+        raise FogreidError(f"{path}: not a readable ONNX model ({type(exc).__name__}: {exc}); "
+                           f"re-export it with `fogreid export`") from None
+
+
+def input_size(proto: onnx.ModelProto, path: str | Path = "model") -> tuple[int, int]:
+    """(H, W) of the `frames` input; an error if this is not a fogreid-style graph."""
+    inputs = [i for i in proto.graph.input if i.name == INPUT]
+    if not inputs:
+        raise FogreidError(f"{path}: no input named '{INPUT}'; fogreid expects graphs exported by "
+                           f"`fogreid export` (uint8 frames in)")
+    dims = inputs[0].type.tensor_type.shape.dim
+    if len(dims) != 4 or dims[3].dim_value != 3 or not dims[1].dim_value or not dims[2].dim_value:
+        raise FogreidError(f"{path}: input '{INPUT}' must be (B, H, W, 3) with fixed H and W")
+    return dims[1].dim_value, dims[2].dim_value
+
+
+def save(proto: onnx.ModelProto, path: str | Path) -> None:
+    if proto.ByteSize() > 2_000_000_000:
+        raise FogreidError("the model is over 2 GB, the limit of a single-file ONNX model")
+    buffer = io.BytesIO()
+    onnx.save_model(proto, buffer)
+    with atomic_write(path) as handle:
+        handle.write(buffer.getbuffer())
+
+
+def float_tensor_names(proto: onnx.ModelProto) -> set[str]:
+    """Names of the float32 activations (after shape inference): what INT8 calibration scales."""
+    infos = list(proto.graph.value_info) + list(proto.graph.output) + list(proto.graph.input)
+    return {v.name for v in infos if v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT}
