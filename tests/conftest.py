@@ -3,7 +3,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
 from fogreid.data.synth import SynthConfig, generate
 
@@ -23,3 +25,60 @@ def fogreid_cmd() -> list[str]:
     """The installed console script, so the entry point itself is exercised."""
     script = Path(sys.executable).parent / "fogreid"
     return [str(script)] if script.exists() else [sys.executable, "-m", "fogreid"]
+
+
+SIZE = (64, 64)
+
+
+def foggy_frames(root, n=24, split="query"):
+    from fogreid.calibration.images import build_calibration_set
+
+    return build_calibration_set([root / "FVRID_syn" / f"{split}_foggy"], SIZE, num=n, progress=False).images
+
+
+def make_checkpoint(path, root, **overrides):
+    """A model whose BatchNorm statistics come from foggy images (as after training), not the init."""
+    from fogreid.model.checkpoint import save_checkpoint
+    from fogreid.model.sjdl import build_sjdl, preset
+    from fogreid.pixels import frames_to_images
+
+    torch.manual_seed(0)
+    net = build_sjdl(preset("edge", input_size=SIZE, **overrides)).train()
+    with torch.no_grad():
+        images = frames_to_images(torch.from_numpy(foggy_frames(root, 64, "train")))
+        for batch in images.split(16):
+            net(batch)
+    save_checkpoint(path, net.eval())
+    return path
+
+
+def run_onnx(path, frames):
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {"frames": frames})
+
+
+def compare(path, model, frames):
+    with torch.no_grad():
+        defogged, embedding = model(torch.from_numpy(frames))
+    got_defogged, got_embedding = run_onnx(path, frames)
+    assert got_defogged.dtype == np.uint8 and got_embedding.dtype == np.float32
+    cosine = (got_embedding * embedding.numpy()).sum(axis=1)
+    grey = np.abs(got_defogged.astype(int) - defogged.numpy().astype(int))
+    return cosine, grey
+
+
+@pytest.fixture(scope="session")
+def exported(synth_root, tmp_path_factory):
+    """A checkpoint and its onnx, onnx-fp16, onnx-int8 exports (+ engine-fp16 where TensorRT exists)."""
+    from fogreid.export.exporter import ExportOptions, export
+    from fogreid.export.formats import parse_formats
+
+    out = tmp_path_factory.mktemp("export")
+    ckpt = make_checkpoint(out / "edge.pt", synth_root)
+    opts = ExportOptions(calib_images=[str(synth_root / "FVRID_syn" / "train_foggy"),
+                                       str(synth_root / "FVRID_real" / "train_foggy")],
+                         calib_num=96, data_root=str(synth_root), progress=False)
+    result = export(ckpt, parse_formats("onnx,onnx-fp16,onnx-int8,engine-fp16"), out / "artifacts", opts)
+    return ckpt, result

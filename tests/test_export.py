@@ -5,69 +5,19 @@ import subprocess
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
-import torch
 
+from conftest import SIZE, compare, foggy_frames, make_checkpoint
 from fogreid.calibration.calibrate import calibrate
 from fogreid.calibration.images import build_calibration_set
 from fogreid.calibration.ranges import compute_ranges
 from fogreid.calibration.trt_cache import read_cache, version_tag, write_cache
 from fogreid.errors import FogreidError
 from fogreid.export import onnx_graph
-from fogreid.export.exporter import ExportOptions, export
 from fogreid.export.formats import FORMATS, parse_batch, parse_formats
 from fogreid.export.trt_support import check_ops
 from fogreid.fileio import sha256_file
-from fogreid.model.checkpoint import save_checkpoint
 from fogreid.model.fused import FusedDefogReID
-from fogreid.model.sjdl import build_sjdl, preset
-from fogreid.pixels import frames_to_images
-
-SIZE = (64, 64)
-
-
-def foggy_frames(root, n=24, split="query"):
-    return build_calibration_set([root / "FVRID_syn" / f"{split}_foggy"], SIZE, num=n, progress=False).images
-
-
-def make_checkpoint(path, root, **overrides):
-    """A model whose BatchNorm statistics come from foggy images (as after training), not the init."""
-    torch.manual_seed(0)
-    net = build_sjdl(preset("edge", input_size=SIZE, **overrides)).train()
-    with torch.no_grad():
-        images = frames_to_images(torch.from_numpy(foggy_frames(root, 64, "train")))
-        for batch in images.split(16):
-            net(batch)
-    save_checkpoint(path, net.eval())
-    return path
-
-
-def run_onnx(path, frames):
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return session.run(None, {"frames": frames})
-
-
-def compare(path, model, frames):
-    with torch.no_grad():
-        defogged, embedding = model(torch.from_numpy(frames))
-    got_defogged, got_embedding = run_onnx(path, frames)
-    assert got_defogged.dtype == np.uint8 and got_embedding.dtype == np.float32
-    cosine = (got_embedding * embedding.numpy()).sum(axis=1)
-    grey = np.abs(got_defogged.astype(int) - defogged.numpy().astype(int))
-    return cosine, grey
-
-
-@pytest.fixture(scope="module")
-def exported(synth_root, tmp_path_factory):
-    out = tmp_path_factory.mktemp("export")
-    ckpt = make_checkpoint(out / "edge.pt", synth_root)
-    opts = ExportOptions(calib_images=[str(synth_root / "FVRID_syn" / "train_foggy"),
-                                       str(synth_root / "FVRID_real" / "train_foggy")],
-                         calib_num=96, data_root=str(synth_root), progress=False)
-    result = export(ckpt, parse_formats("onnx,onnx-fp16,onnx-int8,engine-fp16"), out / "artifacts", opts)
-    return ckpt, result
-
 
 @pytest.mark.parametrize("variant", [dict(backbone="resnet18", ibn=True), dict(backbone="resnet34", deform_branch=True),
                                      dict(backbone="resnet50", deform_branch=True, branch_channels=128)],

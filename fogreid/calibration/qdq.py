@@ -27,9 +27,11 @@ def nodes_to_quantize(proto: onnx.ModelProto, keep_fp: list[str]) -> list[str]:
 
 
 def quantize_qdq(onnx_path: str | Path, out_path: str | Path, ranges, method: str,
-                 keep_fp: list[str] = (), metadata: dict[str, str] | None = None) -> Path:
+                 keep_fp: list[str] = (), metadata: dict[str, str] | None = None,
+                 only: list[str] | None = None) -> Path:
     """Write the Q/DQ model calibrated with `ranges` (from compute_ranges). `keep_fp` names
-    nodes to leave in floating point (the layers `fogreid validate --per-layer` ranks)."""
+    nodes to leave in floating point (the layers `fogreid validate --per-layer` ranks);
+    `only` quantises just those nodes (for per-layer sensitivity)."""
     import logging
 
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
@@ -49,7 +51,8 @@ def quantize_qdq(onnx_path: str | Path, out_path: str | Path, ranges, method: st
         try:
             quantize_static(str(onnx_path), str(raw), calibration_data_reader=None,
                             quant_format=QuantFormat.QDQ, op_types_to_quantize=QUANTIZED_OPS,
-                            nodes_to_quantize=nodes_to_quantize(proto, list(keep_fp)), per_channel=True,
+                            nodes_to_quantize=only if only else nodes_to_quantize(proto, list(keep_fp)),
+                            per_channel=True,
                             activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                             calibrate_method=calibration_method(method), calibration_cache_path=str(cache),
                             extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,

@@ -26,6 +26,7 @@ from torch import nn
 
 from fogreid.data.datasets import ReIDImages, carve_validation, load_fvrid
 from fogreid.data.sampler import IdentitySampler
+from fogreid.devices import pick_device
 from fogreid.errors import FogreidError
 from fogreid.model.checkpoint import checkpoint_config, describe_mismatch, load_weights, read_checkpoint, \
     save_checkpoint
@@ -62,16 +63,6 @@ def learning_rate(optim: OptimConfig, epoch: int) -> float:
         alpha = epoch / optim.warmup_epochs
         return optim.lr * (optim.warmup_factor * (1 - alpha) + alpha)
     return optim.lr * optim.gamma ** sum(epoch >= m for m in optim.milestones)
-
-
-def pick_device(name: str, local_rank: int = 0) -> torch.device:
-    if name == "auto":
-        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise FogreidError(f"--device {name}: CUDA is not available on this machine (torch "
-                           f"{torch.__version__}); use --device cpu")
-    return device
 
 
 class ShardedBatches:

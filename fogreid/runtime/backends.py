@@ -1,0 +1,178 @@
+"""Inference backends behind one interface, as Polygraphy runners.
+
+  TorchRunner   a PyTorch checkpoint (FusedDefogReID), on CPU or CUDA
+  OnnxrtRunner  an ONNX file in ONNX Runtime, with the TensorRT, CUDA or CPU provider:
+                the first that actually creates a session, not the first in the list
+                (onnxruntime-gpu lists CUDA even on machines without a GPU)
+  TrtRunner     a TensorRT engine (named tensors, execute_async_v3, buffers reused)
+
+`load_model(path)` wraps the right one in `DeployedModel`: one call from a uint8 batch of
+crops to (defogged, embeddings). Validation feeds the same runners to Polygraphy's
+Comparator, so what is validated is what runs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+from polygraphy.backend.base import BaseRunner
+from polygraphy.common import TensorMetadata
+
+from fogreid.errors import FogreidError
+
+ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
+ORT_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+
+
+class TorchRunner(BaseRunner):
+    """A FusedDefogReID (or a callable returning one) as a Polygraphy runner."""
+
+    def __init__(self, model, device: str = "cpu", name: str | None = None) -> None:
+        super().__init__(name=name, prefix="torch-runner")
+        self._model, self.device = model, device
+
+    def activate_impl(self) -> None:
+        model = self._model() if callable(self._model) and not hasattr(self._model, "forward") else self._model
+        self.model = model.to(self.device).eval()
+
+    def get_input_metadata_impl(self):
+        h, w = self.model.input_size
+        return TensorMetadata().add("frames", np.uint8, (-1, h, w, 3))
+
+    def infer_impl(self, feed_dict):
+        import torch
+
+        frames = torch.from_numpy(np.ascontiguousarray(feed_dict["frames"])).to(self.device)
+        start = time.perf_counter()
+        with torch.inference_mode():
+            defogged, embedding = self.model(frames)
+            outputs = OrderedDict(defogged=defogged.cpu().numpy(), embedding=embedding.float().cpu().numpy())
+        self.inference_time = time.perf_counter() - start
+        return outputs
+
+    def deactivate_impl(self) -> None:
+        del self.model
+
+
+def onnxruntime_session(path: str | Path, device: str = "auto"):
+    """An InferenceSession on the best provider that really works here."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    wanted = {"auto": list(ORT_PROVIDERS), "cpu": ["CPUExecutionProvider"],
+              "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+              "tensorrt": list(ORT_PROVIDERS)}.get(device.split(":")[0])
+    if wanted is None:
+        raise FogreidError(f"--device {device}: choose auto, cpu, cuda or tensorrt for ONNX Runtime")
+    errors = []
+    for first in [p for p in wanted if p in available]:
+        providers = wanted[wanted.index(first):]
+        try:
+            session = ort.InferenceSession(str(path), providers=[p for p in providers if p in available])
+        except Exception as exc:  # a provider whose libraries are missing fails here, not in the list
+            errors.append(f"{first}: {str(exc).splitlines()[0][:160]}")
+            continue
+        if device == "auto" or session.get_providers()[0] == first:
+            return session
+        errors.append(f"{first}: fell back to {session.get_providers()[0]}")
+    raise FogreidError(f"ONNX Runtime could not open {path} on {device}: {'; '.join(errors) or 'no provider'}")
+
+
+def artifact_kind(path: str | Path, backend: str = "auto") -> str:
+    path = Path(path)
+    if backend != "auto":
+        if backend not in ("torch", "onnxruntime", "tensorrt"):
+            raise FogreidError(f"--backend {backend}: choose auto, torch, onnxruntime or tensorrt")
+        return backend
+    suffix = path.suffix.lower()
+    if suffix in (".pt", ".pth"):
+        return "torch"
+    if suffix == ".onnx":
+        return "onnxruntime"
+    if suffix in ENGINE_SUFFIXES:
+        return "tensorrt"
+    raise FogreidError(f"{path}: cannot tell the backend from the suffix {suffix!r}; expected .pt (checkpoint), "
+                       f".onnx or {'/'.join(ENGINE_SUFFIXES)} (TensorRT engine), or pass --backend")
+
+
+def make_runner(path: str | Path, backend: str = "auto", device: str = "auto") -> BaseRunner:
+    path = Path(path)
+    if not path.is_file():
+        raise FogreidError(f"model file not found: {path}")
+    kind = artifact_kind(path, backend)
+    if kind == "torch":
+        from fogreid.model.fused import FusedDefogReID
+        from fogreid.devices import pick_device
+
+        torch_device = pick_device("auto" if device in ("auto", "tensorrt") else device)
+        return TorchRunner(lambda: FusedDefogReID.from_checkpoint(path, map_location=torch_device),
+                           str(torch_device), name=f"torch:{path.name}")
+    if kind == "onnxruntime":
+        from polygraphy.backend.onnxrt import OnnxrtRunner
+
+        from fogreid.export.onnx_graph import input_size, load
+
+        input_size(load(path, load_weights=False), path)  # a clear error for graphs not exported by fogreid
+        return OnnxrtRunner(onnxruntime_session(path, device), name=f"onnxruntime:{path.name}")
+    return tensorrt_runner(path)
+
+
+def tensorrt_runner(path: Path) -> BaseRunner:
+    try:
+        import tensorrt  # noqa: F401
+        from polygraphy.backend.common import BytesFromPath
+        from polygraphy.backend.trt import EngineFromBytes, TrtRunner
+    except ImportError:
+        from fogreid.export.tensorrt_engine import INSTALL_HINT
+
+        raise FogreidError(f"cannot run {path}: {INSTALL_HINT}") from None
+    engine = EngineFromBytes(BytesFromPath(str(path)))
+
+    def load_engine():
+        try:
+            return engine()
+        except Exception as exc:
+            raise FogreidError(f"{path}: TensorRT cannot deserialize this engine ({exc}). It is truncated, or was "
+                               f"built by another TensorRT version or GPU (see {path.with_suffix('.json')}); "
+                               f"rebuild it on this machine with `fogreid export` or trtexec.sh") from None
+    return TrtRunner(load_engine, name=f"tensorrt:{path.name}")
+
+
+class DeployedModel:
+    """One call from uint8 crops (B, H, W, 3) BGR to (defogged (B, H, W, 3) uint8, embeddings (B, D))."""
+
+    def __init__(self, runner: BaseRunner) -> None:
+        self.runner = runner
+        runner.activate()
+        meta = runner.get_input_metadata(use_numpy_dtypes=False)
+        if "frames" not in meta:
+            runner.deactivate()
+            raise FogreidError(f"{runner.name}: the model has no 'frames' input; export it with `fogreid export`")
+        shape = meta["frames"].shape
+        self.input_size = (int(shape[1]), int(shape[2]))
+        self.name = runner.name
+
+    def __call__(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        h, w = self.input_size
+        if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[1:] != (h, w, 3):
+            raise FogreidError(f"{self.name}: expected uint8 crops (B, {h}, {w}, 3) BGR, got "
+                               f"{frames.dtype} {frames.shape}; resize with fogreid.data.image_io.resize_for_model")
+        outputs = self.runner.infer({"frames": np.ascontiguousarray(frames)}, check_inputs=False)
+        return np.array(outputs["defogged"]), np.array(outputs["embedding"], dtype=np.float32)
+
+    def close(self) -> None:
+        if self.runner.is_active:
+            self.runner.deactivate()
+
+    def __enter__(self) -> "DeployedModel":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def load_model(path: str | Path, backend: str = "auto", device: str = "auto") -> DeployedModel:
+    return DeployedModel(make_runner(path, backend, device))
