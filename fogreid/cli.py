@@ -167,6 +167,94 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 1
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    import json
+    import signal
+    import threading
+
+    from fogreid.runtime.backends import load_model
+    from fogreid.runtime.gallery import Gallery
+    from fogreid.runtime.pipeline import RunOptions, run_stream, stats_dict
+    from fogreid.runtime.regions import FixedRegions, FullFrame, OnnxDetector
+
+    if args.detector:
+        regions = OnnxDetector(args.detector, score=args.det_score, device=args.device, layout=args.detector_layout)
+    elif args.rois:
+        regions = FixedRegions(args.rois)
+    else:
+        regions = FullFrame()
+    gallery = Gallery.load(args.gallery) if args.gallery else None
+    if args.defog_view and not args.save_video:
+        raise FogreidError("--defog-view draws into the saved video: add --save-video OUT.mp4")
+    opts = RunOptions(args.source, regions, gallery, args.events, args.save_video, args.defog_view, args.batch,
+                      queue_size=args.queue, top_k=args.top_k, min_score=args.min_score, max_frames=args.max_frames,
+                      reconnect=not args.no_reconnect, max_retries=args.max_retries)
+    stop = threading.Event()
+
+    def request_stop(signum, _frame):
+        print(f"\n[run] {signal.Signals(signum).name}: finishing the batch in flight and closing outputs",
+              file=sys.stderr)
+        stop.set()
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    with load_model(args.model, args.backend, args.device) as model:
+        print(f"[run] {model.name} on {', '.join(args.source)}", file=sys.stderr)
+        stats = run_stream(model, opts, stop)
+    print(json.dumps(stats_dict(stats)))
+    for error in stats.errors:
+        print(f"fogreid run: source error: {error}", file=sys.stderr)
+    return 1 if stats.errors and stats.frames == 0 else 0
+
+
+def cmd_gallery(args: argparse.Namespace) -> int:
+    from fogreid.runtime.backends import load_model
+    from fogreid.runtime.gallery import build_gallery
+
+    with load_model(args.model, args.backend, args.device) as model:
+        gallery = build_gallery(model, args.images, progress=not args.quiet)
+    gallery.save(args.out)
+    print(f"wrote {args.out}: {len(gallery.labels)} images of {len(set(gallery.labels))} identities, "
+          f"{gallery.embeddings.shape[1]}-d")
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from fogreid.runtime.doctor import report
+
+    for name, value in report():
+        print(f"{name:<12} {value}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    import time
+
+    import numpy as np
+
+    from fogreid.runtime.backends import load_model
+
+    batches = [int(b) for b in args.batch.split(",")]
+    with load_model(args.model, args.backend, args.device) as model:
+        h, w = model.input_size
+        print(f"{model.name}, input {h}x{w}")
+        print(f"{'batch':>6}{'img/s':>10}{'ms/batch p50':>14}{'p95':>8}")
+        rng = np.random.default_rng(0)
+        for batch in batches:
+            frames = rng.integers(0, 256, (batch, h, w, 3), dtype=np.uint8)
+            for _ in range(args.warmup):
+                model(frames)
+            times, start = [], time.perf_counter()
+            while time.perf_counter() - start < args.seconds or len(times) < 5:
+                tic = time.perf_counter()
+                model(frames)
+                times.append(time.perf_counter() - tic)
+            ms = np.array(times) * 1000
+            print(f"{batch:>6}{batch * len(times) / sum(times):>10.1f}{np.percentile(ms, 50):>14.2f}"
+                  f"{np.percentile(ms, 95):>8.2f}")
+    return 0
+
+
 def _names(value: str | None) -> list[str]:
     """A comma list, or @FILE with one name per line (as `fogreid validate --per-layer` writes)."""
     if not value:
@@ -276,6 +364,53 @@ def build_parser() -> argparse.ArgumentParser:
                    help="calibration images for --per-layer (default: --images)")
     p.add_argument("--top", type=int, default=5, help="layers to keep in float with --per-layer (default 5)")
     p.set_defaults(run=cmd_validate)
+
+    p = verbs.add_parser("run", help="defog + ReID on video files, folders, cameras and streams")
+    p.add_argument("--model", required=True, help="a checkpoint (.pt), ONNX file or TensorRT engine")
+    p.add_argument("--source", required=True, nargs="+", help="video file, image folder, /dev/videoN, rtsp://, "
+                   "http://, udp:// URL, gst:PIPELINE or csi:N[:WxH@FPS]; several at once")
+    p.add_argument("--gallery", help="a gallery from `fogreid gallery` to match against")
+    regions = p.add_mutually_exclusive_group()
+    regions.add_argument("--detector", help="a YOLO-style ONNX vehicle detector (see fogreid/runtime/regions.py)")
+    regions.add_argument("--rois", help='JSON of fixed regions: {"default": [[x1, y1, x2, y2], ...]}')
+    regions.add_argument("--full-frame", action="store_true", help="the whole frame is one crop (default)")
+    p.add_argument("--det-score", type=float, default=0.35, help="detector score threshold")
+    p.add_argument("--detector-layout", default="auto", choices=["auto", "v8", "v5"],
+                   help="detector output layout (auto: told from the shape)")
+    p.add_argument("--events", help="write match events as JSON lines here")
+    p.add_argument("--save-video", help="write the annotated video here (one file per source)")
+    p.add_argument("--defog-view", action="store_true", help="show the defogged crops in the saved video")
+    p.add_argument("--batch", type=int, default=16, help="crops per inference batch")
+    p.add_argument("--top-k", type=int, default=1)
+    p.add_argument("--min-score", type=float, default=0.5, help="cosine below which a match is 'unknown'")
+    p.add_argument("--queue", type=int, default=4, help="frames buffered per live source before the oldest drop")
+    p.add_argument("--max-frames", type=int, help="stop after this many frames per source")
+    p.add_argument("--no-reconnect", action="store_true", help="end when a live source drops")
+    p.add_argument("--max-retries", type=int, help="give up on a live source after this many reconnects")
+    p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnxruntime", "tensorrt"])
+    p.add_argument("--device", default="auto")
+    p.set_defaults(run=cmd_run)
+
+    p = verbs.add_parser("gallery", help="embed labelled vehicle images into a gallery")
+    p.add_argument("--model", required=True)
+    p.add_argument("--images", required=True, help="ROOT/<id>/*.jpg, or VeRi/FVRID-named files")
+    p.add_argument("--out", required=True, help="gallery file (.npz)")
+    p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnxruntime", "tensorrt"])
+    p.add_argument("--device", default="auto")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(run=cmd_gallery)
+
+    p = verbs.add_parser("doctor", help="what works on this machine: CUDA, ONNX Runtime, TensorRT, OpenCV, Jetson")
+    p.set_defaults(run=cmd_doctor)
+
+    p = verbs.add_parser("bench", help="throughput and latency of a model at several batch sizes")
+    p.add_argument("--model", required=True)
+    p.add_argument("--batch", default="1,8,32", help="comma list of batch sizes")
+    p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnxruntime", "tensorrt"])
+    p.add_argument("--device", default="auto")
+    p.add_argument("--seconds", type=float, default=3.0)
+    p.add_argument("--warmup", type=int, default=3)
+    p.set_defaults(run=cmd_bench)
 
     p = verbs.add_parser("synth", help="generate a foggy vehicle dataset in FVRID's layout")
     p.add_argument("--out", required=True, help="output folder")

@@ -82,3 +82,20 @@ def exported(synth_root, tmp_path_factory):
                          calib_num=96, data_root=str(synth_root), progress=False)
     result = export(ckpt, parse_formats("onnx,onnx-fp16,onnx-int8,engine-fp16"), out / "artifacts", opts)
     return ckpt, result
+
+
+@pytest.fixture(scope="session")
+def trained(synth_root, tmp_path_factory):
+    """A briefly trained JDL model (64 px) and the training identities it knows."""
+    from fogreid.data.datasets import load_fvrid
+    from fogreid.train.config import build_config
+    from fogreid.train.loop import train
+
+    out = tmp_path_factory.mktemp("trained")
+    cfg = build_config(None, ["mode=jdl", f"data.root={synth_root}", "model.input_size=[64, 64]", "optim.epochs=15",
+                              "optim.lr=1e-3", "optim.warmup_epochs=1", "optim.milestones=[12]", "optim.gamma=0.1",
+                              "data.ids_per_batch=4", "data.instances_per_id=4", "data.num_workers=0",
+                              "data.val_fraction=0"])
+    train(cfg, out, progress=False)
+    train_ids = sorted({r.pid for r in load_fvrid(synth_root, "syn").train})
+    return out / "last.pt", train_ids

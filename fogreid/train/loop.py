@@ -242,7 +242,7 @@ def train(cfg: TrainConfig, out: str | Path, resume: str | Path | None = None, p
                 sums[name] = sums.get(name, 0.0) + float(value.detach())
             sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
             seen += len(target) * world
-            bar.set_postfix(loss=f"{float(loss):.3f}", lr=f"{lr:.2e}",
+            bar.set_postfix(loss=f"{float(loss.detach()):.3f}", lr=f"{lr:.2e}",
                             img_s=f"{seen / (time.perf_counter() - tic):.1f}")
             if master and cfg.save_every_steps and global_step % cfg.save_every_steps == 0:
                 save(out / "last.pt", epoch, step_in_epoch + 1)

@@ -1,0 +1,227 @@
+"""The runtime with real components: OpenCV-written videos, an ffmpeg stream on loopback,
+ONNX Runtime models, a detector made here, and the fogreid run command under SIGTERM."""
+
+import json
+import shutil
+import signal
+import socket
+import subprocess
+import time
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from conftest import SMALL
+from fogreid.data.synth_video import make_video
+from fogreid.errors import FogreidError
+from fogreid.runtime.backends import load_model
+from fogreid.runtime.gallery import Gallery, build_gallery
+from fogreid.runtime.pipeline import RunOptions, run_stream
+from fogreid.runtime.regions import FixedRegions, OnnxDetector
+from fogreid.runtime.sources import SourceReader, parse_source
+
+FFMPEG = shutil.which("ffmpeg")
+
+
+@pytest.fixture(scope="module")
+def video(trained, tmp_path_factory):
+    _, ids = trained
+    return make_video(tmp_path_factory.mktemp("video"), SMALL, ids[:8], frames=60, hold=15)
+
+
+@pytest.fixture(scope="module")
+def onnx_model(trained, tmp_path_factory):
+    from fogreid.export.exporter import ExportOptions, export
+    from fogreid.export.formats import parse_formats
+
+    ckpt, _ = trained
+    return export(ckpt, parse_formats("onnx"), tmp_path_factory.mktemp("rt_export"),
+                  ExportOptions(progress=False)).files["onnx"]
+
+
+def accuracy(events_path, video):
+    truth = json.loads((video["video"].parent / "truth.json").read_text())
+    events = [json.loads(line) for line in events_path.read_text().splitlines()]
+    right = sum(e["match"] is not None and e["match"]["id"] == str(truth["ids"][e["frame"]][truth["rois"].index(e["box"])])
+                for e in events)
+    return events, right / max(len(events), 1)
+
+
+def test_video_with_gallery_finds_the_right_vehicles(onnx_model, video, tmp_path):
+    with load_model(onnx_model) as model:
+        gallery = build_gallery(model, video["gallery"], progress=False)
+        gallery.save(tmp_path / "g.npz")
+        opts = RunOptions([str(video["video"])], FixedRegions(video["rois"]), Gallery.load(tmp_path / "g.npz"),
+                          events=tmp_path / "events.jsonl", save_video=tmp_path / "out.mp4", defog_view=True,
+                          min_score=0.0)
+        stats = run_stream(model, opts)
+    assert stats.frames == 60 and stats.crops == 240 and stats.dropped == 0  # a file drops nothing
+    events, right = accuracy(tmp_path / "events.jsonl", video)
+    print(f"\nright identity for {right:.0%} of {len(events)} crops")
+    assert len(events) == 240 and right >= 0.6
+    import cv2
+
+    written = cv2.VideoCapture(str(tmp_path / "out.mp4"))
+    assert int(written.get(cv2.CAP_PROP_FRAME_COUNT)) == 60 and written.read()[1].shape == (480, 640, 3)
+
+
+def test_checkpoint_and_onnx_backends_agree(trained, onnx_model):
+    ckpt, _ = trained
+    frames = np.random.default_rng(0).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
+    with load_model(ckpt) as a, load_model(onnx_model) as b:
+        (da, ea), (db, eb) = a(frames), b(frames)
+        assert a.input_size == b.input_size == (64, 64)
+        assert (ea * eb).sum(axis=1).min() > 0.9999 and np.abs(da.astype(int) - db.astype(int)).max() <= 1
+        with pytest.raises(FogreidError, match=r"expected uint8 crops \(B, 64, 64, 3\)"):
+            b(frames.astype(np.float32))
+
+
+def tiny_detector(path, boxes_xyxy, size=320, frame=(480, 640)):
+    """A constant YOLOv8-layout detector (1, 84, N): the given frame boxes as cars (class 2)."""
+    scale = min(size / frame[0], size / frame[1])
+    left, top = (size - frame[1] * scale) / 2, (size - frame[0] * scale) / 2
+    n = 128  # real detectors give thousands of candidates; most score nothing
+    out = np.zeros((1, 84, n), np.float32)
+    for i, (x1, y1, x2, y2) in enumerate(boxes_xyxy):
+        out[0, :4, i] = [left + (x1 + x2) / 2 * scale, top + (y1 + y2) / 2 * scale, (x2 - x1) * scale, (y2 - y1) * scale]
+        out[0, 4 + 2, i] = 0.9
+    out[0, :4, n - 2] = out[0, :4, 0] + [2, 2, 0, 0]  # a duplicate of box 0: NMS removes it
+    out[0, 4 + 2, n - 2] = 0.6
+    out[0, :4, n - 1] = [50, 50, 40, 40]             # a person (class 0): not a vehicle
+    out[0, 4 + 0, n - 1] = 0.95
+    zero = helper.make_node("ReduceSum", ["images"], ["s"], keepdims=0)
+    mul = helper.make_node("Mul", ["s", "zero"], ["z"])
+    add = helper.make_node("Add", ["dets", "z"], ["output0"])
+    graph = helper.make_graph([zero, mul, add], "detector",
+                              [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, size, size])],
+                              [helper.make_tensor_value_info("output0", TensorProto.FLOAT, [1, 84, n])],
+                              [numpy_helper.from_array(out, "dets"), numpy_helper.from_array(np.zeros((), np.float32), "zero")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8), str(path))
+    return path
+
+
+def test_onnx_detector_decodes_filters_and_suppresses(video, tmp_path):
+    rois = json.loads(video["rois"].read_text())["default"]
+    detector = OnnxDetector(tiny_detector(tmp_path / "det.onnx", rois), device="cpu")
+    found = detector(np.zeros((480, 640, 3), np.uint8), "cam")
+    assert len(found) == 4  # the duplicate is suppressed, the person ignored
+    for (box, score), roi in zip(sorted(found), sorted(rois)):
+        assert np.abs(np.array(box) - np.array(roi)).max() <= 2 and score == pytest.approx(0.9)
+
+
+def test_folder_source_and_bad_sources(video, tmp_path):
+    folder = tmp_path / "frames"
+    for i, pid in enumerate(sorted((video["gallery"]).iterdir())[:3]):
+        shutil.copytree(pid, folder, dirs_exist_ok=True)
+    reader = SourceReader(parse_source(str(folder)), queue_size=2)
+    reader.start()
+    got = []
+    while not reader.exhausted:
+        frame = reader.take(0.2)
+        if frame is not None:
+            got.append(frame.index)
+    assert got == list(range(len(list(folder.iterdir()))))
+    assert "nvarguscamerasrc sensor-id=1" in parse_source("csi:1:1280x720@60").target
+    with pytest.raises(FogreidError, match="no such file or folder"):
+        parse_source(str(tmp_path / "missing.mp4"))
+    not_video = tmp_path / "notes.mp4"
+    not_video.write_text("not a video")
+    reader = SourceReader(parse_source(str(not_video)))
+    reader.run()
+    assert "cannot open or read" in reader.error
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serve(video_path, port):
+    return subprocess.Popen([FFMPEG, "-loglevel", "error", "-re", "-stream_loop", "-1", "-i", str(video_path),
+                             "-c:v", "mpeg4", "-q:v", "5", "-f", "mpegts", "-listen", "1", f"http://127.0.0.1:{port}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+@pytest.mark.skipif(FFMPEG is None, reason="ffmpeg is not installed (.ci/run installs Debian's package)")
+def test_live_stream_drops_oldest_and_reconnects(video):
+    port = free_port()
+    server = serve(video["video"], port)
+    reader = SourceReader(parse_source(f"http://127.0.0.1:{port}"), queue_size=3, backoff=(0.2, 1.0))
+    try:
+        time.sleep(0.5)
+        reader.start()
+        first = []
+        deadline = time.time() + 20
+        while len(first) < 15 and time.time() < deadline:
+            frame = reader.take(0.2)
+            if frame is not None:
+                first.append(frame)
+                time.sleep(0.1)  # a consumer slower than 25 fps: the queue drops the oldest
+        assert len(first) == 15 and reader.dropped > 0
+        server.kill()
+        server.wait()
+        time.sleep(1.5)
+        server = serve(video["video"], port)  # the camera comes back
+        seen = len(first)
+        deadline = time.time() + 30
+        while reader.reconnects == 0 or reader.read <= seen + 10:
+            reader.take(0.2)
+            assert time.time() < deadline, f"no reconnect: read {reader.read}, reconnects {reader.reconnects}"
+        assert reader.reconnects >= 1
+    finally:
+        reader.stop_event.set()
+        server.kill()
+        reader.join(timeout=10)
+    assert not reader.is_alive()
+
+
+@pytest.mark.skipif(FFMPEG is None, reason="ffmpeg is not installed (.ci/run installs Debian's package)")
+def test_sigterm_flushes_events_and_video(fogreid_cmd, onnx_model, video, tmp_path):
+    port = free_port()
+    server = serve(video["video"], port)
+    events, out = tmp_path / "events.jsonl", tmp_path / "live.mp4"
+    try:
+        time.sleep(0.5)
+        run = subprocess.Popen(fogreid_cmd + ["run", "--model", str(onnx_model), "--source", f"http://127.0.0.1:{port}",
+                                              "--rois", str(video["rois"]), "--events", str(events),
+                                              "--save-video", str(out)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 60
+        while not (events.exists() and len(events.read_text().splitlines()) >= 40):
+            assert run.poll() is None and time.time() < deadline, run.stderr.read() if run.poll() is not None else ""
+            time.sleep(0.2)
+        run.send_signal(signal.SIGTERM)
+        stdout, stderr = run.communicate(timeout=30)
+    finally:
+        server.kill()
+    assert run.returncode == 0, stderr
+    stats = json.loads(stdout.strip().splitlines()[-1])
+    lines = events.read_text().splitlines()
+    assert all(json.loads(line)["source"].startswith("http://") for line in lines)  # every line complete
+    assert len(lines) == 4 * stats["frames"]
+    import cv2
+
+    assert int(cv2.VideoCapture(str(out)).get(cv2.CAP_PROP_FRAME_COUNT)) == stats["frames"] > 0
+
+
+def test_gallery_from_another_model_is_refused(onnx_model, video, tmp_path):
+    gallery = Gallery(np.ones((2, 128), np.float32) / np.sqrt(128), ["a", "b"], ["x", "y"],
+                      {"name": "other", "input_size": [64, 64], "embedding_dim": 128})
+    gallery.save(tmp_path / "other.npz")
+    with load_model(onnx_model) as model:
+        opts = RunOptions([str(video["video"])], FixedRegions(video["rois"]), Gallery.load(tmp_path / "other.npz"))
+        with pytest.raises(FogreidError, match="rebuild the gallery with this model"):
+            run_stream(model, opts)
+
+
+def test_doctor_and_bench(fogreid_cmd, onnx_model):
+    doctor = subprocess.run(fogreid_cmd + ["doctor"], capture_output=True, text=True, check=True).stdout
+    assert "CPUExecutionProvider" in doctor.split("providers that create a session:")[1].split("\n")[0]
+    assert "FFMPEG" in doctor
+    bench = subprocess.run(fogreid_cmd + ["bench", "--model", str(onnx_model), "--batch", "1,4", "--seconds", "0.3"],
+                           capture_output=True, text=True, check=True).stdout
+    rows = [line.split() for line in bench.splitlines() if line.strip() and line.split()[0] in ("1", "4")]
+    assert len(rows) == 2 and all(float(r[1]) > 0 for r in rows)
