@@ -383,7 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=16, help="crops per inference batch")
     p.add_argument("--top-k", type=int, default=1)
     p.add_argument("--min-score", type=float, default=0.5, help="cosine below which a match is 'unknown'")
-    p.add_argument("--queue", type=int, default=4, help="frames buffered per live source before the oldest drop")
+    p.add_argument("--queue", type=int, default=2, help="frames buffered per live source before the oldest drop")
     p.add_argument("--max-frames", type=int, help="stop after this many frames per source")
     p.add_argument("--no-reconnect", action="store_true", help="end when a live source drops")
     p.add_argument("--max-retries", type=int, help="give up on a live source after this many reconnects")

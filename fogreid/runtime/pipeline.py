@@ -34,7 +34,7 @@ class RunOptions:
     defog_view: bool = False
     batch: int = 16
     max_wait: float = 0.03              # seconds to fill a batch before running a partial one
-    queue_size: int = 4
+    queue_size: int = 2                 # frames buffered per live source: latency is bounded by it
     top_k: int = 1
     min_score: float = 0.0              # matches below this cosine are reported as unknown
     max_frames: int | None = None       # per source; for tests and benchmarks
@@ -111,7 +111,7 @@ def run_stream(model, opts: RunOptions, stop: threading.Event | None = None) -> 
     taken = {r.spec.name: 0 for r in readers}
     try:
         while not stop.is_set():
-            frames = _collect(readers, opts, taken)
+            frames = _collect(readers, opts, taken, stats.crops / max(stats.frames, 1) if stats.frames else 1.0)
             if not frames:
                 if all(r.exhausted or (opts.max_frames and taken[r.spec.name] >= opts.max_frames) for r in readers):
                     break
@@ -133,21 +133,26 @@ def run_stream(model, opts: RunOptions, stop: threading.Event | None = None) -> 
     return stats
 
 
-def _collect(readers: list[SourceReader], opts: RunOptions, taken: dict[str, int]) -> list[Frame]:
-    """Frames round-robin from every source until a batch of crops is likely full or the wait is over."""
+def _collect(readers: list[SourceReader], opts: RunOptions, taken: dict[str, int],
+             crops_per_frame: float = 1.0) -> list[Frame]:
+    """What is ready now, round-robin across sources, up to about one batch of crops.
+
+    Only the first frame is waited for (up to max_wait); after it, only frames already queued
+    are taken: waiting to fill a batch would add its whole duration to every frame's latency."""
     frames: list[Frame] = []
+    budget = max(1, int(opts.batch / max(crops_per_frame, 1e-3)))
     deadline = time.perf_counter() + opts.max_wait
-    while len(frames) < opts.batch and time.perf_counter() < deadline:
+    while len(frames) < budget:
         got = False
         for reader in readers:
-            if opts.max_frames and taken[reader.spec.name] >= opts.max_frames:
+            if len(frames) >= budget or (opts.max_frames and taken[reader.spec.name] >= opts.max_frames):
                 continue
-            frame = reader.take(timeout=0.005)
+            frame = reader.take(timeout=0.005 if not frames else 0.0)
             if frame is not None:
                 frames.append(frame)
                 taken[reader.spec.name] += 1
                 got = True
-        if not got and all(r.exhausted for r in readers):
+        if not got and (frames or time.perf_counter() >= deadline or all(r.exhausted for r in readers)):
             break
     return frames
 

@@ -185,9 +185,9 @@ class SourceReader(threading.Thread):
 
     # ------------------------------------------------------------------ consumer side
     def take(self, timeout: float = 0.05) -> Frame | None:
-        """The next frame, or None if none arrived within `timeout`."""
+        """The next frame, or None if none arrived within `timeout` (0: do not wait)."""
         with self.ready:
-            if not self.buffer and not self.finished:
+            if not self.buffer and not self.finished and timeout > 0:
                 self.ready.wait(timeout)
             if not self.buffer:
                 return None
