@@ -1,24 +1,49 @@
-"""`fogreid demo`: the main job on the generated default data.
+"""`fogreid demo`: the whole product on generated data, from nothing to a report.
 
-Today: generate the default foggy dataset (reused when its settings match), run the fused
-deploy model on the synthetic and real-like test sets, and write what it produced:
-embeddings, side-by-side foggy/defogged pictures and retrieval figures. Training, export,
-validation and the stream pipeline join this command as they land.
+  data      generate the default foggy dataset (FVRID layout)
+  train     a small SJDL model (edge preset at 64 px)
+  export    ONNX FP32 and Q/DQ INT8 (and TensorRT engines where TensorRT is installed)
+  validate  each artifact against the PyTorch model
+  accuracy  mAP / Rank-1 / CMC of the model and of each artifact, syn and real-like
+  speed     images/s of PyTorch and each artifact
+  stream    a generated foggy video of vehicles through `fogreid run`'s pipeline, matched
+            against a gallery of those vehicles (identities the model never trained on)
+  report    DIR/report.html and DIR/summary.json
+
+Each step's result is kept under DIR/.steps with a key of its settings and of the results it
+depends on: a re-run reuses finished steps, and a change of settings redoes what depends on it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-from dataclasses import asdict
+import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
-
-import numpy as np
 
 from fogreid.data.synth import SynthConfig
 
 
+@dataclass(frozen=True)
+class DemoSettings:
+    data: SynthConfig
+    imgsz: int = 64
+    epochs: int = 40
+    video_frames: int = 150
+    calib_num: int = 256
+    seed: int = 0
+
+
+def demo_settings(quick: bool, seed: int = 0) -> DemoSettings:
+    if quick:
+        return DemoSettings(SynthConfig(ids=60, cams=4, seed=seed), epochs=30, video_frames=60, calib_num=128,
+                            seed=seed)
+    return DemoSettings(SynthConfig(seed=seed), seed=seed)
+
+
 def demo_data_config(quick: bool, seed: int) -> SynthConfig:
-    return SynthConfig(ids=40, cams=4, seed=seed) if quick else SynthConfig(seed=seed)
+    return demo_settings(quick, seed).data
 
 
 def ensure_dataset(root: Path, cfg: SynthConfig) -> None:
@@ -33,51 +58,181 @@ def ensure_dataset(root: Path, cfg: SynthConfig) -> None:
     generate(root, cfg)
 
 
-def run_demo(out: str | Path, quick: bool = False, checkpoint: str | None = None, seed: int = 0) -> dict:
-    import torch
+class Steps:
+    """Runs a step unless its recorded key (settings + upstream keys) and outputs are still there."""
 
-    from fogreid.data.datasets import load_fvrid
-    from fogreid.metrics import cosine_distance, evaluate_rank
-    from fogreid.model.fused import FusedDefogReID
-    from fogreid.model.predict import predict
-    from fogreid.model.sjdl import build_sjdl, preset
+    def __init__(self, out: Path) -> None:
+        self.dir = out / ".steps"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.timings: dict[str, float] = {}
+
+    def run(self, name: str, key: dict, func, outputs: list[Path] = ()) -> dict:
+        from fogreid import __version__
+
+        # The version too: another fogreid may compute a step differently.
+        digest = hashlib.sha256(json.dumps({"fogreid": __version__, **key}, sort_keys=True,
+                                           default=str).encode()).hexdigest()
+        record = self.dir / f"{name}.json"
+        if record.is_file():
+            saved = json.loads(record.read_text())
+            if saved["key"] == digest and all(Path(p).exists() for p in outputs):
+                print(f"[{name}] up to date, reusing")
+                self.timings[name] = 0.0
+                return saved["result"] | {"key": digest}
+        print(f"[{name}] running")
+        tic = time.perf_counter()
+        result = func()
+        self.timings[name] = round(time.perf_counter() - tic, 1)
+        record.write_text(json.dumps({"key": digest, "result": result}, indent=2, default=str))
+        return result | {"key": digest}
+
+
+def run_demo(out: str | Path, quick: bool = False, checkpoint: str | None = None, seed: int = 0) -> dict:
+    from fogreid.export.tensorrt_engine import tensorrt_version
 
     out = Path(out)
-    data_cfg = demo_data_config(quick, seed)
-    ensure_dataset(out / "data", data_cfg)
+    cfg = demo_settings(quick, seed)
+    steps = Steps(out)
+    data = out / "data"
 
+    def make_data():
+        ensure_dataset(data, cfg.data)
+        return {"root": str(data)}
+    data_step = steps.run("data", asdict(cfg.data), make_data, [data / "fogreid_synth.json"])
+
+    def do_train():
+        from fogreid.fileio import sha256_file
+        from fogreid.train.config import build_config
+        from fogreid.train.loop import train
+
+        settings = [f"data.root={data}", f"model.input_size=[{cfg.imgsz}, {cfg.imgsz}]", f"optim.epochs={cfg.epochs}",
+                    "optim.lr=1e-3", f"optim.warmup_epochs={max(cfg.epochs // 10, 1)}",
+                    f"optim.milestones=[{cfg.epochs * 2 // 3}]", "optim.gamma=0.1", f"seed={cfg.seed}"]
+        summary = train(build_config(None, settings), out / "train")
+        return {"checkpoint": str(out / "train" / "best.pt"), "sha256": sha256_file(out / "train" / "best.pt"),
+                "test": summary["test"]}
     if checkpoint:
-        model = FusedDefogReID.from_checkpoint(checkpoint)
-        origin = f"checkpoint {checkpoint}"
+        from fogreid.fileio import sha256_file
+
+        trained = {"checkpoint": str(checkpoint), "sha256": sha256_file(checkpoint), "key": sha256_file(checkpoint)}
     else:
-        torch.manual_seed(seed)
-        model = FusedDefogReID(build_sjdl(preset("edge", input_size=(data_cfg.size, data_cfg.size))))
-        origin = "a freshly initialised edge model (not trained yet)"
-    print(f"[model] {origin}: embedding {model.embedding_dim}-d, input {model.input_size}")
+        trained = steps.run("train", {"data": data_step["key"], "imgsz": cfg.imgsz, "epochs": cfg.epochs,
+                                      "seed": cfg.seed}, do_train, [out / "train" / "best.pt"])
+    ckpt = Path(trained["checkpoint"])
 
-    results: dict = {"model": origin, "data": asdict(data_cfg), "retrieval": {}}
-    for split in ("syn", "real"):
-        data = load_fvrid(out / "data", split)
-        records = data.query + data.gallery
-        emb, defogged = predict(model, [r.path for r in records], keep_defogged=True, desc=f"[{split}] infer")
-        nq = len(data.query)
-        scores = evaluate_rank(cosine_distance(emb[:nq], emb[nq:]),
-                               np.array([r.pid for r in data.query]), np.array([r.pid for r in data.gallery]),
-                               np.array([r.camid for r in data.query]), np.array([r.camid for r in data.gallery]))
-        results["retrieval"][split] = scores.as_dict()
-        np.savez_compressed(out / f"embeddings_{split}.npz", embeddings=emb,
-                            pids=[r.pid for r in records], camids=[r.camid for r in records],
-                            is_query=np.arange(len(records)) < nq)
-        _write_samples(out / f"samples_{split}.jpg", records[:8], defogged[:8], model.input_size)
-        print(f"[{split}] mAP {scores.mAP:.3f}  Rank-1 {scores.rank(1):.3f}  ({scores.num_queries} queries)")
-    (out / "summary.json").write_text(json.dumps(results, indent=2) + "\n")
-    print(f"[done] wrote {out}/summary.json, embeddings_*.npz and samples_*.jpg "
-          f"(rows: foggy input | defogged output)")
-    return results
+    with_trt = tensorrt_version() is not None
+    formats = "onnx,onnx-int8" + (",engine-fp16,engine-int8" if with_trt else "")
+
+    def do_export():
+        from fogreid.export.exporter import ExportOptions, export
+        from fogreid.export.formats import parse_formats
+
+        calib = [str(data / "FVRID_syn" / "train_foggy"), str(data / "FVRID_real" / "train_foggy")]
+        result = export(ckpt, parse_formats(formats), out / "export",
+                        ExportOptions(calib_images=calib, calib_num=cfg.calib_num, data_root=str(data)))
+        return {"files": {k: str(v) for k, v in result.files.items()}, "not_built": result.not_built}
+    exported = steps.run("export", {"model": trained["key"], "formats": formats, "calib": cfg.calib_num}, do_export,
+                         [out / "export" / "model.onnx"])
+    artifacts = {name: Path(path) for name, path in exported["files"].items()
+                 if name in ("onnx", "onnx-int8", "engine-fp16", "engine-int8")}
+
+    def do_validate():
+        from fogreid.validate.compare import validate
+        from fogreid.validate.report import write_html, write_json
+
+        verdicts = {}
+        for name, path in artifacts.items():
+            result = validate(ckpt, path, data_root=str(data))
+            write_json(result, out / "validation" / f"{name}.json")
+            write_html(result, out / "validation" / f"{name}.html")
+            verdicts[name] = result.to_json()
+            print(f"[validate] {name}: {'PASS' if result.passed else 'FAIL'}" + "".join(
+                f"; {c.describe()}" for c in result.checks if not c.passed))
+        return {"verdicts": verdicts}
+    validation = steps.run("validate", {"export": exported["key"]}, do_validate)
+
+    def do_accuracy():
+        from fogreid.data.datasets import load_fvrid
+        from fogreid.runtime.backends import load_model
+        from fogreid.train.evaluate import evaluate
+
+        scores = {}
+        for name, path in {"pytorch": ckpt, **artifacts}.items():
+            with load_model(path) as model:
+                scores[name] = {split: evaluate(model, load_fvrid(data, split), progress=False, desc=name)
+                                for split in ("syn", "real")}
+            print(f"[accuracy] {name}: syn mAP {100 * scores[name]['syn']['mAP']:.1f}, real mAP "
+                  f"{100 * scores[name]['real']['mAP']:.1f}")
+        return {"scores": scores}
+    accuracy = steps.run("accuracy", {"export": exported["key"]}, do_accuracy)
+
+    def do_speed():
+        return {"speed": {name: _speed(path) for name, path in {"pytorch": ckpt, **artifacts}.items()}}
+    speed = steps.run("speed", {"export": exported["key"]}, do_speed)
+
+    def do_stream():
+        return _stream(out, cfg, data, ckpt, artifacts.get("onnx-int8", artifacts["onnx"]))
+    stream = steps.run("stream", {"export": exported["key"], "frames": cfg.video_frames}, do_stream,
+                       [out / "stream" / "annotated.mp4"])
+
+    from fogreid.demo_report import write_report
+
+    summary = {"settings": asdict(cfg), "checkpoint": str(ckpt), "artifacts": {k: str(v) for k, v in artifacts.items()},
+               "not_built": exported.get("not_built", {}), "training_test": trained.get("test"),
+               "validation": {k: {"verdict": v["verdict"], "figures": v["figures"]}
+                              for k, v in validation["verdicts"].items()},
+               "accuracy": {k: {s: {m: v[s][m] for m in ("mAP", "rank1", "rank5", "num_queries")} | (
+                   {"psnr": v[s]["psnr"], "ssim": v[s]["ssim"]} if "psnr" in v[s] else {}) for s in v}
+                   for k, v in accuracy["scores"].items()},
+               "speed": speed["speed"], "stream": {k: v for k, v in stream.items() if k != "key"},
+               "step_seconds": steps.timings}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
+    write_report(out, summary, accuracy["scores"], validation["verdicts"])
+    print(f"[done] {out / 'report.html'} (open it in a browser); figures in {out / 'summary.json'}")
+    return summary
 
 
-def _write_samples(path: Path, records, defogged: np.ndarray, size: tuple[int, int]) -> None:
-    from fogreid.data.image_io import load_for_model, write_image
+def _speed(path: Path, seconds: float = 1.5) -> dict:
+    import numpy as np
 
-    rows = [np.hstack([load_for_model(r.path, size), image]) for r, image in zip(records, defogged)]
-    write_image(path, np.vstack(rows), jpeg_quality=90)
+    from fogreid.runtime.backends import load_model
+
+    rows = {}
+    with load_model(path) as model:
+        frames = np.random.default_rng(0).integers(0, 256, (8, *model.input_size, 3), dtype=np.uint8)
+        for batch in (1, 8):
+            model(frames[:batch])
+            count, start = 0, time.perf_counter()
+            while time.perf_counter() - start < seconds:
+                model(frames[:batch])
+                count += batch
+            rows[f"batch{batch}"] = round(count / (time.perf_counter() - start), 1)
+    print(f"[speed] {path.name}: {rows['batch1']} img/s at batch 1, {rows['batch8']} at batch 8")
+    return rows
+
+
+def _stream(out: Path, cfg: DemoSettings, data: Path, ckpt: Path, model_path: Path) -> dict:
+    from fogreid.data.datasets import load_fvrid
+    from fogreid.data.synth_video import make_video
+    from fogreid.runtime.backends import load_model
+    from fogreid.runtime.gallery import build_gallery
+    from fogreid.runtime.pipeline import RunOptions, run_stream, stats_dict
+    from fogreid.runtime.regions import FixedRegions
+
+    # Vehicles of the *test* identities: the model has never seen them.
+    test_ids = sorted({r.pid for r in load_fvrid(data, "syn").gallery})[:12]
+    video = make_video(out / "stream", cfg.data, test_ids, frames=cfg.video_frames, hold=15, seed=cfg.seed)
+    events = out / "stream" / "events.jsonl"
+    events.unlink(missing_ok=True)
+    with load_model(model_path) as model:
+        gallery = build_gallery(model, video["gallery"], progress=False)
+        gallery.save(out / "stream" / "gallery.npz")
+        stats = run_stream(model, RunOptions([str(video["video"])], FixedRegions(video["rois"]), gallery, events,
+                                             out / "stream" / "annotated.mp4", min_score=0.0))
+    lines = [json.loads(line) for line in events.read_text().splitlines()]
+    rois = json.loads(video["rois"].read_text())["default"]
+    right = sum(e["match"] is not None and e["match"]["id"] == str(video["truth"][e["frame"]][rois.index(e["box"])])
+                for e in lines)
+    print(f"[stream] {stats.frames} frames at {stats.fps:.1f} fps; right vehicle for {right} of {len(lines)} crops")
+    return {"model": model_path.name, "figures": stats_dict(stats), "crops": len(lines), "correct": right,
+            "identities": len(test_ids), "video": str(out / "stream" / "annotated.mp4"), "events": str(events)}

@@ -1,16 +1,46 @@
+"""The main job end to end: `fogreid demo --quick` on a fresh folder, then its report."""
+
 import json
 import subprocess
+import time
 
 
-def test_quick_demo_writes_its_outputs(fogreid_cmd, tmp_path):
+def test_quick_demo_end_to_end(fogreid_cmd, tmp_path):
     out = tmp_path / "demo"
+    tic = time.perf_counter()
     run = subprocess.run(fogreid_cmd + ["demo", "--out", str(out), "--quick"], capture_output=True, text=True)
-    assert run.returncode == 0, run.stderr[-2000:]
+    first = time.perf_counter() - tic
+    assert run.returncode == 0, run.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
-    for split in ("syn", "real"):
-        scores = summary["retrieval"][split]
-        assert 0 < scores["mAP"] <= 1 and scores["num_queries"] > 0
-        assert (out / f"samples_{split}.jpg").stat().st_size > 0
-    # A second run reuses the dataset instead of generating it again.
+
+    # Accuracy: far above chance on identities never seen in training, and the same for every artifact.
+    data = json.loads((out / "data" / "fogreid_synth.json").read_text())
+    test_ids = data["identities"]["syn"] - round(data["identities"]["syn"] * data["config"]["train_fraction"])
+    chance = 1 / test_ids
+    accuracy = summary["accuracy"]
+    assert accuracy["pytorch"]["syn"]["mAP"] > 3 * chance and accuracy["pytorch"]["real"]["mAP"] > 3 * chance
+    assert abs(accuracy["onnx"]["syn"]["mAP"] - accuracy["pytorch"]["syn"]["mAP"]) < 1e-3
+    assert accuracy["pytorch"]["syn"]["psnr"] > 10
+
+    # Every artifact validated against PyTorch, and passing.
+    assert set(summary["validation"]) >= {"onnx", "onnx-int8"}
+    assert all(v["verdict"] == "pass" for v in summary["validation"].values()), summary["validation"]
+
+    # The stream found the right vehicle far more often than chance (12 identities in the gallery).
+    stream = summary["stream"]
+    assert stream["crops"] == 4 * stream["figures"]["frames"] > 0
+    assert stream["correct"] / stream["crops"] > 3 / stream["identities"]
+    assert all(s["batch1"] > 0 and s["batch8"] > 0 for s in summary["speed"].values())
+
+    page = (out / "report.html").read_text()
+    for section in ("Data", "Defogging", "Re-identification accuracy", "Validation against PyTorch",
+                    "Speed (images/s, this machine)",
+                    "Stream", "Where the outputs are"):
+        assert f"<h2>{section}</h2>" in page
+    assert page.count("data:image/png;base64,") >= 30 and 'aria-label="CMC curves"' in page
+
+    # A second run reuses every finished step.
+    tic = time.perf_counter()
     again = subprocess.run(fogreid_cmd + ["demo", "--out", str(out), "--quick"], capture_output=True, text=True)
-    assert again.returncode == 0 and "reusing" in again.stdout
+    assert again.returncode == 0 and again.stdout.count("up to date, reusing") == 7
+    assert time.perf_counter() - tic < first / 3

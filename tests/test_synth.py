@@ -65,3 +65,13 @@ def test_cli(fogreid_cmd, tmp_path):
                                         "--size", "64", "--quiet"], capture_output=True, text=True, check=True)
     assert "wrote" in out.stdout
     assert json.loads((tmp_path / "fogreid_synth.json").read_text())["config"]["ids"] == 6
+
+
+def test_regenerating_replaces_the_old_dataset(tmp_path):
+    generate(tmp_path, TINY, progress=False)
+    bigger = SynthConfig(**{**TINY.__dict__, "ids": 10, "seed": 3})
+    generate(tmp_path, bigger, progress=False)
+    fresh = tmp_path.parent / "fresh"
+    generate(fresh, bigger, progress=False)
+    assert tree_digest(tmp_path) == tree_digest(fresh)  # nothing left of the first dataset
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".synth-")]

@@ -15,6 +15,7 @@ seed gives the same bytes, and adding identities does not change the existing on
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -291,8 +292,15 @@ def generate(out: str | Path, cfg: SynthConfig = SynthConfig(), progress: bool =
     from fogreid.data.image_io import write_image
     from fogreid.pixels import frames_to_images, images_to_frames
 
+    import shutil
+    import tempfile
+
     cfg.check()
-    out = Path(out)
+    final = Path(out)
+    final.mkdir(parents=True, exist_ok=True)
+    # Write beside the target and swap in when complete: a re-run with other settings never
+    # mixes two datasets, and an interrupted run leaves the previous one intact.
+    out = Path(tempfile.mkdtemp(prefix=".synth-", dir=final))
     n_real = max(cfg.ids // 2, 4)
     domains = {"syn": (0, list(range(cfg.ids))), "real": (1, list(range(cfg.ids, cfg.ids + n_real)))}
     counts: dict[str, int] = {}
@@ -327,6 +335,12 @@ def generate(out: str | Path, cfg: SynthConfig = SynthConfig(), progress: bool =
     manifest = {"generator": "fogreid.synth", "config": asdict(cfg), "images": counts,
                 "identities": {"syn": cfg.ids, "real": n_real}}
     (out / "fogreid_synth.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    for name in ("FVRID_syn", "FVRID_real", "fogreid_synth.json"):
+        old = final / name
+        if old.is_dir():
+            shutil.rmtree(old)
+        os.replace(out / name, old)
+    out.rmdir()
     return manifest
 
 

@@ -1,6 +1,7 @@
-"""Evaluation through the deploy contract: uint8 frames into `FusedDefogReID`, retrieval
-(mAP / CMC with the same-id-same-camera filter) on the embeddings, PSNR / SSIM of the
-defogged frames against the clear images where they exist."""
+"""Evaluation through the deploy contract: uint8 frames into the deployed model (the PyTorch
+`FusedDefogReID`, or any artifact loaded with `fogreid.runtime.backends.load_model`),
+retrieval (mAP / CMC with the same-id-same-camera filter) on the embeddings, PSNR / SSIM of
+the defogged frames against the clear images where they exist."""
 
 from __future__ import annotations
 
@@ -14,23 +15,39 @@ from fogreid.model.predict import image_batches
 from fogreid.pixels import frames_to_images
 
 
+def _infer_fn(model):
+    """uint8 numpy frames -> (defogged torch uint8, embeddings numpy), for either kind of model."""
+    if isinstance(model, torch.nn.Module):
+        device = next(model.parameters()).device
+
+        def infer(frames):
+            defogged, emb = model(torch.from_numpy(frames).to(device))
+            return defogged.cpu(), emb.float().cpu().numpy()
+        return infer, model.net.config.defog
+
+    def infer(frames):
+        defogged, emb = model(frames)
+        return torch.from_numpy(defogged), emb
+    return infer, True
+
+
 @torch.inference_mode()
 def evaluate(model: FusedDefogReID, split: ReIDSplit, batch_size: int = 64, progress: bool = True,
              desc: str = "eval") -> dict:
     from tqdm import tqdm
 
-    device = next(model.parameters()).device
+    infer, has_defog = _infer_fn(model)
     records = split.query + split.gallery
     embeddings, image_scores = [], {"psnr": [], "ssim": [], "psnr_foggy": [], "ssim_foggy": []}
-    paired = split.paired and model.net.config.defog
+    paired = split.paired and has_defog
     clear_batches = image_batches([r.clear_path for r in records], model.input_size, batch_size) if paired else None
     with tqdm(total=len(records), desc=desc, unit="img", disable=not progress, leave=False) as bar:
         for frames in image_batches([r.path for r in records], model.input_size, batch_size):
-            defogged, emb = model(torch.from_numpy(frames).to(device))
-            embeddings.append(emb.float().cpu().numpy())
+            defogged, emb = infer(frames)
+            embeddings.append(emb)
             if clear_batches is not None:
                 clear = frames_to_images(torch.from_numpy(next(clear_batches)))
-                restored, foggy = frames_to_images(defogged.cpu()), frames_to_images(torch.from_numpy(frames))
+                restored, foggy = frames_to_images(defogged), frames_to_images(torch.from_numpy(frames))
                 image_scores["psnr"].append(psnr(restored, clear))
                 image_scores["ssim"].append(ssim(restored, clear))
                 image_scores["psnr_foggy"].append(psnr(foggy, clear))

@@ -21,7 +21,7 @@ def write_json(result: ValidationResult, path: str | Path) -> None:
         json.dump(result.to_json(), handle, indent=2)
 
 
-def _png(image: np.ndarray) -> str:
+def png_data_uri(image: np.ndarray) -> str:
     from fogreid.data.image_io import encode_image
 
     return "data:image/png;base64," + base64.b64encode(encode_image(image, ".png")).decode()
@@ -48,15 +48,18 @@ def histogram_svg(values: np.ndarray, width: int = 420, height: int = 160, bins:
             f'<text x="{width - 30}" y="{height - 4}" font-size="11">1.0</text></svg>')
 
 
+PALETTE = ("#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#b279a2")
+
+
 def cmc_svg(curves: dict[str, np.ndarray], width: int = 420, height: int = 200) -> str:
-    colours = {"pytorch": "#4c78a8", "artifact": "#f58518"}
+    colours = {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(curves)}
     plot = ""
     for name, curve in curves.items():
         xs = np.linspace(30, width - 10, len(curve))
         ys = height - 25 - np.asarray(curve) * (height - 40)
         points = " ".join(f"{x:.1f},{y:.1f}" for x, y in zip(xs, ys))
-        plot += f'<polyline points="{points}" fill="none" stroke="{colours.get(name, "#333")}" stroke-width="2"/>'
-    legend = "".join(f'<text x="{40 + 120 * i}" y="14" font-size="12" fill="{colours.get(n, "#333")}">{n}</text>'
+        plot += f'<polyline points="{points}" fill="none" stroke="{colours[name]}" stroke-width="2"/>'
+    legend = "".join(f'<text x="{30 + 130 * i}" y="14" font-size="12" fill="{colours[n]}">{html.escape(n)}</text>'
                      for i, n in enumerate(curves))
     return (f'<svg width="{width}" height="{height}" role="img" aria-label="CMC curves">{legend}{plot}'
             f'<text x="30" y="{height - 6}" font-size="11">rank 1</text>'
@@ -78,7 +81,7 @@ def write_html(result: ValidationResult, path: str | Path) -> None:
     for i in range(len(samples.get("foggy", []))):
         cells = [samples["foggy"][i], samples["pytorch"][i], samples["artifact"][i],
                  _difference_map(samples["pytorch"][i], samples["artifact"][i])]
-        frames += "<tr>" + "".join(f'<td><img src="{_png(c)}" width="160" alt="frame {i}"></td>' for c in cells) + "</tr>"
+        frames += "<tr>" + "".join(f'<td><img src="{png_data_uri(c)}" width="160" alt="frame {i}"></td>' for c in cells) + "</tr>"
     cmc = f"<h2>CMC curves (query/gallery)</h2>{cmc_svg(result.cmc)}" if result.cmc else ""
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>fogreid validation: {verdict}</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1000px}} td,th{{padding:3px 10px;text-align:left}}
