@@ -7,7 +7,9 @@ the real-like foggy test sets:
   (c) ReID trained on fog
   (d) JDL: joint defog + ReID on synthetic pairs
   (e) SJDL: JDL + the semi-supervised real-fog branch
-The published shape (FVRID): SJDL >= JDL > fog-trained > dehaze-first > clear-only.
+  (f) RVSL: cycle-consistent domain transformation, three stages (a third of the epochs each)
+The published shape (FVRID): SJDL >= JDL > fog-trained > dehaze-first > clear-only, and RVSL
+above SJDL.
 
     python benchmarks/accuracy_table.py [--out runs/accuracy] [--epochs 60] [--imgsz 64]   (~25 min on 2 cores)
 """
@@ -25,6 +27,7 @@ ROWS = [
     ("c", "ReID, fog-trained", ["mode=reid"]),
     ("d", "JDL", ["mode=jdl"]),
     ("e", "SJDL", ["mode=sjdl"]),
+    ("f", "RVSL (3 stages)", ["mode=rvsl"]),
 ]
 
 
@@ -66,6 +69,7 @@ def main() -> None:
     from fogreid.train.config import build_config
     from fogreid.train.evaluate import evaluate
     from fogreid.train.loop import train
+    from fogreid.train.rvsl import train_rvsl
 
     out = Path(args.out)
     data = out / "data"
@@ -79,7 +83,13 @@ def main() -> None:
         run = out / key
         tic = time.perf_counter()
         if not (run / "metrics.json").is_file():
-            train(build_config(None, budget + sets), run, progress=False)
+            if "mode=rvsl" in sets:  # the same total budget, split over the three stages
+                stage_budget = [s for s in budget if not s.startswith(("optim.epochs", "optim.milestones"))]
+                train_rvsl(build_config(None, stage_budget + sets + [f"optim.epochs={max(args.epochs // 3, 1)}",
+                                                                     f"optim.milestones=[{args.epochs // 4}]"]),
+                           run, progress=False)
+            else:
+                train(build_config(None, budget + sets), run, progress=False)
         metrics = json.loads((run / "metrics.json").read_text())
         results[key] = {"name": name, "syn": metrics["test"]["syn"], "real": metrics["test"]["real"],
                         "minutes": round((time.perf_counter() - tic) / 60, 1)}
@@ -94,7 +104,7 @@ def main() -> None:
 
     lines = [f"accuracy on the generated default ({args.ids} syn ids, {args.imgsz} px, {args.epochs} epochs each)",
              f"{'':4}{'method':<42}{'syn mAP':>9}{'syn R1':>8}{'real mAP':>10}{'real R1':>9}{'train min':>11}"]
-    for key in "abcde":
+    for key in "abcdef":
         r = results[key]
         lines.append(f"({key}) {r['name']:<42}{r['syn']['mAP'] * 100:>9.1f}{r['syn']['rank1'] * 100:>8.1f}"
                      f"{r['real']['mAP'] * 100:>10.1f}{r['real']['rank1'] * 100:>9.1f}{r['minutes']:>11}")

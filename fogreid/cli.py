@@ -67,8 +67,13 @@ def cmd_train(args: argparse.Namespace) -> int:
              "model.input_size": list(_size(args.imgsz)) if args.imgsz else None,
              "optim.epochs": args.epochs, "data.ids_per_batch": args.ids_per_batch,
              "data.instances_per_id": args.instances_per_id, "device": args.device, "seed": args.seed,
-             "data.root": args.data, "pretrained": args.pretrained}
+             "data.root": args.data, "pretrained": args.pretrained, "stage": args.stage}
     cfg = build_config(args.config, args.set or [], flags)
+    if cfg.mode == "rvsl":
+        from fogreid.train.rvsl import train_rvsl
+
+        train_rvsl(cfg, args.out, init=args.init, progress=not args.quiet)
+        return 0
     resume = args.resume
     if resume == "auto":
         resume = str(Path(args.out) / "last.pt")
@@ -288,7 +293,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run folder: last.pt, best.pt, metrics")
     p.add_argument("--config", help="YAML file of settings (see fogreid/train/config.py)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting, e.g. loss.tv_weight=0.02")
-    p.add_argument("--mode", choices=["sjdl", "jdl", "reid"], help="default sjdl")
+    p.add_argument("--mode", choices=["sjdl", "jdl", "reid", "rvsl"], help="default sjdl")
+    p.add_argument("--stage", choices=["1", "2", "3", "all"], help="rvsl: which stage (default all, in order)")
+    p.add_argument("--init", help="rvsl: initialise the stage from this checkpoint (e.g. RUN/stage1/best.pt)")
     p.add_argument("--preset", choices=["paper", "edge"], help="model preset (default edge)")
     p.add_argument("--backbone", choices=["resnet18", "resnet34", "resnet50"])
     p.add_argument("--imgsz", type=int, nargs="+", metavar="PX", help="input size H [W]")

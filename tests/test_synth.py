@@ -35,6 +35,9 @@ def test_layout_and_splits(synth_root):
         assert clear == foggy and len(foggy) == manifest["images"][f"syn/{split}"]
         assert len(list((real / f"{split}_foggy").iterdir())) == manifest["images"][f"real/{split}"]
         assert not (real / f"{split}_clear").exists()
+        # FVRID_clear: the real-like cameras' vehicles without fog (RVSL stage 2), same names
+        clear_real = sorted(p.name for p in (synth_root / "FVRID_clear" / f"{split}_clear").iterdir())
+        assert clear_real == sorted(p.name for p in (real / f"{split}_foggy").iterdir())
     for base in (syn, real):
         ids = {s: {parse_vehicle_name(p.name)[0] for p in (base / f"{s}_foggy").iterdir()}
                for s in ("train", "query", "gallery")}

@@ -7,7 +7,8 @@ own side-view coordinates and projected into the image, so the same vehicle look
 consistent across cameras and different from its look-alikes in small details.
 
 Clear images get FVRID_syn's scattering fog (with the rendered depth map); a second set
-of identities, seen by a second set of cameras, gets the real-like fog. Every random
+of identities, seen by a second set of cameras, gets the real-like fog (FVRID_real), and
+their clear renders go to FVRID_clear (real clear images of that camera domain, for RVSL). Every random
 draw comes from a seed derived from (seed, domain, identity, camera, frame), so the same
 seed gives the same bytes, and adding identities does not change the existing ones.
 """
@@ -326,8 +327,10 @@ def generate(out: str | Path, cfg: SynthConfig = SynthConfig(), progress: bool =
                 qualities = jpeg_qualities(fog_rng, len(chunk))
             base = out / f"FVRID_{name}"
             for item, clear_img, foggy_img, quality in zip(chunk, clear, foggy, qualities):
-                if name == "syn":
-                    write_image(base / f"{item.split}_clear" / file_name(item), clear_img, 95)
+                # Clear images: paired with the foggy ones in FVRID_syn; for the real-like
+                # cameras, unpaired in FVRID_clear (RVSL's stage 2 learns from them).
+                clear_dir = base if name == "syn" else out / "FVRID_clear"
+                write_image(clear_dir / f"{item.split}_clear" / file_name(item), clear_img, 95)
                 write_image(base / f"{item.split}_foggy" / file_name(item), foggy_img, quality)
                 counts[f"{name}/{item.split}"] = counts.get(f"{name}/{item.split}", 0) + 1
             bar.update(len(chunk))
@@ -335,7 +338,7 @@ def generate(out: str | Path, cfg: SynthConfig = SynthConfig(), progress: bool =
     manifest = {"generator": "fogreid.synth", "config": asdict(cfg), "images": counts,
                 "identities": {"syn": cfg.ids, "real": n_real}}
     (out / "fogreid_synth.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    for name in ("FVRID_syn", "FVRID_real", "fogreid_synth.json"):
+    for name in ("FVRID_syn", "FVRID_real", "FVRID_clear", "fogreid_synth.json"):
         old = final / name
         if old.is_dir():
             shutil.rmtree(old)

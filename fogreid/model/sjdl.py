@@ -27,6 +27,7 @@ from fogreid.model.resnet_ibn import ResNetIBN
 class ModelConfig:
     """Everything that decides the network's shape. Stored in every checkpoint."""
 
+    arch: str = "sjdl"                  # sjdl | rvsl (fogreid/model/rvsl.py)
     backbone: str = "resnet50"          # resnet18 | resnet34 | resnet50
     ibn: bool = True                    # IBN-a blocks in layer1-3
     last_stride: int = 1                # 1 keeps layer4 at stride 16 (finer ReID features)
@@ -44,6 +45,8 @@ class ModelConfig:
     num_ids_real: int = 0               # classes of the real foggy domain (SJDL's 2nd classifier)
 
     def __post_init__(self) -> None:
+        if self.arch not in ("sjdl", "rvsl"):
+            raise FogreidError(f"model arch {self.arch!r}: choose sjdl or rvsl")
         h, w = self.input_size
         if h < 32 or w < 32 or h % 32 or w % 32:
             raise FogreidError(f"input_size {self.input_size}: height and width must be "
@@ -208,13 +211,21 @@ class SJDLNet(nn.Module):
         return SJDLOutput(global_feat, bn_feat, (coarse + 1) / 2, (refined + 1) / 2)
 
 
-def build_sjdl(cfg: ModelConfig, pretrained: str | None = None) -> SJDLNet:
-    """The network for `cfg`; `pretrained` ("imagenet" or a weights file) initialises the
-    encoder from ImageNet, otherwise it starts from a (deliberate) random initialisation."""
+def build_sjdl(cfg: ModelConfig, pretrained: str | None = None) -> nn.Module:
+    """The network for `cfg` (SJDL, or RVSL when cfg.arch == "rvsl"); `pretrained`
+    ("imagenet" or a weights file) initialises the encoder from ImageNet, otherwise it starts
+    from a (deliberate) random initialisation."""
+    from fogreid.model.resnet_ibn import load_imagenet_weights
+
+    if cfg.arch == "rvsl":
+        from fogreid.model.rvsl import RVSLNet
+
+        net = RVSLNet(cfg)
+        if pretrained:
+            load_imagenet_weights(net.imagenet_view(), pretrained)
+        return net
     net = SJDLNet(cfg)
     if pretrained:
-        from fogreid.model.resnet_ibn import load_imagenet_weights
-
         load_imagenet_weights(net.backbone, pretrained)
     return net
 

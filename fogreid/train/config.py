@@ -12,7 +12,7 @@ from fogreid.config import from_dict, load_yaml, to_dict
 from fogreid.errors import FogreidError
 from fogreid.model.sjdl import ModelConfig, preset
 
-MODES = ("sjdl", "jdl", "reid")
+MODES = ("sjdl", "jdl", "reid", "rvsl")
 
 
 @dataclass
@@ -40,6 +40,14 @@ class LossConfig:
     dark_channel_weight: float = 0.01
     dark_channel_patch: int = 35
     tv_weight: float = 0.01
+    # RVSL (mode rvsl)
+    translation_weight: float = 1.0          # SmoothL1 of both translations on synthetic pairs
+    embedding_consistency_weight: float = 1.0  # clear vs hazy embeddings of the same vehicles
+    adversarial_weight: float = 0.1          # least-squares GAN, generator side
+    cycle_weight: float = 1.0                # stage 2: clear->hazy->clear, stage 3: hazy->clear->hazy
+    feature_consistency_weight: float = 1.0  # stage 2: a real clear image and its hazy translation
+    dark_channel_monotonicity_weight: float = 0.1
+    colinearity_weight: float = 0.1
 
 
 @dataclass
@@ -66,6 +74,7 @@ class TrainConfig:
     seed: int = 0
     eval_every: int = 1              # epochs between validations
     save_every_steps: int = 0        # also save last.pt every N steps (0: end of epoch only)
+    stage: str = "all"               # rvsl: 1 | 2 | 3 | all (in order, each from the previous)
 
     def model_config(self, num_ids: int, num_ids_real: int) -> ModelConfig:
         overrides = dict(self.model)
@@ -73,6 +82,8 @@ class TrainConfig:
             overrides["input_size"] = tuple(overrides["input_size"])
         if self.mode == "reid":
             overrides["defog"] = False
+        if self.mode == "rvsl":
+            overrides.update(arch="rvsl", deform_branch=False)
         try:
             cfg = preset(self.preset, **overrides)
         except TypeError as exc:
@@ -86,6 +97,10 @@ class TrainConfig:
             raise FogreidError("data.reid_input must be foggy or clear")
         if self.data.reid_input == "clear" and self.mode != "reid":
             raise FogreidError("data.reid_input=clear is for --mode reid (the clear-only baseline)")
+        if self.stage not in ("1", "2", "3", "all"):
+            raise FogreidError(f"stage {self.stage!r}: choose 1, 2, 3 or all (RVSL)")
+        if self.stage != "all" and self.mode != "rvsl":
+            raise FogreidError("--stage is for --mode rvsl")
         if self.loss.restoration not in ("l1", "mse"):
             raise FogreidError("loss.restoration must be l1 or mse")
 

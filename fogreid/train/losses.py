@@ -59,3 +59,70 @@ def total_variation(images: torch.Tensor) -> torch.Tensor:
     dx = (images[..., :, 1:] - images[..., :, :-1]).abs().mean()
     dy = (images[..., 1:, :] - images[..., :-1, :]).abs().mean()
     return dx + dy
+
+
+# --------------------------------------------------------------------------- RVSL
+
+def lsgan_discriminator(real_scores: torch.Tensor, fake_scores: torch.Tensor) -> torch.Tensor:
+    """Least-squares GAN: real patches towards 1, fakes towards 0."""
+    return 0.5 * (((real_scores - 1) ** 2).mean() + (fake_scores ** 2).mean())
+
+
+def lsgan_generator(fake_scores: torch.Tensor) -> torch.Tensor:
+    return ((fake_scores - 1) ** 2).mean()
+
+
+def translation(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return F.smooth_l1_loss(output, target, beta=0.1)
+
+
+def embedding_consistency(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """L1 between the embeddings of two views of the same vehicles (e.g. clear and hazy)."""
+    return (a - b).abs().mean()
+
+
+def dark_channel_monotonicity(clear: torch.Tensor, hazy: torch.Tensor, patch: int = 15) -> torch.Tensor:
+    """Adding haze raises the dark channel: penalise a translated hazy image whose dark
+    channel is below its clear source's, pixel by pixel."""
+    return F.relu(dark_channel(clear, patch) - dark_channel(hazy, patch)).mean()
+
+
+def estimate_airlight(hazy: torch.Tensor, patch: int = 15, fraction: float = 0.001) -> torch.Tensor:
+    """(B, 3): the mean colour of the haziest pixels (highest dark channel), without gradient."""
+    with torch.no_grad():
+        dark = dark_channel(hazy, patch).flatten(1)
+        k = max(int(dark.shape[1] * fraction), 1)
+        index = dark.topk(k, dim=1).indices
+        pixels = hazy.flatten(2).gather(2, index.unsqueeze(1).expand(-1, 3, -1))
+        return pixels.mean(dim=2)
+
+
+def haze_line_colinearity(hazy: torch.Tensor, clear: torch.Tensor, airlight: torch.Tensor | None = None) -> torch.Tensor:
+    """Haze lines (Berman et al. 2016): a hazy pixel lies on the line from its clear colour
+    to the airlight, I - A = t (J - A). Penalise 1 - cos(I - A, J - A) per pixel."""
+    airlight = estimate_airlight(hazy) if airlight is None else airlight
+    a = airlight.view(-1, 3, 1, 1)
+    return (1 - F.cosine_similarity(hazy - a, clear - a, dim=1, eps=1e-6)).mean()
+
+
+class ReplayBuffer:
+    """Shrivastava et al. / CycleGAN: the discriminator sees a mix of the newest fakes and
+    older ones, which keeps the generator from chasing a moving target."""
+
+    def __init__(self, size: int = 50, seed: int = 0) -> None:
+        self.size, self.images = size, []
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def query(self, images: torch.Tensor) -> torch.Tensor:
+        out = []
+        for image in images.detach():
+            if len(self.images) < self.size:
+                self.images.append(image)
+                out.append(image)
+            elif torch.rand(1, generator=self.generator).item() < 0.5:
+                slot = int(torch.randint(self.size, (1,), generator=self.generator))
+                out.append(self.images[slot])
+                self.images[slot] = image
+            else:
+                out.append(image)
+        return torch.stack(out)

@@ -1,0 +1,102 @@
+"""RVSL: its losses on hand-made inputs, each training stage, and its export."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import SIZE, compare, foggy_frames
+from fogreid.train import losses as L
+
+
+def with_grad(fn, *tensors):
+    leaves = [t.clone().requires_grad_(True) for t in tensors]
+    value = fn(*leaves)
+    value.backward()
+    return value.detach(), [t.grad for t in leaves]
+
+
+def test_least_squares_gan_losses():
+    real, fake = torch.full((2, 1, 4, 4), 0.9), torch.full((2, 1, 4, 4), 0.2)
+    assert L.lsgan_discriminator(real, fake) == pytest.approx(0.5 * (0.01 + 0.04))
+    assert L.lsgan_generator(fake) == pytest.approx(0.64)
+    value, (grad,) = with_grad(L.lsgan_generator, fake)
+    assert grad.abs().sum() > 0 and (grad < 0).all()  # pushes fakes up towards "real"
+
+
+def test_translation_and_consistency():
+    a, b = torch.zeros(2, 3, 8, 8), torch.full((2, 3, 8, 8), 0.5)
+    assert L.translation(a, b) == pytest.approx(0.5 - 0.05)  # smooth L1 with beta 0.1
+    assert L.embedding_consistency(torch.ones(2, 4), torch.zeros(2, 4)) == 1.0
+    _, grads = with_grad(L.translation, a, b)
+    assert all(g.abs().sum() > 0 for g in grads)
+
+
+def test_dark_channel_monotonicity_penalises_haze_that_darkens():
+    clear = torch.full((1, 3, 16, 16), 0.3)
+    hazier = torch.full((1, 3, 16, 16), 0.6)
+    assert L.dark_channel_monotonicity(clear, hazier, patch=5) == 0  # haze raised the dark channel: fine
+    darker = torch.full((1, 3, 16, 16), 0.1)
+    value, grads = with_grad(lambda c, h: L.dark_channel_monotonicity(c, h, 5), clear, darker)
+    assert value == pytest.approx(0.2) and grads[1].abs().sum() > 0
+
+
+def test_haze_line_colinearity():
+    clear = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    airlight = torch.tensor([[0.9, 0.9, 0.9], [0.8, 0.85, 0.9]])
+    t = 0.4
+    on_lines = clear * t + airlight.view(2, 3, 1, 1) * (1 - t)  # the scattering model: exactly colinear
+    assert L.haze_line_colinearity(on_lines, clear, airlight) == pytest.approx(0.0, abs=1e-5)
+    shuffled = on_lines[:, [2, 0, 1]]
+    value, grads = with_grad(lambda h, c: L.haze_line_colinearity(h, c, airlight), shuffled, clear)
+    assert value > 0.05 and grads[0].abs().sum() > 0 and grads[1].abs().sum() > 0
+    estimated = L.estimate_airlight(on_lines)
+    assert estimated.shape == (2, 3) and (estimated > 0.5).all()
+
+
+def test_replay_buffer_mixes_old_and_new():
+    buffer = L.ReplayBuffer(size=4, seed=0)
+    first = buffer.query(torch.zeros(4, 3, 2, 2))
+    assert torch.equal(first, torch.zeros(4, 3, 2, 2))  # filling up: returns the new images
+    mixed = torch.cat([buffer.query(torch.ones(4, 3, 2, 2)) for _ in range(10)])
+    assert (mixed.flatten(1).mean(1) == 0).any() and (mixed.flatten(1).mean(1) == 1).any()
+
+
+@pytest.fixture(scope="module")
+def rvsl_run(synth_root, tmp_path_factory):
+    from fogreid.train.config import build_config
+    from fogreid.train.rvsl import train_rvsl
+
+    out = tmp_path_factory.mktemp("rvsl")
+    cfg = build_config(None, ["mode=rvsl", f"data.root={synth_root}", f"model.input_size=[{SIZE[0]}, {SIZE[1]}]",
+                              "optim.epochs=1", "data.ids_per_batch=4", "data.instances_per_id=2",
+                              "data.num_workers=0", "model.decoder_width=16"])
+    return out, train_rvsl(cfg, out, progress=False)
+
+
+def test_each_stage_trains_with_its_losses(rvsl_run):
+    out, summary = rvsl_run
+    for stage, terms in ((1, {"id", "triplet", "translation", "embedding", "adversarial"}),
+                         (2, {"cycle", "feature", "dc_monotonic", "colinearity"}),
+                         (3, {"cycle", "dark_channel", "tv", "colinearity"})):
+        row = json.loads((out / f"stage{stage}" / "history.jsonl").read_text().splitlines()[-1])
+        for term in terms:
+            assert row[f"train/{term}"] > 0, (stage, term)
+        assert (out / f"stage{stage}" / "best.pt").is_file()
+    assert 0 < summary["test"]["syn"]["mAP"] <= 1 and 0 < summary["test"]["real"]["mAP"] <= 1
+    from fogreid.model.checkpoint import read_checkpoint
+
+    assert read_checkpoint(out / "best.pt")["model_config"]["arch"] == "rvsl"
+
+
+def test_rvsl_checkpoint_exports_and_matches_pytorch(rvsl_run, synth_root, tmp_path):
+    from fogreid.export import onnx_graph
+    from fogreid.model.fused import FusedDefogReID
+
+    out, _ = rvsl_run
+    model = FusedDefogReID.from_checkpoint(out / "best.pt")
+    path = onnx_graph.export_onnx(model, tmp_path / "rvsl.onnx", onnx_graph.deploy_metadata(model.net, "x", "fp32"))
+    cosine, grey = compare(path, model, foggy_frames(synth_root, 8))
+    assert cosine.min() >= 0.9999 and grey.max() <= 1
+    assert model.embedding_dim == 512 and np.isfinite(cosine).all()
