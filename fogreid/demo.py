@@ -42,10 +42,6 @@ def demo_settings(quick: bool, seed: int = 0) -> DemoSettings:
     return DemoSettings(SynthConfig(seed=seed), seed=seed)
 
 
-def demo_data_config(quick: bool, seed: int) -> SynthConfig:
-    return demo_settings(quick, seed).data
-
-
 def ensure_dataset(root: Path, cfg: SynthConfig) -> None:
     """Generate the dataset unless `root` already holds one made with the same settings."""
     from fogreid.data.synth import generate

@@ -56,6 +56,12 @@ def load_for_model(path: str | Path, size: tuple[int, int]) -> np.ndarray:
     return resize_for_model(read_image(path), size)
 
 
+def image_batches(paths, size: tuple[int, int], batch_size: int):
+    """uint8 (B, H, W, 3) BGR batches of image files, decoded and resized as the runtime does."""
+    for start in range(0, len(paths), batch_size):
+        yield np.stack([load_for_model(p, size) for p in paths[start:start + batch_size]])
+
+
 def encode_image(image: np.ndarray, suffix: str = ".jpg", jpeg_quality: int = 95) -> bytes:
     import cv2
 

@@ -91,7 +91,7 @@ def build_gallery(model, images: str | Path, batch_size: int = 32, progress: boo
     from tqdm import tqdm
 
     from fogreid.data.image_io import list_images
-    from fogreid.model.predict import image_batches
+    from fogreid.data.image_io import image_batches
 
     root = Path(images)
     paths = list_images(root)

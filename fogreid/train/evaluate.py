@@ -11,7 +11,7 @@ import torch
 from fogreid.data.datasets import ReIDSplit
 from fogreid.metrics import cosine_distance, evaluate_rank, psnr, ssim
 from fogreid.model.fused import FusedDefogReID
-from fogreid.model.predict import image_batches
+from fogreid.data.image_io import image_batches
 from fogreid.pixels import frames_to_images
 
 

@@ -80,12 +80,22 @@ class ShardedBatches:
         return len(self.sampler) // self.world
 
 
-def real_batch_indices(sampler: IdentitySampler, j: int) -> list[int]:
-    """The j-th real batch of the run: a pure function of j, so resuming needs no state."""
-    sampler.set_epoch(0)
-    per_epoch = len(sampler.batches())
-    sampler.set_epoch(j // per_epoch)
-    return sampler.batches()[j % per_epoch]
+class RealBatches:
+    """The j-th real foggy batch of the run: a pure function of j, so resuming needs no state."""
+
+    def __init__(self, sampler: IdentitySampler) -> None:
+        self.sampler = sampler
+        sampler.set_epoch(0)
+        self.per_epoch = len(sampler.batches())
+        self.epoch, self.batches = 0, sampler.batches()
+
+    def __getitem__(self, j: int) -> list[int]:
+        epoch = j // self.per_epoch
+        if epoch != self.epoch:
+            self.sampler.set_epoch(epoch)
+            self.epoch, self.batches = epoch, self.sampler.batches()
+        # An epoch may hold a batch or two fewer than epoch 0: wrap rather than run past its end.
+        return self.batches[(j % self.per_epoch) % len(self.batches)]
 
 
 def _rng_state() -> dict:
@@ -130,8 +140,8 @@ def train(cfg: TrainConfig, out: str | Path, resume: str | Path | None = None, p
                                          persistent_workers=False, pin_memory=device.type == "cuda")
     if real is not None:
         real_dataset = ReIDImages(real.train, size, real.train_labels())
-        real_sampler = IdentitySampler(real.train_labels(), cfg.data.ids_per_batch, cfg.data.instances_per_id,
-                                       cfg.seed + 1)
+        real_batches = RealBatches(IdentitySampler(real.train_labels(), cfg.data.ids_per_batch,
+                                                   cfg.data.instances_per_id, cfg.seed + 1))
 
     # ---------------------------------------------------------------- model and optimiser
     net = build_sjdl(model_cfg, cfg.pretrained or None).to(device)
@@ -203,7 +213,7 @@ def train(cfg: TrainConfig, out: str | Path, resume: str | Path | None = None, p
             real_images = real_target = None
             take_real = real is not None and global_step % cfg.data.real_every == 0
             if take_real:
-                items = [real_dataset[i] for i in real_batch_indices(real_sampler, global_step // cfg.data.real_every)]
+                items = [real_dataset[i] for i in real_batches[global_step // cfg.data.real_every]]
                 real_images = preprocess(torch.stack([item["image"] for item in items])).to(device)
                 real_target = torch.tensor([item["label"] for item in items], device=device)
 
