@@ -4,7 +4,10 @@ import json
 import subprocess
 import time
 
+import pytest
 
+
+@pytest.mark.timeout(1200)  # about 2 minutes alone on 2 cores; generous for a loaded CI machine
 def test_quick_demo_end_to_end(fogreid_cmd, tmp_path):
     out = tmp_path / "demo"
     tic = time.perf_counter()
