@@ -100,3 +100,15 @@ def test_rvsl_checkpoint_exports_and_matches_pytorch(rvsl_run, synth_root, tmp_p
     cosine, grey = compare(path, model, foggy_frames(synth_root, 8))
     assert cosine.min() >= 0.9999 and grey.max() <= 1
     assert model.embedding_dim == 512 and np.isfinite(cosine).all()
+
+
+def test_rvsl_summary_counts_its_own_branches():
+    from fogreid.model.sjdl import build_sjdl, preset
+    from fogreid.model.summary import summarize
+
+    rows = {r.name: r for r in summarize(build_sjdl(preset("edge", arch="rvsl", input_size=SIZE, num_ids=4)))}
+    assert set(rows) == {"hazy encoder (stem+layer1)", "ReID trunk (layer2-4)", "hazy->clear translator",
+                         "clear side (training only)"}
+    assert all(rows[n].gflops > 0 for n in ("hazy encoder (stem+layer1)", "ReID trunk (layer2-4)",
+                                            "hazy->clear translator"))
+    assert rows["clear side (training only)"].gflops == 0 and rows["clear side (training only)"].params > 0

@@ -8,13 +8,13 @@ import torch
 
 from fogreid.model.sjdl import SJDLNet
 
-# Branch name -> the top-level submodules of SJDLNet it consists of.
+# Branch name -> the top-level submodules it consists of, per architecture.
 BRANCHES = {
-    "encoder (ResNet-IBN)": ("backbone",),
-    "ReID head": ("reid",),
-    "defog decoder": ("decoder",),
-    "pyramid enhancement": ("enhance",),
-    "classifiers (training only)": ("classifier", "classifier_real"),
+    "sjdl": {"encoder (ResNet-IBN)": ("backbone",), "ReID head": ("reid",), "defog decoder": ("decoder",),
+             "pyramid enhancement": ("enhance",), "classifiers (training only)": ("classifier", "classifier_real")},
+    "rvsl": {"hazy encoder (stem+layer1)": ("enc_hazy",), "ReID trunk (layer2-4)": ("trunk",),
+             "hazy->clear translator": ("hazy_to_clear",),
+             "clear side (training only)": ("enc_clear", "clear_to_hazy", "classifier")},
 }
 
 
@@ -36,6 +36,7 @@ def _deform_conv_flops(input_shape, weight_shape, *args, out_shape=None, **kwarg
 
 
 def summarize(net: SJDLNet, input_size: tuple[int, int] | None = None) -> list[BranchCost]:
+    """Parameters and GFLOPs (of the deployed forward) of each branch."""
     from torch.utils.flop_counter import FlopCounterMode
 
     h, w = input_size or net.config.input_size
@@ -48,13 +49,13 @@ def summarize(net: SJDLNet, input_size: tuple[int, int] | None = None) -> list[B
         net(torch.rand(1, 3, h, w))
     net.train(was_training)
     counts = counter.get_flop_counts()
-    rows = []
-    for name, parts in BRANCHES.items():
+    rows, prefix = [], type(net).__name__
+    for name, parts in BRANCHES[net.config.arch].items():
         modules = [getattr(net, p) for p in parts if getattr(net, p, None) is not None]
         if not modules:
             continue
         params = sum(p.numel() for m in modules for p in m.parameters())
-        flops = sum(sum(counts.get(f"SJDLNet.{p}", {}).values()) for p in parts)
+        flops = sum(sum(counts.get(f"{prefix}.{p}", {}).values()) for p in parts)
         rows.append(BranchCost(name, params, flops / 1e9))
     return rows
 
