@@ -13,22 +13,9 @@ from __future__ import annotations
 import argparse
 import os
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
-
-
-def images_per_second(run, batch: np.ndarray, seconds: float) -> tuple[float, float]:
-    """(images/s, median latency ms per batch), after a warm-up."""
-    for _ in range(3):
-        run(batch)
-    latencies, start = [], time.perf_counter()
-    while time.perf_counter() - start < seconds or len(latencies) < 5:
-        tic = time.perf_counter()
-        run(batch)
-        latencies.append(time.perf_counter() - tic)
-    return len(batch) * len(latencies) / sum(latencies), 1000 * float(np.median(latencies))
 
 
 def main() -> None:
@@ -49,6 +36,7 @@ def main() -> None:
     from fogreid.model.checkpoint import save_checkpoint
     from fogreid.model.fused import FusedDefogReID
     from fogreid.model.sjdl import build_sjdl, preset
+    from fogreid.runtime.bench import measure
     from fogreid.calibration.images import build_calibration_set
     from fogreid.pixels import frames_to_images
 
@@ -83,7 +71,10 @@ def main() -> None:
                "ONNX Runtime INT8 (Q/DQ)": lambda b: sessions["onnx-int8"].run(None, {"frames": b})}
     rows = {}
     for name, run in runners.items():
-        rows[name] = {b: images_per_second(run, np.ascontiguousarray(frames[:b]), args.seconds) for b in (1, 8)}
+        rows[name] = {}
+        for b in (1, 8):
+            timing = measure(run, np.ascontiguousarray(frames[:b]), args.seconds)
+            rows[name][b] = (timing.images_per_s, timing.p50_ms)
     print(f"\n{args.preset} preset at {size[0]}x{size[1]}, {args.threads} threads "
           f"({os.uname().machine}), defogged image + embedding per call")
     print(f"{'backend':<28}{'img/s b=1':>11}{'ms b=1':>9}{'img/s b=8':>11}{'ms b=8':>9}{'vs eager b=8':>14}")

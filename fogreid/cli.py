@@ -233,11 +233,10 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    import time
-
     import numpy as np
 
     from fogreid.runtime.backends import load_model
+    from fogreid.runtime.bench import measure
 
     batches = [int(b) for b in args.batch.split(",")]
     with load_model(args.model, args.backend, args.device) as model:
@@ -246,17 +245,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(f"{'batch':>6}{'img/s':>10}{'ms/batch p50':>14}{'p95':>8}")
         rng = np.random.default_rng(0)
         for batch in batches:
-            frames = rng.integers(0, 256, (batch, h, w, 3), dtype=np.uint8)
-            for _ in range(args.warmup):
-                model(frames)
-            times, start = [], time.perf_counter()
-            while time.perf_counter() - start < args.seconds or len(times) < 5:
-                tic = time.perf_counter()
-                model(frames)
-                times.append(time.perf_counter() - tic)
-            ms = np.array(times) * 1000
-            print(f"{batch:>6}{batch * len(times) / sum(times):>10.1f}{np.percentile(ms, 50):>14.2f}"
-                  f"{np.percentile(ms, 95):>8.2f}")
+            timing = measure(model, rng.integers(0, 256, (batch, h, w, 3), dtype=np.uint8), args.seconds, args.warmup)
+            print(f"{batch:>6}{timing.images_per_s:>10.1f}{timing.p50_ms:>14.2f}{timing.p95_ms:>8.2f}")
     return 0
 
 

@@ -193,17 +193,11 @@ def _speed(path: Path, seconds: float = 1.5) -> dict:
     import numpy as np
 
     from fogreid.runtime.backends import load_model
+    from fogreid.runtime.bench import measure
 
-    rows = {}
     with load_model(path) as model:
         frames = np.random.default_rng(0).integers(0, 256, (8, *model.input_size, 3), dtype=np.uint8)
-        for batch in (1, 8):
-            model(frames[:batch])
-            count, start = 0, time.perf_counter()
-            while time.perf_counter() - start < seconds:
-                model(frames[:batch])
-                count += batch
-            rows[f"batch{batch}"] = round(count / (time.perf_counter() - start), 1)
+        rows = {f"batch{b}": round(measure(model, frames[:b], seconds, warmup=1).images_per_s, 1) for b in (1, 8)}
     print(f"[speed] {path.name}: {rows['batch1']} img/s at batch 1, {rows['batch8']} at batch 8")
     return rows
 

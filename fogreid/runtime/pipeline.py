@@ -159,6 +159,8 @@ def _collect(readers: list[SourceReader], opts: RunOptions, taken: dict[str, int
 
 def _process(model, frames: list[Frame], opts: RunOptions, outputs: Outputs, stats: RunStats,
              latencies: list[float]) -> None:
+    import cv2
+
     crops, owners = [], []
     regions = [opts.regions(frame.image, frame.source) for frame in frames]
     for i, (frame, found) in enumerate(zip(frames, regions)):
@@ -194,8 +196,6 @@ def _process(model, frames: list[Frame], opts: RunOptions, outputs: Outputs, sta
                     label = f"unknown {top[0]['score']:.2f}"
             if opts.defog_view:
                 x1, y1, x2, y2 = box
-                import cv2
-
                 canvas[y1:y2, x1:x2] = cv2.resize(defogged_all[crop_index], (x2 - x1, y2 - y1))
             if outputs.events:
                 outputs.events.write(json.dumps(event) + "\n")
