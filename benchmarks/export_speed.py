@@ -35,7 +35,8 @@ def main() -> None:
     from fogreid.export.formats import parse_formats
     from fogreid.model.checkpoint import save_checkpoint
     from fogreid.model.fused import FusedDefogReID
-    from fogreid.model.sjdl import build_sjdl, preset
+    from fogreid.model.config import preset
+    from fogreid.model.build import build_sjdl
     from fogreid.runtime.bench import measure
     from fogreid.calibration.images import build_calibration_set
     from fogreid.pixels import frames_to_images

@@ -38,7 +38,8 @@ def main() -> None:
     from fogreid.export.exporter import ExportOptions, export
     from fogreid.export.formats import parse_formats
     from fogreid.model.checkpoint import save_checkpoint
-    from fogreid.model.sjdl import build_sjdl, preset
+    from fogreid.model.config import preset
+    from fogreid.model.build import build_sjdl
     from fogreid.runtime.backends import load_model
     from fogreid.runtime.pipeline import RunOptions, run_stream
     from fogreid.runtime.regions import FixedRegions

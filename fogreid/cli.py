@@ -38,7 +38,8 @@ def cmd_info(args: argparse.Namespace) -> int:
 
         net, title = load_model(args.checkpoint), f"checkpoint {args.checkpoint}"
     else:
-        from fogreid.model.sjdl import build_sjdl, preset
+        from fogreid.model.config import preset
+        from fogreid.model.build import build_sjdl
 
         net, title = build_sjdl(preset(args.preset)), f"preset {args.preset}"
     size = _size(args.imgsz) if args.imgsz else net.config.input_size

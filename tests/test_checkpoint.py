@@ -6,7 +6,8 @@ from fogreid.errors import FogreidError
 from fogreid.fileio import atomic_write
 from fogreid.model.checkpoint import load_model, load_weights, read_checkpoint, save_checkpoint
 from fogreid.model.fused import FusedDefogReID
-from fogreid.model.sjdl import build_sjdl, preset
+from fogreid.model.config import preset
+from fogreid.model.build import build_sjdl
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from fogreid.calibration.images import build_calibration_set
 from fogreid.calibration.ranges import compute_ranges
 from fogreid.calibration.trt_cache import read_cache, version_tag, write_cache
 from fogreid.errors import FogreidError
-from fogreid.export import onnx_graph
+from fogreid import onnx_graph
 from fogreid.export.formats import FORMATS, parse_batch, parse_formats
 from fogreid.export.trt_support import check_ops
 from fogreid.fileio import sha256_file

@@ -5,7 +5,8 @@ from torch import nn
 from fogreid.errors import FogreidError
 from fogreid.model.fused import FusedDefogReID
 from fogreid.model.resnet_ibn import IBN, ResNetIBN, load_imagenet_weights
-from fogreid.model.sjdl import ModelConfig, build_sjdl, preset
+from fogreid.model.config import ModelConfig, preset
+from fogreid.model.build import build_sjdl
 from fogreid.model.summary import summarize
 
 VARIANTS = [

@@ -91,7 +91,7 @@ def test_each_stage_trains_with_its_losses(rvsl_run):
 
 
 def test_rvsl_checkpoint_exports_and_matches_pytorch(rvsl_run, synth_root, tmp_path):
-    from fogreid.export import onnx_graph
+    from fogreid import onnx_graph
     from fogreid.model.fused import FusedDefogReID
 
     out, _ = rvsl_run
@@ -103,7 +103,8 @@ def test_rvsl_checkpoint_exports_and_matches_pytorch(rvsl_run, synth_root, tmp_p
 
 
 def test_rvsl_summary_counts_its_own_branches():
-    from fogreid.model.sjdl import build_sjdl, preset
+    from fogreid.model.config import preset
+    from fogreid.model.build import build_sjdl
     from fogreid.model.summary import summarize
 
     rows = {r.name: r for r in summarize(build_sjdl(preset("edge", arch="rvsl", input_size=SIZE, num_ids=4)))}

@@ -16,7 +16,7 @@ from fogreid.calibration.images import build_calibration_set
 from fogreid.calibration.qdq import quantize_qdq
 from fogreid.calibration.ranges import compute_ranges
 from fogreid.calibration.trt_cache import DEFAULT_TRT_VERSION, scales_from_ranges, write_cache
-from fogreid.export import onnx_graph
+from fogreid import onnx_graph
 from fogreid.fileio import atomic_write, sha256_file
 
 

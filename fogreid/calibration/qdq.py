@@ -10,7 +10,7 @@ import onnx
 
 from fogreid.calibration.ranges import calibration_method
 from fogreid.errors import FogreidError
-from fogreid.export.onnx_graph import fold_and_check, save, set_metadata
+from fogreid.onnx_graph import fold_and_check, save, set_metadata
 
 # Q/DQ where TensorRT's explicit quantisation wants it: inputs of the heavy layers and the
 # residual additions it fuses with them.

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fogreid.errors import FogreidError
-from fogreid.export import onnx_graph
+from fogreid import onnx_graph
 from fogreid.export.formats import Format
 from fogreid.export.tensorrt_engine import EngineSpec, build_engine, tensorrt_version, trtexec_command
 from fogreid.export.trt_support import check_ops

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fogreid.model.resnet_ibn import ResNetIBN
-from fogreid.model.sjdl import ModelConfig, SJDLOutput
+from fogreid.model.config import ModelConfig, SJDLOutput
 
 
 class LightEncoder(nn.Module):

@@ -113,7 +113,7 @@ def make_runner(path: str | Path, backend: str = "auto", device: str = "auto") -
     if kind == "onnxruntime":
         from polygraphy.backend.onnxrt import OnnxrtRunner
 
-        from fogreid.export.onnx_graph import input_size, load
+        from fogreid.onnx_graph import input_size, load
 
         input_size(load(path, load_weights=False), path)  # a clear error for graphs not exported by fogreid
         return OnnxrtRunner(onnxruntime_session(path, device), name=f"onnxruntime:{path.name}")

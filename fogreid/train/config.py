@@ -10,7 +10,7 @@ from typing import Any
 
 from fogreid.config import from_dict, load_yaml, to_dict
 from fogreid.errors import FogreidError
-from fogreid.model.sjdl import ModelConfig, preset
+from fogreid.model.config import ModelConfig, preset
 
 MODES = ("sjdl", "jdl", "reid", "rvsl")
 

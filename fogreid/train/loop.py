@@ -31,7 +31,8 @@ from fogreid.errors import FogreidError
 from fogreid.model.checkpoint import checkpoint_config, describe_mismatch, load_weights, read_checkpoint, \
     save_checkpoint
 from fogreid.model.fused import FusedDefogReID, Preprocess
-from fogreid.model.sjdl import SJDLNet, build_sjdl
+from fogreid.model.build import build_sjdl
+from fogreid.model.sjdl import SJDLNet
 from fogreid.train import losses as L
 from fogreid.train.config import OptimConfig, TrainConfig, config_dict
 from fogreid.train.evaluate import evaluate

@@ -29,7 +29,7 @@ from fogreid.errors import FogreidError
 from fogreid.model.checkpoint import load_weights, read_checkpoint, save_checkpoint
 from fogreid.model.fused import FusedDefogReID, Preprocess
 from fogreid.model.rvsl import PatchDiscriminator
-from fogreid.model.sjdl import build_sjdl
+from fogreid.model.build import build_sjdl
 from fogreid.train import losses as L
 from fogreid.train.config import TrainConfig, config_dict
 from fogreid.train.evaluate import evaluate

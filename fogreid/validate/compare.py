@@ -104,7 +104,7 @@ class ValidationResult:
 def artifact_precision(path: Path) -> str:
     """fp32/fp16/int8 from an ONNX file's metadata or an engine's sidecar JSON."""
     if path.suffix == ".onnx":
-        from fogreid.export.onnx_graph import read_metadata
+        from fogreid.onnx_graph import read_metadata
 
         return read_metadata(path).get("precision", "fp32")
     sidecar = path.with_suffix(".json")
@@ -119,7 +119,7 @@ def check_same_model(checkpoint: Path, artifact: Path) -> None:
 
     if artifact.suffix != ".onnx":
         return
-    from fogreid.export.onnx_graph import read_metadata
+    from fogreid.onnx_graph import read_metadata
 
     recorded = read_metadata(artifact).get("checkpoint_sha256")
     if recorded and recorded != sha256_file(checkpoint):

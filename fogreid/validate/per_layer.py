@@ -50,7 +50,7 @@ def rank_layers(checkpoint: str | Path, int8_model: str | Path, image_folders: l
     from fogreid.calibration.images import build_calibration_set
     from fogreid.calibration.qdq import nodes_to_quantize, quantize_qdq
     from fogreid.calibration.ranges import compute_ranges
-    from fogreid.export.onnx_graph import deploy_metadata, export_onnx, read_metadata
+    from fogreid.onnx_graph import deploy_metadata, export_onnx, read_metadata
     from fogreid.fileio import atomic_write
     from fogreid.model.fused import FusedDefogReID
 
