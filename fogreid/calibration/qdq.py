@@ -55,8 +55,12 @@ def quantize_qdq(onnx_path: str | Path, out_path: str | Path, ranges, method: st
                             per_channel=True,
                             activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                             calibrate_method=calibration_method(method), calibration_cache_path=str(cache),
+                            # QuantizeBias off: ONNX Runtime would quantise biases to INT32
+                            # DequantizeLinear inputs, which TensorRT's IDequantizeLayer rejects
+                            # (onnx-tensorrt docs/operators.md: DequantizeLinear takes INT8, FP8,
+                            # INT4; onnx/onnx-tensorrt#850). TensorRT fuses a float bias itself.
                             extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
-                                           "CalibTensorRangeSymmetric": True})
+                                           "CalibTensorRangeSymmetric": True, "QuantizeBias": False})
         finally:
             logging.disable(logging.NOTSET)
         proto = fold_and_check(onnx.load(str(raw)))
