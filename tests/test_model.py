@@ -149,3 +149,19 @@ def test_imagenet_weights_errors(tmp_path, monkeypatch):
     monkeypatch.setattr(type(ResNet18_Weights.IMAGENET1K_V1), "get_state_dict", offline)
     with pytest.raises(FogreidError, match="--pretrained PATH"):
         load_imagenet_weights(backbone, "imagenet")
+
+
+def test_precise_bn_changes_running_statistics_and_no_weight():
+    from fogreid.model.precise_bn import batchnorm_layers, update_bn_stats
+
+    torch.manual_seed(0)
+    net = build_sjdl(preset("edge", input_size=(64, 64))).eval()
+    weights = {k: v.clone() for k, v in net.state_dict().items() if "running" not in k and "num_batches" not in k}
+    before = [bn.running_mean.clone() for bn in batchnorm_layers(net)]
+    batches = [torch.rand(4, 3, 64, 64) * 0.5 + 0.4 for _ in range(3)]
+    assert update_bn_stats(net, iter(batches), num_batches=2) == 2
+    assert not net.training, "the mode is restored"
+    after = [bn.running_mean for bn in batchnorm_layers(net)]
+    assert all(not torch.allclose(a, b) for a, b in zip(before, after))
+    assert all(torch.equal(v, net.state_dict()[k]) for k, v in weights.items())
+    assert all(bn.momentum == 0.1 for bn in batchnorm_layers(net))

@@ -1,0 +1,31 @@
+"""`fogreid calibrate`: INT8 calibration of an ONNX model on foggy images."""
+
+from __future__ import annotations
+
+import argparse
+
+from fogreid.cli.common import names
+
+
+def add_parser(verbs: argparse._SubParsersAction) -> None:
+    p = verbs.add_parser("calibrate", help="INT8 calibration of an ONNX model on foggy images")
+    p.add_argument("--onnx", required=True, help="an FP32 model exported by fogreid")
+    p.add_argument("--images", required=True, nargs="+", metavar="DIR", help="folders of foggy images")
+    p.add_argument("--data", help="dataset root: refuse images of its test query/gallery identities")
+    p.add_argument("--out", required=True)
+    p.add_argument("--method", default="minmax", choices=["minmax", "entropy", "percentile"],
+                   help="activation ranges (default minmax: entropy's clipping costs ReID embeddings most)")
+    p.add_argument("--num", type=int, default=512)
+    p.add_argument("--keep-fp", help="nodes to keep in floating point: a comma list or @FILE")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from fogreid.calibration.calibrate import calibrate
+
+    result = calibrate(args.onnx, args.images, args.out, args.method, args.num, args.data,
+                       names(args.keep_fp), progress=not args.quiet)
+    print(f"wrote {result.qdq_onnx} (Q/DQ INT8), {result.cache} (TensorRT calibration cache) and "
+          f"{result.cache.with_name('calibration.json')}")
+    return 0

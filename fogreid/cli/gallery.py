@@ -1,0 +1,28 @@
+"""`fogreid gallery`: embed labelled vehicle images into a gallery."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(verbs: argparse._SubParsersAction) -> None:
+    p = verbs.add_parser("gallery", help="embed labelled vehicle images into a gallery")
+    p.add_argument("--model", required=True)
+    p.add_argument("--images", required=True, help="ROOT/<id>/*.jpg, or VeRi/FVRID-named files")
+    p.add_argument("--out", required=True, help="gallery file (.npz)")
+    p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnxruntime", "tensorrt"])
+    p.add_argument("--device", default="auto")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from fogreid.runtime.backends import load_model
+    from fogreid.runtime.gallery import build_gallery
+
+    with load_model(args.model, args.backend, args.device) as model:
+        gallery = build_gallery(model, args.images, progress=not args.quiet)
+    gallery.save(args.out)
+    print(f"wrote {args.out}: {len(gallery.labels)} images of {len(set(gallery.labels))} identities, "
+          f"{gallery.embeddings.shape[1]}-d")
+    return 0

@@ -1,0 +1,61 @@
+"""`fogreid validate`: is an exported artifact as accurate as the PyTorch model?."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_parser(verbs: argparse._SubParsersAction) -> None:
+    p = verbs.add_parser("validate", help="is an exported artifact as accurate as the PyTorch model?")
+    p.add_argument("--checkpoint", required=True, help="the PyTorch checkpoint the artifact was exported from")
+    p.add_argument("--model", required=True, help="the artifact: .onnx (any precision) or a TensorRT engine")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--images", nargs="+", metavar="DIR", help="folders of foggy images")
+    source.add_argument("--data", help="dataset root: its query/gallery, for mAP / Rank-1 of both models")
+    p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnxruntime", "tensorrt"])
+    p.add_argument("--precision", choices=["fp32", "fp16", "int8"], help="default: from the artifact's metadata")
+    p.add_argument("--threshold", action="append", metavar="NAME=VALUE",
+                   help="override a threshold, e.g. cosine_min=0.97 (see fogreid/validate/compare.py)")
+    p.add_argument("--limit", type=int, default=256, help="images used from --images (default 256)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--report", metavar="OUT.json")
+    p.add_argument("--html", metavar="OUT.html")
+    p.add_argument("--per-layer", metavar="OUT.txt", help="INT8: rank the layers that lose most; write the ones "
+                   "to keep in float to OUT.txt (then: fogreid export --keep-fp @OUT.txt)")
+    p.add_argument("--per-layer-images", nargs="+", metavar="DIR",
+                   help="calibration images for --per-layer (default: --images)")
+    p.add_argument("--top", type=int, default=5, help="layers to keep in float with --per-layer (default 5)")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from fogreid.validate.compare import validate
+
+    result = validate(args.checkpoint, args.model, args.images, args.data, args.backend, args.precision,
+                      args.threshold or [], limit=args.limit, device=args.device)
+    print(f"{result.artifact} ({result.backend}, {result.precision}) vs {result.checkpoint} on {result.images} images")
+    for key, value in result.figures.items():
+        print(f"  {key:<24} {value:.4f}" if isinstance(value, float) else f"  {key:<24} {value}")
+    if args.report:
+        from fogreid.validate.report import write_json
+
+        write_json(result, args.report)
+        print(f"report: {args.report}")
+    if args.html:
+        from fogreid.validate.report import write_html
+
+        write_html(result, args.html)
+        print(f"html report: {args.html}")
+    if args.per_layer:
+        from fogreid.validate.per_layer import rank_layers
+
+        rank_layers(args.checkpoint, args.model, args.per_layer_images or args.images or [], args.per_layer,
+                    top=args.top)
+    if result.passed:
+        print("PASS")
+        return 0
+    for check in result.checks:
+        if not check.passed:
+            print(f"FAIL: {check.describe()}", file=sys.stderr)
+    return 1
