@@ -17,7 +17,9 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--mode", choices=["sjdl", "jdl", "reid", "rvsl"], help="default sjdl")
     p.add_argument("--stage", choices=["1", "2", "3", "all"], help="rvsl: which stage (default all, in order)")
     p.add_argument("--init", help="rvsl: initialise the stage from this checkpoint (e.g. RUN/stage1/best.pt)")
-    p.add_argument("--preset", choices=["paper", "edge"], help="model preset (default edge)")
+    from fogreid.model.config import PRESETS
+
+    p.add_argument("--preset", choices=list(PRESETS), help="model preset (default edge)")
     p.add_argument("--backbone", choices=["resnet18", "resnet34", "resnet50"])
     p.add_argument("--imgsz", type=int, nargs="+", metavar="PX", help="input size H [W]")
     p.add_argument("--epochs", type=int)

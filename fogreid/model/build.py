@@ -18,6 +18,7 @@ def build_sjdl(cfg: ModelConfig, pretrained: str | None = None) -> nn.Module:
         net = RVSLNet(cfg)
         if pretrained:
             load_imagenet_weights(net.imagenet_view(), pretrained)
+            net.init_clear_like_hazy()
         return net
     net = SJDLNet(cfg)
     if pretrained:

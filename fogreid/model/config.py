@@ -54,8 +54,12 @@ class SJDLOutput(NamedTuple):
 # --------------------------------------------------------------------------- presets
 
 PRESETS: dict[str, ModelConfig] = {
-    # The published network: ResNet-50-IBN-a, deformable branch (2560-d), 384 px.
-    "paper": ModelConfig(),
+    # The published network: ResNet-50-IBN-a, deformable branch (2560-d), 384 px, layer4 at
+    # stride 2 (upstream passes last_stride but ignores it: 12x12 cells at 384 px).
+    "paper": ModelConfig(last_stride=2),
+    # The common ReID variant with layer4 at stride 1 (24x24 at 384 px, ~4x the layer4 +
+    # branch cost): not what was published.
+    "paper-s1": ModelConfig(last_stride=1),
     # For Jetson/CPU: ResNet-18-IBN-a without the deformable branch (every TensorRT and DLA
     # target runs it), a decoder slim enough not to outweigh the encoder at full size, and
     # layer4 at stride 32: at 128 px, stride 16 would cost a third of the encoder for 4x4 more cells.

@@ -103,9 +103,16 @@ class RVSLNet(nn.Module):
             nn.init.normal_(self.classifier.weight, std=0.001)
         self.register_buffer("pixel_mean", torch.tensor(cfg.pixel_mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(cfg.pixel_std).view(1, 3, 1, 1), persistent=False)
+        self.init_clear_like_hazy()
+
+    def init_clear_like_hazy(self) -> None:
+        """Both encoders start alike (upstream initialises both from ImageNet IBN-a): the
+        clear encoder takes the hazy encoder's weights, here and after ImageNet loading."""
+        self.enc_clear.load_state_dict(self.enc_hazy.state_dict())
 
     def imagenet_view(self) -> ResNetIBN:
-        """A ResNetIBN sharing the hazy encoder's and trunk's modules, for ImageNet initialisation."""
+        """A ResNetIBN sharing the hazy encoder's and trunk's modules, for ImageNet
+        initialisation (then `init_clear_like_hazy`)."""
         view = ResNetIBN(self.config.backbone, self.config.ibn, self.config.last_stride)
         for name in ("conv1", "bn1", "layer1"):
             setattr(view, name, getattr(self.enc_hazy, name))

@@ -20,11 +20,29 @@ class DataConfig:
     root: str = ""
     ids_per_batch: int = 6           # P
     instances_per_id: int = 6        # K
-    val_fraction: float = 0.1        # training identities held out to choose the best checkpoint
+    val_fraction: float = 0.2        # training identities held out to choose the best checkpoint
     num_workers: int = 2
     hflip: float = 0.5
     real_every: int = 5              # sjdl: every k-th iteration also takes a real foggy batch
     reid_input: str = "foggy"        # reid mode: train on foggy or clear images
+
+
+@dataclass
+class RVSLWeights:
+    """One RVSL stage's loss weights. Synthetic pairs: `reid` (CE + triplet, each domain),
+    `translation` (SmoothL1 of both translations), `embedding` (L1 between the clear and hazy
+    embeddings), `adversarial` (generator side, LSGAN). Unlabelled real images (stages 2-3):
+    `cycle` (SmoothL1 of the round trip), `real_embedding` (L1 between the embeddings of the
+    real image and of its translation), `priors` (stage 2: dark-channel monotonicity +
+    colinearity; stage 3: 0.5 dark channel + 2 TV + 0.05 colinearity, as upstream)."""
+
+    reid: float = 1.0
+    translation: float = 0.5
+    embedding: float = 0.5
+    adversarial: float = 0.5
+    cycle: float = 0.0
+    real_embedding: float = 0.0
+    priors: float = 0.0
 
 
 @dataclass
@@ -37,28 +55,35 @@ class LossConfig:
     restoration_weight: float = 1.0
     ssim_weight: float = 0.0
     real_weight: float = 1.0         # the real batch's id losses
-    dark_channel_weight: float = 0.01
+    # SJDL's priors on the real batch. Upstream multiplies per-image pixel SUMS by 1e-5; ours
+    # average over pixels, so the same strength at the published 384 px is 1e-5 * 384 * 384
+    # (dark channel, one value per pixel) and 1e-5 * 3 * 384 * 384 (TV, per channel and pixel).
+    dark_channel_weight: float = 1.47
     dark_channel_patch: int = 35
-    tv_weight: float = 0.01
-    # RVSL (mode rvsl)
-    translation_weight: float = 1.0          # SmoothL1 of both translations on synthetic pairs
-    embedding_consistency_weight: float = 1.0  # clear vs hazy embeddings of the same vehicles
-    adversarial_weight: float = 0.1          # least-squares GAN, generator side
-    cycle_weight: float = 1.0                # stage 2: clear->hazy->clear, stage 3: hazy->clear->hazy
-    feature_consistency_weight: float = 1.0  # stage 2: a real clear image and its hazy translation
-    dark_channel_monotonicity_weight: float = 0.1
-    colinearity_weight: float = 0.1
+    tv_weight: float = 4.42
+    # RVSL (mode rvsl): the official weights of each stage (RVSL/losses, stage*_trainer.py)
+    rvsl_stage1: RVSLWeights = field(default_factory=lambda: RVSLWeights(
+        reid=1.0, translation=0.5, embedding=0.5, adversarial=0.5))
+    rvsl_stage2: RVSLWeights = field(default_factory=lambda: RVSLWeights(
+        reid=10.0, translation=100.0, embedding=1.0, adversarial=0.5, cycle=100.0, real_embedding=1.0, priors=0.01))
+    rvsl_stage3: RVSLWeights = field(default_factory=lambda: RVSLWeights(
+        reid=10.0, translation=100.0, embedding=1.0, adversarial=0.5, cycle=100.0, real_embedding=1.0, priors=0.01))
+
 
 
 @dataclass
 class OptimConfig:
-    epochs: int = 120
+    epochs: int = 120                # rvsl: per stage
     lr: float = 1e-4
     weight_decay: float = 5e-4
-    warmup_epochs: int = 10
+    schedule: str = "paper"          # a named schedule (fogreid/train/schedule.py), scaled to `epochs`
+    warmup_epochs: float | None = None         # None: the schedule's, scaled; else in this run's epochs
     warmup_factor: float = 0.01
-    milestones: tuple[int, ...] = (40, 70, 100)
-    gamma: float = 0.6
+    milestones: tuple[int, ...] | None = None  # None: the schedule's, scaled; else in this run's epochs
+    gamma: float | None = None                 # None: the schedule's
+    # Precise BatchNorm: re-estimate BN statistics over this many training batches (deployed
+    # domain, no augmentation) before each validation and at the end; 0 turns it off.
+    precise_bn_batches: int = 40
 
 
 @dataclass
@@ -103,6 +128,12 @@ class TrainConfig:
             raise FogreidError("--stage is for --mode rvsl")
         if self.loss.restoration not in ("l1", "mse"):
             raise FogreidError("loss.restoration must be l1 or mse")
+        from fogreid.train.schedule import SCHEDULES
+
+        if self.optim.schedule not in SCHEDULES:
+            raise FogreidError(f"optim.schedule {self.optim.schedule!r}: choose one of {', '.join(SCHEDULES)}")
+        if self.optim.precise_bn_batches < 0:
+            raise FogreidError("optim.precise_bn_batches must be >= 0 (0 turns precise BatchNorm off)")
 
 
 def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:

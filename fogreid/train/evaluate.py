@@ -5,6 +5,8 @@ the defogged frames against the clear images where they exist."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 
@@ -63,3 +65,34 @@ def evaluate(model: FusedDefogReID, split: ReIDSplit, batch_size: int = 64, prog
     if paired:
         metrics.update({k: float(torch.cat(v).mean()) for k, v in image_scores.items()})
     return metrics
+
+
+def leave_one_out(split: ReIDSplit) -> ReIDSplit:
+    """Every image of a held-out validation split as a query against all the others.
+
+    Under the VeRi protocol a query's own image (and its vehicle's other images from the
+    same camera) leaves the gallery, so this is leave-one-out retrieval: about as many
+    queries as images instead of one per identity, which is what ranking checkpoints needs.
+    """
+    images = list(split.query) + list(split.gallery)
+    return ReIDSplit(split.name, [], images, images, split.paired)
+
+
+def test_checkpoint(path: Path, root: str | Path, device, progress: bool = False) -> dict:
+    """The test figures of a best.pt on the synthetic (and real-like) test sets, and the
+    same with the BatchNorm statistics it had before precise BN ("test_ema_bn"), which
+    shows what precise BN is worth."""
+    from fogreid.data.datasets import load_fvrid
+    from fogreid.model.checkpoint import load_model, read_checkpoint
+
+    net = load_model(path, map_location=device)
+    splits = {"syn": load_fvrid(root, "syn")}
+    if (Path(root) / "FVRID_real").is_dir():
+        splits["real"] = load_fvrid(root, "real")
+    result = {"test": {k: evaluate(FusedDefogReID(net), s, progress=progress, desc=f"test {k}")
+                       for k, s in splits.items()}}
+    ema = read_checkpoint(path, map_location=device).get("bn_ema") or {}
+    if ema:
+        net.load_state_dict(ema, strict=False)
+        result["test_ema_bn"] = {k: evaluate(FusedDefogReID(net), s, progress=False) for k, s in splits.items()}
+    return result

@@ -34,8 +34,10 @@ from fogreid.model.fused import FusedDefogReID, Preprocess
 from fogreid.model.build import build_sjdl
 from fogreid.model.sjdl import SJDLNet
 from fogreid.train import losses as L
-from fogreid.train.config import OptimConfig, TrainConfig, config_dict
-from fogreid.train.evaluate import evaluate
+from fogreid.train.config import TrainConfig, config_dict
+from fogreid.train.evaluate import evaluate, leave_one_out, test_checkpoint
+from fogreid.train.precise import bn_buffers, domain_batches, reestimate
+from fogreid.train.schedule import resolve_schedule
 
 
 class TrainingForward(nn.Module):
@@ -56,14 +58,6 @@ class TrainingForward(nn.Module):
             result["real"] = {name: (None if v is None else v[n:]) for name, v in parts.items()}
             result["real"]["logits"] = self.net.classifier_real(result["real"]["bn_feat"])
         return result
-
-
-def learning_rate(optim: OptimConfig, epoch: int) -> float:
-    """Linear warmup, then a step decay by `gamma` at each milestone epoch."""
-    if epoch < optim.warmup_epochs:
-        alpha = epoch / optim.warmup_epochs
-        return optim.lr * (optim.warmup_factor * (1 - alpha) + alpha)
-    return optim.lr * optim.gamma ** sum(epoch >= m for m in optim.milestones)
 
 
 class ShardedBatches:
@@ -129,6 +123,7 @@ def train(cfg: TrainConfig, out: str | Path, resume: str | Path | None = None, p
         raise FogreidError("no dataset: pass --data ROOT (a folder with FVRID_syn/, e.g. from `fogreid synth`)")
     syn = load_fvrid(cfg.data.root, "syn")
     train_records, val_split = carve_validation(syn, cfg.data.val_fraction, cfg.seed)
+    val_split = leave_one_out(val_split)
     train_ids = sorted({r.pid for r in train_records})
     labels = [train_ids.index(r.pid) for r in train_records]
     real = load_fvrid(cfg.data.root, "real") if cfg.mode == "sjdl" else None
@@ -143,6 +138,18 @@ def train(cfg: TrainConfig, out: str | Path, resume: str | Path | None = None, p
         real_dataset = ReIDImages(real.train, size, real.train_labels())
         real_batches = RealBatches(IdentitySampler(real.train_labels(), cfg.data.ids_per_batch,
                                                    cfg.data.instances_per_id, cfg.seed + 1))
+    schedule = resolve_schedule(cfg.optim)
+
+    def bn_batches():
+        """Precise BN's batches: the deployed domain (foggy, or clear for the clear-only
+        baseline), as at evaluation; SJDL's real foggy batches join as often as in training."""
+        key = "clear" if cfg.data.reid_input == "clear" else "image"
+        sources = [(dataset, IdentitySampler(labels, cfg.data.ids_per_batch, cfg.data.instances_per_id,
+                                             cfg.seed + 2), key)]
+        if real is not None:
+            sources.append((real_dataset, IdentitySampler(real.train_labels(), cfg.data.ids_per_batch,
+                                                          cfg.data.instances_per_id, cfg.seed + 3), "image"))
+        return domain_batches(sources, cfg.data.real_every)
 
     # ---------------------------------------------------------------- model and optimiser
     net = build_sjdl(model_cfg, cfg.pretrained or None).to(device)
@@ -152,6 +159,7 @@ def train(cfg: TrainConfig, out: str | Path, resume: str | Path | None = None, p
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     autocast = (lambda: torch.autocast("cuda", dtype=torch.float16)) if use_amp else contextlib.nullcontext
     start_epoch, start_batch, global_step, best = 0, 0, 0, {"epoch": -1, "mAP": -1.0}
+    ema_stats: dict = {}   # the BN running statistics before precise BN, saved beside best.pt's
     if resume:
         state = read_checkpoint(resume, map_location=device)
         stored = checkpoint_config(state, resume)
@@ -179,37 +187,43 @@ def train(cfg: TrainConfig, out: str | Path, resume: str | Path | None = None, p
             find_unused_parameters=cfg.mode == "sjdl")
     preprocess = Preprocess()
 
-    def save(path: Path, epoch: int, step_in_epoch: int) -> None:
+    def save(path: Path, epoch: int, step_in_epoch: int, **extra) -> None:
         save_checkpoint(path, net, meta={"trained_on": str(cfg.data.root), "mode": cfg.mode},
                         train_config=config_dict(cfg), optimizer=optimizer.state_dict(),
                         scaler=scaler.state_dict(), epoch=epoch, step_in_epoch=step_in_epoch,
-                        global_step=global_step, best=best, rng=_rng_state())
+                        global_step=global_step, best=best, rng=_rng_state(), **extra)
 
     writer = _tensorboard(out) if master else None
     history: list[dict] = []
     if master:
         print(f"training {cfg.mode} ({model_cfg.backbone}, {size[0]}x{size[1]}) on {len(train_records)} images of "
-              f"{len(train_ids)} ids ({len(val_split.query)} ids held out for validation) on {device}"
+              f"{len(train_ids)} ids on {device}"
               + (f" x{world} processes" if world > 1 else ""))
+        print(f"validation: {len(val_split.query)} queries ({len(val_split.gallery)} gallery) of "
+              f"{len({r.pid for r in val_split.query})} held-out ids; schedule: {schedule.describe()}")
+        for note in schedule.notes:
+            print(f"note: {note}")
 
     # ---------------------------------------------------------------- the loop
     for epoch in range(start_epoch, cfg.optim.epochs):
-        lr = learning_rate(cfg.optim, epoch)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
         first = start_batch if epoch == start_epoch else 0
         sampler.set_epoch(epoch, first)
+        steps_per_epoch = max(len(sampler.batches()) // world, 1)
+        lr = schedule.lr_at(epoch + first / steps_per_epoch)
         net.train()
         sums: dict[str, float] = {}
         seen, tic = 0, time.perf_counter()
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.optim.epochs}", unit="batch",
                    disable=not (progress and master), initial=first, total=first + len(loader))
         for step_in_epoch, batch in enumerate(bar, start=first):
+            lr = schedule.lr_at(epoch + step_in_epoch / steps_per_epoch)   # warmup per step
+            for group in optimizer.param_groups:
+                group["lr"] = lr
             # Flips drawn from (seed, epoch, step): the same on resume, whatever the workers.
             flip_rng = torch.Generator().manual_seed(hash((cfg.seed, epoch, step_in_epoch, rank)) & 0x7FFFFFFF)
             flip = torch.rand(len(batch["label"]), generator=flip_rng) < cfg.data.hflip
-            foggy = _flip(preprocess(batch["image"]), flip).to(device, non_blocking=True)
-            clear = _flip(preprocess(batch["clear"]), flip).to(device, non_blocking=True)
+            foggy = flip_images(preprocess(batch["image"]), flip).to(device, non_blocking=True)
+            clear = flip_images(preprocess(batch["clear"]), flip).to(device, non_blocking=True)
             target = batch["label"].to(device)
             real_images = real_target = None
             take_real = real is not None and global_step % cfg.data.real_every == 0
@@ -264,19 +278,27 @@ def train(cfg: TrainConfig, out: str | Path, resume: str | Path | None = None, p
         row = {"epoch": epoch + 1, "lr": lr, "seconds": round(time.perf_counter() - tic, 2),
                "images_per_s": round(seen / max(time.perf_counter() - tic, 1e-9), 2),
                **{f"train/{k}": v / steps for k, v in sorted(sums.items())}}
-        if master and val_split.query and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.optim.epochs):
+        last_epoch = epoch + 1 == cfg.optim.epochs
+        validate = master and val_split.query and ((epoch + 1) % cfg.eval_every == 0 or last_epoch)
+        if master and (validate or last_epoch) and cfg.optim.precise_bn_batches:
+            # After training and before each validation: statistics of the final weights.
+            ema_stats, tic = bn_buffers(net), time.perf_counter()
+            row["precise_bn_batches"] = reestimate(net, bn_batches(), cfg.optim.precise_bn_batches,
+                                                   preprocess, device)
+            row["precise_bn_seconds"] = round(time.perf_counter() - tic, 2)
+        if validate:
             val = evaluate(FusedDefogReID(net), val_split, progress=progress, desc="validate")
             row.update({f"val/{k}": v for k, v in val.items() if k != "cmc"})
             if val["mAP"] > best["mAP"]:
                 best = {"epoch": epoch + 1, "mAP": val["mAP"]}
-                save(out / "best.pt", epoch + 1, 0)
+                save(out / "best.pt", epoch + 1, 0, bn_ema=ema_stats)
             print(f"epoch {epoch + 1}: loss {row.get('train/loss', math.nan):.3f}, val mAP {val['mAP']:.3f} "
                   f"R1 {val['rank1']:.3f}" + (f" PSNR {val['psnr']:.2f}" if "psnr" in val else "")
                   + f" (best {best['mAP']:.3f} at epoch {best['epoch']})")
         if master:
             save(out / "last.pt", epoch + 1, 0)
             if not val_split.query:  # nothing to select on: the latest is the best
-                save(out / "best.pt", epoch + 1, 0)
+                save(out / "best.pt", epoch + 1, 0, bn_ema=ema_stats)
             history.append(row)
             _log_epoch(out, row, writer)
         if world > 1:
@@ -285,13 +307,7 @@ def train(cfg: TrainConfig, out: str | Path, resume: str | Path | None = None, p
     # ---------------------------------------------------------------- test the best checkpoint
     summary: dict = {"config": config_dict(cfg), "best": best, "history": history}
     if master:
-        from fogreid.model.checkpoint import load_model
-
-        best_model = FusedDefogReID(load_model(out / "best.pt", map_location=device))
-        summary["test"] = {"syn": evaluate(best_model, syn, progress=progress, desc="test syn")}
-        if (Path(cfg.data.root) / "FVRID_real").is_dir():
-            summary["test"]["real"] = evaluate(best_model, load_fvrid(cfg.data.root, "real"),
-                                               progress=progress, desc="test real")
+        summary.update(test_checkpoint(out / "best.pt", cfg.data.root, device, progress))
         (out / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
         for split, m in summary["test"].items():
             print(f"test {split}: mAP {m['mAP']:.3f} R1 {m['rank1']:.3f} R5 {m['rank5']:.3f}"
@@ -303,7 +319,8 @@ def train(cfg: TrainConfig, out: str | Path, resume: str | Path | None = None, p
     return summary
 
 
-def _flip(images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def flip_images(images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Horizontal flip of the (B, 3, H, W) images where `mask` is set."""
     return torch.where(mask.view(-1, 1, 1, 1), images.flip(-1), images)
 
 

@@ -73,7 +73,9 @@ def lsgan_generator(fake_scores: torch.Tensor) -> torch.Tensor:
 
 
 def translation(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    return F.smooth_l1_loss(output, target, beta=0.1)
+    """SmoothL1 (PyTorch's default beta 1) on pixels mapped to [-1, 1], as upstream computes
+    it: small errors cost half their square, hence upstream's large weights (x100 in stages 2-3)."""
+    return F.smooth_l1_loss(output * 2 - 1, target * 2 - 1)
 
 
 def embedding_consistency(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
