@@ -76,3 +76,41 @@ def test_total_variation():
     value, grad = grad_of(L.total_variation, board)
     assert grad.abs().sum() > 0
     assert L.total_variation(board - 0.01 * grad) < value
+
+
+def _hazy_scene():
+    """A clear scene under the scattering model: t = 0.5, grey airlight 0.9."""
+    clear = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1)) * 0.5
+    return clear, clear * 0.5 + 0.9 * 0.5
+
+
+def _step_lowers_dark_channel(prior, image):
+    """One gradient step on `prior(image)` lowers the image's mean dark channel."""
+    image = image.clone().requires_grad_(True)
+    value = prior(image)
+    value.backward()
+    assert value > 0
+    stepped = (image - 0.1 * image.grad / image.grad.abs().max()).detach()
+    return L.dark_channel(stepped, 15).mean() < L.dark_channel(image.detach(), 15).mean()
+
+
+def test_every_prior_with_its_default_weight_lowers_the_dark_channel():
+    """The sign the priors must keep (upstream's RVSL dark-channel loss had it backwards)."""
+    from fogreid.train.config import build_config
+
+    loss = build_config(None).loss
+    clear, hazy = _hazy_scene()
+    assert loss.dark_channel_weight > 0 and loss.tv_weight > 0
+    # SJDL's real-batch priors on its defogged output.
+    assert _step_lowers_dark_channel(lambda x: loss.dark_channel_weight * L.dark_channel_loss(x, 15)
+                                     + loss.tv_weight * L.total_variation(x), hazy)
+    # RVSL stage 3: the priors on the hazy->clear translation of a real foggy image.
+    w3 = loss.rvsl_stage3.priors
+    assert w3 > 0
+    assert _step_lowers_dark_channel(lambda x: w3 * (0.5 * L.dark_channel_loss(x, 15) + 2 * L.total_variation(x)
+                                                     + 0.05 * L.haze_line_colinearity(hazy, x)), hazy)
+    # RVSL stage 2: monotonicity keeps the clear image's dark channel below its hazy translation's.
+    w2 = loss.rvsl_stage2.priors
+    assert w2 > 0
+    darker_haze = clear * 0.5  # a "hazy" translation darker than its clear source: penalised
+    assert _step_lowers_dark_channel(lambda x: w2 * L.dark_channel_monotonicity(x, darker_haze), clear)

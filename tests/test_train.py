@@ -52,6 +52,14 @@ def test_few_iterations_write_checkpoints_and_metrics(fogreid_cmd, train_root, t
             assert row[term] > 0, term
     test = metrics["test"]
     assert 0 < test["syn"]["mAP"] <= 1 and 0 < test["real"]["mAP"] <= 1
+    # Precise BN ran before each validation; best.pt keeps the training (EMA) statistics it
+    # replaced, and the test is also reported with them, to show the effect.
+    assert all(row["precise_bn_batches"] > 0 for row in history)
+    best_state = read_checkpoint(out / "best.pt")
+    ema = best_state["bn_ema"]
+    assert any(k.endswith("running_mean") and not torch.equal(ema[k], best_state["model"][k]) for k in ema)
+    assert set(metrics["test_ema_bn"]) == {"syn", "real"}
+    assert history[0]["lr_start"] < history[0]["lr"]  # warmup
     assert test["syn"]["psnr"] > 5 and "psnr" not in test["real"]
 
     # The eval verb on the best checkpoint: JSON with retrieval and defog figures.
@@ -121,3 +129,34 @@ def test_ddp_gloo_two_processes(fogreid_cmd, train_root, tmp_path):
     steps_ddp = read_checkpoint(ddp / "last.pt")["global_step"]
     assert steps_ddp == steps_single // 2  # each of the 2 processes takes every other batch
     assert json.loads((ddp / "metrics.json").read_text())["test"]["syn"]["num_queries"] > 0
+
+
+def test_precise_bn_changes_running_statistics_not_weights(train_root):
+    from fogreid.data.datasets import ReIDImages, load_fvrid
+    from fogreid.data.sampler import IdentitySampler
+    from fogreid.model.build import build_sjdl
+    from fogreid.model.config import preset
+    from fogreid.model.fused import Preprocess
+    from fogreid.train.precise import bn_buffers, domain_batches, reestimate
+
+    syn = load_fvrid(train_root, "syn")
+    labels = syn.train_labels()
+    dataset = ReIDImages(syn.train, (64, 64), labels)
+    torch.manual_seed(0)
+    net = build_sjdl(preset("edge", input_size=(64, 64), num_ids=len(set(labels))))
+    with torch.no_grad():  # stale statistics, as after training: from other images
+        net.train()(torch.rand(8, 3, 64, 64) * 0.2)
+    net.eval()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    batches = domain_batches([(dataset, IdentitySampler(labels, 4, 2, seed=0), "image")])
+    assert reestimate(net, batches, 3, Preprocess(), torch.device("cpu")) == 3
+    assert not net.training  # the mode is restored
+    after = net.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    statistics = set(bn_buffers(net))
+    assert changed <= statistics, sorted(changed - statistics)[:5]         # no weight moved
+    assert {k for k in statistics if k.endswith(("running_mean", "running_var"))} <= changed
+    # The same batches give the same statistics (a resumed run re-estimates identically).
+    again = domain_batches([(dataset, IdentitySampler(labels, 4, 2, seed=0), "image")])
+    reestimate(net, again, 3, Preprocess(), torch.device("cpu"))
+    assert all(torch.equal(after[k], net.state_dict()[k]) for k in statistics)

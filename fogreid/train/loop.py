@@ -213,6 +213,7 @@ def train(cfg: TrainConfig, out: str | Path, resume: str | Path | None = None, p
         net.train()
         sums: dict[str, float] = {}
         seen, tic = 0, time.perf_counter()
+        cpu = time.process_time()   # CPU seconds: what the epoch costs on an idle machine, roughly
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.optim.epochs}", unit="batch",
                    disable=not (progress and master), initial=first, total=first + len(loader))
         for step_in_epoch, batch in enumerate(bar, start=first):
@@ -275,17 +276,20 @@ def train(cfg: TrainConfig, out: str | Path, resume: str | Path | None = None, p
 
         # ------------------------------------------------------------ end of epoch
         steps = max(len(loader), 1)
-        row = {"epoch": epoch + 1, "lr": lr, "seconds": round(time.perf_counter() - tic, 2),
+        row = {"epoch": epoch + 1, "lr_start": schedule.lr_at(epoch + first / steps_per_epoch), "lr": lr,
+               "seconds": round(time.perf_counter() - tic, 2),
+               "cpu_seconds": round(time.process_time() - cpu, 2),
                "images_per_s": round(seen / max(time.perf_counter() - tic, 1e-9), 2),
                **{f"train/{k}": v / steps for k, v in sorted(sums.items())}}
         last_epoch = epoch + 1 == cfg.optim.epochs
         validate = master and val_split.query and ((epoch + 1) % cfg.eval_every == 0 or last_epoch)
         if master and (validate or last_epoch) and cfg.optim.precise_bn_batches:
             # After training and before each validation: statistics of the final weights.
-            ema_stats, tic = bn_buffers(net), time.perf_counter()
+            ema_stats, tic, cpu = bn_buffers(net), time.perf_counter(), time.process_time()
             row["precise_bn_batches"] = reestimate(net, bn_batches(), cfg.optim.precise_bn_batches,
                                                    preprocess, device)
             row["precise_bn_seconds"] = round(time.perf_counter() - tic, 2)
+            row["precise_bn_cpu_seconds"] = round(time.process_time() - cpu, 2)
         if validate:
             val = evaluate(FusedDefogReID(net), val_split, progress=progress, desc="validate")
             row.update({f"val/{k}": v for k, v in val.items() if k != "cmc"})

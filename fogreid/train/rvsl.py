@@ -137,6 +137,7 @@ def train_stage(stage: int, cfg: TrainConfig, out: Path, init: Path | None, prog
         sums: dict[str, float] = {}
         tic = time.perf_counter()
         lr = schedule.lr_at(epoch)
+        cpu = time.process_time()   # CPU seconds: what the epoch costs on an idle machine, roughly
         for step, data in enumerate(tqdm(loader, desc=f"rvsl stage {stage} epoch {epoch + 1}/{epochs}",
                                          unit="batch", disable=not progress)):
             lr = schedule.lr_at(epoch + step / steps)
@@ -214,14 +215,16 @@ def train_stage(stage: int, cfg: TrainConfig, out: Path, init: Path | None, prog
             for name, value in {**terms, "loss": loss, "discriminator": d_loss}.items():
                 sums[name] = sums.get(name, 0.0) + float(value.detach())
 
-        row = {"stage": stage, "epoch": epoch + 1, "lr": lr, "d_lr": d_lr,
+        row = {"stage": stage, "epoch": epoch + 1, "lr_start": schedule.lr_at(epoch), "lr": lr, "d_lr": d_lr,
                "seconds": round(time.perf_counter() - tic, 2),
+               "cpu_seconds": round(time.process_time() - cpu, 2),
                **{f"train/{k}": v / max(step + 1, 1) for k, v in sums.items()}}
         ema_stats = {}
         if cfg.optim.precise_bn_batches:
-            ema_stats, tic = bn_buffers(net), time.perf_counter()
+            ema_stats, tic, cpu = bn_buffers(net), time.perf_counter(), time.process_time()
             row["precise_bn_batches"] = reestimate(net, bn_batches(), cfg.optim.precise_bn_batches, preprocess, device)
             row["precise_bn_seconds"] = round(time.perf_counter() - tic, 2)
+            row["precise_bn_cpu_seconds"] = round(time.process_time() - cpu, 2)
         meta = {"trained_on": str(root), "mode": "rvsl", "stage": stage}
         if val_split.query:
             val = evaluate(FusedDefogReID(net), val_split, progress=False)

@@ -73,7 +73,7 @@ def resolve_schedule(optim, epochs: int | None = None) -> ResolvedSchedule:
                          f"the lr never reaches its peak {optim.lr:g}; lower it or leave it unset (scaled)")
     if optim.milestones is None:
         milestones = sorted({max(int(round(m * scale)), 1) for m in named.milestones})
-        milestones = tuple(m for m in milestones if warmup <= m < epochs)
+        milestones = tuple(m for m in milestones if warmup < m < epochs)  # the peak lasts an epoch at least
     else:
         milestones = tuple(sorted(optim.milestones))
         late = [m for m in milestones if m >= epochs]
