@@ -1,12 +1,13 @@
 """RVSL: its losses on hand-made inputs, each training stage, and its export."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import SIZE, compare, foggy_frames
+from conftest import SIZE, compare
 from fogreid.train import losses as L
 
 
@@ -75,12 +76,14 @@ def rvsl_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("rvsl_data")
     generate(root, SynthConfig(ids=16, cams=3, per_cam=2, size=64, seed=5), progress=False)
     out = tmp_path_factory.mktemp("rvsl")
-    cfg = build_config(None, ["mode=rvsl", f"data.root={root}", f"model.input_size=[{SIZE[0]}, {SIZE[1]}]",
+    cfg = build_config(None, ["mode=rvsl", f"data.root={root}", "model.input_size=[32, 32]",
                               "optim.epochs=2", "data.ids_per_batch=4", "data.instances_per_id=2",
                               "data.num_workers=0", "model.decoder_width=16", "optim.precise_bn_batches=2"])
     return out, train_rvsl(cfg, out, progress=False)
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(1500)  # the 3-stage run: about a minute alone on 2 cores
 def test_each_stage_trains_with_its_losses(rvsl_run):
     out, summary = rvsl_run
     synthetic = {"id", "triplet", "translation", "embedding"}
@@ -104,6 +107,8 @@ def test_each_stage_trains_with_its_losses(rvsl_run):
                        read_checkpoint(out / f"stage{chosen}" / "best.pt")["model"]["trunk.bnneck.weight"])
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(1500)  # the 3-stage run: about a minute alone on 2 cores
 def test_rvsl_lr_warms_up_at_each_stage_and_decays(rvsl_run):
     """Read from the history every stage writes: each stage starts low (a warmup at the
     handover to a fresh optimiser), reaches its peak, then decays."""
@@ -126,14 +131,21 @@ def test_rvsl_encoders_start_alike():
     assert net.enc_hazy.conv1.weight.data_ptr() != net.enc_clear.conv1.weight.data_ptr()  # alike, not shared
 
 
-def test_rvsl_checkpoint_exports_and_matches_pytorch(rvsl_run, synth_root, tmp_path):
+@pytest.mark.slow
+@pytest.mark.timeout(1500)  # the 3-stage run: about a minute alone on 2 cores
+def test_rvsl_checkpoint_exports_and_matches_pytorch(rvsl_run, tmp_path):
     from fogreid import onnx_graph
     from fogreid.model.fused import FusedDefogReID
 
     out, _ = rvsl_run
     model = FusedDefogReID.from_checkpoint(out / "best.pt")
     path = onnx_graph.export_onnx(model, tmp_path / "rvsl.onnx", onnx_graph.deploy_metadata(model.net, "x", "fp32"))
-    cosine, grey = compare(path, model, foggy_frames(synth_root, 8))
+    from fogreid.calibration.images import build_calibration_set
+
+    root = Path(rvsl_run[1]["config"]["data"]["root"])
+    frames = build_calibration_set([root / "FVRID_syn" / "query_foggy"], model.input_size, num=8,
+                                   progress=False).images
+    cosine, grey = compare(path, model, frames)
     assert cosine.min() >= 0.9999 and grey.max() <= 1
     assert model.embedding_dim == 512 and np.isfinite(cosine).all()
 

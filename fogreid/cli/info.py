@@ -10,7 +10,9 @@ from fogreid.cli.common import size
 def add_parser(verbs: argparse._SubParsersAction) -> None:
     p = verbs.add_parser("info", help="parameters and GFLOPs of each branch of a model")
     group = p.add_mutually_exclusive_group()
-    group.add_argument("--preset", default="edge", choices=["paper", "edge"])
+    from fogreid.model.config import PRESETS
+
+    group.add_argument("--preset", default="edge", choices=list(PRESETS))
     group.add_argument("--checkpoint", help="a fogreid checkpoint")
     p.add_argument("--imgsz", type=int, nargs="+", metavar="PX", help="input size: H [W] (default: the model's)")
     p.set_defaults(run=run)
