@@ -140,7 +140,7 @@ def tensorrt_runner(path: Path) -> BaseRunner:
         except Exception as exc:
             raise FogreidError(f"{path}: TensorRT cannot deserialize this engine ({exc}). It is truncated, or was "
                                f"built by another TensorRT version or GPU (see {path.with_suffix('.json')}); "
-                               f"rebuild it on this machine with `fogreid export` or trtexec.sh") from None
+                               f"rebuild it on this machine with `fogreid export` or trtexec_trt<major>.sh") from None
     inner = TrtRunner(load_engine, name=f"tensorrt:{path.name}")
     return ProfileBatchRunner(inner, lambda: engine_batch_range(inner.engine), name=f"tensorrt:{path.name}")
 
