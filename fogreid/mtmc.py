@@ -59,6 +59,20 @@ def read_events(path: str | Path) -> list[dict]:
     return events
 
 
+def iou_distance(objs: np.ndarray, hyps: np.ndarray) -> np.ndarray:
+    """1 - IoU of (left, top, width, height) boxes, NaN (no match) below IoU 0.5: what
+    motmetrics.distances.iou_matrix(max_iou=0.5) computes; that one calls np.asfarray, gone in NumPy 2."""
+    if not len(objs) or not len(hyps):
+        return np.empty((len(objs), len(hyps)))
+    a0, a1 = objs[:, None, :2], objs[:, None, :2] + objs[:, None, 2:]
+    b0, b1 = hyps[None, :, :2], hyps[None, :, :2] + hyps[None, :, 2:]
+    inter = np.prod(np.clip(np.minimum(a1, b1) - np.maximum(a0, b0), 0, None), axis=2)
+    union = np.prod(objs[:, 2:], axis=1)[:, None] + np.prod(hyps[:, 2:], axis=1)[None] - inter
+    dist = 1 - inter / np.maximum(union, 1e-12)
+    dist[dist > 1 - IOU] = np.nan
+    return dist
+
+
 def score(truth: list[CameraTruth], events: list[dict], sources: dict[str, str], frames: int):
     """(per-camera table, cross-camera row) as pandas DataFrames. `sources`: event source -> camera name."""
     import motmetrics as mm
@@ -77,11 +91,11 @@ def score(truth: list[CameraTruth], events: list[dict], sources: dict[str, str],
             hyp = by_camera[cam.name].get(f, [])
             boxes = np.array([[e["box"][0], e["box"][1], e["box"][2] - e["box"][0], e["box"][3] - e["box"][1]]
                               for e in hyp], np.float64).reshape(-1, 4)
-            dist = mm.distances.iou_matrix(np.array([b for _, b in gt], np.float64).reshape(-1, 4), boxes,
-                                           max_iou=1 - IOU)
-            acc.update([i for i, _ in gt], [f"{cam.name}/{e['track_id']}" for e in hyp], dist, frameid=f)
-            global_ids = [f"g{e['global_id']}" if e.get("global_id") is not None else f"{cam.name}/{e['track_id']}"
-                          for e in hyp]
+            dist = iou_distance(np.array([b for _, b in gt], np.float64).reshape(-1, 4), boxes)
+            # motmetrics (with pandas >= 3) wants numeric ids; a track with no global id stands alone
+            acc.update([i for i, _ in gt], [int(e["track_id"]) for e in hyp], dist, frameid=f)
+            global_ids = [int(e["global_id"]) if e.get("global_id") is not None
+                          else 10**9 + k * 10**6 + int(e["track_id"]) for e in hyp]
             overall.update([i for i, _ in gt], global_ids, dist, frameid=k * (frames + 1) + f)
         accs.append(acc)
     mh = mm.metrics.create()

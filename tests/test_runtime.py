@@ -191,3 +191,48 @@ def test_doctor_and_bench(fogreid_cmd, onnx_model):
                            capture_output=True, text=True, check=True).stdout
     rows = [line.split() for line in bench.splitlines() if line.strip() and line.split()[0] in ("1", "4")]
     assert len(rows) == 2 and all(float(r[1]) > 0 for r in rows)
+
+
+def test_first_event_is_quick_and_torch_is_never_imported(onnx_model, video, tmp_path):
+    """The ONNX path (sources, regions, ONNX Runtime, events) must not import torch: it costs seconds."""
+    import sys
+
+    events = tmp_path / "events.jsonl"
+    code = ("import sys, json; from fogreid.cli import main; "
+            f"rc = main(['run', '--model', {str(onnx_model)!r}, '--source', {str(video['video'])!r}, '--rois', "
+            f"{str(video['rois'])!r}, '--events', {str(events)!r}, '--max-frames', '5']); "
+            "print('TORCH', 'torch' in sys.modules); sys.exit(rc)")
+    started = time.perf_counter()
+    run = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    while not (events.exists() and events.read_text()) and run.poll() is None:
+        time.sleep(0.01)
+    first = time.perf_counter() - started
+    stdout, stderr = run.communicate(timeout=120)
+    assert run.returncode == 0, stderr
+    assert "TORCH False" in stdout
+    stats = json.loads(stdout.splitlines()[-2])
+    print(f"\nfirst event {first:.2f} s after the process started ({stats['first_event_s']} s after the pipeline did)")
+    assert first < 20  # 2 s on an idle machine (README); shared CI machines are slower
+
+
+def test_silent_source_is_reported_not_ignored(fogreid_cmd, onnx_model, tmp_path):
+    port = free_port()  # nothing listens there: every open fails
+    run = subprocess.run(fogreid_cmd + ["run", "--model", str(onnx_model), "--source", f"http://127.0.0.1:{port}",
+                                        "--stall-seconds", "1", "--max-backoff", "0.5", "--max-retries", "6"],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 1
+    assert f"source http://127.0.0.1:{port}: no frame for" in run.stderr and "retrying" in run.stderr
+    stats = json.loads(run.stdout.strip().splitlines()[-1])
+    assert stats["stalled"] == [f"http://127.0.0.1:{port}"] and stats["frames"] == 0 and stats["errors"]
+
+
+def test_rtsp_transport_reaches_opencv(monkeypatch):
+    import os
+
+    from fogreid.runtime.sources import set_rtsp_transport
+
+    monkeypatch.setenv("OPENCV_FFMPEG_CAPTURE_OPTIONS", "rtsp_transport;tcp|stimeout;5000000")
+    set_rtsp_transport("udp")
+    assert os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] == "rtsp_transport;udp|stimeout;5000000"
+    with pytest.raises(FogreidError, match="choose tcp or udp"):
+        set_rtsp_transport("http")

@@ -63,6 +63,7 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import importlib
     import json
     import signal
     import threading
@@ -74,6 +75,9 @@ def run(args: argparse.Namespace) -> int:
     from fogreid.runtime.regions import FixedRegions, FullFrame, OnnxDetector, PublicDetections
     from fogreid.runtime.tracking import TrackingConfig
 
+    tracked = bool(args.detector or args.detections) if args.track is None else args.track
+    if tracked:  # ByteTrack's imports take seconds: load them while the models load
+        threading.Thread(target=importlib.import_module, args=("trackers",), daemon=True).start()
     if args.det_imgsz is not None and len(args.det_imgsz) not in (1, 2):
         raise FogreidError("--det-imgsz takes H or H W")
     if args.detector:
@@ -89,7 +93,6 @@ def run(args: argparse.Namespace) -> int:
     gallery = Gallery.load(args.gallery) if args.gallery else None
     if args.defog_view and not args.save_video:
         raise FogreidError("--defog-view draws into the saved video: add --save-video OUT.mp4")
-    tracked = bool(args.detector or args.detections) if args.track is None else args.track
     tracking = (TrackingConfig(fps=args.fps, lost_seconds=args.lost_seconds, min_score=args.min_score)
                 if tracked else None)
     association = (AssociationConfig(threshold=args.assoc_threshold, gallery_threshold=args.min_score,

@@ -95,6 +95,7 @@ class Work:
     defogged: np.ndarray | None = None
     embeddings: np.ndarray | None = None
     matches: tuple[np.ndarray, np.ndarray] | None = None
+    alive: dict[str, set[int]] = field(default_factory=dict)   # each tracked source's live tracks after the batch
 
 
 class Outputs:
@@ -192,7 +193,8 @@ class Pipeline:
                     continue  # a tentative track, or a crop too small to identify
                 crops.append(resize_for_model(frame.image[y1:y2, x1:x2], self.model.input_size))
                 owners.append((i, j))
-        return Work(frames, regions, track_ids, np.stack(crops) if crops else None, owners)
+        alive = {source: tracker.alive() for source, tracker in self.trackers.items()}  # a snapshot, for `write`
+        return Work(frames, regions, track_ids, np.stack(crops) if crops else None, owners, alive=alive)
 
     # ------------------------------------------------------------------------------------------ stage 2: reid
     def reid(self, work: Work) -> Work:
@@ -230,7 +232,7 @@ class Pipeline:
                                       for m, s in zip(idx, score)]
                 if self.book is not None and tid >= 0:
                     quality = crop_quality(region, frame.image.shape[:2], self.model.input_size)
-                    track_events = self.book.observe(frame.source, tid, frame.index, frame.time,
+                    track_events = self.book.observe(frame.source, tid, frame.index, frame.clock,
                                                      work.embeddings[k], quality)
                     events += track_events
                     stats.tracks += sum(e["event"] == "track_start" for e in track_events)
@@ -249,8 +251,6 @@ class Pipeline:
                 labels.append(label)
                 colours.append(colour)
                 defogged.append(work.defogged[k])
-            if self.book is not None and frame.source in self.trackers:
-                events += self.book.end(frame.source, self.trackers[frame.source].alive())
             self.outputs.write_events(events)
             if events and stats.first_event_s is None:
                 stats.first_event_s = time.perf_counter() - self.started
@@ -260,6 +260,9 @@ class Pipeline:
             self.latencies.append(done - frame.time)
             stats.frames += 1
             stats.crops += len(boxes)
+        if self.book is not None:  # tracks ByteTrack dropped during these frames end now
+            for source, alive in work.alive.items():
+                self.outputs.write_events(self.book.end(source, alive))
         if self.outputs.events:
             self.outputs.events.flush()
         if self.associator is not None:
@@ -372,8 +375,8 @@ class Pipeline:
         """A source silent for `stall_seconds` is reported once per silence, never ignored."""
         now = time.time()
         for reader in self.readers:
-            if reader.finished or self._capped(reader):
-                continue
+            if reader.finished or self._capped(reader) or reader.buffer:
+                continue  # over, or frames waiting: not silent
             silent = now - (reader.last_frame_time or reader.start_time or now)
             if silent >= self.opts.stall_seconds and not reader.stall_reported:
                 reader.stall_reported = True

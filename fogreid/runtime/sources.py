@@ -35,6 +35,7 @@ from fogreid.data.image_io import IMAGE_SUFFIXES, read_image
 from fogreid.errors import FogreidError
 
 STREAM_TIMEOUT_MS = 5000
+FOLDER_FPS = 25.0  # the clock of an image folder: one frame every 1/25 s
 CSI_PIPELINE = ("nvarguscamerasrc sensor-id={sensor} ! video/x-raw(memory:NVMM), width={w}, height={h}, "
                 "framerate={fps}/1 ! nvvidconv ! video/x-raw, format=BGRx ! videoconvert ! video/x-raw, "
                 "format=BGR ! appsink drop=true max-buffers=2")
@@ -46,6 +47,8 @@ class Frame:
     index: int          # frame number within the source
     time: float         # capture time (time.time())
     image: np.ndarray   # uint8 (H, W, 3) BGR
+    clock: float = 0.0  # seconds on the source's clock: capture time for live sources, the position in a
+                        # file (so recorded cameras started together share a clock, however fast they are read)
 
 
 @dataclass(frozen=True)
@@ -155,8 +158,9 @@ class SourceReader(threading.Thread):
                 self.finished = True
                 self.ready.notify_all()
 
-    def _push(self, image: np.ndarray) -> None:
-        frame = Frame(self.spec.name, self.read, time.time(), image)
+    def _push(self, image: np.ndarray, position: float | None = None) -> None:
+        now = time.time()
+        frame = Frame(self.spec.name, self.read, now, image, now if self.spec.live or position is None else position)
         self.read += 1
         self.last_frame_time, self.stall_reported, self.last_failure = frame.time, False, None
         with self.ready:
@@ -177,9 +181,11 @@ class SourceReader(threading.Thread):
         for path in files:
             if self.stop_event.is_set():
                 return
-            self._push(read_image(path))
+            self._push(read_image(path), self.read / FOLDER_FPS)
 
     def _read_capture(self) -> None:
+        import cv2
+
         retries, delay = 0, self.backoff[0]
         while not self.stop_event.is_set():
             capture = _open_capture(self.spec)
@@ -190,7 +196,7 @@ class SourceReader(threading.Thread):
                     if not ok or image is None:
                         break
                     got_any = True
-                    self._push(image)
+                    self._push(image, capture.get(cv2.CAP_PROP_POS_MSEC) / 1000.0 if not self.spec.live else None)
                 capture.release()
                 if got_any:
                     retries, delay = 0, self.backoff[0]
