@@ -3,7 +3,8 @@
 `SourceTracker` runs ByteTrack (Roboflow's `trackers` package, a maintained implementation:
 Kalman motion, two-stage association of high- and low-score boxes) on one source's regions.
 A new track is tentative for its first frame (ByteTrack's `minimum_consecutive_frames`);
-its detections carry a track id from its second frame on.
+its detections carry a track id from its second frame on (the pipeline identifies and reports
+only those). Track ids come from one counter in the process, so they are unique across sources.
 
 `TrackBook` keeps each track's ReID state: its embedding is the quality-weighted running
 mean of its crops' embeddings (quality: detection score x crop size relative to the model
@@ -42,13 +43,11 @@ class SourceTracker:
     def __init__(self, config: TrackingConfig) -> None:
         from trackers import ByteTrackTracker
 
-        self.tracker = ByteTrackTracker(lost_track_buffer=max(1, int(round(config.lost_seconds * 30))),
+        # ByteTrack counts its lost buffer in frames and scales it by frame_rate / 30: at 30 it is frames as given.
+        self.tracker = ByteTrackTracker(lost_track_buffer=max(1, int(round(config.lost_seconds * config.fps))),
                                         frame_rate=30.0, track_activation_threshold=config.activation,
                                         minimum_consecutive_frames=2, minimum_iou_threshold=config.min_iou,
                                         high_conf_det_threshold=config.high_score)
-        # lost_track_buffer is scaled by frame_rate / 30 inside ByteTrack: giving 30 makes it seconds * 30 frames;
-        # rescale to the source's own rate here.
-        self.tracker.maximum_frames_without_update = max(1, int(round(config.lost_seconds * config.fps)))
 
     def update(self, regions: list[Region]) -> list[int]:
         import supervision as sv
