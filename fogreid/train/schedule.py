@@ -72,7 +72,9 @@ def resolve_schedule(optim, epochs: int | None = None) -> ResolvedSchedule:
             notes.append(f"optim.warmup_epochs={warmup:g} is not shorter than the run ({epochs} epochs): "
                          f"the lr never reaches its peak {optim.lr:g}; lower it or leave it unset (scaled)")
     if optim.milestones is None:
-        milestones = sorted({max(int(round(m * scale)), 1) for m in named.milestones})
+        # Milestones that scale onto the same epoch all count (x0.6 twice = x0.36): the run
+        # still ends at the schedule's final fraction of the lr.
+        milestones = sorted(max(int(round(m * scale)), 1) for m in named.milestones)
         milestones = tuple(m for m in milestones if warmup < m < epochs)  # the peak lasts an epoch at least
     else:
         milestones = tuple(sorted(optim.milestones))
