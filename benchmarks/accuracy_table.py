@@ -181,14 +181,16 @@ def main() -> None:
                f"{row['syn_mAP_ema_bn']:.1f} / {row['real_mAP_ema_bn']:.1f}")
         lines.append(f"({key}) {row['name']:<30}{row['syn_mAP'][0]:>7.1f} ±{row['syn_mAP'][1]:>4.1f}"
                      f"{row['syn_R1'][0]:>8.1f}{row['real_mAP'][0]:>7.1f} ±{row['real_mAP'][1]:>4.1f}"
-                     f"{row['real_R1'][0]:>8.1f}{ema:>29}")
+                     f"{row['real_R1'][0]:>8.1f}{ema:>29}"
+                     + (f"   only seed {row['seeds']}" if len(row["seeds"]) < len(args.seeds) else ""))
     lines += ["", "cost in CPU time (torch runs 2 threads: alone on 2 cores the wall time is half to all of it): "
               "seconds per epoch of training (+ precise BN), minutes per run (all epochs, validation, tests)"]
     for key, row in table.items():
-        if "cpu_s_per_epoch" in row:
+        if "cpu_s_per_epoch" in row and row["cpu_s_per_run"] == row["cpu_s_per_run"]:  # not NaN
             lines.append(f"({key}) {row['name']:<30}{row['cpu_s_per_epoch']:>8.1f} (+{row['precise_bn_cpu_s_per_epoch']:.1f})"
                          f"{row['cpu_s_per_run'] / 60:>8.1f} min" + ("   (per stage epoch)" if key == "f" else ""))
-    total = sum(row.get("cpu_s_per_run", 0) * len(row["seeds"]) for row in table.values())
+    total = sum(row["cpu_s_per_run"] * len(row["seeds"]) for row in table.values()
+                if row.get("cpu_s_per_run", float("nan")) == row.get("cpu_s_per_run", float("nan")))
     lines.append(f"all runs: {total / 60:.0f} CPU minutes: alone on 2 cores between {total / 120:.0f} "
                  f"(both cores busy throughout) and {total / 60:.0f} min")
     text = "\n".join(lines)
