@@ -32,6 +32,7 @@ class ExportOptions:
     dla_core: int | None = None
     workspace_gib: float = 4.0
     keep_fp: list[str] = field(default_factory=list)
+    int8_budget: float | None = 0.99   # embedding cosine p1 the INT8 model must hold (None: every layer INT8)
     progress: bool = True
 
 
@@ -82,7 +83,7 @@ def export(checkpoint: str | Path, formats: list[Format], out: str | Path, opts:
         from fogreid.calibration.calibrate import calibrate
 
         calibration = calibrate(fp32, opts.calib_images, out, opts.calib_method, opts.calib_num, opts.data_root,
-                                opts.keep_fp, progress=opts.progress)
+                                opts.keep_fp, progress=opts.progress, budget=opts.int8_budget)
         files["onnx-int8"] = calibration.qdq_onnx
         files["calibration-cache"] = calibration.cache
         log(f"[onnx-int8] {calibration.qdq_onnx} (Q/DQ, {opts.calib_method}); TensorRT cache {calibration.cache}")
