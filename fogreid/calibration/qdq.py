@@ -28,10 +28,11 @@ def nodes_to_quantize(proto: onnx.ModelProto, keep_fp: list[str]) -> list[str]:
 
 def quantize_qdq(onnx_path: str | Path, out_path: str | Path, ranges, method: str,
                  keep_fp: list[str] = (), metadata: dict[str, str] | None = None,
-                 only: list[str] | None = None) -> Path:
+                 only: list[str] | None = None, check: bool = True) -> Path:
     """Write the Q/DQ model calibrated with `ranges` (from compute_ranges). `keep_fp` names
     nodes to leave in floating point (the layers `fogreid validate --per-layer` ranks);
-    `only` quantises just those nodes (for per-layer sensitivity)."""
+    `only` quantises just those nodes (for per-layer sensitivity). `check=False` skips the
+    constant folding and full ONNX check, for the throw-away trial builds of a search."""
     import logging
 
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
@@ -63,7 +64,9 @@ def quantize_qdq(onnx_path: str | Path, out_path: str | Path, ranges, method: st
                                            "CalibTensorRangeSymmetric": True, "QuantizeBias": False})
         finally:
             logging.disable(logging.NOTSET)
-        proto = fold_and_check(onnx.load(str(raw)))
+        proto = onnx.load(str(raw))
+        if check:
+            proto = fold_and_check(proto)
     if metadata:
         set_metadata(proto, metadata)
     save(proto, out_path)

@@ -99,12 +99,12 @@ def layer_sensitivity(fp32: Path, ranges, method: str, frames: np.ndarray, work:
     from fogreid.calibration.qdq import quantize_qdq
 
     reference = _outputs(fp32, frames)
-    baseline = _score(reference, _outputs(quantize_qdq(fp32, work / "all.onnx", ranges, method), frames))
+    baseline = _score(reference, _outputs(quantize_qdq(fp32, work / "all.onnx", ranges, method, check=False), frames))
     error = max(1 - baseline[0], 1e-9)
     scores = []
     for node in tqdm(_candidates(fp32, embedding_only), desc="per-layer sensitivity", unit="layer", disable=not progress):
         mean, p1, psnr_db = _score(reference, _outputs(
-            quantize_qdq(fp32, work / "trial.onnx", ranges, method, only=[node]), frames))
+            quantize_qdq(fp32, work / "trial.onnx", ranges, method, only=[node], check=False), frames))
         scores.append(LayerScore(node, mean, p1, psnr_db, (1 - mean) / error))
     scores.sort(key=lambda s: (s.cosine_mean, s.psnr_db))
     return scores, baseline
@@ -130,7 +130,7 @@ def choose_float_layers(fp32: str | Path, ranges, method: str, frames: np.ndarra
         steps: list[dict] = []
 
         def build(extra: list[str]) -> float:
-            p1 = _score(reference, _outputs(quantize_qdq(fp32, work / "q.onnx", ranges, method, base + extra),
+            p1 = _score(reference, _outputs(quantize_qdq(fp32, work / "q.onnx", ranges, method, base + extra, check=False),
                                             frames))[1]
             steps.append({"float_layers": len(base + extra), "cosine_p1": round(p1, 5)})
             if progress:
@@ -186,7 +186,7 @@ def rank_layers(checkpoint: str | Path, int8_model: str | Path, image_folders: l
         keep, kept = [], baseline
         for candidate in tqdm(scores[:top * 3], desc="choosing", unit="build"):
             trial = _score(reference, _outputs(
-                quantize_qdq(fp32, work / "kept.onnx", ranges, method, keep + [candidate.node]), frames))
+                quantize_qdq(fp32, work / "kept.onnx", ranges, method, keep + [candidate.node], check=False), frames))
             if trial[0] > kept[0]:
                 keep, kept = keep + [candidate.node], trial
             if len(keep) == top:
