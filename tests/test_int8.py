@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 
 from conftest import SIZE
 
@@ -14,6 +15,7 @@ def _calib_dirs(root):
     return [str(root / "FVRID_syn" / "train_foggy"), str(root / "FVRID_real" / "train_foggy")]
 
 
+@pytest.mark.slow
 def test_trained_checkpoint_exported_with_defaults_passes_validation(trained, synth_root, tmp_path, capsys):
     from fogreid.export.exporter import ExportOptions, export
     from fogreid.export.formats import parse_formats
@@ -36,6 +38,7 @@ def test_trained_checkpoint_exported_with_defaults_passes_validation(trained, sy
     assert outcome.figures["map_drop"] <= 1.0
 
 
+@pytest.mark.slow
 def test_budget_search_keeps_part_of_the_body_in_float_and_meets_it(trained, synth_root, tmp_path):
     from fogreid.calibration.images import build_calibration_set
     from fogreid.calibration.ranges import compute_ranges
