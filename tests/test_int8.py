@@ -61,3 +61,25 @@ def test_budget_search_keeps_part_of_the_body_in_float_and_meets_it(trained, syn
     assert chosen.met and chosen.cosine_p1 >= budget
     assert 0 < len(chosen.keep_fp) < chosen.body_layers
     assert max(step["cosine_p1"] for step in chosen.steps) >= round(budget, 5) - 1e-5
+
+
+def test_layers_kept_in_float_read_float_inputs(exported, synth_root, tmp_path):
+    import onnx
+
+    from conftest import foggy_frames, run_onnx
+    from fogreid.calibration.calibrate import calibrate
+
+    _, result = exported
+    graph = onnx.load(str(result.files["onnx"])).graph
+    keep = [n.name for n in graph.node if n.name.startswith("net.backbone.layer4") and n.op_type in ("Conv", "Add")]
+    out = calibrate(result.files["onnx"], [synth_root / "FVRID_syn" / "train_foggy"], tmp_path, num=32,
+                    keep_fp=keep, progress=False, budget=None)
+    qgraph = onnx.load(str(out.qdq_onnx)).graph
+    producer = {o: n.op_type for n in qgraph.node for o in n.output}
+    kept = [n for n in qgraph.node if n.name in keep]
+    assert len(kept) == len(keep)
+    assert all(producer.get(name) != "DequantizeLinear" for n in kept for name in n.input)
+    # Q/DQ pairs that only a float layer read are gone with their scales; the rest still runs.
+    assert all(any(o in {i for m in qgraph.node for i in m.input} for o in n.output)
+               for n in qgraph.node if n.op_type == "QuantizeLinear")
+    assert run_onnx(out.qdq_onnx, foggy_frames(synth_root, 4))[1].shape[0] == 4

@@ -57,9 +57,13 @@ def _drop_unread_qdq(proto: onnx.ModelProto) -> None:
         dead = [n for n in proto.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")
                 and not any(o in read for o in n.output)]
         if not dead:
-            return
+            break
         for node in dead:
             proto.graph.node.remove(node)
+    # Their scales and zero points too (ONNX Runtime warns about unused initializers).
+    read = {name for node in proto.graph.node for name in node.input}
+    for init in [i for i in proto.graph.initializer if i.name not in read and i.name not in outputs]:
+        proto.graph.initializer.remove(init)
 
 
 def quantize_qdq(onnx_path: str | Path, out_path: str | Path, ranges, method: str,
