@@ -32,6 +32,11 @@ METHOD_WHY = {"minmax": "keeps every activation's full range: clipping (entropy,
               "entropy": "TensorRT's EntropyCalibration2 criterion (KL); clips outliers, which a ReID embedding "
                          "may need",
               "percentile": "clips the top 0.01% of each tensor's values"}
+# Calibration images: on the demo-trained checkpoint with the budget's float layers, MinMax
+# ranges from 64, 128, 256 and 512 images gave test cosine p1 0.986, 0.986, 0.984, 0.983
+# (min 0.982-0.972): flat, since MinMax ranges only widen with more images. 256 keeps four
+# times the smallest count that already holds, 64 per fog-density bin, at half 512's cost.
+DEFAULT_IMAGES = 256
 DEFAULT_BUDGET = 0.99        # embedding cosine p1 vs FP32; validation asks 0.98 on the test split
 HOLDOUT = 64                 # calibration frames kept out of the ranges, to measure the budget on
 
@@ -44,7 +49,7 @@ class CalibrationResult:
 
 
 def calibrate(onnx_path: str | Path, image_folders: list[str | Path], out: str | Path, method: str = DEFAULT_METHOD,
-              num: int = 512, data_root: str | Path | None = None, keep_fp: list[str] = (),
+              num: int = DEFAULT_IMAGES, data_root: str | Path | None = None, keep_fp: list[str] = (),
               trt_version: tuple[int, int, int] = DEFAULT_TRT_VERSION, num_bins: int = 2048, seed: int = 0,
               progress: bool = True, budget: float | None = DEFAULT_BUDGET) -> CalibrationResult:
     onnx_path, out = Path(onnx_path), Path(out)

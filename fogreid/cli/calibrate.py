@@ -15,7 +15,8 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--method", default="minmax", choices=["minmax", "entropy", "percentile"],
                    help="activation ranges (default minmax: entropy's clipping costs ReID embeddings most)")
-    p.add_argument("--num", type=int, default=512)
+    p.add_argument("--num", type=int, default=256,
+                   help="calibration images (default 256; 64 more are held out to check --int8-budget)")
     p.add_argument("--keep-fp", help="nodes to keep in floating point: a comma list or @FILE")
     p.add_argument("--trt-version", metavar="X.Y[.Z]",
                    help="TensorRT version that will read calibration.cache (default: the installed TensorRT, "

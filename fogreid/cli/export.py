@@ -20,7 +20,8 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--calib-images", nargs="+", metavar="DIR", help="folders of foggy images for INT8")
     p.add_argument("--calib-method", default="minmax", choices=["minmax", "entropy", "percentile"],
                    help="activation ranges (default minmax: entropy's clipping costs ReID embeddings most)")
-    p.add_argument("--calib-num", type=int, default=512, help="calibration images (default 512)")
+    p.add_argument("--calib-num", type=int, default=256,
+                   help="calibration images (default 256; 64 more are held out to check --int8-budget)")
     p.add_argument("--data", help="dataset root: refuse calibration images of its test identities")
     p.add_argument("--int8-mode", default="auto", choices=["auto", "explicit", "implicit"],
                    help="TensorRT INT8: Q/DQ ONNX (explicit) or calibrator + cache (implicit; DLA, JetPack 6)")

@@ -28,7 +28,7 @@ class ExportOptions:
     batch: tuple[int, int, int] = (1, 8, 32)
     calib_images: list[str] = field(default_factory=list)
     calib_method: str = "minmax"
-    calib_num: int = 512
+    calib_num: int = 256               # enough: see DEFAULT_IMAGES in fogreid/calibration/calibrate.py
     data_root: str | None = None
     int8_mode: str = "auto"            # auto | explicit | implicit (auto: implicit for DLA, else explicit)
     dla_core: int | None = None
