@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from fogreid.cli.common import (cosine_float, input_file, nonnegative_int, output_file, positive_int,
+                                unit_float)
 from fogreid.errors import FogreidError
 
 
@@ -18,25 +20,35 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     regions.add_argument("--detector", help="a YOLO-style ONNX vehicle detector (see fogreid/runtime/regions.py)")
     regions.add_argument("--rois", help='JSON of fixed regions: {"default": [[x1, y1, x2, y2], ...]}')
     regions.add_argument("--full-frame", action="store_true", help="the whole frame is one crop (default)")
-    p.add_argument("--det-score", type=float, default=0.35, help="detector score threshold")
+    p.add_argument("--det-score", type=unit_float, default=0.35, help="detector score threshold")
     p.add_argument("--detector-layout", default="auto", choices=["auto", "v8", "v5"],
                    help="detector output layout (auto: told from the shape)")
     p.add_argument("--events", help="write match events as JSON lines here")
     p.add_argument("--save-video", help="write the annotated video here (one file per source)")
     p.add_argument("--defog-view", action="store_true", help="show the defogged crops in the saved video")
-    p.add_argument("--batch", type=int, default=16, help="crops per inference batch")
-    p.add_argument("--top-k", type=int, default=1)
-    p.add_argument("--min-score", type=float, default=0.5, help="cosine below which a match is 'unknown'")
-    p.add_argument("--queue", type=int, default=2, help="frames buffered per live source before the oldest drop")
-    p.add_argument("--max-frames", type=int, help="stop after this many frames per source")
+    p.add_argument("--batch", type=positive_int, default=16, help="crops per inference batch")
+    p.add_argument("--top-k", type=positive_int, default=1, help="gallery matches kept per crop in the events")
+    p.add_argument("--min-score", type=cosine_float, default=0.5, help="cosine below which a match is 'unknown'")
+    p.add_argument("--queue", type=positive_int, default=2, help="frames buffered per live source before the oldest drop")
+    p.add_argument("--max-frames", type=positive_int, help="stop after this many frames per source")
     p.add_argument("--no-reconnect", action="store_true", help="end when a live source drops")
-    p.add_argument("--max-retries", type=int, help="give up on a live source after this many reconnects")
-    p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnxruntime", "tensorrt"])
-    p.add_argument("--device", default="auto")
+    p.add_argument("--max-retries", type=nonnegative_int, help="give up on a live source after this many reconnects")
+    p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnxruntime", "tensorrt"],
+                   help="inference backend (auto: from the file type)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    # Files and options first: a mistake is reported before the model loads.
+    input_file(args.model, "--model", "model")
+    input_file(args.gallery, "--gallery", "gallery")
+    input_file(args.detector, "--detector", "ONNX detector")
+    input_file(args.rois, "--rois", "JSON")
+    output_file(args.events, "--events")
+    output_file(args.save_video, "--save-video", (".mp4", ".avi", ".mkv", ".mov"))
+    if args.defog_view and not args.save_video:
+        raise FogreidError("--defog-view draws into the saved video: add --save-video OUT.mp4")
     import json
     import signal
     import threading
@@ -73,4 +85,4 @@ def run(args: argparse.Namespace) -> int:
     print(json.dumps(stats_dict(stats)))
     for error in stats.errors:
         print(f"fogreid run: source error: {error}", file=sys.stderr)
-    return 1 if stats.errors and stats.frames == 0 else 0
+    return 1 if stats.errors else 0  # a failed source fails the run, even if another produced frames

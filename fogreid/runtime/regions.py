@@ -54,6 +54,10 @@ class FixedRegions:
     def __call__(self, image: np.ndarray, source: str) -> list[tuple[Box, float]]:
         h, w = image.shape[:2]
         boxes = self.regions.get(source, self.regions.get("default", []))
+        for box in boxes:
+            if min(w, box[2]) - max(0, box[0]) < 2 or min(h, box[3]) - max(0, box[1]) < 2:
+                raise FogreidError(f"--rois: region {list(box)} lies outside the {w}x{h} frame of {source}; "
+                                   f"give [x1, y1, x2, y2] within 0..{w}, 0..{h}")
         return [((max(0, x1), max(0, y1), min(w, x2), min(h, y2)), 1.0) for x1, y1, x2, y2 in boxes]
 
 
@@ -68,8 +72,13 @@ class OnnxDetector:
             raise FogreidError(f"--detector file not found: {path}")
         self.session = onnxruntime_session(path, device)
         inp = self.session.get_inputs()[0]
-        if len(inp.shape) != 4 or not isinstance(inp.shape[2], int):
-            raise FogreidError(f"--detector {path}: expected a (1, 3, S, S) float input with fixed S, got {inp.shape}")
+        out = self.session.get_outputs()[0]
+        if (len(inp.shape) != 4 or inp.shape[1] != 3 or not isinstance(inp.shape[2], int) or "float" not in inp.type
+                or len(out.shape) != 3):
+            # e.g. an image classifier, or a fogreid model (uint8 frames in, embeddings out) given by mistake
+            raise FogreidError(f"--detector {path}: not a YOLO-style detector: expected a float (1, 3, S, S) input "
+                               f"and a (1, 4 + C, N) output, got {inp.type} {inp.shape} -> {out.shape}; export "
+                               f"one with Ultralytics (format='onnx'), see fogreid/runtime/regions.py")
         self.input_name, self.size = inp.name, int(inp.shape[2])
         self.score, self.iou, self.classes, self.min_size = score, iou, classes, min_size
         if layout not in ("auto", "v8", "v5"):
