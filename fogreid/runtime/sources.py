@@ -159,6 +159,9 @@ class SourceReader(threading.Thread):
         while not self.stop_event.is_set():
             capture = _open_capture(self.spec)
             if capture.isOpened():
+                import cv2
+
+                expected = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if self.spec.kind == "file" else 0
                 got_any = False
                 while not self.stop_event.is_set():
                     ok, image = capture.read()
@@ -167,6 +170,11 @@ class SourceReader(threading.Thread):
                     got_any = True
                     self._push(image)
                 capture.release()
+                # A file cut mid-copy still opens (its index lists every frame) but stops early,
+                # with only FFmpeg's "partial file" on stderr: say so, and fail the run.
+                if expected and self.read < 0.98 * expected - 1 and not self.stop_event.is_set():
+                    self.error = (f"source {self.spec.name}: the file ends after {self.read} of its {expected} "
+                                  f"frames (truncated or damaged); re-copy it")
                 if got_any:
                     retries, delay = 0, self.backoff[0]
             else:
