@@ -45,6 +45,12 @@ def run(args: argparse.Namespace) -> int:
         from fogreid.errors import FogreidError
 
         raise FogreidError("--per-layer needs calibration images: add --per-layer-images DIR (or --images DIR)")
+    from polygraphy.logger import G_LOGGER
+
+    # Polygraphy's Comparator logs every batch's inputs and outputs at INFO, and asks for the
+    # 'colored' package unless colours are off: keep its warnings and errors, drop the rest.
+    G_LOGGER.colors = False
+    G_LOGGER.module_severity = G_LOGGER.WARNING
     from fogreid.validate.compare import validate
 
     result = validate(args.checkpoint, args.model, args.images, args.data, args.backend, args.precision,
