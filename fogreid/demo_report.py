@@ -212,7 +212,7 @@ def write_report(out: Path, summary: dict, scores: dict, verdicts: dict) -> Path
 <table><tr><th>artifact</th><th>verdict</th><th>cosine min</th><th>NN agreement</th><th>defog PSNR dB</th>
 <th>mAP drop (points)</th><th>failing figures</th><th></th></tr>{verdict_rows}</table>
 {"<p>Not built here:</p><ul>" + not_built + "</ul>" if not_built else ""}
-<h2>Re-identification accuracy (%)</h2>
+<h2>Re-identification accuracy</h2><p>mAP and Rank-k in percent.</p>
 <table><tr><th>model</th><th>syn mAP</th><th>syn R1</th><th>syn R5</th><th>real mAP</th><th>real R1</th>
 <th>defog PSNR dB / SSIM (syn)</th></tr>{rows}</table>
 <p>{chance['num_queries']} synthetic queries; the test identities were never seen in training.</p>
