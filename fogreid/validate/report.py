@@ -36,8 +36,9 @@ def _difference_map(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return cv2.applyColorMap(scaled, cv2.COLORMAP_INFERNO)
 
 
-def _svg(fig) -> str:
-    """A matplotlib figure as inline SVG (text kept as text: small, selectable)."""
+def _svg(fig, label: str) -> str:
+    """A matplotlib figure as inline SVG (text kept as text: small, selectable), labelled for
+    screen readers."""
     import io
 
     import matplotlib
@@ -46,7 +47,7 @@ def _svg(fig) -> str:
     with matplotlib.rc_context({"svg.fonttype": "none"}):
         fig.savefig(buffer, format="svg", bbox_inches="tight")
     text = buffer.getvalue()
-    return text[text.index("<svg"):]
+    return f'<svg role="img" aria-label="{html.escape(label)}"' + text[text.index("<svg") + 4:]
 
 
 def _figure(width: float, height: float):
@@ -72,7 +73,7 @@ def histogram_svg(values: np.ndarray, threshold: float | None = None, title: str
     ax.set_ylabel("images")
     ax.set_title(title, fontsize=10)
     ax.ticklabel_format(axis="x", useOffset=False)
-    return _svg(fig)
+    return _svg(fig, "cosine histogram")
 
 
 PALETTE = ("#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#b279a2")
@@ -105,7 +106,7 @@ def cmc_svg(curves: dict[str, np.ndarray], title: str = "CMC: share of queries m
     ax.grid(alpha=0.3)
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=min(len(curves), 3), fontsize=8,
               frameon=False)  # below the axes: never over a curve
-    return _svg(fig)
+    return _svg(fig, "CMC curves")
 
 
 def _threshold(result: ValidationResult, figure: str) -> float | None:
