@@ -259,6 +259,13 @@ CASES = {
                              setup=lambda f, tmp: _truncated(f.video, tmp / "cut.mp4")),
     "run-dead-stream-bounded": t("run", "--model", "{onnx}", "--source", "rtsp://127.0.0.1:9/x", "--max-retries", "0",
                                  code=1, says="rtsp://127.0.0.1:9/x"),
+    "run-dead-stream-gives-up": t("run", "--model", "{onnx}", "--source", "rtsp://127.0.0.1:9/x", "--give-up-after",
+                                  "1", code=1, says=("rtsp://127.0.0.1:9/x", "--give-up-after")),
+    "run-give-up-after-0": t("run", "--model", "{onnx}", "--source", "{video}", "--give-up-after", "0",
+                             says="--give-up-after"),
+    "run-det-conf-above-1": t("run", "--model", "{onnx}", "--source", "{video}", "--det-conf", "1.5",
+                              says="--det-conf"),
+    "run-fps-0": t("run", "--model", "{onnx}", "--source", "{video}", "--fps", "0", says="--fps"),
     # ---------------------------------------------------------------- bench
     "bench-model-missing": t("bench", "--model", "{tmp}/no.onnx", says="no.onnx"),
     "bench-batch-0": t("bench", "--model", "{onnx}", "--batch", "0", says="--batch"),

@@ -58,7 +58,10 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--queue", type=positive_int, default=2, help="frames buffered per live source before the oldest drop")
     p.add_argument("--max-frames", type=positive_int, help="stop after this many frames per source")
     p.add_argument("--no-reconnect", action="store_true", help="end when a live source drops")
-    p.add_argument("--max-retries", type=nonnegative_int, help="give up on a live source after this many reconnects")
+    p.add_argument("--max-retries", type=nonnegative_int, help="give up on a live source after this many reconnects "
+                   "(default: retry for ever, saying so on stderr: cameras come back)")
+    p.add_argument("--give-up-after", type=positive_float, metavar="SECONDS",
+                   help="give up on a live source after this long without a frame (default: never)")
     p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnxruntime", "tensorrt"],
                    help="inference backend (auto: from the file type)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
@@ -115,7 +118,8 @@ def run(args: argparse.Namespace) -> int:
                    if tracked and not args.no_global_ids else None)
     opts = RunOptions(args.source, regions, gallery, args.events, args.save_video, args.defog_view, args.batch,
                       queue_size=args.queue, top_k=args.top_k, min_score=args.min_score, max_frames=args.max_frames,
-                      reconnect=not args.no_reconnect, max_retries=args.max_retries, video_fps=args.fps,
+                      reconnect=not args.no_reconnect, max_retries=args.max_retries,
+                      give_up_after=args.give_up_after, video_fps=args.fps,
                       tracking=tracking, association=association, pipelined=not args.serial,
                       stall_seconds=args.stall_seconds, backoff=(min(0.5, args.max_backoff), args.max_backoff),
                       rtsp_transport=args.rtsp_transport)

@@ -53,6 +53,7 @@ class RunOptions:
     max_frames: int | None = None       # per source; for tests and benchmarks
     reconnect: bool = True
     max_retries: int | None = None
+    give_up_after: float | None = None  # seconds a live source may go without a frame before it is given up
     stats_every: float = 2.0
     video_fps: float = 25.0
     tracking: TrackingConfig | None = None        # None: no tracks (fixed regions, full frame)
@@ -161,7 +162,8 @@ class Pipeline:
         self.started = time.perf_counter()
         self.stats, self.latencies = RunStats(), []
         self.readers = [SourceReader(parse_source(s), opts.queue_size, opts.reconnect, backoff=opts.backoff,
-                                     max_retries=opts.max_retries, stop=stop, rtsp_transport=opts.rtsp_transport)
+                                     max_retries=opts.max_retries, stop=stop, rtsp_transport=opts.rtsp_transport,
+                                     give_up_after=opts.give_up_after)
                         for s in opts.sources]
         self.taken = {r.spec.name: 0 for r in self.readers}
         self.trackers: dict[str, SourceTracker] = {}

@@ -123,10 +123,12 @@ class SourceReader(threading.Thread):
 
     def __init__(self, spec: SourceSpec, queue_size: int = 4, reconnect: bool = True,
                  backoff: tuple[float, float] = (0.5, 2.0), max_retries: int | None = None,
-                 stop: threading.Event | None = None, rtsp_transport: str = "tcp") -> None:
+                 stop: threading.Event | None = None, rtsp_transport: str = "tcp",
+                 give_up_after: float | None = None) -> None:
         super().__init__(name=f"capture:{spec.name}", daemon=True)
         self.spec, self.queue_size, self.reconnect = spec, queue_size, reconnect and spec.live
         self.backoff, self.max_retries = backoff, max_retries
+        self.give_up_after = give_up_after          # seconds without a frame before the source is given up
         self.stop_event = stop or threading.Event()
         self.buffer: collections.deque = collections.deque()
         self.ready = threading.Condition()
@@ -190,8 +192,6 @@ class SourceReader(threading.Thread):
         while not self.stop_event.is_set():
             capture = _open_capture(self.spec)
             if capture.isOpened():
-                import cv2
-
                 expected = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if self.spec.kind == "file" else 0
                 got_any = False
                 while not self.stop_event.is_set():
@@ -220,6 +220,11 @@ class SourceReader(threading.Thread):
                                        f"unreachable, or not a video)")
                 return
             retries += 1
+            silent = time.time() - (self.last_frame_time or self.start_time or time.time())
+            if self.give_up_after is not None and silent >= self.give_up_after:
+                why = f" ({self.last_failure})" if self.last_failure else ""
+                raise FogreidError(f"source {self.spec.name}: no frame for {silent:.0f} s{why}; gave up "
+                                   f"(--give-up-after {self.give_up_after:g})")
             if self.max_retries is not None and retries > self.max_retries:
                 raise FogreidError(f"source {self.spec.name}: lost, and {self.max_retries} reconnects failed")
             self.reconnects += 1
