@@ -19,6 +19,7 @@ _NAMES = {
     "quantize_qdq": "qdq",
     "write_cache": "trt_cache",
     "read_cache": "trt_cache",
+    "CalibrationBatches": "trt_calibrator",
 }
 
 __getattr__, __dir__, __all__ = attach(__name__, _NAMES)

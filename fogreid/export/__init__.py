@@ -19,7 +19,9 @@ _NAMES = {
     "Format": "formats",
     "parse_formats": "formats",
     "parse_batch": "formats",
-    "check_ops": "trt_support",
+    "check_artifact": "preflight",
+    "CheckReport": "preflight",
+    "parse_trt_version": "tensorrt_engine",
     "trtexec_command": "tensorrt_engine",
     "tensorrt_version": "tensorrt_engine",
 }

@@ -28,6 +28,10 @@ _NAMES = {
     "OnnxDetector": "regions",
     "SourceReader": "sources",
     "parse_source": "sources",
+    "PublicDetections": "regions",
+    "TrackingConfig": "tracking",
+    "AssociationConfig": "association",
+    "CrossCameraAssociator": "association",
     "measure": "bench",
     "Timing": "bench",
 }
