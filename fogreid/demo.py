@@ -47,7 +47,8 @@ def ensure_dataset(root: Path, cfg: SynthConfig) -> None:
     from fogreid.data.synth import generate
 
     manifest = root / "fogreid_synth.json"
-    complete = all((root / part).is_dir() for part in ("FVRID_syn", "FVRID_real", "FVRID_clear"))
+    complete = all((root / part).is_dir() for part in ("FVRID_syn", "FVRID_real", "FVRID_clear",
+                                                       "FVRID_real/query_clear_eval"))
     if complete and manifest.is_file() and json.loads(manifest.read_text()).get("config") == asdict(cfg):
         print(f"[data] reusing {root} (same settings)")
         return
