@@ -86,10 +86,10 @@ class ReIDHead(nn.Module):
 # Two decoders, chosen by ModelConfig.defog_head:
 #   paper    the published one: redraws the clear image from stride-4 features (transposed
 #            convolutions, tanh), then the pyramid enhancement redraws it once more.
-#   scatter  inverts the scattering model I = J t + A (1 - t): it predicts the transmission t
-#            and the airlight A (smooth fields, at stride 2) and computes J = (I - A) / t + A
-#            from the full-resolution input, so edges and texture come from the input instead
-#            of being invented; the pyramid enhancement then adds a residual correction.
+#   scatter  inverts the scattering model I = J t + A (1 - t): it corrects the dark channel
+#            prior's transmission t and airlight A (smooth fields, at stride 2) and computes
+#            J = (I - A) / t + A from the full-resolution input, so edges and texture come from
+#            the input instead of being invented; the pyramid enhancement then adds a residual.
 # Both decoders return images in [0, 1]. Neither uses a normalisation whose statistics
 # depend on the image size except the paper head's instance norm, so the scatter head runs
 # on a whole camera frame as it does on a crop (fogreid/export/frame_graph.py).
@@ -139,31 +139,58 @@ def _conv_relu(in_channels: int, out_channels: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(in_channels, out_channels, 3, padding=1), nn.ReLU(inplace=True))
 
 
-class ScatterDecoder(nn.Module):
-    """Transmission t (1 channel) and airlight A (3 channels) from layer1 and the stem at
-    stride 4, refined at stride 2 with the stem before its max-pool; J = (I - A) / t + A."""
+def _logit(p: torch.Tensor) -> torch.Tensor:
+    return torch.log(p) - torch.log1p(-p)
 
-    T_MIN = 0.05  # FVRID_syn's densest fog leaves t ~ 0.007 in the sky; below 0.05 only noise is left
+
+def _min_filter(x: torch.Tensor, patch: int) -> torch.Tensor:
+    return -F.max_pool2d(-x, patch, stride=1, padding=patch // 2)
+
+
+class ScatterDecoder(nn.Module):
+    """Transmission t and airlight A, then J = (I - A) / t + A at full resolution.
+
+    Both start from the dark channel prior computed in the graph (He et al. 2009: haze-free
+    patches have a colour channel near zero, so t0 = 1 - omega * min-filter(min_c I / A)),
+    and the network predicts a correction of each, in logit space, at stride 2, from layer1
+    and the stem (stride 4), the stem before its max-pool and t0 itself (stride 2). Training
+    thus starts from a physical dehazer rather than from noise, which matters in a short
+    budget, and learns what the prior gets wrong (bright vehicles, the sky, halos at edges).
+    """
+
+    T_MIN = 0.05    # FVRID_syn's densest fog leaves t ~ 0.007 in the sky; below 0.05 only noise is left
+    PATCH = 15      # dark-channel patch, as fogreid/data/dehaze.py
+    OMEGA = 0.95    # keep a little haze for depth perception (He et al.)
+    HAZIEST = 100.0  # softmax temperature on the dark channel: A = the colour of the haziest pixels
 
     def __init__(self, fine_channels: int, stem_channels: int, layer1_channels: int, width: int) -> None:
         super().__init__()
         half = max(width // 2, 8)
         self.reduce = nn.Sequential(_conv_relu(layer1_channels + stem_channels, width), _conv_relu(width, width))
-        self.fuse = nn.Sequential(_conv_relu(width + fine_channels, half), _conv_relu(half, half))
+        self.fuse = nn.Sequential(_conv_relu(width + fine_channels + 1, half), _conv_relu(half, half))
         self.head = nn.Conv2d(half, 4, 3, padding=1)
-        # Start near the identity: t ~ 0.88 and A ~ 0.7 give J close to I.
+        # Start at the prior: corrections of zero.
         nn.init.normal_(self.head.weight, std=1e-3)
-        with torch.no_grad():
-            self.head.bias.copy_(torch.tensor([2.0, 0.85, 0.85, 0.85]))
+        nn.init.zeros_(self.head.bias)
+
+    def prior(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(t0 (B, 1, H, W), A0 (B, 3, 1, 1)) by the dark channel prior, without guided filtering."""
+        dark = _min_filter(image.amin(dim=1, keepdim=True), self.PATCH)
+        weights = torch.softmax(dark.flatten(1) * self.HAZIEST, dim=1).unsqueeze(1)
+        airlight = (image.flatten(2) * weights).sum(dim=2).clamp(0.05, 0.98)[..., None, None]
+        t0 = 1 - self.OMEGA * _min_filter((image / airlight).amin(dim=1, keepdim=True), self.PATCH)
+        return t0.clamp(self.T_MIN, 0.98), airlight
 
     def forward(self, image: torch.Tensor, fine: torch.Tensor, stem: torch.Tensor, l1: torch.Tensor) -> torch.Tensor:
+        t0, a0 = self.prior(image)
         x = self.reduce(torch.cat([l1, stem], dim=1))
         # Resize to the skip's own size (not x2): any frame size works, odd ones too.
         x = F.interpolate(x, size=fine.shape[-2:], mode="bilinear", align_corners=False)
-        maps = self.head(self.fuse(torch.cat([x, fine], dim=1)))
+        t0_fine = F.interpolate(t0, size=fine.shape[-2:], mode="bilinear", align_corners=False)
+        maps = self.head(self.fuse(torch.cat([x, fine, t0_fine], dim=1)))
         maps = F.interpolate(maps, size=image.shape[-2:], mode="bilinear", align_corners=False)
-        t = torch.sigmoid(maps[:, :1]).clamp_min(self.T_MIN)
-        airlight = torch.sigmoid(maps[:, 1:])
+        t = torch.sigmoid(_logit(t0) + maps[:, :1]).clamp_min(self.T_MIN)
+        airlight = torch.sigmoid(_logit(a0) + maps[:, 1:])
         return ((image - airlight) / t + airlight).clamp(0.0, 1.0)
 
 
