@@ -114,8 +114,10 @@ def run_demo(out: str | Path, quick: bool = False, checkpoint: str | None = None
 
         trained = {"checkpoint": str(checkpoint), "sha256": sha256_file(checkpoint), "key": sha256_file(checkpoint)}
     else:
+        # The defog head's design is in the key: a checkpoint of another head would not load.
         trained = steps.run("train", {"data": data_step["key"], "imgsz": cfg.imgsz, "epochs": cfg.epochs,
-                                      "seed": cfg.seed}, do_train, [out / "train" / "best.pt"])
+                                      "seed": cfg.seed, "defog_head": "scatter-prior"}, do_train,
+                            [out / "train" / "best.pt"])
     ckpt = Path(trained["checkpoint"])
 
     with_trt = tensorrt_version() is not None
