@@ -51,7 +51,10 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--serial", action="store_true", help="run the stages one after another (no pipelining)")
     p.add_argument("--events", help="write match events as JSON lines here")
     p.add_argument("--save-video", help="write the annotated video here (one file per source)")
-    p.add_argument("--defog-view", action="store_true", help="show the defogged crops in the saved video")
+    p.add_argument("--defog-view", nargs="?", const="crops", choices=["crops", "frame"],
+                   help="the saved video shows the defogged crops (crops, the default) or whole defogged "
+                        "frames (frame: the model_defog_frame.onnx beside --model, or --defog-model)")
+    p.add_argument("--defog-model", help="the whole-frame defog graph for --defog-view frame")
     p.add_argument("--batch", type=positive_int, default=16, help="crops per inference batch")
     p.add_argument("--top-k", type=positive_int, default=1, help="gallery matches kept per crop in the events")
     p.add_argument("--min-score", type=cosine_float, default=0.5, help="cosine below which a match is 'unknown'")
@@ -116,13 +119,20 @@ def run(args: argparse.Namespace) -> int:
                                      max_gap=args.max_gap, min_transit=args.min_transit,
                                      overlapping_cameras=args.overlapping_cameras)
                    if tracked and not args.no_global_ids else None)
-    opts = RunOptions(args.source, regions, gallery, args.events, args.save_video, args.defog_view, args.batch,
+    defog_frames = None
+    if args.defog_view == "frame":
+        from fogreid.runtime.frame_defog import FrameDefogger, find_frame_graph
+
+        defog_frames = FrameDefogger(args.defog_model or find_frame_graph(args.model), args.device)
+    elif args.defog_model:
+        raise FogreidError("--defog-model is for --defog-view frame")
+    opts = RunOptions(args.source, regions, gallery, args.events, args.save_video, args.defog_view == "crops", args.batch,
                       queue_size=args.queue, top_k=args.top_k, min_score=args.min_score, max_frames=args.max_frames,
                       reconnect=not args.no_reconnect, max_retries=args.max_retries,
                       give_up_after=args.give_up_after, video_fps=args.fps,
                       tracking=tracking, association=association, pipelined=not args.serial,
                       stall_seconds=args.stall_seconds, backoff=(min(0.5, args.max_backoff), args.max_backoff),
-                      rtsp_transport=args.rtsp_transport)
+                      rtsp_transport=args.rtsp_transport, defog_frames=defog_frames)
     stop = threading.Event()
 
     def request_stop(signum, _frame):

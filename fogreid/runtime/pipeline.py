@@ -44,7 +44,7 @@ class RunOptions:
     gallery: Gallery | None = None
     events: Path | None = None
     save_video: Path | None = None
-    defog_view: bool = False
+    defog_view: bool = False            # paste the defogged crops into the saved video (or see defog_frames)
     batch: int = 16
     max_wait: float = 0.03              # seconds to wait for the first frame of a batch
     queue_size: int = 2                 # frames buffered per live source: latency is bounded by it
@@ -64,6 +64,8 @@ class RunOptions:
     stall_seconds: float = 5.0          # a source with no frame for this long is reported
     backoff: tuple[float, float] = (0.5, 2.0)   # reconnect delay: first, cap (seconds)
     rtsp_transport: str = "tcp"
+    defog_frames: object = None         # a frame -> defogged frame callable (frame_defog.FrameDefogger):
+                                        # the saved video shows whole defogged frames under the annotations
 
 
 @dataclass
@@ -130,7 +132,7 @@ class Outputs:
     def draw(self, frame: Frame, boxes, labels, colours, defogged: list[np.ndarray]) -> np.ndarray:
         import cv2
 
-        canvas = frame.image.copy()
+        canvas = frame.image.copy() if self.opts.defog_frames is None else self.opts.defog_frames(frame.image)
         if self.opts.defog_view:
             for (x1, y1, x2, y2), crop in zip(boxes, defogged):
                 if x2 > x1 and y2 > y1:
