@@ -83,6 +83,9 @@ def run(args: argparse.Namespace) -> int:
     output_file(args.save_video, "--save-video", (".mp4", ".avi", ".mkv", ".mov"))
     if args.defog_view and not args.save_video:
         raise FogreidError("--defog-view draws into the saved video: add --save-video OUT.mp4")
+    if args.defog_model and args.defog_view != "frame":
+        raise FogreidError("--defog-model is for --defog-view frame")
+    input_file(args.defog_model, "--defog-model", "defog frame graph")
     import importlib
     import json
     import signal
@@ -111,8 +114,6 @@ def run(args: argparse.Namespace) -> int:
     else:
         regions = FullFrame()
     gallery = Gallery.load(args.gallery) if args.gallery else None
-    if args.defog_view and not args.save_video:
-        raise FogreidError("--defog-view draws into the saved video: add --save-video OUT.mp4")
     tracking = (TrackingConfig(fps=args.fps, lost_seconds=args.lost_seconds, min_score=args.min_score)
                 if tracked else None)
     association = (AssociationConfig(threshold=args.assoc_threshold, gallery_threshold=args.min_score,
@@ -124,8 +125,6 @@ def run(args: argparse.Namespace) -> int:
         from fogreid.runtime.frame_defog import FrameDefogger, find_frame_graph
 
         defog_frames = FrameDefogger(args.defog_model or find_frame_graph(args.model), args.device)
-    elif args.defog_model:
-        raise FogreidError("--defog-model is for --defog-view frame")
     opts = RunOptions(args.source, regions, gallery, args.events, args.save_video, args.defog_view == "crops", args.batch,
                       queue_size=args.queue, top_k=args.top_k, min_score=args.min_score, max_frames=args.max_frames,
                       reconnect=not args.no_reconnect, max_retries=args.max_retries,
