@@ -103,9 +103,14 @@ def export(checkpoint: str | Path, formats: list[Format], out: str | Path, opts:
 
     fp32 = out / "model.onnx"
     log(f"[onnx] exporting {size[0]}x{size[1]} fused graph -> {fp32}")
-    onnx_graph.export_onnx(model, fp32, onnx_graph.deploy_metadata(model.net, ckpt_hash, "fp32"),
-                           max_batch=max(opts.batch[2], 64))
+    metadata = onnx_graph.deploy_metadata(model.net, ckpt_hash, "fp32")
+    onnx_graph.export_onnx(model, fp32, {**metadata, "graph": "fused-crop"}, max_batch=max(opts.batch[2], 64))
     files["onnx"] = fp32
+    from fogreid.export import frame_graph
+
+    if frame_graph.supports_frames(model.net):  # the defog head on whole frames, for --defog-view frame
+        files["onnx-defog-frame"] = frame_graph.export_frame_graph(model.net, out / frame_graph.FILE, metadata)
+        log(f"[onnx] whole-frame defog graph (any H, W) -> {files['onnx-defog-frame']}")
     proto = onnx_graph.load(fp32)
 
     engines = [f for f in formats if f.needs_tensorrt]

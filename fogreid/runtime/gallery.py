@@ -8,6 +8,7 @@ silently matched against another's embeddings.
 from __future__ import annotations
 
 import io
+import zipfile
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,7 +45,7 @@ class Gallery:
             with np.load(path, allow_pickle=False) as data:
                 return cls(data["embeddings"], data["labels"].tolist(), data["paths"].tolist(),
                            json.loads(str(data["model"])))
-        except (ValueError, KeyError, OSError) as exc:
+        except (ValueError, KeyError, OSError, EOFError, zipfile.BadZipFile) as exc:  # a half-copied file too
             raise FogreidError(f"{path}: not a fogreid gallery ({exc}); rebuild it with `fogreid gallery`") from None
 
     def check_model(self, embedding_dim: int, input_size: tuple[int, int]) -> None:
