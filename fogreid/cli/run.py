@@ -53,6 +53,10 @@ def run(args: argparse.Namespace) -> int:
     else:
         regions = FullFrame()
     gallery = Gallery.load(args.gallery) if args.gallery else None
+    if gallery is not None:
+        from fogreid.runtime.gallery import model_identity
+
+        gallery.check_identity(model_identity(args.model))   # before the model loads: a cheap refusal
     if args.defog_view and not args.save_video:
         raise FogreidError("--defog-view draws into the saved video: add --save-video OUT.mp4")
     opts = RunOptions(args.source, regions, gallery, args.events, args.save_video, args.defog_view, args.batch,
