@@ -162,9 +162,9 @@ def _process(model, frames: list[Frame], opts: RunOptions, outputs: Outputs, sta
     import cv2
 
     crops, owners = [], []
-    regions = [opts.regions(frame.image, frame.source) for frame in frames]
+    regions = opts.regions([frame.image for frame in frames], [frame.source for frame in frames])
     for i, (frame, found) in enumerate(zip(frames, regions)):
-        for (x1, y1, x2, y2), _ in found:
+        for (x1, y1, x2, y2) in (r.box for r in found):
             crops.append(resize_for_model(frame.image[y1:y2, x1:x2], model.input_size))
             owners.append(i)
     defogged, embeddings = [], []
@@ -180,7 +180,7 @@ def _process(model, frames: list[Frame], opts: RunOptions, outputs: Outputs, sta
     for i, (frame, found) in enumerate(zip(frames, regions)):
         boxes, labels, colours = [], [], []
         canvas = frame.image.copy()
-        for box, det_score in found:
+        for box, det_score in ((r.box, r.score) for r in found):
             event = {"time": round(frame.time, 3), "source": frame.source, "frame": frame.index,
                      "box": list(box), "detection_score": round(det_score, 4), "match": None}
             label, colour = "vehicle", (200, 200, 200)

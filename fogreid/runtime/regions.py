@@ -1,18 +1,35 @@
 """Where the vehicles are in a frame: the whole frame, fixed regions, or a detector.
 
-The detector is any YOLO-style ONNX model (YOLOv5/v8/v11 as exported by Ultralytics):
-  input   float32 (1, 3, S, S), RGB in [0, 1], letterboxed (grey padding 114)
-  output  (1, 4 + C, N)  [v8/v11: cx, cy, w, h, C class scores]       or
-          (1, N, 5 + C)  [v5: cx, cy, w, h, objectness, C class scores]
-in input pixels. The layout is told apart by which axis is the longer one (N, in the
-thousands for real detectors), or set with `layout`. Boxes of
-the vehicle classes (COCO car 2, motorcycle 3, bus 5, truck 7 by default) above the score
-threshold are kept, then non-maximum suppression.
+Every kind is called on a batch of frames (from one or several sources) and returns one
+list of `Region`s per frame.
+
+The detector is any Ultralytics ONNX export (YOLOv5/v8/v11 and the end-to-end heads of
+YOLOv10/YOLO26), read the way Ultralytics reads it, so that it finds the boxes Ultralytics
+finds on the same frame:
+
+  input   float (B, 3, H, W), RGB in [0, 1], letterboxed with grey 114. H, W: the input's own
+          size; for a dynamic input the model's `imgsz` metadata, else `imgsz`. B: fixed
+          (frames are run B at a time, a short batch padded) or dynamic.
+  output  (B, 4 + C, N)   raw v8/v11 head: cx, cy, w, h, C class scores (extra rows after
+                          the C classes, e.g. mask coefficients, are ignored)
+          (B, N, 5 + C)   raw YOLOv5 head: cx, cy, w, h, objectness, C class scores
+          (B, N, 6)       `nms=True` exports and end-to-end heads: x1, y1, x2, y2, score, class
+  in input pixels. Which one is told by the class count from the `names` metadata where it
+  exists, else by the shape (`layout` overrides).
+
+Selection, as Ultralytics' `non_max_suppression` (ultralytics/utils/nms.py) and YOLOv5's:
+each box takes its top class over *all* classes, boxes scoring <= `conf` are dropped, then
+those not of a wanted class; NMS is per class (boxes offset by class x 7680), at most
+`max_det` kept. End-to-end outputs: score > `conf`, wanted class, first `max_det`. Boxes are
+mapped back to the frame as Ultralytics' `scale_boxes` does and clipped to it. The wanted
+classes are chosen by name from the `names` metadata (car, motorcycle, bus, truck, ...).
 """
 
 from __future__ import annotations
 
+import ast
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,13 +37,30 @@ import numpy as np
 from fogreid.errors import FogreidError
 
 Box = tuple[int, int, int, int]  # x1, y1, x2, y2 in frame pixels
-COCO_VEHICLES = (2, 3, 5, 7)
+VEHICLE_NAMES = ("car", "motorcycle", "motorbike", "bus", "truck", "van", "vehicle", "trailer")
+COCO_VEHICLES = {2: "car", 3: "motorcycle", 5: "bus", 7: "truck"}  # for COCO models without `names`
+MAX_WH = 7680       # Ultralytics' class offset for class-aware NMS
+MAX_NMS = 30000     # boxes going into NMS at most, best first (Ultralytics' max_nms)
+
+
+@dataclass(frozen=True)
+class Region:
+    """One vehicle (or fixed region) in a frame."""
+
+    xyxy: tuple[float, float, float, float]   # frame pixels, as the detector gives them
+    score: float = 1.0
+    label: str = "vehicle"
+
+    @property
+    def box(self) -> Box:
+        """Integer pixel box for cropping: the float box rounded to the nearest pixel."""
+        x1, y1, x2, y2 = self.xyxy
+        return int(round(x1)), int(round(y1)), int(round(x2)), int(round(y2))
 
 
 class FullFrame:
-    def __call__(self, image: np.ndarray, source: str) -> list[tuple[Box, float]]:
-        h, w = image.shape[:2]
-        return [((0, 0, w, h), 1.0)]
+    def __call__(self, images: list[np.ndarray], sources: list[str]) -> list[list[Region]]:
+        return [[Region((0.0, 0.0, float(im.shape[1]), float(im.shape[0])))] for im in images]
 
 
 class FixedRegions:
@@ -51,65 +85,227 @@ class FixedRegions:
             if any(len(b) != 4 or b[2] <= b[0] or b[3] <= b[1] for b in self.regions[source]):
                 raise FogreidError(f"--rois {path}: {source}: each region is [x1, y1, x2, y2] with x2 > x1, y2 > y1")
 
-    def __call__(self, image: np.ndarray, source: str) -> list[tuple[Box, float]]:
-        h, w = image.shape[:2]
-        boxes = self.regions.get(source, self.regions.get("default", []))
-        return [((max(0, x1), max(0, y1), min(w, x2), min(h, y2)), 1.0) for x1, y1, x2, y2 in boxes]
+    def __call__(self, images: list[np.ndarray], sources: list[str]) -> list[list[Region]]:
+        out = []
+        for image, source in zip(images, sources):
+            h, w = image.shape[:2]
+            boxes = self.regions.get(source, self.regions.get("default", []))
+            out.append([Region((float(max(0, x1)), float(max(0, y1)), float(min(w, x2)), float(min(h, y2))))
+                        for x1, y1, x2, y2 in boxes])
+        return out
+
+
+# ---------------------------------------------------------------------------------------- Ultralytics policy
+def letterbox(image: np.ndarray, shape: tuple[int, int], auto: bool = False, stride: int = 32) -> np.ndarray:
+    """Ultralytics' LetterBox (centre, scale up, grey 114; `auto`: pad only to a stride multiple)."""
+    import cv2
+
+    h0, w0 = image.shape[:2]
+    r = min(shape[0] / h0, shape[1] / w0)
+    new_unpad = round(w0 * r), round(h0 * r)
+    dw, dh = shape[1] - new_unpad[0], shape[0] - new_unpad[1]
+    if auto:
+        dw, dh = np.mod(dw, stride), np.mod(dh, stride)
+    dw, dh = dw / 2, dh / 2
+    if (w0, h0) != new_unpad:
+        image = cv2.resize(image, new_unpad, interpolation=cv2.INTER_LINEAR)
+    top, bottom = round(dh - 0.1), round(dh + 0.1)
+    left, right = round(dw - 0.1), round(dw + 0.1)
+    return cv2.copyMakeBorder(image, top, bottom, left, right, cv2.BORDER_CONSTANT, value=(114, 114, 114))
+
+
+def scale_boxes(input_shape: tuple[int, int], boxes: np.ndarray, frame_shape: tuple[int, int]) -> np.ndarray:
+    """Input-pixel xyxy boxes back to the frame and clipped to it (Ultralytics' scale_boxes)."""
+    gain = min(input_shape[0] / frame_shape[0], input_shape[1] / frame_shape[1])
+    pad_x = round((input_shape[1] - round(frame_shape[1] * gain)) / 2 - 0.1)
+    pad_y = round((input_shape[0] - round(frame_shape[0] * gain)) / 2 - 0.1)
+    boxes = boxes.astype(np.float32).copy()
+    boxes[:, [0, 2]] -= pad_x
+    boxes[:, [1, 3]] -= pad_y
+    boxes[:, :4] /= gain
+    boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, frame_shape[1])
+    boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, frame_shape[0])
+    return boxes
+
+
+def xywh2xyxy(xywh: np.ndarray) -> np.ndarray:
+    xy, half = xywh[:, :2], xywh[:, 2:4] / 2
+    return np.concatenate([xy - half, xy + half], axis=1)
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
+    """Greedy NMS as torchvision.ops.nms: best first, drop boxes with IoU > `iou` to a kept one."""
+    order = np.argsort(-scores, kind="stable")
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    keep = []
+    while order.size:
+        i, rest = order[0], order[1:]
+        keep.append(i)
+        xx1, yy1 = np.maximum(boxes[i, 0], boxes[rest, 0]), np.maximum(boxes[i, 1], boxes[rest, 1])
+        xx2, yy2 = np.minimum(boxes[i, 2], boxes[rest, 2]), np.minimum(boxes[i, 3], boxes[rest, 3])
+        inter = np.clip(xx2 - xx1, 0, None) * np.clip(yy2 - yy1, 0, None)
+        order = rest[inter / (areas[i] + areas[rest] - inter + 1e-12) <= iou]
+    return np.array(keep, dtype=np.int64)
+
+
+def select(candidates: np.ndarray, conf: float, iou: float, classes: np.ndarray | None, max_det: int) -> np.ndarray:
+    """Ultralytics' selection on (N, 4 + C) rows of xyxy + class scores -> (K, 6) xyxy, score, class."""
+    scores = candidates[:, 4:]
+    cls = scores.argmax(axis=1)                      # the top class over all classes
+    best = scores[np.arange(len(scores)), cls]
+    keep = best > conf
+    if classes is not None:
+        keep &= np.isin(cls, classes)                # then the class filter
+    x = np.concatenate([candidates[keep, :4], best[keep, None], cls[keep, None].astype(np.float32)], axis=1)
+    if len(x) > MAX_NMS:
+        x = x[np.argsort(-x[:, 4], kind="stable")[:MAX_NMS]]
+    picked = nms(x[:, :4] + x[:, 5:6] * MAX_WH, x[:, 4], iou)[:max_det]   # per class, by offsetting
+    return x[picked]
+
+
+def _metadata(session) -> dict:
+    """Ultralytics' ONNX metadata (values are Python literals as text; read with literal_eval, which
+    evaluates no code, as ultralytics/nn/autobackend.py does)."""
+    raw = dict(session.get_modelmeta().custom_metadata_map)
+    meta = {}
+    for key, value in raw.items():
+        if key in ("imgsz", "names", "args", "end2end", "stride", "batch"):
+            try:
+                meta[key] = ast.literal_eval(value)
+            except (ValueError, SyntaxError):
+                continue
+        else:
+            meta[key] = value
+    return meta
 
 
 class OnnxDetector:
-    def __init__(self, path: str | Path, score: float = 0.35, iou: float = 0.5,
-                 classes: tuple[int, ...] = COCO_VEHICLES, min_size: int = 16, device: str = "auto",
-                 layout: str = "auto") -> None:
+    """An Ultralytics ONNX detector run by ONNX Runtime. See the module docstring."""
+
+    def __init__(self, path: str | Path, conf: float = 0.25, iou: float = 0.7, max_det: int = 300,
+                 classes: list[str | int] | None = None, imgsz: tuple[int, int] | None = None,
+                 layout: str = "auto", device: str = "auto") -> None:
         from fogreid.runtime.backends import onnxruntime_session
 
         path = Path(path)
         if not path.is_file():
             raise FogreidError(f"--detector file not found: {path}")
+        if layout not in ("auto", "v8", "v5", "end2end"):
+            raise FogreidError(f"--detector-layout {layout!r}: choose auto, v8, v5 or end2end")
+        self.path, self.conf, self.iou, self.max_det, self.layout = path, conf, iou, max_det, layout
         self.session = onnxruntime_session(path, device)
+        self.meta = _metadata(self.session)
         inp = self.session.get_inputs()[0]
-        if len(inp.shape) != 4 or not isinstance(inp.shape[2], int):
-            raise FogreidError(f"--detector {path}: expected a (1, 3, S, S) float input with fixed S, got {inp.shape}")
-        self.input_name, self.size = inp.name, int(inp.shape[2])
-        self.score, self.iou, self.classes, self.min_size = score, iou, classes, min_size
-        if layout not in ("auto", "v8", "v5"):
-            raise FogreidError(f"detector layout {layout!r}: choose auto, v8 or v5")
-        self.layout = layout
+        if len(inp.shape) != 4 or inp.shape[1] not in (3, None) and not isinstance(inp.shape[1], str):
+            raise FogreidError(f"--detector {path}: expected an image input (B, 3, H, W), found {inp.shape}")
+        self.input_name = inp.name
+        self.dtype = np.float16 if "float16" in inp.type else np.float32
+        self.batch = inp.shape[0] if isinstance(inp.shape[0], int) else None   # None: dynamic
+        self.dynamic = not (isinstance(inp.shape[2], int) and isinstance(inp.shape[3], int))
+        self.stride = int(self.meta.get("stride", 32)) if str(self.meta.get("stride", 32)).isdigit() else 32
+        if not self.dynamic:
+            self.size = (int(inp.shape[2]), int(inp.shape[3]))
+        else:
+            size = self.meta.get("imgsz", imgsz)
+            if size is None:
+                raise FogreidError(f"--detector {path}: its input {inp.shape} has no fixed size and no `imgsz` "
+                                   f"metadata; pass --det-imgsz H [W]")
+            size = [size] if isinstance(size, int) else list(size)
+            self.size = (int(size[0]), int(size[-1]))
+        names = self.meta.get("names")
+        self.names: dict[int, str] | None = ({int(k): str(v) for k, v in names.items()} if isinstance(names, dict)
+                                             else {i: str(v) for i, v in enumerate(names)} if isinstance(names, list)
+                                             else None)
+        self.classes = self._wanted(classes)
 
-    def _letterbox(self, image: np.ndarray) -> tuple[np.ndarray, float, tuple[int, int]]:
-        import cv2
+    def _wanted(self, classes: list[str | int] | None) -> np.ndarray | None:
+        names = self.names
+        if names is None:
+            names = COCO_VEHICLES if classes is None or all(isinstance(c, str) for c in classes) else {}
+        wanted = []
+        for c in classes if classes is not None else VEHICLE_NAMES:
+            if isinstance(c, int) or str(c).isdigit():
+                wanted.append(int(c))
+            else:
+                wanted += [i for i, n in names.items() if n.lower() == str(c).lower()]
+        if not wanted:
+            raise FogreidError(f"--detector {self.path}: none of the classes {list(classes or VEHICLE_NAMES)} are "
+                               f"among its class names ({', '.join(list(names.values())[:12]) or 'none given'}); "
+                               f"choose them with --det-classes NAME|ID ...")
+        return np.array(sorted(set(wanted)))
 
-        h, w = image.shape[:2]
-        scale = min(self.size / h, self.size / w)
-        nh, nw = int(round(h * scale)), int(round(w * scale))
-        canvas = np.full((self.size, self.size, 3), 114, np.uint8)
-        top, left = (self.size - nh) // 2, (self.size - nw) // 2
-        canvas[top:top + nh, left:left + nw] = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
-        blob = canvas[:, :, ::-1].transpose(2, 0, 1)[None].astype(np.float32) / 255.0
-        return np.ascontiguousarray(blob), scale, (left, top)
+    def label(self, cls: int) -> str:
+        return (self.names or COCO_VEHICLES).get(cls, str(cls))
 
-    def __call__(self, image: np.ndarray, source: str) -> list[tuple[Box, float]]:
-        import cv2
+    # ------------------------------------------------------------------------------------------------ running
+    def __call__(self, images: list[np.ndarray], sources: list[str] | None = None) -> list[list[Region]]:
+        rows = self.detect(images)
+        return [[Region(tuple(float(v) for v in r[:4]), float(r[4]), self.label(int(r[5]))) for r in found]
+                for found in rows]
 
-        blob, scale, (left, top) = self._letterbox(image)
-        raw = np.asarray(self.session.run(None, {self.input_name: blob})[0])[0]
-        v8 = raw.shape[0] < raw.shape[1] if self.layout == "auto" else self.layout == "v8"
-        if v8:  # (4 + C, N)
-            boxes, scores = raw[:4].T, raw[4:].T
-        else:                            # (N, 5 + C): v5 layout with objectness
-            boxes, scores = raw[:, :4], raw[:, 5:] * raw[:, 4:5]
-        wanted = [c for c in self.classes if c < scores.shape[1]] or list(range(scores.shape[1]))
-        best = scores[:, wanted].max(axis=1)
-        keep = best >= self.score
-        boxes, best = boxes[keep], best[keep]
-        xywh = np.stack([(boxes[:, 0] - boxes[:, 2] / 2 - left) / scale, (boxes[:, 1] - boxes[:, 3] / 2 - top) / scale,
-                         boxes[:, 2] / scale, boxes[:, 3] / scale], axis=1) if len(boxes) else np.zeros((0, 4))
-        picked = cv2.dnn.NMSBoxes(xywh.tolist(), best.tolist(), self.score, self.iou) if len(xywh) else []
-        h, w = image.shape[:2]
+    def detect(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        """(K, 6) arrays of x1, y1, x2, y2, score, class in frame pixels, one per image."""
+        step = self.batch or max(len(images), 1)
         out = []
-        for i in np.asarray(picked).reshape(-1):
-            x, y, bw, bh = xywh[i]
-            box = (max(0, int(x)), max(0, int(y)), min(w, int(x + bw)), min(h, int(y + bh)))
-            if box[2] - box[0] >= self.min_size and box[3] - box[1] >= self.min_size:
-                out.append((box, float(best[i])))
+        for start in range(0, len(images), step):
+            out += self._run(images[start:start + step])
         return out
+
+    def _run(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        # Ultralytics pads to the minimal stride multiple only on dynamic inputs with equal frame shapes.
+        auto = self.dynamic and len({im.shape for im in images}) == 1
+        boxed = [letterbox(im, self.size, auto=auto, stride=self.stride) for im in images]
+        blob = np.stack(boxed)[..., ::-1].transpose(0, 3, 1, 2).astype(self.dtype) / self.dtype(255)
+        if self.batch and len(images) < self.batch:  # a fixed-batch model: pad the batch, ignore the extra rows
+            blob = np.concatenate([blob, np.zeros((self.batch - len(images), *blob.shape[1:]), self.dtype)])
+        try:
+            raw = np.asarray(self.session.run(None, {self.input_name: np.ascontiguousarray(blob)})[0], np.float32)
+        except Exception as exc:  # ONNX Runtime's own errors: shape or type the model does not take
+            raise FogreidError(f"--detector {self.path}: ONNX Runtime failed on a {blob.shape} input "
+                               f"({str(exc).splitlines()[0][:200]})") from None
+        layout = self._layout(raw.shape)
+        results = []
+        for i, image in enumerate(images):
+            pred = raw[i]
+            if layout == "end2end":
+                keep = pred[:, 4] > self.conf
+                if self.classes is not None:
+                    keep &= np.isin(pred[:, 5].astype(np.int64), self.classes)
+                found = pred[np.nonzero(keep)[0][:self.max_det], :6]
+            else:
+                nc = len(self.names) if self.names else None
+                if layout == "v8":  # (4 + C [+ extra], N)
+                    nc = nc or pred.shape[0] - 4
+                    cand = np.concatenate([xywh2xyxy(pred[:4].T), pred[4:4 + nc].T], axis=1)
+                else:               # v5: (N, 5 + C [+ extra]); objectness first, then class scores x objectness
+                    nc = nc or pred.shape[1] - 5
+                    pred = pred[pred[:, 4] > self.conf]
+                    cand = np.concatenate([xywh2xyxy(pred[:, :4]), pred[:, 5:5 + nc] * pred[:, 4:5]], axis=1)
+                found = select(cand, self.conf, self.iou, self.classes, self.max_det)
+            found = found.copy()
+            found[:, :4] = scale_boxes(boxed[i].shape[:2], found[:, :4], image.shape[:2])
+            results.append(found)
+        return results
+
+    def _layout(self, shape: tuple[int, ...]) -> str:
+        if self.layout != "auto":
+            return self.layout
+        args = self.meta.get("args") if isinstance(self.meta.get("args"), dict) else {}
+        end2end = self.meta.get("end2end") is True or args.get("nms") is True  # Ultralytics' own flags
+        if len(shape) == 3:
+            nc = len(self.names) if self.names else None
+            if shape[2] == 6 and (end2end or nc is None or shape[1] != 4 + nc):
+                return "end2end"
+            if nc is not None:  # the class count tells (+32 rows of mask coefficients for -seg models)
+                if shape[1] in (4 + nc, 4 + nc + 32):
+                    return "v8"
+                if shape[2] in (5 + nc, 5 + nc + 32):
+                    return "v5"
+            elif shape[1] > 4 and shape[2] > shape[1]:  # no names: N (thousands) is the longer axis
+                return "v8"
+            elif shape[2] > 5 and shape[1] > shape[2]:
+                return "v5"
+        raise FogreidError(f"--detector {self.path}: output shape {tuple(shape)} is not an Ultralytics detection "
+                           f"output (B, 4+C, N), (B, N, 5+C) or (B, N, 6)"
+                           + (f" for its {len(self.names)} classes" if self.names else "")
+                           + "; pass --detector-layout v8|v5|end2end if it is one")
