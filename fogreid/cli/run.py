@@ -22,6 +22,8 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--detector-layout", default="auto", choices=["auto", "v8", "v5"],
                    help="detector output layout (auto: told from the shape)")
     p.add_argument("--events", help="write match events as JSON lines here")
+    p.add_argument("--publish", metavar="redis://HOST:PORT/STREAM",
+                   help="also send every event with its embedding to this Redis stream (see `fogreid associate`)")
     p.add_argument("--save-video", help="write the annotated video here (one file per source)")
     p.add_argument("--defog-view", action="store_true", help="show the defogged crops in the saved video")
     p.add_argument("--batch", type=int, default=16, help="crops per inference batch")
@@ -59,9 +61,19 @@ def run(args: argparse.Namespace) -> int:
         gallery.check_identity(model_identity(args.model))   # before the model loads: a cheap refusal
     if args.defog_view and not args.save_video:
         raise FogreidError("--defog-view draws into the saved video: add --save-video OUT.mp4")
+    publisher = None
+    if args.publish:
+        from fogreid.runtime.bus import BusUnavailable, RedisPublisher, parse_bus_url
+        from fogreid.runtime.gallery import model_identity
+
+        try:
+            publisher = RedisPublisher(parse_bus_url(args.publish, "--publish"), model_identity(args.model))
+        except BusUnavailable as exc:
+            print(f"fogreid run: error: --publish: {exc}", file=sys.stderr)
+            return 1
     opts = RunOptions(args.source, regions, gallery, args.events, args.save_video, args.defog_view, args.batch,
                       queue_size=args.queue, top_k=args.top_k, min_score=args.min_score, max_frames=args.max_frames,
-                      reconnect=not args.no_reconnect, max_retries=args.max_retries)
+                      reconnect=not args.no_reconnect, max_retries=args.max_retries, publish=publisher)
     stop = threading.Event()
 
     def request_stop(signum, _frame):
@@ -74,6 +86,9 @@ def run(args: argparse.Namespace) -> int:
     with load_model(args.model, args.backend, args.device) as model:
         print(f"[run] {model.name} on {', '.join(args.source)}", file=sys.stderr)
         stats = run_stream(model, opts, stop)
+    if publisher is not None:
+        publisher.close()
+        print(f"[run] published {publisher.sent} events to {args.publish}", file=sys.stderr)
     print(json.dumps(stats_dict(stats)))
     for error in stats.errors:
         print(f"fogreid run: source error: {error}", file=sys.stderr)

@@ -40,9 +40,10 @@ class IndexSpec:
     nlist: int | None = None   # ivf cells; None: 4 sqrt(N), the usual faiss guideline
     nprobe: int = 32           # ivf cells searched per query: recall vs time
     hnsw_m: int = 32           # hnsw links per node
-    ef_construction: int = 80
+    ef_construction: int = 40  # hnsw build effort: build time grows with it
     ef_search: int = 128       # hnsw candidates per query: recall vs time
-    train_max: int = 100_000   # ivf trains k-means on at most this many vectors (a random sample)
+    train_max: int = 50_000    # ivf trains k-means on a random sample of this many (at least 39 per cell)
+    train_iterations: int = 10  # ivf k-means iterations (faiss' default is 25): training time grows with it
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -82,8 +83,9 @@ def build_index(embeddings: np.ndarray, spec: IndexSpec, seed: int = 0):
         nlist = spec.nlist or max(1, int(4 * math.sqrt(len(x))))
         nlist = min(nlist, max(1, len(x) // 39))  # faiss wants >= 39 training points per cell
         index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
-        sample = x if len(x) <= spec.train_max else x[np.random.default_rng(seed).choice(len(x), spec.train_max,
-                                                                                          replace=False)]
+        size = max(spec.train_max, 39 * nlist)
+        sample = x if len(x) <= size else x[np.random.default_rng(seed).choice(len(x), size, replace=False)]
+        index.cp.niter = spec.train_iterations
         index.train(sample)
         index.nprobe = min(spec.nprobe, nlist)
     index.add(x)

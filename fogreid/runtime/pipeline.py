@@ -41,6 +41,7 @@ class RunOptions:
     reconnect: bool = True
     max_retries: int | None = None
     stats_every: float = 2.0
+    publish: object = None              # callable(event, embedding) and .flush(): the bus (runtime/bus.py)
     video_fps: float = 25.0
 
 
@@ -199,6 +200,8 @@ def _process(model, frames: list[Frame], opts: RunOptions, outputs: Outputs, sta
                 canvas[y1:y2, x1:x2] = cv2.resize(defogged_all[crop_index], (x2 - x1, y2 - y1))
             if outputs.events:
                 outputs.events.write(json.dumps(event) + "\n")
+            if opts.publish is not None:
+                opts.publish(event, emb[crop_index])
             boxes.append(box)
             labels.append(label)
             colours.append(colour)
@@ -211,6 +214,8 @@ def _process(model, frames: list[Frame], opts: RunOptions, outputs: Outputs, sta
     stats.crops += len(crops)
     if outputs.events:
         outputs.events.flush()
+    if opts.publish is not None:
+        opts.publish.flush()
 
 
 def _summarise(stats: RunStats, latencies: list[float], readers: list[SourceReader], started: float) -> None:
