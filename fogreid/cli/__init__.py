@@ -12,12 +12,13 @@ import argparse
 import sys
 
 from fogreid import __version__
-from fogreid.cli import (associate, bench, calibrate, demo, doctor, evaluate, export, gallery, info, run, serve,
-                         synth, train, validate)
+from fogreid.cli import (associate, bench, calibrate, demo, doctor, eval_mtmc, evaluate, export, gallery, info, run,
+                         serve, synth, synth_video, train, validate)
 from fogreid.errors import FogreidError
 
 # In the order `fogreid --help` lists them: the main job first, then the product's path.
-VERBS = [demo, synth, train, evaluate, export, calibrate, validate, gallery, run, associate, serve, bench, doctor,
+VERBS = [demo, synth, synth_video, train, evaluate, export, calibrate, validate, gallery, run, associate, serve,
+         eval_mtmc, bench, doctor,
          info]
 
 

@@ -15,12 +15,38 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
                    "http://, udp:// URL, gst:PIPELINE or csi:N[:WxH@FPS]; several at once")
     p.add_argument("--gallery", help="a gallery from `fogreid gallery` to match against")
     regions = p.add_mutually_exclusive_group()
-    regions.add_argument("--detector", help="a YOLO-style ONNX vehicle detector (see fogreid/runtime/regions.py)")
+    regions.add_argument("--detector", help="an Ultralytics ONNX detector (YOLOv5/v8/v11 raw heads, nms=True or "
+                         "end-to-end YOLOv10/YOLO26 exports; see fogreid/runtime/regions.py)")
+    regions.add_argument("--detections", nargs="+", metavar="DET.txt", help="MOTChallenge det.txt files, one per "
+                         "source, instead of a detector")
     regions.add_argument("--rois", help='JSON of fixed regions: {"default": [[x1, y1, x2, y2], ...]}')
     regions.add_argument("--full-frame", action="store_true", help="the whole frame is one crop (default)")
-    p.add_argument("--det-score", type=float, default=0.35, help="detector score threshold")
-    p.add_argument("--detector-layout", default="auto", choices=["auto", "v8", "v5"],
-                   help="detector output layout (auto: told from the shape)")
+    p.add_argument("--det-conf", type=float, default=0.25, help="detector score threshold (Ultralytics' conf)")
+    p.add_argument("--det-iou", type=float, default=0.7, help="NMS IoU threshold (Ultralytics' iou)")
+    p.add_argument("--max-det", type=int, default=300, help="boxes kept per frame at most")
+    p.add_argument("--det-classes", nargs="+", help="classes to keep, by name or id (default: car, motorcycle, "
+                   "bus, truck, van, ... from the model's names)")
+    p.add_argument("--det-imgsz", type=int, nargs="+", metavar="PX", help="detector input H [W] for a dynamic "
+                   "model without imgsz metadata")
+    p.add_argument("--detector-layout", default="auto", choices=["auto", "v8", "v5", "end2end"],
+                   help="detector output layout (auto: from the names metadata and the shape)")
+    track = p.add_mutually_exclusive_group()
+    track.add_argument("--track", dest="track", action="store_true", default=None,
+                       help="track vehicles (ByteTrack) and identify per track (default with --detector)")
+    track.add_argument("--no-track", dest="track", action="store_false", help="identify every crop on its own")
+    p.add_argument("--lost-seconds", type=float, default=1.0, help="a track unseen this long ends")
+    p.add_argument("--fps", type=float, default=25.0, help="frame rate of the sources, for the tracker")
+    p.add_argument("--no-global-ids", action="store_true", help="no association of tracks across cameras")
+    p.add_argument("--assoc-threshold", type=float, default=0.6, help="cosine for a track to join a vehicle seen "
+                   "before (in another camera, or earlier)")
+    p.add_argument("--max-gap", type=float, help="seconds a vehicle may take from one camera to the next")
+    p.add_argument("--min-transit", type=float, default=0.0, help="seconds a vehicle needs at least between cameras")
+    p.add_argument("--overlapping-cameras", action="store_true", help="cameras see the same place at once")
+    p.add_argument("--rtsp-transport", default="tcp", choices=["tcp", "udp"],
+                   help="RTSP over TCP (default) or UDP (for cameras/servers that only send UDP)")
+    p.add_argument("--stall-seconds", type=float, default=5.0, help="report a source silent this long")
+    p.add_argument("--max-backoff", type=float, default=2.0, help="longest wait between reconnects (seconds)")
+    p.add_argument("--serial", action="store_true", help="run the stages one after another (no pipelining)")
     p.add_argument("--events", help="write match events as JSON lines here")
     p.add_argument("--publish", metavar="redis://HOST:PORT/STREAM",
                    help="also send every event with its embedding to this Redis stream (see `fogreid associate`)")
@@ -39,17 +65,29 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import importlib
     import json
     import signal
     import threading
 
+    from fogreid.runtime.association import AssociationConfig
     from fogreid.runtime.backends import load_model
     from fogreid.runtime.gallery import Gallery
     from fogreid.runtime.pipeline import RunOptions, run_stream, stats_dict
-    from fogreid.runtime.regions import FixedRegions, FullFrame, OnnxDetector
+    from fogreid.runtime.regions import FixedRegions, FullFrame, OnnxDetector, PublicDetections
+    from fogreid.runtime.tracking import TrackingConfig
 
+    tracked = bool(args.detector or args.detections) if args.track is None else args.track
+    if tracked:  # ByteTrack's imports take seconds: load them while the models load
+        threading.Thread(target=importlib.import_module, args=("trackers",), daemon=True).start()
+    if args.det_imgsz is not None and len(args.det_imgsz) not in (1, 2):
+        raise FogreidError("--det-imgsz takes H or H W")
     if args.detector:
-        regions = OnnxDetector(args.detector, score=args.det_score, device=args.device, layout=args.detector_layout)
+        imgsz = (args.det_imgsz[0], args.det_imgsz[-1]) if args.det_imgsz else None
+        regions = OnnxDetector(args.detector, conf=args.det_conf, iou=args.det_iou, max_det=args.max_det,
+                               classes=args.det_classes, imgsz=imgsz, layout=args.detector_layout, device=args.device)
+    elif args.detections:
+        regions = PublicDetections(args.detections, args.source)
     elif args.rois:
         regions = FixedRegions(args.rois)
     else:
@@ -71,9 +109,18 @@ def run(args: argparse.Namespace) -> int:
         except BusUnavailable as exc:
             print(f"fogreid run: error: --publish: {exc}", file=sys.stderr)
             return 1
+    tracking = (TrackingConfig(fps=args.fps, lost_seconds=args.lost_seconds, min_score=args.min_score)
+                if tracked else None)
+    association = (AssociationConfig(threshold=args.assoc_threshold, gallery_threshold=args.min_score,
+                                     max_gap=args.max_gap, min_transit=args.min_transit,
+                                     overlapping_cameras=args.overlapping_cameras)
+                   if tracked and not args.no_global_ids else None)
     opts = RunOptions(args.source, regions, gallery, args.events, args.save_video, args.defog_view, args.batch,
                       queue_size=args.queue, top_k=args.top_k, min_score=args.min_score, max_frames=args.max_frames,
-                      reconnect=not args.no_reconnect, max_retries=args.max_retries, publish=publisher)
+                      reconnect=not args.no_reconnect, max_retries=args.max_retries, video_fps=args.fps,
+                      tracking=tracking, association=association, pipelined=not args.serial,
+                      stall_seconds=args.stall_seconds, backoff=(min(0.5, args.max_backoff), args.max_backoff),
+                      rtsp_transport=args.rtsp_transport, publish=publisher)
     stop = threading.Event()
 
     def request_stop(signum, _frame):
@@ -92,4 +139,6 @@ def run(args: argparse.Namespace) -> int:
     print(json.dumps(stats_dict(stats)))
     for error in stats.errors:
         print(f"fogreid run: source error: {error}", file=sys.stderr)
-    return 1 if stats.errors and stats.frames == 0 else 0
+    for source in stats.stalled:
+        print(f"fogreid run: source {source} went {args.stall_seconds:g} s or more without a frame", file=sys.stderr)
+    return 1 if (stats.errors or stats.stalled) and stats.frames == 0 else 0

@@ -116,7 +116,16 @@ def make_runner(path: str | Path, backend: str = "auto", device: str = "auto") -
         from fogreid.onnx_graph import input_size, load
 
         input_size(load(path, load_weights=False), path)  # a clear error for graphs not exported by fogreid
-        return OnnxrtRunner(onnxruntime_session(path, device), name=f"onnxruntime:{path.name}")
+        class NumpyOnnxrtRunner(OnnxrtRunner):
+            # OnnxrtRunner.infer_impl asks whether any input is a torch tensor, which imports torch (seconds)
+            # on the first call; fogreid feeds numpy only, so run the session directly.
+            def infer_impl(self, feed_dict):
+                start = time.perf_counter()
+                outputs = self.sess.run(None, dict(feed_dict))
+                self.inference_time = time.perf_counter() - start
+                return OrderedDict((node.name, out) for node, out in zip(self.sess.get_outputs(), outputs))
+
+        return NumpyOnnxrtRunner(onnxruntime_session(path, device), name=f"onnxruntime:{path.name}")
     return tensorrt_runner(path)
 
 

@@ -1,16 +1,25 @@
-"""`fogreid run`: defog + ReID on live or recorded streams.
+"""`fogreid run`: defog + ReID on live or recorded streams, as three overlapping stages.
 
-  capture threads (sources.py)  ->  regions of each frame (regions.py)  ->  crops resized
-  by the runtime's one resize function  ->  batches across frames and sources  ->  the model
-  (backends.py)  ->  gallery matching (gallery.py)  ->  events (JSON lines), annotated video
+  capture threads (sources.py)
+    -> [detect]  regions of a batch of frames (regions.py), tracks per source (tracking.py),
+                 crops resized by the runtime's one resize function
+    -> [reid]    the model on the crops, batched across frames and sources (backends.py),
+                 gallery top-k
+    -> [write]   track identities and global ids (tracking.py, association.py), events
+                 (JSON lines), annotated videos
+Stages hand work over through bounded queues (`stage_queue` items each), so detection of the
+next frames, inference of these and writing of the previous ones run at once and the
+throughput is set by the slowest stage, not by their sum. `pipelined=False` runs the same
+stages one after another in one thread (for comparison).
 
-A stop request (Ctrl-C / SIGTERM sets `stop`) ends the loop after the batch in flight;
-every output is then flushed and closed, so the events file and the video are complete.
+A stop request (Ctrl-C / SIGTERM sets `stop`) ends capture; the work in flight drains and
+every output is then flushed and closed, so the events file and the videos are complete.
 """
 
 from __future__ import annotations
 
 import json
+import queue
 import sys
 import threading
 import time
@@ -20,20 +29,24 @@ from pathlib import Path
 import numpy as np
 
 from fogreid.data.image_io import resize_for_model
+from fogreid.runtime.association import AssociationConfig, CrossCameraAssociator
 from fogreid.runtime.gallery import Gallery
+from fogreid.runtime.regions import Region
 from fogreid.runtime.sources import Frame, SourceReader, parse_source
+from fogreid.runtime.tracking import SourceTracker, TrackBook, TrackingConfig, crop_quality
 
 
 @dataclass
 class RunOptions:
     sources: list[str]
-    regions: object                     # FullFrame | FixedRegions | OnnxDetector
+    regions: object                     # FullFrame | FixedRegions | OnnxDetector | PublicDetections:
+                                        # (images, sources, frame indices) -> regions per image
     gallery: Gallery | None = None
     events: Path | None = None
     save_video: Path | None = None
     defog_view: bool = False
     batch: int = 16
-    max_wait: float = 0.03              # seconds to fill a batch before running a partial one
+    max_wait: float = 0.03              # seconds to wait for the first frame of a batch
     queue_size: int = 2                 # frames buffered per live source: latency is bounded by it
     top_k: int = 1
     min_score: float = 0.0              # matches below this cosine are reported as unknown
@@ -41,8 +54,16 @@ class RunOptions:
     reconnect: bool = True
     max_retries: int | None = None
     stats_every: float = 2.0
-    publish: object = None              # callable(event, embedding) and .flush(): the bus (runtime/bus.py)
     video_fps: float = 25.0
+    tracking: TrackingConfig | None = None        # None: no tracks (fixed regions, full frame)
+    association: AssociationConfig | None = None  # None: no global ids across cameras
+    min_crop: int = 8                   # crops smaller than this (pixels, either side) are not identified
+    pipelined: bool = True
+    stage_queue: int = 2                # batches waiting between two stages
+    stall_seconds: float = 5.0          # a source with no frame for this long is reported
+    backoff: tuple[float, float] = (0.5, 2.0)   # reconnect delay: first, cap (seconds)
+    rtsp_transport: str = "tcp"
+    publish: object = None              # callable(event, embedding) and .flush(): the bus (runtime/bus.py)
 
 
 @dataclass
@@ -50,22 +71,51 @@ class RunStats:
     frames: int = 0
     crops: int = 0
     matched: int = 0
+    tracks: int = 0
+    global_ids: int = 0
     dropped: int = 0
     reconnects: int = 0
     seconds: float = 0.0
     fps: float = 0.0
     latency_p50_ms: float = 0.0
     latency_p95_ms: float = 0.0
+    first_event_s: float | None = None  # from run_stream's start to the first event written
+    stalled: list[str] = field(default_factory=list)   # sources that went `stall_seconds` with no frame
     errors: list[str] = field(default_factory=list)
 
 
+@dataclass
+class Work:
+    """One batch of frames on its way through the stages."""
+
+    frames: list[Frame]
+    regions: list[list[Region]]
+    track_ids: list[list[int]]
+    crops: np.ndarray | None = None     # (K, H, W, 3) uint8 for the regions kept
+    owners: list[tuple[int, int]] = field(default_factory=list)   # (frame, region) of each crop
+    defogged: np.ndarray | None = None
+    embeddings: np.ndarray | None = None
+    matches: tuple[np.ndarray, np.ndarray] | None = None
+    alive: dict[str, set[int]] = field(default_factory=dict)   # each tracked source's live tracks after the batch
+
+
 class Outputs:
-    """The events file and one video writer per source, opened on first use, closed once."""
+    """The events file and one video writer per source, opened on first use, closed once.
+    `draw` decides what a saved frame shows; extend it for other views."""
 
     def __init__(self, opts: RunOptions) -> None:
         self.opts = opts
         self.events = open(opts.events, "a", buffering=1) if opts.events else None
         self.writers: dict[str, object] = {}
+
+    def write_events(self, events: list[dict]) -> None:
+        if self.events:
+            for event in events:
+                self.events.write(json.dumps(event) + "\n")
+        if self.opts.publish is not None:   # a track's end tells the central matcher (runtime/bus.py)
+            for event in events:
+                if event["event"] == "track_end":
+                    self.opts.publish(event, np.zeros(0, np.float32))
 
     def video(self, source: str, shape: tuple[int, int]):
         import cv2
@@ -80,6 +130,16 @@ class Outputs:
             self.writers[source] = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), self.opts.video_fps,
                                                    (shape[1], shape[0]))
         return self.writers[source]
+
+    def draw(self, frame: Frame, boxes, labels, colours, defogged: list[np.ndarray]) -> np.ndarray:
+        import cv2
+
+        canvas = frame.image.copy()
+        if self.opts.defog_view:
+            for (x1, y1, x2, y2), crop in zip(boxes, defogged):
+                if x2 > x1 and y2 > y1:
+                    canvas[y1:y2, x1:x2] = cv2.resize(crop, (x2 - x1, y2 - y1))
+        return annotate(canvas, boxes, labels, colours)
 
     def close(self) -> None:
         for writer in self.writers.values():
@@ -98,133 +158,264 @@ def annotate(image: np.ndarray, boxes, labels: list[str], colours: list[tuple[in
     return image
 
 
-def run_stream(model, opts: RunOptions, stop: threading.Event | None = None) -> RunStats:
-    stop = stop or threading.Event()
-    if opts.gallery is not None:
-        probe = model(np.zeros((1, *model.input_size, 3), np.uint8))[1]
-        opts.gallery.check_model(probe.shape[1], model.input_size)
-    readers = [SourceReader(parse_source(s), opts.queue_size, opts.reconnect, max_retries=opts.max_retries,
-                            stop=stop) for s in opts.sources]
-    for reader in readers:
-        reader.start()
-    outputs = Outputs(opts)
-    stats, latencies, started, last_report = RunStats(), [], time.perf_counter(), time.perf_counter()
-    taken = {r.spec.name: 0 for r in readers}
-    try:
-        while not stop.is_set():
-            frames = _collect(readers, opts, taken, stats.crops / max(stats.frames, 1) if stats.frames else 1.0)
-            if not frames:
-                if all(r.exhausted or (opts.max_frames and taken[r.spec.name] >= opts.max_frames) for r in readers):
-                    break
+class Pipeline:
+    """The three stages of one run. `run()` drives them and returns the figures."""
+
+    def __init__(self, model, opts: RunOptions, stop: threading.Event) -> None:
+        self.model, self.opts, self.stop = model, opts, stop
+        self.started = time.perf_counter()
+        self.stats, self.latencies = RunStats(), []
+        self.readers = [SourceReader(parse_source(s), opts.queue_size, opts.reconnect, backoff=opts.backoff,
+                                     max_retries=opts.max_retries, stop=stop, rtsp_transport=opts.rtsp_transport)
+                        for s in opts.sources]
+        self.taken = {r.spec.name: 0 for r in self.readers}
+        self.trackers: dict[str, SourceTracker] = {}
+        associator = (CrossCameraAssociator(opts.association, opts.gallery) if opts.association is not None
+                      else None)
+        self.book = TrackBook(opts.tracking, opts.gallery, associator) if opts.tracking is not None else None
+        self.associator = associator
+        self.outputs = Outputs(opts)
+        self.failure: BaseException | None = None
+        self.last_report = time.perf_counter()
+
+    # ------------------------------------------------------------------------------------------ stage 1: detect
+    def detect(self, frames: list[Frame]) -> Work:
+        opts = self.opts
+        regions = opts.regions([f.image for f in frames], [f.source for f in frames], [f.index for f in frames])
+        track_ids = []
+        for frame, found in zip(frames, regions):
+            if opts.tracking is None:
+                track_ids.append([-2] * len(found))   # -2: not tracked at all
                 continue
-            _process(model, frames, opts, outputs, stats, latencies)
-            if time.perf_counter() - last_report >= opts.stats_every:
-                _summarise(stats, latencies, readers, started)
-                print(f"[run] {stats.fps:.1f} fps | latency p50 {stats.latency_p50_ms:.0f} ms p95 "
-                      f"{stats.latency_p95_ms:.0f} ms | {stats.crops} crops, {stats.matched} matched | dropped "
-                      f"{stats.dropped} | reconnects {stats.reconnects}", file=sys.stderr, flush=True)
-                last_report = time.perf_counter()
-    finally:
-        stop.set()
-        outputs.close()
-        for reader in readers:
-            reader.join(timeout=5)
-        _summarise(stats, latencies, readers, started)
-        stats.errors = [f"{r.spec.name}: {r.error}" for r in readers if r.error]
-    return stats
+            if frame.source not in self.trackers:
+                self.trackers[frame.source] = SourceTracker(opts.tracking)
+            track_ids.append(self.trackers[frame.source].update(found))
+        crops, owners = [], []
+        for i, (frame, found, ids) in enumerate(zip(frames, regions, track_ids)):
+            for j, (region, tid) in enumerate(zip(found, ids)):
+                x1, y1, x2, y2 = region.box
+                if tid == -1 or min(x2 - x1, y2 - y1) < opts.min_crop:
+                    continue  # a tentative track, or a crop too small to identify
+                crops.append(resize_for_model(frame.image[y1:y2, x1:x2], self.model.input_size))
+                owners.append((i, j))
+        alive = {source: tracker.alive() for source, tracker in self.trackers.items()}  # a snapshot, for `write`
+        return Work(frames, regions, track_ids, np.stack(crops) if crops else None, owners, alive=alive)
 
+    # ------------------------------------------------------------------------------------------ stage 2: reid
+    def reid(self, work: Work) -> Work:
+        if work.crops is None:
+            return work
+        defogged, embeddings = [], []
+        for start in range(0, len(work.crops), self.opts.batch):
+            d, e = self.model(work.crops[start:start + self.opts.batch])
+            defogged.append(d)
+            embeddings.append(e)
+        work.defogged, work.embeddings = np.concatenate(defogged), np.concatenate(embeddings)
+        if self.opts.gallery is not None:
+            work.matches = self.opts.gallery.match(work.embeddings, self.opts.top_k)
+        return work
 
-def _collect(readers: list[SourceReader], opts: RunOptions, taken: dict[str, int],
-             crops_per_frame: float = 1.0) -> list[Frame]:
-    """What is ready now, round-robin across sources, up to about one batch of crops.
-
-    Only the first frame is waited for (up to max_wait); after it, only frames already queued
-    are taken: waiting to fill a batch would add its whole duration to every frame's latency."""
-    frames: list[Frame] = []
-    budget = max(1, int(opts.batch / max(crops_per_frame, 1e-3)))
-    deadline = time.perf_counter() + opts.max_wait
-    while len(frames) < budget:
-        got = False
-        for reader in readers:
-            if len(frames) >= budget or (opts.max_frames and taken[reader.spec.name] >= opts.max_frames):
-                continue
-            frame = reader.take(timeout=0.005 if not frames else 0.0)
-            if frame is not None:
-                frames.append(frame)
-                taken[reader.spec.name] += 1
-                got = True
-        if not got and (frames or time.perf_counter() >= deadline or all(r.exhausted for r in readers)):
-            break
-    return frames
-
-
-def _process(model, frames: list[Frame], opts: RunOptions, outputs: Outputs, stats: RunStats,
-             latencies: list[float]) -> None:
-    import cv2
-
-    crops, owners = [], []
-    regions = opts.regions([frame.image for frame in frames], [frame.source for frame in frames])
-    for i, (frame, found) in enumerate(zip(frames, regions)):
-        for (x1, y1, x2, y2) in (r.box for r in found):
-            crops.append(resize_for_model(frame.image[y1:y2, x1:x2], model.input_size))
-            owners.append(i)
-    defogged, embeddings = [], []
-    for start in range(0, len(crops), opts.batch):
-        d, e = model(np.stack(crops[start:start + opts.batch]))
-        defogged.append(d)
-        embeddings.append(e)
-    defogged_all = np.concatenate(defogged) if defogged else np.zeros((0, *model.input_size, 3), np.uint8)
-    emb = np.concatenate(embeddings) if embeddings else np.zeros((0, 1), np.float32)
-    matches = opts.gallery.match(emb, opts.top_k) if opts.gallery is not None and len(emb) else None
-    done = time.time()
-    crop_index = 0
-    for i, (frame, found) in enumerate(zip(frames, regions)):
-        boxes, labels, colours = [], [], []
-        canvas = frame.image.copy()
-        for box, det_score in ((r.box, r.score) for r in found):
-            event = {"time": round(frame.time, 3), "source": frame.source, "frame": frame.index,
-                     "box": list(box), "detection_score": round(det_score, 4), "match": None}
-            label, colour = "vehicle", (200, 200, 200)
-            if matches is not None:
-                idx, score = matches[0][crop_index], matches[1][crop_index]
-                top = [{"id": opts.gallery.labels[j], "score": round(float(s), 4)} for j, s in zip(idx, score)]
-                event["top_k"] = top
-                if top[0]["score"] >= opts.min_score:
-                    event["match"] = top[0]
+    # ------------------------------------------------------------------------------------------ stage 3: write
+    def write(self, work: Work) -> None:
+        opts, stats = self.opts, self.stats
+        crop_of = {owner: k for k, owner in enumerate(work.owners)}
+        done = time.time()
+        for i, (frame, found, ids) in enumerate(zip(work.frames, work.regions, work.track_ids)):
+            events, boxes, labels, colours, defogged = [], [], [], [], []
+            for j, (region, tid) in enumerate(zip(found, ids)):
+                k = crop_of.get((i, j))
+                if k is None:
+                    continue
+                event = {"event": "detection", "time": round(frame.time, 3), "source": frame.source,
+                         "frame": frame.index, "box": list(region.box), "detection_score": round(region.score, 4),
+                         "label": region.label, "track_id": tid if tid >= 0 else None, "global_id": None,
+                         "match": None}
+                label, colour = region.label, (200, 200, 200)
+                if work.matches is not None:
+                    idx, score = work.matches[0][k], work.matches[1][k]
+                    event["top_k"] = [{"id": opts.gallery.labels[m], "score": round(float(s), 4)}
+                                      for m, s in zip(idx, score)]
+                if self.book is not None and tid >= 0:
+                    quality = crop_quality(region, frame.image.shape[:2], self.model.input_size)
+                    track_events = self.book.observe(frame.source, tid, frame.index, frame.clock,
+                                                     work.embeddings[k], quality)
+                    events += track_events
+                    stats.tracks += sum(e["event"] == "track_start" for e in track_events)
+                    track = self.book.tracks[(frame.source, tid)]
+                    event["global_id"] = track.global_id
+                    if track.identity is not None:
+                        event["match"] = {"id": track.identity, "score": round(track.identity_score, 4)}
+                    label = f"#{tid}" + (f" g{track.global_id}" if track.global_id is not None else "")
+                elif work.matches is not None and event["top_k"][0]["score"] >= opts.min_score:
+                    event["match"] = event["top_k"][0]
+                if event["match"] is not None:
                     stats.matched += 1
-                    label, colour = f"{top[0]['id']} {top[0]['score']:.2f}", (60, 220, 60)
-                else:
-                    label = f"unknown {top[0]['score']:.2f}"
-            if opts.defog_view:
-                x1, y1, x2, y2 = box
-                canvas[y1:y2, x1:x2] = cv2.resize(defogged_all[crop_index], (x2 - x1, y2 - y1))
-            if outputs.events:
-                outputs.events.write(json.dumps(event) + "\n")
-            if opts.publish is not None:
-                opts.publish(event, emb[crop_index])
-            boxes.append(box)
-            labels.append(label)
-            colours.append(colour)
-            crop_index += 1
-        writer = outputs.video(frame.source, frame.image.shape[:2])
-        if writer is not None:
-            writer.write(annotate(canvas, boxes, labels, colours))
-        latencies.append(done - frame.time)
-        stats.frames += 1
-    stats.crops += len(crops)
-    if outputs.events:
-        outputs.events.flush()
-    if opts.publish is not None:
-        opts.publish.flush()
+                    label, colour = f"{label} {event['match']['id']} {event['match']['score']:.2f}", (60, 220, 60)
+                events.append(event)
+                if opts.publish is not None:   # the event, its crop's embedding, and what the tracker used
+                    opts.publish(dict(event, clock=round(frame.clock, 3), quality=round(float(quality), 4))
+                                 if self.book is not None and tid >= 0 else event, work.embeddings[k])
+                boxes.append(region.box)
+                labels.append(label)
+                colours.append(colour)
+                defogged.append(work.defogged[k])
+            self.outputs.write_events(events)
+            if events and stats.first_event_s is None:
+                stats.first_event_s = time.perf_counter() - self.started
+            writer = self.outputs.video(frame.source, frame.image.shape[:2])
+            if writer is not None:
+                writer.write(self.outputs.draw(frame, boxes, labels, colours, defogged))
+            self.latencies.append(done - frame.time)
+            stats.frames += 1
+            stats.crops += len(boxes)
+        if self.book is not None:  # tracks ByteTrack dropped during these frames end now
+            for source, alive in work.alive.items():
+                self.outputs.write_events(self.book.end(source, alive))
+        if self.outputs.events:
+            self.outputs.events.flush()
+        if opts.publish is not None:
+            opts.publish.flush()
+        if self.associator is not None:
+            stats.global_ids = len(self.associator.identities)
+        if time.perf_counter() - self.last_report >= opts.stats_every:
+            self.report()
+
+    # ------------------------------------------------------------------------------------------ driving
+    def run(self) -> RunStats:
+        for reader in self.readers:
+            reader.start()
+        if self.opts.gallery is not None:  # readers already fill their queues meanwhile
+            probe = self.model(np.zeros((1, *self.model.input_size, 3), np.uint8))[1]
+            self.opts.gallery.check_model(probe.shape[1], self.model.input_size)
+        try:
+            if self.opts.pipelined:
+                self._run_threads()
+            else:
+                for frames in self._batches():
+                    self.write(self.reid(self.detect(frames)))
+            if self.failure is not None:
+                raise self.failure
+            if self.book is not None:  # the run is over: so is every track still open
+                for reader in self.readers:
+                    self.outputs.write_events(self.book.end(reader.spec.name))
+        finally:
+            self.stop.set()
+            self.outputs.close()
+            for reader in self.readers:
+                reader.join(timeout=5)
+            self._summarise()
+            self.stats.errors = [f"{r.spec.name}: {r.error}" for r in self.readers if r.error]
+        return self.stats
+
+    def _run_threads(self) -> None:
+        to_reid: queue.Queue = queue.Queue(self.opts.stage_queue)
+        to_write: queue.Queue = queue.Queue(self.opts.stage_queue)
+        done = object()
+
+        def stage(name, take, give, body):
+            try:
+                while True:
+                    item = take.get()
+                    if item is done:
+                        break
+                    out = body(item)
+                    if give is not None:
+                        give.put(out)
+            except BaseException as exc:  # a stage's failure ends the run and is raised by run()
+                self.failure = self.failure or exc
+                self.stop.set()
+                while take.get() is not done:  # drain so that the stage before never blocks
+                    pass
+            finally:
+                if give is not None:
+                    give.put(done)
+
+        threads = [threading.Thread(target=stage, args=("reid", to_reid, to_write, self.reid), daemon=True),
+                   threading.Thread(target=stage, args=("write", to_write, None, self.write), daemon=True)]
+        for t in threads:
+            t.start()
+        try:
+            for frames in self._batches():
+                to_reid.put(self.detect(frames))
+        except BaseException as exc:
+            self.failure = self.failure or exc
+            self.stop.set()
+        finally:
+            to_reid.put(done)
+            for t in threads:
+                t.join()
+
+    def _batches(self):
+        while not self.stop.is_set():
+            self._watch_sources()
+            frames = self._collect()
+            if frames:
+                yield frames
+            elif all(r.exhausted or self._capped(r) for r in self.readers):
+                return
+
+    def _capped(self, reader: SourceReader) -> bool:
+        return bool(self.opts.max_frames) and self.taken[reader.spec.name] >= self.opts.max_frames
+
+    def _collect(self) -> list[Frame]:
+        """What is ready now, round-robin across sources, up to about one batch of crops.
+
+        Only the first frame is waited for (up to max_wait); after it, only frames already queued
+        are taken: waiting to fill a batch would add its whole duration to every frame's latency."""
+        opts = self.opts
+        per_frame = self.stats.crops / self.stats.frames if self.stats.frames else 1.0
+        budget = max(1, int(opts.batch / max(per_frame, 1e-3)))
+        frames: list[Frame] = []
+        deadline = time.perf_counter() + opts.max_wait
+        while len(frames) < budget:
+            got = False
+            for reader in self.readers:
+                if len(frames) >= budget or self._capped(reader):
+                    continue
+                frame = reader.take(timeout=0.005 if not frames else 0.0)
+                if frame is not None:
+                    frames.append(frame)
+                    self.taken[reader.spec.name] += 1
+                    got = True
+            if not got and (frames or time.perf_counter() >= deadline or all(r.exhausted for r in self.readers)):
+                break
+        return frames
+
+    def _watch_sources(self) -> None:
+        """A source silent for `stall_seconds` is reported once per silence, never ignored."""
+        now = time.time()
+        for reader in self.readers:
+            if reader.finished or self._capped(reader) or reader.buffer:
+                continue  # over, or frames waiting: not silent
+            silent = now - (reader.last_frame_time or reader.start_time or now)
+            if silent >= self.opts.stall_seconds and not reader.stall_reported:
+                reader.stall_reported = True
+                why = f" ({reader.last_failure})" if reader.last_failure else ""
+                print(f"[run] source {reader.spec.name}: no frame for {silent:.0f} s{why}; retrying",
+                      file=sys.stderr, flush=True)
+                if reader.spec.name not in self.stats.stalled:
+                    self.stats.stalled.append(reader.spec.name)
+
+    def report(self) -> None:
+        self._summarise()
+        s = self.stats
+        print(f"[run] {s.fps:.1f} fps | latency p50 {s.latency_p50_ms:.0f} ms p95 {s.latency_p95_ms:.0f} ms | "
+              f"{s.crops} crops, {s.matched} matched, {s.tracks} tracks | dropped {s.dropped} | reconnects "
+              f"{s.reconnects}", file=sys.stderr, flush=True)
+        self.last_report = time.perf_counter()
+
+    def _summarise(self) -> None:
+        s = self.stats
+        s.seconds = time.perf_counter() - self.started
+        s.fps = s.frames / max(s.seconds, 1e-9)
+        recent = np.array(self.latencies[-2000:]) * 1000 if self.latencies else np.zeros(1)
+        s.latency_p50_ms, s.latency_p95_ms = float(np.percentile(recent, 50)), float(np.percentile(recent, 95))
+        s.dropped = sum(r.dropped for r in self.readers)
+        s.reconnects = sum(r.reconnects for r in self.readers)
 
 
-def _summarise(stats: RunStats, latencies: list[float], readers: list[SourceReader], started: float) -> None:
-    stats.seconds = time.perf_counter() - started
-    stats.fps = stats.frames / max(stats.seconds, 1e-9)
-    recent = np.array(latencies[-2000:]) * 1000 if latencies else np.zeros(1)
-    stats.latency_p50_ms, stats.latency_p95_ms = float(np.percentile(recent, 50)), float(np.percentile(recent, 95))
-    stats.dropped = sum(r.dropped for r in readers)
-    stats.reconnects = sum(r.reconnects for r in readers)
+def run_stream(model, opts: RunOptions, stop: threading.Event | None = None) -> RunStats:
+    return Pipeline(model, opts, stop or threading.Event()).run()
 
 
 def stats_dict(stats: RunStats) -> dict:

@@ -59,7 +59,7 @@ class Region:
 
 
 class FullFrame:
-    def __call__(self, images: list[np.ndarray], sources: list[str]) -> list[list[Region]]:
+    def __call__(self, images: list[np.ndarray], sources: list[str], indices=None) -> list[list[Region]]:
         return [[Region((0.0, 0.0, float(im.shape[1]), float(im.shape[0])))] for im in images]
 
 
@@ -85,13 +85,51 @@ class FixedRegions:
             if any(len(b) != 4 or b[2] <= b[0] or b[3] <= b[1] for b in self.regions[source]):
                 raise FogreidError(f"--rois {path}: {source}: each region is [x1, y1, x2, y2] with x2 > x1, y2 > y1")
 
-    def __call__(self, images: list[np.ndarray], sources: list[str]) -> list[list[Region]]:
+    def __call__(self, images: list[np.ndarray], sources: list[str], indices=None) -> list[list[Region]]:
         out = []
         for image, source in zip(images, sources):
             h, w = image.shape[:2]
             boxes = self.regions.get(source, self.regions.get("default", []))
             out.append([Region((float(max(0, x1)), float(max(0, y1)), float(min(w, x2)), float(min(h, y2))))
                         for x1, y1, x2, y2 in boxes])
+        return out
+
+
+class PublicDetections:
+    """Detections read from MOTChallenge `det.txt` files, one per source (in the order of the
+    sources): `frame, id, left, top, width, height, conf, ...` with frames counted from 1. The
+    way MOT benchmarks separate tracking from detection, and a detector for the generated city."""
+
+    def __init__(self, files: list[str | Path], sources: list[str], min_conf: float = 0.0) -> None:
+        if len(files) != len(sources):
+            raise FogreidError(f"--detections: {len(files)} file(s) for {len(sources)} source(s); give one per source")
+        self.by_source: dict[str, dict[int, list[Region]]] = {}
+        for path, source in zip(files, sources):
+            path = Path(path)
+            if not path.is_file():
+                raise FogreidError(f"--detections file not found: {path}")
+            table: dict[int, list[Region]] = {}
+            for n, line in enumerate(path.read_text().splitlines(), 1):
+                if not line.strip():
+                    continue
+                try:
+                    f, _, x, y, w, h, conf = (float(v) for v in line.split(",")[:7])
+                except ValueError:
+                    raise FogreidError(f"--detections {path}:{n}: expected MOTChallenge rows 'frame, id, left, top, "
+                                       f"width, height, conf, ...', got {line[:60]!r}") from None
+                if conf >= min_conf:
+                    table.setdefault(int(f), []).append(Region((x, y, x + w, y + h), conf))
+            self.by_source[source] = table
+
+    def __call__(self, images: list[np.ndarray], sources: list[str], indices=None) -> list[list[Region]]:
+        if indices is None:
+            raise FogreidError("public detections need the frame numbers of the frames")
+        out = []
+        for image, source, index in zip(images, sources, indices):
+            h, w = image.shape[:2]
+            out.append([Region((max(r.xyxy[0], 0.0), max(r.xyxy[1], 0.0), min(r.xyxy[2], float(w)),
+                                min(r.xyxy[3], float(h))), r.score, r.label)
+                        for r in self.by_source.get(source, {}).get(index + 1, [])])
         return out
 
 
@@ -238,7 +276,7 @@ class OnnxDetector:
         return (self.names or COCO_VEHICLES).get(cls, str(cls))
 
     # ------------------------------------------------------------------------------------------------ running
-    def __call__(self, images: list[np.ndarray], sources: list[str] | None = None) -> list[list[Region]]:
+    def __call__(self, images: list[np.ndarray], sources: list[str] | None = None, indices=None) -> list[list[Region]]:
         rows = self.detect(images)
         return [[Region(tuple(float(v) for v in r[:4]), float(r[4]), self.label(int(r[5]))) for r in found]
                 for found in rows]

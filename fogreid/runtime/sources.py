@@ -11,12 +11,19 @@ A source spec is one of:
 
 Live sources (cameras, streams) go through a bounded queue that drops the *oldest* frame
 when inference falls behind, so results stay current; when a live source drops, the reader
-reconnects with exponential backoff. Files and folders block instead: nothing is dropped.
+reconnects with exponential backoff, capped (2 s by default) so that frames resume soon after
+the camera does. Files and folders block instead: nothing is dropped.
+
+RTSP goes over TCP unless told otherwise (`rtsp_transport="udp"` for cameras and servers that
+only send UDP): OpenCV's FFmpeg back-end reads the transport from the environment variable
+OPENCV_FFMPEG_CAPTURE_OPTIONS when a capture opens, so it is set there, for every stream of
+the run, before the first open.
 """
 
 from __future__ import annotations
 
 import collections
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -28,6 +35,7 @@ from fogreid.data.image_io import IMAGE_SUFFIXES, read_image
 from fogreid.errors import FogreidError
 
 STREAM_TIMEOUT_MS = 5000
+FOLDER_FPS = 25.0  # the clock of an image folder: one frame every 1/25 s
 CSI_PIPELINE = ("nvarguscamerasrc sensor-id={sensor} ! video/x-raw(memory:NVMM), width={w}, height={h}, "
                 "framerate={fps}/1 ! nvvidconv ! video/x-raw, format=BGRx ! videoconvert ! video/x-raw, "
                 "format=BGR ! appsink drop=true max-buffers=2")
@@ -39,6 +47,8 @@ class Frame:
     index: int          # frame number within the source
     time: float         # capture time (time.time())
     image: np.ndarray   # uint8 (H, W, 3) BGR
+    clock: float = 0.0  # seconds on the source's clock: capture time for live sources, the position in a
+                        # file (so recorded cameras started together share a clock, however fast they are read)
 
 
 @dataclass(frozen=True)
@@ -82,6 +92,15 @@ def parse_source(spec: str) -> SourceSpec:
                        f"(rtsp://, http://, udp://), gst:PIPELINE or csi:N")
 
 
+def set_rtsp_transport(transport: str) -> None:
+    """How OpenCV's FFmpeg back-end opens rtsp:// streams (OPENCV_FFMPEG_CAPTURE_OPTIONS, key;value|...)."""
+    if transport not in ("tcp", "udp"):
+        raise FogreidError(f"--rtsp-transport {transport}: choose tcp or udp")
+    options = [o for o in os.environ.get("OPENCV_FFMPEG_CAPTURE_OPTIONS", "").split("|")
+               if o and not o.startswith("rtsp_transport;")]
+    os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = "|".join([f"rtsp_transport;{transport}", *options])
+
+
 def _open_capture(spec: SourceSpec):
     import cv2
 
@@ -103,8 +122,8 @@ class SourceReader(threading.Thread):
     """Reads one source into a queue. `frames()` yields them; None marks the end."""
 
     def __init__(self, spec: SourceSpec, queue_size: int = 4, reconnect: bool = True,
-                 backoff: tuple[float, float] = (0.5, 8.0), max_retries: int | None = None,
-                 stop: threading.Event | None = None) -> None:
+                 backoff: tuple[float, float] = (0.5, 2.0), max_retries: int | None = None,
+                 stop: threading.Event | None = None, rtsp_transport: str = "tcp") -> None:
         super().__init__(name=f"capture:{spec.name}", daemon=True)
         self.spec, self.queue_size, self.reconnect = spec, queue_size, reconnect and spec.live
         self.backoff, self.max_retries = backoff, max_retries
@@ -116,9 +135,17 @@ class SourceReader(threading.Thread):
         self.read = 0
         self.error: str | None = None
         self.finished = False
+        self.rtsp_transport = rtsp_transport
+        self.start_time: float | None = None        # time.time() when reading began
+        self.last_frame_time: float | None = None   # time.time() of the last frame read
+        self.last_failure: str | None = None        # why the last open or read failed, for the stall report
+        self.stall_reported = False                  # set by whoever reported the current silence
+        if spec.kind == "stream":
+            set_rtsp_transport(rtsp_transport)
 
     # ------------------------------------------------------------------ producer side
     def run(self) -> None:
+        self.start_time = time.time()
         try:
             if self.spec.kind == "folder":
                 self._read_folder()
@@ -131,9 +158,11 @@ class SourceReader(threading.Thread):
                 self.finished = True
                 self.ready.notify_all()
 
-    def _push(self, image: np.ndarray) -> None:
-        frame = Frame(self.spec.name, self.read, time.time(), image)
+    def _push(self, image: np.ndarray, position: float | None = None) -> None:
+        now = time.time()
+        frame = Frame(self.spec.name, self.read, now, image, now if self.spec.live or position is None else position)
         self.read += 1
+        self.last_frame_time, self.stall_reported, self.last_failure = frame.time, False, None
         with self.ready:
             if self.spec.live:
                 if len(self.buffer) >= self.queue_size:
@@ -152,9 +181,11 @@ class SourceReader(threading.Thread):
         for path in files:
             if self.stop_event.is_set():
                 return
-            self._push(read_image(path))
+            self._push(read_image(path), self.read / FOLDER_FPS)
 
     def _read_capture(self) -> None:
+        import cv2
+
         retries, delay = 0, self.backoff[0]
         while not self.stop_event.is_set():
             capture = _open_capture(self.spec)
@@ -165,12 +196,16 @@ class SourceReader(threading.Thread):
                     if not ok or image is None:
                         break
                     got_any = True
-                    self._push(image)
+                    self._push(image, capture.get(cv2.CAP_PROP_POS_MSEC) / 1000.0 if not self.spec.live else None)
                 capture.release()
                 if got_any:
                     retries, delay = 0, self.backoff[0]
+                else:
+                    self.last_failure = "opened, but no frame could be read"
             else:
                 capture.release()
+                self.last_failure = "cannot open it" + (f" over {self.rtsp_transport.upper()} (--rtsp-transport)"
+                                                        if self.spec.target.__str__().startswith("rtsp") else "")
             if not self.reconnect or self.stop_event.is_set():
                 if self.read == 0 and not self.stop_event.is_set():
                     raise FogreidError(f"source {self.spec.name}: cannot open or read it (missing codec, "

@@ -1,0 +1,140 @@
+"""Multi-camera tracking scores of `fogreid run` events against MOTChallenge ground truth,
+computed by `motmetrics` (the py-motmetrics package used by MOTChallenge's devkit).
+
+Per camera: the detection events' (frame, track_id, box) against gt.txt: IDF1, MOTA, ID
+switches, precision, recall. Across cameras (as the AI City Challenge's MTMC track scores):
+all cameras in one sequence, hypotheses named by `global_id` and ground truth by the vehicle
+id, which is the same in every camera, so a vehicle given a new global id in the next camera
+costs IDF1 there.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from fogreid.errors import FogreidError
+
+METRICS = ["idf1", "mota", "num_switches", "precision", "recall", "num_frames"]
+IOU = 0.5   # a hypothesis box matches a true one at IoU >= 0.5 (MOTChallenge's threshold)
+
+
+@dataclass
+class CameraTruth:
+    name: str
+    frames: dict[int, list[tuple[int, tuple[float, float, float, float]]]]   # frame (1-based) -> [(id, xywh)]
+
+
+def read_mot(path: str | Path) -> dict[int, list[tuple[int, tuple[float, float, float, float]]]]:
+    path = Path(path)
+    if not path.is_file():
+        raise FogreidError(f"ground truth not found: {path}")
+    frames: dict[int, list] = {}
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            f, i, x, y, w, h = (float(v) for v in line.split(",")[:6])
+        except ValueError:
+            raise FogreidError(f"{path}:{n}: not a MOTChallenge row (frame, id, left, top, width, height, ...)") from None
+        frames.setdefault(int(f), []).append((int(i), (x, y, w, h)))
+    return frames
+
+
+def read_events(path: str | Path) -> list[dict]:
+    path = Path(path)
+    if not path.is_file():
+        raise FogreidError(f"events file not found: {path}; write one with `fogreid run ... --events FILE`")
+    events = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError:
+            raise FogreidError(f"{path}:{n}: not a JSON line") from None
+        if event.get("event", "detection") == "detection":
+            events.append(event)
+    return events
+
+
+def iou_distance(objs: np.ndarray, hyps: np.ndarray) -> np.ndarray:
+    """1 - IoU of (left, top, width, height) boxes, NaN (no match) below IoU 0.5: what
+    motmetrics.distances.iou_matrix(max_iou=0.5) computes; that one calls np.asfarray, gone in NumPy 2."""
+    if not len(objs) or not len(hyps):
+        return np.empty((len(objs), len(hyps)))
+    a0, a1 = objs[:, None, :2], objs[:, None, :2] + objs[:, None, 2:]
+    b0, b1 = hyps[None, :, :2], hyps[None, :, :2] + hyps[None, :, 2:]
+    inter = np.prod(np.clip(np.minimum(a1, b1) - np.maximum(a0, b0), 0, None), axis=2)
+    union = np.prod(objs[:, 2:], axis=1)[:, None] + np.prod(hyps[:, 2:], axis=1)[None] - inter
+    dist = 1 - inter / np.maximum(union, 1e-12)
+    dist[dist > 1 - IOU] = np.nan
+    return dist
+
+
+def score(truth: list[CameraTruth], events: list[dict], sources: dict[str, str], frames: int):
+    """(per-camera table, cross-camera row) as pandas DataFrames. `sources`: event source -> camera name."""
+    import motmetrics as mm
+
+    by_camera: dict[str, dict[int, list[dict]]] = {t.name: {} for t in truth}
+    for event in events:
+        camera = sources.get(event["source"])
+        if camera is None or event.get("track_id") is None:
+            continue  # another source, or a detection that never became a track
+        by_camera[camera].setdefault(int(event["frame"]) + 1, []).append(event)
+    accs, overall = [], mm.MOTAccumulator(auto_id=False)
+    for k, cam in enumerate(truth):
+        acc = mm.MOTAccumulator(auto_id=False)
+        for f in range(1, frames + 1):
+            gt = cam.frames.get(f, [])
+            hyp = by_camera[cam.name].get(f, [])
+            boxes = np.array([[e["box"][0], e["box"][1], e["box"][2] - e["box"][0], e["box"][3] - e["box"][1]]
+                              for e in hyp], np.float64).reshape(-1, 4)
+            dist = iou_distance(np.array([b for _, b in gt], np.float64).reshape(-1, 4), boxes)
+            # motmetrics (with pandas >= 3) wants numeric ids; a track with no global id stands alone
+            acc.update([i for i, _ in gt], [int(e["track_id"]) for e in hyp], dist, frameid=f)
+            global_ids = [int(e["global_id"]) if e.get("global_id") is not None
+                          else 10**9 + k * 10**6 + int(e["track_id"]) for e in hyp]
+            overall.update([i for i, _ in gt], global_ids, dist, frameid=k * (frames + 1) + f)
+        accs.append(acc)
+    mh = mm.metrics.create()
+    per_camera = mh.compute_many(accs, metrics=METRICS, names=[t.name for t in truth], generate_overall=True)
+    cross = mh.compute(overall, metrics=METRICS, name="cross-camera")
+    return per_camera, cross
+
+
+def evaluate_city(city: str | Path, events_path: str | Path) -> dict:
+    """Scores the events of `fogreid run` on a generated city (fogreid synth-video)."""
+    city = Path(city)
+    info_path = city / "city.json"
+    if not info_path.is_file():
+        raise FogreidError(f"{city}: no city.json; generate a city with `fogreid synth-video --out {city}`")
+    info = json.loads(info_path.read_text())
+    truth = [CameraTruth(name, read_mot(city / name / "gt" / "gt.txt")) for name in info["cameras"]]
+    events = read_events(events_path)
+    sources = {}
+    for event in events:  # a source is a camera's video (any spelling of its path)
+        for name in info["cameras"]:
+            if Path(event["source"]).parent.name == name:
+                sources[event["source"]] = name
+    if events and not sources:
+        raise FogreidError(f"{events_path}: none of its sources is a camera of {city} ({', '.join(info['cameras'])})")
+    per_camera, cross = score(truth, events, sources, int(info["frames"]))
+    rows = {}
+    for name, row in list(per_camera.iterrows()) + list(cross.iterrows()):
+        rows[str(name)] = {"idf1": round(float(row["idf1"]) * 100, 1), "mota": round(float(row["mota"]) * 100, 1),
+                           "id_switches": int(row["num_switches"]), "precision": round(float(row["precision"]) * 100, 1),
+                           "recall": round(float(row["recall"]) * 100, 1)}
+    for name, beta in zip(info["cameras"], info["fog_beta"]):
+        rows[name]["fog_beta"] = beta
+    return rows
+
+
+def format_table(rows: dict) -> str:
+    lines = [f"{'camera':<14}{'fog beta':>9}{'IDF1':>7}{'MOTA':>7}{'IDsw':>6}{'prec':>7}{'recall':>8}"]
+    for name, r in rows.items():
+        beta = f"{r['fog_beta']:g}" if "fog_beta" in r else "-"
+        lines.append(f"{name:<14}{beta:>9}{r['idf1']:>7.1f}{r['mota']:>7.1f}{r['id_switches']:>6}"
+                     f"{r['precision']:>7.1f}{r['recall']:>8.1f}")
+    return "\n".join(lines)
