@@ -17,8 +17,8 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--claim-idle", type=float, default=10.0,
                    help="take over entries another consumer left pending this many seconds (default 10)")
     p.add_argument("--threshold", type=float, default=0.6, help="cosine to join a known identity (default 0.6)")
-    p.add_argument("--gallery-threshold", type=float, default=0.5,
-                   help="cosine for the gallery to name a track (default 0.5)")
+    p.add_argument("--min-score", type=float, default=0.5,
+                   help="gallery cosine below which a track stays unknown (default 0.5, as fogreid run's)")
     p.add_argument("--max-gap", type=float, help="most seconds between leaving one camera and entering another")
     p.add_argument("--min-transit", type=float, default=0.0, help="least such seconds (default 0)")
     p.add_argument("--overlapping-cameras", action="store_true", help="cameras may see one vehicle at once")
@@ -36,15 +36,17 @@ def run(args: argparse.Namespace) -> int:
     from fogreid.runtime.association import AssociationConfig, CrossCameraAssociator
     from fogreid.runtime.bus import BusUnavailable, Matcher, MatcherOptions, parse_bus_url
     from fogreid.runtime.gallery import Gallery
+    from fogreid.runtime.tracking import TrackingConfig
 
     url = parse_bus_url(args.bus)
-    for name in ("claim_idle", "threshold", "gallery_threshold", "min_transit"):
+    for name in ("claim_idle", "threshold", "min_score", "min_transit"):
         if getattr(args, name) < 0:
             raise FogreidError(f"--{name.replace('_', '-')} must be >= 0")
     if args.max_events is not None and args.max_events < 1:
         raise FogreidError("--max-events must be >= 1")
     gallery = Gallery.load(args.gallery) if args.gallery else None
-    config = AssociationConfig(threshold=args.threshold, gallery_threshold=args.gallery_threshold,
+    # the same settings `fogreid run` gives its own TrackBook and associator
+    config = AssociationConfig(threshold=args.threshold, gallery_threshold=args.min_score,
                                max_gap=args.max_gap, min_transit=args.min_transit,
                                overlapping_cameras=args.overlapping_cameras)
     opts = MatcherOptions(group=args.group, claim_idle_ms=int(args.claim_idle * 1000), idle_exit=args.idle_exit,
@@ -56,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     try:
         matcher = Matcher(url, CrossCameraAssociator(config, gallery), opts,
-                          gallery.model.get("checkpoint_sha256") if gallery else None)
+                          gallery.model.get("checkpoint_sha256") if gallery else None,
+                          TrackingConfig(min_score=args.min_score), gallery)
         print(f"[associate] {url.stream} on {url.host}:{url.port}, group {opts.group}, consumer {opts.consumer}",
               file=sys.stderr, flush=True)
         matcher.run(stop)

@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import sys
 import time
 from dataclasses import dataclass, field
 from urllib.parse import urlparse
@@ -117,39 +116,44 @@ class MatcherOptions:
     max_entries: int | None = None    # stop after processing this many (tests: a matcher that dies mid-stream)
 
 
-class TrackFeed:
-    """Per-event track summaries for the associator: a track's span and the running mean of
-    its embeddings. Events without a `track_id` are one-crop tracks of their own."""
+class EventFeed:
+    """Bus events to global ids, the way the edge's own pipeline makes them (pipeline.py): a
+    tracked detection goes to a `TrackBook` (quality-weighted track embedding, identity and
+    global id decided after `min_crops` crops), a `track_end` ends its track, and an untracked
+    detection (fixed regions, full frame) is a one-crop track of its own."""
 
-    def __init__(self) -> None:
-        self.tracks: dict[tuple[str, object], list] = {}
+    def __init__(self, associator, tracking=None, gallery=None) -> None:
+        from fogreid.runtime.tracking import TrackBook, TrackingConfig
 
-    def summary(self, entry_id: str, event: dict, embedding: np.ndarray):
+        self.associator = associator
+        self.book = TrackBook(tracking or TrackingConfig(), gallery, associator)
+
+    def global_id(self, entry_id: str, event: dict, embedding: np.ndarray) -> int | None:
         from fogreid.runtime.association import TrackSummary
 
-        camera = str(event.get("source"))
-        track = event.get("track_id", entry_id)
-        t = float(event.get("time", 0.0))
-        state = self.tracks.get((camera, track))
-        if state is None:
-            state = self.tracks[(camera, track)] = [t, t, np.zeros_like(embedding, dtype=np.float64)]
-        state[1] = max(state[1], t)
-        state[2] += embedding
-        ended = event.get("event") == "track_end"
-        summary = TrackSummary(camera, track, state[0], state[1], state[2].astype(np.float32), ended)
-        if ended:
-            del self.tracks[(camera, track)]
-        return summary
+        camera, track_id = str(event.get("source")), event.get("track_id")
+        if event.get("event") == "track_end":
+            alive = {tid for cam, tid in self.book.tracks if cam == camera and tid != track_id}
+            self.book.end(camera, alive)
+            return event.get("global_id")
+        if event.get("event", "detection") != "detection":
+            return event.get("global_id")
+        clock = float(event.get("clock", event.get("time", 0.0)))
+        if track_id is None:
+            return self.associator.update(TrackSummary(camera, entry_id, clock, clock, embedding)).global_id
+        self.book.observe(camera, track_id, int(event.get("frame", 0)), clock, embedding,
+                          float(event.get("quality", 1.0)))
+        return self.book.tracks[(camera, track_id)].global_id
 
 
 class Matcher:
     """The central matcher: a consumer in the group, the one owner of the association state."""
 
     def __init__(self, url: BusURL, associator, opts: MatcherOptions | None = None,
-                 model_identity: str | None = None) -> None:
+                 model_identity: str | None = None, tracking=None, gallery=None) -> None:
         self.url, self.opts = url, opts or MatcherOptions()
         self.client = connect(url)
-        self.associator, self.feed = associator, TrackFeed()
+        self.associator, self.feed = associator, EventFeed(associator, tracking, gallery)
         self.model = model_identity
         self.processed = self.claimed = self.replayed = 0
 
@@ -248,15 +252,10 @@ class Matcher:
         if self.model and model and model != self.model:
             raise FogreidError(f"entry {key} of {self.url.stream} comes from model {model[:12]}, the gallery from "
                                f"{self.model[:12]}: publish with the gallery's model or rebuild the gallery")
-        assignment = self.associator.update(self.feed.summary(key, event, embedding))
-        return {"input_id": key, "source": event.get("source"), "frame": event.get("frame"),
-                "time": event.get("time"), "track_id": event.get("track_id"), "box": event.get("box"),
-                "global_id": assignment.global_id, "label": assignment.label,
-                "score": round(float(assignment.score), 4), "new": assignment.new}
+        global_id = self.feed.global_id(key, event, embedding)
+        return {"input_id": key, "event": event.get("event", "detection"), "source": event.get("source"),
+                "frame": event.get("frame"), "time": event.get("time"), "track_id": event.get("track_id"),
+                "box": event.get("box"), "global_id": global_id}
 
     def results(self) -> list[dict]:
         return [json.loads(fields[b"result"]) for _, fields in self._xrange(self.url.results)]
-
-
-def warn(message: str) -> None:
-    print(f"fogreid: {message}", file=sys.stderr, flush=True)
