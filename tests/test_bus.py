@@ -1,11 +1,13 @@
 """The Redis Streams bus with a real redis-server on loopback: two `fogreid run --publish`
 edge processes, one `fogreid associate` matcher killed mid-stream and restarted."""
 
+import itertools
 import json
 import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 
 import numpy as np
@@ -45,7 +47,7 @@ def redis_url(tmp_path):
 
 
 CITY = CityConfig(cameras=2, vehicles=3, seconds=7.0, fps=8.0, height=144, width=256, fog=(1.0, 3.0),
-                  cross=(2.0, 2.5), transit=(0.5, 1.0))
+                  cross=(2.0, 2.5), transit=(0.5, 1.0))  # as tests/test_mtmc.py
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +86,7 @@ def replay_in_process(entries, order):
 
 
 def track_partition(pairs):
-    """{(camera, track): global id} as a set of groups of tracks, whatever the ids' numbers."""
+    """{key: global id} as a set of groups of keys, whatever the ids' numbers."""
     groups = {}
     for track, gid in pairs.items():
         groups.setdefault(gid, set()).add(track)
@@ -97,22 +99,25 @@ def test_two_edges_one_matcher_killed_and_restarted(city, redis_url, fogreid_cmd
     url, client = redis_url
     stream = parse_bus_url(url).stream
     client.xgroup_create(stream, GROUP, id="0", mkstream=True)
+    # a consumer that reads the first entries and dies without acknowledging them: they stay pending
+    # (it blocks first, so Redis serves it first) ...
+    ghost = []
+    reader = threading.Thread(target=lambda: ghost.extend(redis.Redis(port=client.connection_pool.connection_kwargs[
+        "port"]).xreadgroup(GROUP, "ghost", {stream: ">"}, count=10, block=240_000)))
+    reader.start()
+    time.sleep(0.5)
+    # ... the matcher, started before the edges so that it works while they publish, takes them over
+    # (XAUTOCLAIM, idle > 1 s) and is killed mid-stream
+    matcher_cmd = fogreid_cmd + ["associate", "--bus", url]
+    first = subprocess.Popen(matcher_cmd + ["--consumer", "m1", "--claim-idle", "1"], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    assert "[associate]" in first.stderr.readline()   # connected
     edges = [subprocess.Popen(fogreid_cmd + ["run", "--model", str(model), "--source", str(video), "--detections",
                                             str(det), "--fps", "8", "--publish", url],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for video, det in zip(cams["videos"], cams["det"])]
     deadline = time.time() + 240
-    while client.xlen(stream) < 20 and time.time() < deadline:
-        time.sleep(0.05)
-    # a consumer that reads and dies without acknowledging: its entries stay pending ...
-    ghost = client.xreadgroup(GROUP, "ghost", {stream: ">"}, count=10)
-    ghost_ids = [entry_id for _, entries in ghost for entry_id, _ in entries]
-    # ... and the real matcher (which leaves the ghost's entries alone: --claim-idle 60) killed mid-stream,
-    # while the edges still publish
-    matcher_cmd = fogreid_cmd + ["associate", "--bus", url]
-    first = subprocess.Popen(matcher_cmd + ["--consumer", "m1", "--claim-idle", "60"], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
-    while client.xlen(f"{stream}:global") < 40 and time.time() < deadline and first.poll() is None:
+    while client.xlen(f"{stream}:global") < 10 and time.time() < deadline and first.poll() is None:
         time.sleep(0.02)
     first.send_signal(signal.SIGKILL)
     first.wait(timeout=30)
@@ -123,27 +128,29 @@ def test_two_edges_one_matcher_killed_and_restarted(city, redis_url, fogreid_cmd
         out, err = edge.communicate(timeout=300)
         assert edge.returncode == 0, err
         stats = json.loads(out.strip().splitlines()[-1])
-        sent += stats["crops"] + stats["tracks"]    # every detection, and every track's end
+        sent += stats["crops"] + stats["tracks"] + 1   # every detection, every track's end, the source's end
     total = client.xlen(stream)
     assert total == sent
     assert 0 < done_before_kill < total, "the matcher must die mid-stream"
-    assert len(ghost_ids) == 10 and pending_at_kill >= 10
+    reader.join(timeout=60)
+    ghost_ids = [entry_id for _, entries in ghost for entry_id, _ in entries]
+    assert ghost_ids and pending_at_kill > 0
 
-    time.sleep(1.0)   # the ghost's entries are now idle for longer than the restarted matcher's --claim-idle
+    time.sleep(1.0)   # what the killed matcher held is now idle for longer than the restart's --claim-idle
     second = subprocess.run(matcher_cmd + ["--consumer", "m2", "--claim-idle", "1", "--idle-exit", "3"],
                             capture_output=True, text=True, timeout=300)
     assert second.returncode == 0, second.stderr
     summary = json.loads(second.stdout.strip().splitlines()[-1])
-    assert summary["replayed"] == done_before_kill and summary["claimed"] >= pending_at_kill
+    assert summary["replayed"] == done_before_kill and summary["claimed"] == pending_at_kill
 
     entries = {k.decode(): f for k, f in client.xrange(stream)}
     results = [json.loads(f[b"result"]) for _, f in client.xrange(f"{stream}:global")]
     processed = [r["input_id"] for r in results]
     assert len(processed) == len(set(processed)) == len(entries) == total   # once each: none lost, none doubled
-    assert set(processed) == set(entries)
+    assert set(processed) == set(entries) >= {i.decode() for i in ghost_ids}
     assert client.xpending(stream, GROUP)["pending"] == 0
     print(f"\nbus fault test: {total} events from 2 edges, {done_before_kill} done before SIGKILL, "
-          f"{pending_at_kill} pending at the kill (10 of a dead 'ghost' consumer), restart replayed "
+          f"{pending_at_kill} pending at the kill, restart replayed "
           f"{summary['replayed']}, re-claimed {summary['claimed']}, processed {summary['processed']}; "
           f"{len(processed)} results, {len(set(processed))} distinct")
 
@@ -157,11 +164,17 @@ def test_two_edges_one_matcher_killed_and_restarted(city, redis_url, fogreid_cmd
                                            "--detections", *map(str, cams["det"]), "--fps", "8", "--events",
                                            str(events)], capture_output=True, text=True, timeout=300)
     assert single.returncode == 0, single.stderr
-    local = {(e["source"], e["track_id"]): e["global_id"] for e in map(json.loads, events.read_text().splitlines())
-             if e["event"] == "detection" and e["global_id"] is not None}
-    central = {(r["source"], r["track_id"]): r["global_id"] for r in results
-               if r["event"] == "detection" and r["global_id"] is not None}
+    # detections are the same in both runs (public detections); track numbers are not (ByteTrack numbers
+    # tracks per process), so compare which detections share a global id
+    local = {(e["source"], e["frame"], tuple(e["box"])): e["global_id"] for e in
+             map(json.loads, events.read_text().splitlines()) if e["event"] == "detection"}
+    central = {(r["source"], r["frame"], tuple(r["box"])): r["global_id"] for r in results
+               if r["event"] == "detection"}
     assert central.keys() == local.keys()
+    pairs = list(itertools.combinations(sorted(central), 2))
+    agree = sum((central[a] == central[b]) == (local[a] == local[b]) for a, b in pairs) / len(pairs)
+    print(f"single-process vs bus: {len(track_partition(local))} / {len(track_partition(central))} groups of "
+          f"detections; pairwise agreement (Rand index) {agree:.4f}")
     assert track_partition(central) == track_partition(local)
-    print(f"global ids: {len(central)} tracks in {len(track_partition(central))} vehicles, the same grouping as "
-          f"the single-process run")
+    print(f"global ids: {len(central)} detections in {len(track_partition(central))} groups (vehicles, and "
+          f"undecided first crops), the same grouping as the single-process run")

@@ -22,6 +22,8 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--max-gap", type=float, help="most seconds between leaving one camera and entering another")
     p.add_argument("--min-transit", type=float, default=0.0, help="least such seconds (default 0)")
     p.add_argument("--overlapping-cameras", action="store_true", help="cameras may see one vehicle at once")
+    p.add_argument("--max-delay", type=float, default=5.0, help="seconds an event may wait for the other "
+                   "cameras' clocks to pass its own (events are associated in time order; default 5)")
     p.add_argument("--idle-exit", type=float, help="stop after this many seconds without a new event (default: run)")
     p.add_argument("--max-events", type=int, help="stop after processing this many events")
     p.set_defaults(run=run)
@@ -49,8 +51,10 @@ def run(args: argparse.Namespace) -> int:
     config = AssociationConfig(threshold=args.threshold, gallery_threshold=args.min_score,
                                max_gap=args.max_gap, min_transit=args.min_transit,
                                overlapping_cameras=args.overlapping_cameras)
+    if args.max_delay < 0:
+        raise FogreidError("--max-delay must be >= 0")
     opts = MatcherOptions(group=args.group, claim_idle_ms=int(args.claim_idle * 1000), idle_exit=args.idle_exit,
-                          max_entries=args.max_events)
+                          max_entries=args.max_events, max_delay=args.max_delay)
     if args.consumer:
         opts.consumer = args.consumer
     stop = threading.Event()

@@ -132,10 +132,22 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, request_stop)
     with load_model(args.model, args.backend, args.device) as model:
         print(f"[run] {model.name} on {', '.join(args.source)}", file=sys.stderr)
-        stats = run_stream(model, opts, stop)
-    if publisher is not None:
-        publisher.close()
-        print(f"[run] published {publisher.sent} events to {args.publish}", file=sys.stderr)
+        if publisher is None:
+            stats = run_stream(model, opts, stop)
+        else:
+            from fogreid.runtime.bus import BusUnavailable
+
+            try:
+                stats = run_stream(model, opts, stop)
+                from fogreid.runtime.sources import parse_source
+
+                for source in args.source:
+                    publisher.end(parse_source(source).name)
+                publisher.close()
+            except BusUnavailable as exc:
+                print(f"fogreid run: error: --publish: {exc}", file=sys.stderr)
+                return 1
+            print(f"[run] published {publisher.sent} events to {args.publish}", file=sys.stderr)
     print(json.dumps(stats_dict(stats)))
     for error in stats.errors:
         print(f"fogreid run: source error: {error}", file=sys.stderr)

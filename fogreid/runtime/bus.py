@@ -92,12 +92,24 @@ class RedisPublisher:
                                           "embedding": np.ascontiguousarray(embedding, np.float32).tobytes()})
         self.sent += 1
 
+    def end(self, source: str) -> None:
+        """This source publishes no more: the matcher stops waiting for its clock."""
+        self({"event": "source_end", "source": source, "time": round(time.time(), 3)}, np.zeros(0, np.float32))
+
     def flush(self) -> None:
-        self._pipe.execute()
+        import redis
+
+        try:
+            self._pipe.execute()
+        except redis.RedisError as exc:   # the broker went away mid-run: end the run, say why (exit 1)
+            raise BusUnavailable(f"publishing to {self.url.host}:{self.url.port}/{self.url.stream} failed "
+                                 f"({exc}); {self.sent} events were queued so far") from None
 
     def close(self) -> None:
-        self.flush()
-        self.client.close()
+        try:
+            self.flush()
+        finally:
+            self.client.close()
 
 
 def decode(fields: dict) -> tuple[dict, np.ndarray, str]:
@@ -113,7 +125,8 @@ class MatcherOptions:
     count: int = 64                   # entries per read
     block_ms: int = 500               # wait for new entries this long per read
     idle_exit: float | None = None    # stop after this many seconds without a new entry (None: run until stopped)
-    max_entries: int | None = None    # stop after processing this many (tests: a matcher that dies mid-stream)
+    max_entries: int | None = None    # stop after processing this many
+    max_delay: float = 5.0            # seconds an entry may wait for the other sources' clocks
 
 
 class EventFeed:
@@ -147,7 +160,15 @@ class EventFeed:
 
 
 class Matcher:
-    """The central matcher: a consumer in the group, the one owner of the association state."""
+    """The central matcher: a consumer in the group, the one owner of the association state.
+
+    Edge nodes run at their own pace, so the stream interleaves cameras out of event-time
+    order; association decisions depend on that order (a vehicle must leave one camera before
+    it enters the next). Entries are therefore held (read, not yet acknowledged: still in the
+    group's pending list, safe from a crash) and processed in order of their source clock,
+    up to the watermark: the oldest latest-clock among the sources still publishing (a source
+    that ends says so). Entries held longer than `max_delay` seconds, or when the stream falls
+    idle, go through regardless (a camera that stopped publishing does not stall the city)."""
 
     def __init__(self, url: BusURL, associator, opts: MatcherOptions | None = None,
                  model_identity: str | None = None, tracking=None, gallery=None) -> None:
@@ -156,6 +177,9 @@ class Matcher:
         self.associator, self.feed = associator, EventFeed(associator, tracking, gallery)
         self.model = model_identity
         self.processed = self.claimed = self.replayed = 0
+        self.held: dict[str, tuple[float, object, dict, float]] = {}   # key -> (clock, id, fields, arrival)
+        self.latest: dict[str, float] = {}       # source -> newest clock seen
+        self.ended: set[str] = set()
 
     # ------------------------------------------------------------------ start-up
     def prepare(self) -> None:
@@ -169,7 +193,7 @@ class Matcher:
         self._replay()
 
     def _replay(self) -> None:
-        """Rebuild the associator from the results stream: the done entries, in the order done."""
+        """Rebuild the state from the results stream: the done entries, in the order done."""
         done = [fields[b"input_id"].decode() for _, fields in self._xrange(self.url.results)]
         if not done:
             return
@@ -179,6 +203,7 @@ class Matcher:
             if key in wanted:
                 entries[key] = fields
         for key in done:
+            self._note(json.loads(entries[key][b"event"]))
             self._associate(key, entries[key])
             self.replayed += 1
 
@@ -197,55 +222,80 @@ class Matcher:
     def run(self, stop=None) -> int:
         """Process until stopped, idle for `idle_exit` seconds, or `max_entries` are done."""
         self.prepare()
-        last_new = time.monotonic()
-        while not (stop is not None and stop.is_set()):
-            got = self._claim() or self._read("0") or self._read(">")
-            if got:
+        self._read("0")                       # this consumer's own pending entries (a restart under one name)
+        last_new = last_claim = time.monotonic()
+        self._claim()
+        while not (stop is not None and stop.is_set()) and not self._done():
+            if time.monotonic() - last_claim >= self.opts.claim_idle_ms / 2000:
+                self._claim()                 # a consumer died while this one runs
+                last_claim = time.monotonic()
+            if self._read(">"):
                 last_new = time.monotonic()
-            elif self.opts.idle_exit is not None and time.monotonic() - last_new >= self.opts.idle_exit:
-                break
-            if self.opts.max_entries is not None and self.processed >= self.opts.max_entries:
+            idle = time.monotonic() - last_new
+            self._drain(force=idle >= self.opts.block_ms / 1000)
+            if self.opts.idle_exit is not None and idle >= self.opts.idle_exit and not self.held:
                 break
         return self.processed
 
-    def _claim(self) -> int:
+    def _claim(self) -> None:
         """Entries a dead consumer read but never acknowledged."""
-        start, n = "0-0", 0
+        start = "0-0"
         while True:
             reply = self.client.xautoclaim(self.url.stream, self.opts.group, self.opts.consumer,
                                            self.opts.claim_idle_ms, start_id=start, count=self.opts.count)
             start, entries = reply[0], reply[1]
-            n += self._handle(entries)
-            self.claimed += len(entries)
-            if start in (b"0-0", "0-0") or self._done():
-                return n
+            self.claimed += self._hold(entries)
+            if start in (b"0-0", "0-0"):
+                return
 
     def _read(self, which: str) -> int:
         """'0': this consumer's own pending entries; '>': new ones (waits up to block_ms)."""
         reply = self.client.xreadgroup(self.opts.group, self.opts.consumer, {self.url.stream: which},
                                        count=self.opts.count, block=self.opts.block_ms if which == ">" else None)
-        return sum(self._handle(entries) for _, entries in reply)
+        return sum(self._hold(entries) for _, entries in reply)
 
     def _done(self) -> bool:
         return self.opts.max_entries is not None and self.processed >= self.opts.max_entries
 
-    def _handle(self, entries) -> int:
+    def _note(self, event: dict) -> float:
+        """Track each source's clock and end; returns the event's clock."""
+        source = str(event.get("source"))
+        if event.get("event") == "source_end":
+            self.ended.add(source)
+            return self.latest.get(source, 0.0)
+        clock = float(event.get("clock", event.get("time", 0.0)))
+        self.latest[source] = max(self.latest.get(source, clock), clock)
+        return clock
+
+    def _hold(self, entries) -> int:
         n = 0
         for entry_id, fields in entries:
-            if self._done():
-                break
+            key = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
             if not fields:   # trimmed from the stream while pending: nothing to process, only acknowledge
                 self.client.xack(self.url.stream, self.opts.group, entry_id)
                 continue
-            key = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+            if key in self.held:
+                continue
+            self.held[key] = (self._note(json.loads(fields[b"event"])), entry_id, fields, time.monotonic())
+            n += 1
+        return n
+
+    def _drain(self, force: bool = False) -> None:
+        live = [clock for source, clock in self.latest.items() if source not in self.ended]
+        watermark = float("inf") if force or not live else min(live)
+        now = time.monotonic()
+        ready = sorted((clock, _order(key), key) for key, (clock, _, _, arrived) in self.held.items()
+                       if clock <= watermark or now - arrived >= self.opts.max_delay)
+        for _, _, key in ready:
+            if self._done():
+                return
+            _, entry_id, fields, _ = self.held.pop(key)
             result = self._associate(key, fields)
             pipe = self.client.pipeline(transaction=True)   # MULTI: the result and the ack, or neither
             pipe.xadd(self.url.results, {"input_id": key, "result": json.dumps(result)})
             pipe.xack(self.url.stream, self.opts.group, entry_id)
             pipe.execute()
             self.processed += 1
-            n += 1
-        return n
 
     def _associate(self, key: str, fields: dict) -> dict:
         event, embedding, model = decode(fields)
@@ -259,3 +309,8 @@ class Matcher:
 
     def results(self) -> list[dict]:
         return [json.loads(fields[b"result"]) for _, fields in self._xrange(self.url.results)]
+
+
+def _order(key: str) -> tuple[int, int]:
+    ms, seq = key.split("-")
+    return int(ms), int(seq)

@@ -253,7 +253,7 @@ class Pipeline:
                     label, colour = f"{label} {event['match']['id']} {event['match']['score']:.2f}", (60, 220, 60)
                 events.append(event)
                 if opts.publish is not None:   # the event, its crop's embedding, and what the tracker used
-                    opts.publish(dict(event, clock=round(frame.clock, 3), quality=round(float(quality), 4))
+                    opts.publish(dict(event, clock=float(frame.clock), quality=float(quality))
                                  if self.book is not None and tid >= 0 else event, work.embeddings[k])
                 boxes.append(region.box)
                 labels.append(label)
