@@ -108,7 +108,7 @@ def test_two_edges_one_matcher_killed_and_restarted(city, redis_url, fogreid_cmd
     time.sleep(0.5)
     # ... the matcher, started before the edges so that it works while they publish, takes them over
     # (XAUTOCLAIM, idle > 1 s) and is killed mid-stream
-    matcher_cmd = fogreid_cmd + ["associate", "--bus", url]
+    matcher_cmd = fogreid_cmd + ["associate", "--bus", url, "--expect-sources", "2"]
     first = subprocess.Popen(matcher_cmd + ["--consumer", "m1", "--claim-idle", "1"], stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
     assert "[associate]" in first.stderr.readline()   # connected
@@ -117,8 +117,12 @@ def test_two_edges_one_matcher_killed_and_restarted(city, redis_url, fogreid_cmd
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for video, det in zip(cams["videos"], cams["det"])]
     deadline = time.time() + 240
-    while client.xlen(f"{stream}:global") < 10 and time.time() < deadline and first.poll() is None:
-        time.sleep(0.02)
+    def holding() -> int:   # entries the matcher has read and not yet acknowledged
+        return sum(c["pending"] for c in client.xpending(stream, GROUP)["consumers"] if c["name"] == b"m1")
+
+    while not (client.xlen(f"{stream}:global") >= 10 and holding()) and time.time() < deadline \
+            and first.poll() is None:
+        time.sleep(0.01)
     first.send_signal(signal.SIGKILL)
     first.wait(timeout=30)
     done_before_kill = client.xlen(f"{stream}:global")

@@ -14,16 +14,18 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--gallery", help="a gallery from `fogreid gallery`: names identities it knows")
     p.add_argument("--group", default="fogreid-matcher", help="consumer group name (default fogreid-matcher)")
     p.add_argument("--consumer", help="this matcher's consumer name (default HOST-PID)")
-    p.add_argument("--claim-idle", type=float, default=10.0,
-                   help="take over entries another consumer left pending this many seconds (default 10)")
+    p.add_argument("--claim-idle", type=float, default=5.0,
+                   help="take over entries another consumer left pending this many seconds (default 5)")
     p.add_argument("--threshold", type=float, default=0.6, help="cosine to join a known identity (default 0.6)")
     p.add_argument("--min-score", type=float, default=0.5,
                    help="gallery cosine below which a track stays unknown (default 0.5, as fogreid run's)")
     p.add_argument("--max-gap", type=float, help="most seconds between leaving one camera and entering another")
     p.add_argument("--min-transit", type=float, default=0.0, help="least such seconds (default 0)")
     p.add_argument("--overlapping-cameras", action="store_true", help="cameras may see one vehicle at once")
-    p.add_argument("--max-delay", type=float, default=5.0, help="seconds an event may wait for the other "
-                   "cameras' clocks to pass its own (events are associated in time order; default 5)")
+    p.add_argument("--max-delay", type=float, default=10.0, help="seconds an event may wait for the other "
+                   "cameras' clocks to pass its own (events are associated in time order; default 10)")
+    p.add_argument("--expect-sources", type=int, default=1,
+                   help="wait for this many cameras to publish before associating (default 1)")
     p.add_argument("--idle-exit", type=float, help="stop after this many seconds without a new event (default: run)")
     p.add_argument("--max-events", type=int, help="stop after processing this many events")
     p.set_defaults(run=run)
@@ -54,7 +56,8 @@ def run(args: argparse.Namespace) -> int:
     if args.max_delay < 0:
         raise FogreidError("--max-delay must be >= 0")
     opts = MatcherOptions(group=args.group, claim_idle_ms=int(args.claim_idle * 1000), idle_exit=args.idle_exit,
-                          max_entries=args.max_events, max_delay=args.max_delay)
+                          max_entries=args.max_events, max_delay=args.max_delay,
+                          expect_sources=args.expect_sources)
     if args.consumer:
         opts.consumer = args.consumer
     stop = threading.Event()

@@ -121,12 +121,13 @@ def decode(fields: dict) -> tuple[dict, np.ndarray, str]:
 class MatcherOptions:
     group: str = GROUP
     consumer: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
-    claim_idle_ms: int = 10_000       # a pending entry idle this long belongs to a dead consumer
+    claim_idle_ms: int = 5_000        # a pending entry idle this long belongs to a dead consumer
     count: int = 64                   # entries per read
     block_ms: int = 500               # wait for new entries this long per read
     idle_exit: float | None = None    # stop after this many seconds without a new entry (None: run until stopped)
     max_entries: int | None = None    # stop after processing this many
-    max_delay: float = 5.0            # seconds an entry may wait for the other sources' clocks
+    max_delay: float = 10.0           # seconds an entry may wait for the other sources' clocks
+    expect_sources: int = 1           # hold everything until this many sources have published
 
 
 class EventFeed:
@@ -167,8 +168,9 @@ class Matcher:
     it enters the next). Entries are therefore held (read, not yet acknowledged: still in the
     group's pending list, safe from a crash) and processed in order of their source clock,
     up to the watermark: the oldest latest-clock among the sources still publishing (a source
-    that ends says so). Entries held longer than `max_delay` seconds, or when the stream falls
-    idle, go through regardless (a camera that stopped publishing does not stall the city)."""
+    that ends says so), and no later than an entry another consumer holds (until it is re-claimed).
+    Entries held longer than `max_delay` seconds, or when the stream falls idle, go through
+    regardless (a camera that stopped publishing does not stall the city)."""
 
     def __init__(self, url: BusURL, associator, opts: MatcherOptions | None = None,
                  model_identity: str | None = None, tracking=None, gallery=None) -> None:
@@ -180,6 +182,7 @@ class Matcher:
         self.held: dict[str, tuple[float, object, dict, float]] = {}   # key -> (clock, id, fields, arrival)
         self.latest: dict[str, float] = {}       # source -> newest clock seen
         self.ended: set[str] = set()
+        self._clocks: dict[str, float] = {}     # clocks of entries other consumers hold
 
     # ------------------------------------------------------------------ start-up
     def prepare(self) -> None:
@@ -280,9 +283,32 @@ class Matcher:
             n += 1
         return n
 
+    def _foreign_clock(self) -> float:
+        """The earliest clock among entries other consumers hold (a live one's in flight, a dead
+        one's until re-claimed): nothing later is associated before them."""
+        summary = self.client.xpending(self.url.stream, self.opts.group)
+        earliest = float("inf")
+        for consumer in summary.get("consumers") or []:
+            name = consumer["name"].decode() if isinstance(consumer["name"], bytes) else consumer["name"]
+            if name == self.opts.consumer:
+                continue
+            for entry in self.client.xpending_range(self.url.stream, self.opts.group, min="-", max="+",
+                                                    count=self.opts.count, consumername=name):
+                key = entry["message_id"].decode()
+                if key not in self._clocks:
+                    found = self.client.xrange(self.url.stream, min=key, max=key)
+                    self._clocks[key] = (float(json.loads(found[0][1][b"event"]).get("clock", 0.0))
+                                         if found and found[0][1] else float("inf"))
+                earliest = min(earliest, self._clocks[key])
+        return earliest
+
     def _drain(self, force: bool = False) -> None:
         live = [clock for source, clock in self.latest.items() if source not in self.ended]
         watermark = float("inf") if force or not live else min(live)
+        if len(self.latest) < self.opts.expect_sources and not force:
+            watermark = float("-inf")          # not every camera has spoken yet
+        if watermark > float("-inf"):
+            watermark = min(watermark, self._foreign_clock())
         now = time.monotonic()
         ready = sorted((clock, _order(key), key) for key, (clock, _, _, arrived) in self.held.items()
                        if clock <= watermark or now - arrived >= self.opts.max_delay)
