@@ -17,6 +17,7 @@ from fogreid.calibration.qdq import quantize_qdq
 from fogreid.calibration.ranges import compute_ranges
 from fogreid.calibration.trt_cache import DEFAULT_TRT_VERSION, scales_from_ranges, write_cache
 from fogreid import onnx_graph
+from fogreid.errors import FogreidError
 from fogreid.fileio import atomic_write, sha256_file
 
 
@@ -34,6 +35,10 @@ def calibrate(onnx_path: str | Path, image_folders: list[str | Path], out: str |
     onnx_path, out = Path(onnx_path), Path(out)
     proto = onnx_graph.load(onnx_path)
     size = onnx_graph.input_size(proto, onnx_path)
+    precision = {p.key: p.value for p in proto.metadata_props}.get("precision", "fp32")
+    if precision != "fp32" or any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in proto.graph.node):
+        raise FogreidError(f"--onnx {onnx_path}: this model is already {precision.upper()}; calibrate the FP32 "
+                           f"model.onnx that `fogreid export` wrote beside it")
     calib = build_calibration_set(image_folders, size, num=num, data_root=data_root, seed=seed, progress=progress)
     if progress:
         print(f"calibrating on {len(calib.images)} images ({method}); fog density "

@@ -152,7 +152,7 @@ class Gallery:
                     gallery._index = _faiss().deserialize_index(data["faiss_index"])
                     gallery._index_n = gallery._index.ntotal
                     _set_search_params(gallery._index, gallery.index_spec)
-        except (ValueError, KeyError, OSError, TypeError, zipfile.BadZipFile) as exc:
+        except (ValueError, KeyError, OSError, EOFError, TypeError, zipfile.BadZipFile) as exc:  # a half-copied file too
             raise FogreidError(f"{path}: not a fogreid gallery ({exc}); rebuild it with `fogreid gallery`") from None
         if gallery.embeddings.ndim != 2 or len(gallery.embeddings) != len(gallery.labels):
             raise FogreidError(f"{path}: embeddings and labels disagree; rebuild it with `fogreid gallery`")
