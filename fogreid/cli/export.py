@@ -13,7 +13,7 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     p = verbs.add_parser("export", help="export a checkpoint to ONNX (FP32/FP16/INT8) and TensorRT engines")
     p.add_argument("--checkpoint", required=True, help="a fogreid checkpoint (.pt), e.g. RUN/best.pt")
     p.add_argument("--format", default="onnx",
-                   help="comma list of onnx, onnx-fp16, onnx-int8, engine-fp16, engine-int8 (default onnx)")
+                   help="comma list of onnx, onnx-fp16, onnx-int8, engine-fp16, engine-int8, triton, deepstream (default onnx)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--imgsz", type=image_size, nargs="+", metavar="PX", help="input size H [W] (default: the checkpoint's)")
     p.add_argument("--batch", help="TensorRT profile MIN:OPT:MAX (default 1:8:32); with --dla-core one size B, "

@@ -50,6 +50,8 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--max-backoff", type=positive_float, default=2.0, help="longest wait between reconnects (seconds)")
     p.add_argument("--serial", action="store_true", help="run the stages one after another (no pipelining)")
     p.add_argument("--events", help="write match events as JSON lines here")
+    p.add_argument("--publish", metavar="redis://HOST:PORT/STREAM",
+                   help="also send every event with its embedding to this Redis stream (see `fogreid associate`)")
     p.add_argument("--save-video", help="write the annotated video here (one file per source)")
     p.add_argument("--defog-view", nargs="?", const="crops", choices=["crops", "frame"],
                    help="the saved video shows the defogged crops (crops, the default) or whole defogged "
@@ -114,6 +116,20 @@ def run(args: argparse.Namespace) -> int:
     else:
         regions = FullFrame()
     gallery = Gallery.load(args.gallery) if args.gallery else None
+    if gallery is not None:
+        from fogreid.runtime.gallery import model_identity
+
+        gallery.check_identity(model_identity(args.model))   # before the model loads: a cheap refusal
+    publisher = None
+    if args.publish:
+        from fogreid.runtime.bus import BusUnavailable, RedisPublisher, parse_bus_url
+        from fogreid.runtime.gallery import model_identity
+
+        try:
+            publisher = RedisPublisher(parse_bus_url(args.publish, "--publish"), model_identity(args.model))
+        except BusUnavailable as exc:
+            print(f"fogreid run: error: --publish: {exc}", file=sys.stderr)
+            return 1
     tracking = (TrackingConfig(fps=args.fps, lost_seconds=args.lost_seconds, min_score=args.min_score)
                 if tracked else None)
     association = (AssociationConfig(threshold=args.assoc_threshold, gallery_threshold=args.min_score,
@@ -131,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
                       give_up_after=args.give_up_after, video_fps=args.fps,
                       tracking=tracking, association=association, pipelined=not args.serial,
                       stall_seconds=args.stall_seconds, backoff=(min(0.5, args.max_backoff), args.max_backoff),
-                      rtsp_transport=args.rtsp_transport, defog_frames=defog_frames)
+                      rtsp_transport=args.rtsp_transport, defog_frames=defog_frames, publish=publisher)
     stop = threading.Event()
 
     def request_stop(signum, _frame):
@@ -143,7 +159,22 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, request_stop)
     with load_model(args.model, args.backend, args.device) as model:
         print(f"[run] {model.name} on {', '.join(args.source)}", file=sys.stderr)
-        stats = run_stream(model, opts, stop)
+        if publisher is None:
+            stats = run_stream(model, opts, stop)
+        else:
+            from fogreid.runtime.bus import BusUnavailable
+
+            try:
+                stats = run_stream(model, opts, stop)
+                from fogreid.runtime.sources import parse_source
+
+                for source in args.source:
+                    publisher.end(parse_source(source).name)
+                publisher.close()
+            except BusUnavailable as exc:
+                print(f"fogreid run: error: --publish: {exc}", file=sys.stderr)
+                return 1
+            print(f"[run] published {publisher.sent} events to {args.publish}", file=sys.stderr)
     print(json.dumps(stats_dict(stats)))
     for error in stats.errors:
         print(f"fogreid run: source error: {error}", file=sys.stderr)

@@ -201,6 +201,23 @@ def export(checkpoint: str | Path, formats: list[Format], out: str | Path, opts:
     for name, reason in not_built.items():
         log(f"[{name}] not built: {reason}" + (f"\n  {INSTALL_HINT}" if reason == "TensorRT is not installed" else ""))
 
+    if "triton" in names:
+        from fogreid.export.triton import write_repository
+
+        built = {name: (files[name], records[name]) for name in records}
+        write_repository(out / "triton", fp32, size, model.embedding_dim, opts.batch,
+                         {"checkpoint_sha256": ckpt_hash, "input_size": list(size),
+                          "embedding_dim": model.embedding_dim},
+                         calibration.cache if calibration else None, built, opts.workspace_gib)
+        files["triton"] = out / "triton"
+        log(f"[triton] model repository {files['triton']} ({', '.join(['onnx'] + list(built))})")
+    if "deepstream" in names:
+        from fogreid.export.deepstream import write_deepstream
+
+        files.update(write_deepstream(model, out / "deepstream",
+                                      onnx_graph.deploy_metadata(model.net, ckpt_hash, "fp32"), opts.batch[2]))
+        log(f"[deepstream] {files['deepstream-onnx']} + {files['deepstream-config']}")
+
     manifest = out / "export.json"
     with atomic_write(manifest, "w") as handle:
         json.dump({"checkpoint": str(checkpoint), "checkpoint_sha256": ckpt_hash, "input_size": list(size),
