@@ -47,7 +47,8 @@ def ensure_dataset(root: Path, cfg: SynthConfig) -> None:
     from fogreid.data.synth import generate
 
     manifest = root / "fogreid_synth.json"
-    complete = all((root / part).is_dir() for part in ("FVRID_syn", "FVRID_real", "FVRID_clear"))
+    complete = all((root / part).is_dir() for part in ("FVRID_syn", "FVRID_real", "FVRID_clear",
+                                                       "FVRID_real/query_clear_eval"))
     if complete and manifest.is_file() and json.loads(manifest.read_text()).get("config") == asdict(cfg):
         print(f"[data] reusing {root} (same settings)")
         return
@@ -116,8 +117,10 @@ def run_demo(out: str | Path, quick: bool = False, checkpoint: str | None = None
 
         trained = {"checkpoint": str(checkpoint), "sha256": sha256_file(checkpoint), "key": sha256_file(checkpoint)}
     else:
+        # The defog head's design is in the key: a checkpoint of another head would not load.
         trained = steps.run("train", {"data": data_step["key"], "imgsz": cfg.imgsz, "epochs": cfg.epochs,
-                                      "seed": cfg.seed}, do_train, [out / "train" / "best.pt"])
+                                      "seed": cfg.seed, "defog_head": "scatter-prior"}, do_train,
+                            [out / "train" / "best.pt"])
     ckpt = Path(trained["checkpoint"])
 
     with_trt = tensorrt_version() is not None

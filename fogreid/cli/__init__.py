@@ -14,13 +14,13 @@ import argparse
 import sys
 
 from fogreid import __version__
-from fogreid.cli import (bench, calibrate, check, demo, doctor, eval_mtmc, evaluate, export, gallery, info, run,
-                         synth, synth_video, train, validate)
+from fogreid.cli import (associate, bench, calibrate, check, demo, doctor, eval_mtmc, evaluate, export, gallery, info,
+                         run, serve, synth, synth_video, train, validate)
 from fogreid.errors import FogreidError
 
 # In the order `fogreid --help` lists them: the main job first, then the product's path.
-VERBS = [demo, synth, synth_video, train, evaluate, export, calibrate, check, validate, gallery, run, eval_mtmc, bench,
-         doctor, info]
+VERBS = [demo, synth, synth_video, train, evaluate, export, calibrate, check, validate, gallery, run, associate, serve,
+         eval_mtmc, bench, doctor, info]
 
 
 class HelpFormatter(argparse.HelpFormatter):

@@ -50,8 +50,13 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--max-backoff", type=positive_float, default=2.0, help="longest wait between reconnects (seconds)")
     p.add_argument("--serial", action="store_true", help="run the stages one after another (no pipelining)")
     p.add_argument("--events", help="write match events as JSON lines here")
+    p.add_argument("--publish", metavar="redis://HOST:PORT/STREAM",
+                   help="also send every event with its embedding to this Redis stream (see `fogreid associate`)")
     p.add_argument("--save-video", help="write the annotated video here (one file per source)")
-    p.add_argument("--defog-view", action="store_true", help="show the defogged crops in the saved video")
+    p.add_argument("--defog-view", nargs="?", const="crops", choices=["crops", "frame"],
+                   help="the saved video shows the defogged crops (crops, the default) or whole defogged "
+                        "frames (frame: the model_defog_frame.onnx beside --model, or --defog-model)")
+    p.add_argument("--defog-model", help="the whole-frame defog graph for --defog-view frame")
     p.add_argument("--batch", type=positive_int, default=16, help="crops per inference batch")
     p.add_argument("--top-k", type=positive_int, default=1, help="gallery matches kept per crop in the events")
     p.add_argument("--min-score", type=cosine_float, default=0.5, help="cosine below which a match is 'unknown'")
@@ -80,6 +85,9 @@ def run(args: argparse.Namespace) -> int:
     output_file(args.save_video, "--save-video", (".mp4", ".avi", ".mkv", ".mov"))
     if args.defog_view and not args.save_video:
         raise FogreidError("--defog-view draws into the saved video: add --save-video OUT.mp4")
+    if args.defog_model and args.defog_view != "frame":
+        raise FogreidError("--defog-model is for --defog-view frame")
+    input_file(args.defog_model, "--defog-model", "defog frame graph")
     import importlib
     import json
     import signal
@@ -108,21 +116,38 @@ def run(args: argparse.Namespace) -> int:
     else:
         regions = FullFrame()
     gallery = Gallery.load(args.gallery) if args.gallery else None
-    if args.defog_view and not args.save_video:
-        raise FogreidError("--defog-view draws into the saved video: add --save-video OUT.mp4")
+    if gallery is not None:
+        from fogreid.runtime.gallery import model_identity
+
+        gallery.check_identity(model_identity(args.model))   # before the model loads: a cheap refusal
+    publisher = None
+    if args.publish:
+        from fogreid.runtime.bus import BusUnavailable, RedisPublisher, parse_bus_url
+        from fogreid.runtime.gallery import model_identity
+
+        try:
+            publisher = RedisPublisher(parse_bus_url(args.publish, "--publish"), model_identity(args.model))
+        except BusUnavailable as exc:
+            print(f"fogreid run: error: --publish: {exc}", file=sys.stderr)
+            return 1
     tracking = (TrackingConfig(fps=args.fps, lost_seconds=args.lost_seconds, min_score=args.min_score)
                 if tracked else None)
     association = (AssociationConfig(threshold=args.assoc_threshold, gallery_threshold=args.min_score,
                                      max_gap=args.max_gap, min_transit=args.min_transit,
                                      overlapping_cameras=args.overlapping_cameras)
                    if tracked and not args.no_global_ids else None)
-    opts = RunOptions(args.source, regions, gallery, args.events, args.save_video, args.defog_view, args.batch,
+    defog_frames = None
+    if args.defog_view == "frame":
+        from fogreid.runtime.frame_defog import FrameDefogger, find_frame_graph
+
+        defog_frames = FrameDefogger(args.defog_model or find_frame_graph(args.model), args.device)
+    opts = RunOptions(args.source, regions, gallery, args.events, args.save_video, args.defog_view == "crops", args.batch,
                       queue_size=args.queue, top_k=args.top_k, min_score=args.min_score, max_frames=args.max_frames,
                       reconnect=not args.no_reconnect, max_retries=args.max_retries,
                       give_up_after=args.give_up_after, video_fps=args.fps,
                       tracking=tracking, association=association, pipelined=not args.serial,
                       stall_seconds=args.stall_seconds, backoff=(min(0.5, args.max_backoff), args.max_backoff),
-                      rtsp_transport=args.rtsp_transport)
+                      rtsp_transport=args.rtsp_transport, defog_frames=defog_frames, publish=publisher)
     stop = threading.Event()
 
     def request_stop(signum, _frame):
@@ -134,7 +159,22 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, request_stop)
     with load_model(args.model, args.backend, args.device) as model:
         print(f"[run] {model.name} on {', '.join(args.source)}", file=sys.stderr)
-        stats = run_stream(model, opts, stop)
+        if publisher is None:
+            stats = run_stream(model, opts, stop)
+        else:
+            from fogreid.runtime.bus import BusUnavailable
+
+            try:
+                stats = run_stream(model, opts, stop)
+                from fogreid.runtime.sources import parse_source
+
+                for source in args.source:
+                    publisher.end(parse_source(source).name)
+                publisher.close()
+            except BusUnavailable as exc:
+                print(f"fogreid run: error: --publish: {exc}", file=sys.stderr)
+                return 1
+            print(f"[run] published {publisher.sent} events to {args.publish}", file=sys.stderr)
     print(json.dumps(stats_dict(stats)))
     for error in stats.errors:
         print(f"fogreid run: source error: {error}", file=sys.stderr)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from fogreid.cli.common import input_file, input_folders, output_file, positive_int
 
@@ -51,10 +52,15 @@ def run(args: argparse.Namespace) -> int:
     # 'colored' package unless colours are off: keep its warnings and errors, drop the rest.
     G_LOGGER.colors = False
     G_LOGGER.module_severity = G_LOGGER.WARNING
-    from fogreid.validate.compare import validate
+    from fogreid.validate.compare import artifact_precision, validate
+    from fogreid.validate.frame import is_frame_graph, validate_frame_graph
 
-    result = validate(args.checkpoint, args.model, args.images, args.data, args.backend, args.precision,
-                      args.threshold or [], limit=args.limit, device=args.device)
+    if is_frame_graph(Path(args.model)):  # the whole-frame defog graph: no embeddings, any frame size
+        result = validate_frame_graph(args.checkpoint, args.model, args.images, args.data,
+                                      args.precision or artifact_precision(Path(args.model)))
+    else:
+        result = validate(args.checkpoint, args.model, args.images, args.data, args.backend, args.precision,
+                          args.threshold or [], limit=args.limit, device=args.device)
     print(f"{result.artifact} ({result.backend}, {result.precision}) vs {result.checkpoint} on {result.images} images")
     for key, value in result.figures.items():
         print(f"  {key:<24} {value:.4f}" if isinstance(value, float) else f"  {key:<24} {value}")

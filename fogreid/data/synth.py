@@ -8,7 +8,10 @@ consistent across cameras and different from its look-alikes in small details.
 
 Clear images get FVRID_syn's scattering fog (with the rendered depth map); a second set
 of identities, seen by a second set of cameras, gets the real-like fog (FVRID_real), and
-their clear renders go to FVRID_clear (real clear images of that camera domain, for RVSL). Every random
+their clear renders go to FVRID_clear (real clear images of that camera domain, for RVSL)
+and, for the test images only, to FVRID_real/{query,gallery}_clear_eval (evaluation only:
+`fogreid eval --split real` scores the defogged images against them; no reader gives them
+to training). Every random
 draw comes from a seed derived from (seed, domain, identity, camera, frame), so the same
 seed gives the same bytes, and adding identities does not change the existing ones.
 """
@@ -355,6 +358,10 @@ def generate(out: str | Path, cfg: SynthConfig = SynthConfig(), progress: bool =
                 # cameras, unpaired in FVRID_clear (RVSL's stage 2 learns from them).
                 clear_dir = base if name == "syn" else out / "FVRID_clear"
                 write_image(clear_dir / f"{item.split}_clear" / file_name(item), clear_img, 95)
+                if name == "real" and item.split != "train":
+                    # For scoring the defogged test images only (PSNR / SSIM of `fogreid eval
+                    # --split real`): the real domain stays unlabelled for defogging.
+                    write_image(base / f"{item.split}_clear_eval" / file_name(item), clear_img, 95)
                 write_image(base / f"{item.split}_foggy" / file_name(item), foggy_img, quality)
                 counts[f"{name}/{item.split}"] = counts.get(f"{name}/{item.split}", 0) + 1
             bar.update(len(chunk))

@@ -34,8 +34,10 @@ class LossConfig:
     triplet_weight: float = 1.0
     triplet_margin: float = 0.3
     restoration: str = "l1"          # l1 | mse
-    restoration_weight: float = 1.0
-    ssim_weight: float = 0.0
+    # Restoration against ReID: at 1 / 0 (L1 only) the defog head of a 40-epoch demo run stayed
+    # below the dark channel prior; 10 / 10 beat it on PSNR and SSIM with no loss of mAP (README).
+    restoration_weight: float = 10.0
+    ssim_weight: float = 10.0        # (1 - SSIM) of both defog outputs against the clear image
     real_weight: float = 1.0         # the real batch's id losses
     dark_channel_weight: float = 0.01
     dark_channel_patch: int = 35
