@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from fogreid.cli.common import size
+from fogreid.cli.common import image_size, input_file, size
 
 
 def add_parser(verbs: argparse._SubParsersAction) -> None:
@@ -12,15 +12,16 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     group = p.add_mutually_exclusive_group()
     from fogreid.model.config import PRESETS
 
-    group.add_argument("--preset", default="edge", choices=list(PRESETS))
+    group.add_argument("--preset", default="edge", choices=list(PRESETS), help="a named model preset")
     group.add_argument("--checkpoint", help="a fogreid checkpoint")
-    p.add_argument("--imgsz", type=int, nargs="+", metavar="PX", help="input size: H [W] (default: the model's)")
+    p.add_argument("--imgsz", type=image_size, nargs="+", metavar="PX", help="input size: H [W] (default: the model's)")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from fogreid.model.summary import format_summary, summarize
 
+    input_file(args.checkpoint, "--checkpoint", "checkpoint")
     if args.checkpoint:
         from fogreid.model.checkpoint import load_model
 

@@ -28,13 +28,14 @@ class ExportOptions:
     batch: tuple[int, int, int] = (1, 8, 32)
     calib_images: list[str] = field(default_factory=list)
     calib_method: str = "minmax"
-    calib_num: int = 512
+    calib_num: int = 256               # enough: see DEFAULT_IMAGES in fogreid/calibration/calibrate.py
     data_root: str | None = None
     int8_mode: str = "auto"            # auto | explicit | implicit (auto: implicit for DLA, else explicit)
     dla_core: int | None = None
     workspace_gib: float = 4.0
     keep_fp: list[str] = field(default_factory=list)
     trt_version: tuple[int, int, int] | None = None   # of the calibration cache; None: installed, else 10.3.0
+    int8_budget: float | None = 0.99   # embedding cosine p1 the INT8 model must hold (None: every layer INT8)
     progress: bool = True
 
 
@@ -102,9 +103,14 @@ def export(checkpoint: str | Path, formats: list[Format], out: str | Path, opts:
 
     fp32 = out / "model.onnx"
     log(f"[onnx] exporting {size[0]}x{size[1]} fused graph -> {fp32}")
-    onnx_graph.export_onnx(model, fp32, onnx_graph.deploy_metadata(model.net, ckpt_hash, "fp32"),
-                           max_batch=max(opts.batch[2], 64))
+    metadata = onnx_graph.deploy_metadata(model.net, ckpt_hash, "fp32")
+    onnx_graph.export_onnx(model, fp32, {**metadata, "graph": "fused-crop"}, max_batch=max(opts.batch[2], 64))
     files["onnx"] = fp32
+    from fogreid.export import frame_graph
+
+    if frame_graph.supports_frames(model.net):  # the defog head on whole frames, for --defog-view frame
+        files["onnx-defog-frame"] = frame_graph.export_frame_graph(model.net, out / frame_graph.FILE, metadata)
+        log(f"[onnx] whole-frame defog graph (any H, W) -> {files['onnx-defog-frame']}")
     proto = onnx_graph.load(fp32)
 
     engines = [f for f in formats if f.needs_tensorrt]
@@ -121,7 +127,8 @@ def export(checkpoint: str | Path, formats: list[Format], out: str | Path, opts:
         from fogreid.calibration.calibrate import calibrate
 
         calibration = calibrate(fp32, opts.calib_images, out, opts.calib_method, opts.calib_num, opts.data_root,
-                                opts.keep_fp, trt_version=trt_version, progress=opts.progress)
+                                opts.keep_fp, trt_version=trt_version, progress=opts.progress,
+                                budget=opts.int8_budget)
         files["onnx-int8"] = calibration.qdq_onnx
         files["calibration-cache"] = calibration.cache
         log(f"[onnx-int8] {calibration.qdq_onnx} (Q/DQ, {opts.calib_method}); TensorRT "
@@ -193,6 +200,23 @@ def export(checkpoint: str | Path, formats: list[Format], out: str | Path, opts:
             files[f"trtexec-trt{major}"] = script
     for name, reason in not_built.items():
         log(f"[{name}] not built: {reason}" + (f"\n  {INSTALL_HINT}" if reason == "TensorRT is not installed" else ""))
+
+    if "triton" in names:
+        from fogreid.export.triton import write_repository
+
+        built = {name: (files[name], records[name]) for name in records}
+        write_repository(out / "triton", fp32, size, model.embedding_dim, opts.batch,
+                         {"checkpoint_sha256": ckpt_hash, "input_size": list(size),
+                          "embedding_dim": model.embedding_dim},
+                         calibration.cache if calibration else None, built, opts.workspace_gib)
+        files["triton"] = out / "triton"
+        log(f"[triton] model repository {files['triton']} ({', '.join(['onnx'] + list(built))})")
+    if "deepstream" in names:
+        from fogreid.export.deepstream import write_deepstream
+
+        files.update(write_deepstream(model, out / "deepstream",
+                                      onnx_graph.deploy_metadata(model.net, ckpt_hash, "fp32"), opts.batch[2]))
+        log(f"[deepstream] {files['deepstream-onnx']} + {files['deepstream-config']}")
 
     manifest = out / "export.json"
     with atomic_write(manifest, "w") as handle:

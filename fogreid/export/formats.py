@@ -25,6 +25,10 @@ FORMATS = {f.name: f for f in [
     Format("onnx-int8", "model_int8.onnx", "int8", True, False, "Q/DQ INT8 calibrated on foggy images"),
     Format("engine-fp16", "model_fp16.engine", "fp16", False, True, "TensorRT engine, FP16"),
     Format("engine-int8", "model_int8.engine", "int8", True, True, "TensorRT engine, INT8 (explicit or implicit)"),
+    Format("triton", "triton", "fp32", False, False,
+           "Triton model repository: ONNX Runtime backend (+ TensorRT accelerator), a tensorrt_plan per engine"),
+    Format("deepstream", "deepstream", "fp32", False, False,
+           "embedding-only ONNX (float NCHW) + the ReID section of DeepStream's tracker config"),
 ]}
 
 

@@ -23,7 +23,7 @@ import numpy as np
 from polygraphy.backend.base import BaseRunner
 from polygraphy.common import TensorMetadata
 
-from fogreid.errors import FogreidError
+from fogreid.errors import EnvironmentProblem, FogreidError
 
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 ORT_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
@@ -69,8 +69,12 @@ def onnxruntime_session(path: str | Path, device: str = "auto"):
               "tensorrt": list(ORT_PROVIDERS)}.get(device.split(":")[0])
     if wanted is None:
         raise FogreidError(f"--device {device}: choose auto, cpu, cuda or tensorrt for ONNX Runtime")
+    if device != "auto" and wanted[0] not in available:
+        # Never run on the CPU when a GPU was asked for: the figures would be the CPU's, silently.
+        raise EnvironmentProblem(f"--device {device}: this ONNX Runtime has no {wanted[0]} (it has "
+                                 f"{', '.join(available)}); install onnxruntime-gpu (README, Install) or use --device cpu")
     errors = []
-    for first in [p for p in wanted if p in available]:
+    for first in [p for p in wanted if p in available][:None if device == "auto" else 1]:
         providers = wanted[wanted.index(first):]
         try:
             session = ort.InferenceSession(str(path), providers=[p for p in providers if p in available])

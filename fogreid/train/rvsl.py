@@ -238,7 +238,7 @@ def train_stage(stage: int, cfg: TrainConfig, out: Path, init: Path | None, prog
                         discriminators={"clear": d_clear.state_dict(), "hazy": d_hazy.state_dict()},
                         epoch=epoch + 1, best=best, bn_ema=ema_stats)
         if not val_split.query:
-            shutil.copyfile(out / "last.pt", out / "best.pt")
+            save_checkpoint(out / "best.pt", net, meta=meta, bn_ema=ema_stats)
             best = {"epoch": epoch + 1, "mAP": -1.0}
         history.append(row)
         with open(out / "history.jsonl", "a") as handle:
