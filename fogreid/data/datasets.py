@@ -4,7 +4,8 @@ Each reader returns a `ReIDSplit` of `ImageRecord`s (path, vehicle id, camera id
 paired clear image where one exists). Layouts:
 
   FVRID   ROOT/FVRID_syn/{train,query,gallery}_{clear,foggy}/   paired by file name
-          ROOT/FVRID_real/{train,query,gallery}_foggy/
+          ROOT/FVRID_real/{train,query,gallery}_foggy/, and optionally
+          ROOT/FVRID_real/{query,gallery}_clear_eval/ (for scoring defog output only)
   VeRi-776  ROOT/image_{train,query,test}/0001_c001_00016450_0.jpg
   VeRi-Wild ROOT/images/<id>/<image>.jpg, ROOT/train_test_split/{train_list.txt,
             test_<N>.txt, test_<N>_query.txt, vehicle_info.txt}
@@ -38,7 +39,7 @@ class ReIDSplit:
     train: list[ImageRecord]
     query: list[ImageRecord]
     gallery: list[ImageRecord]
-    paired: bool = False        # every record has a clear_path
+    paired: bool = False        # every query and gallery record has a clear_path
     train_ids: list[int] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -107,8 +108,14 @@ def load_fvrid(root: str | Path, split: str = "syn") -> ReIDSplit:
         base = root / "FVRID_real"
         _require_dirs(base, [f"{s}_foggy" for s in ("train", "query", "gallery")],
                       "FVRID_real/{train,query,gallery}_foggy")
-        sets = {s: _from_folder(base / f"{s}_foggy") for s in ("train", "query", "gallery")}
-        return ReIDSplit("FVRID_real", **sets)
+        # Clear renders of the test images (`fogreid synth` writes them; real FVRID has none)
+        # pair with query and gallery for scoring the defog output. Never with train: the
+        # real domain stays unlabelled for defogging, as in the papers.
+        scored = all((base / f"{s}_clear_eval").is_dir() for s in ("query", "gallery"))
+        sets = {"train": _from_folder(base / "train_foggy")}
+        sets.update({s: _from_folder(base / f"{s}_foggy", base / f"{s}_clear_eval" if scored else None)
+                     for s in ("query", "gallery")})
+        return ReIDSplit("FVRID_real", **sets, paired=scored)
     raise FogreidError(f"unknown FVRID split {split!r}; choose syn or real")
 
 

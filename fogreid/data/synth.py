@@ -8,7 +8,10 @@ consistent across cameras and different from its look-alikes in small details.
 
 Clear images get FVRID_syn's scattering fog (with the rendered depth map); a second set
 of identities, seen by a second set of cameras, gets the real-like fog (FVRID_real), and
-their clear renders go to FVRID_clear (real clear images of that camera domain, for RVSL). Every random
+their clear renders go to FVRID_clear (real clear images of that camera domain, for RVSL)
+and, for the test images only, to FVRID_real/{query,gallery}_clear_eval (evaluation only:
+`fogreid eval --split real` scores the defogged images against them; no reader gives them
+to training). Every random
 draw comes from a seed derived from (seed, domain, identity, camera, frame), so the same
 seed gives the same bytes, and adding identities does not change the existing ones.
 """
@@ -284,9 +287,32 @@ def file_name(item: _Item) -> str:
     return f"{item.pid:05d}_c{item.cam + 1:03d}_{item.frame:06d}_0.jpg"
 
 
-def generate(out: str | Path, cfg: SynthConfig = SynthConfig(), progress: bool = True) -> dict:
+MARKER = "fogreid_synth.json"  # written last by generate(): the folder's FVRID_* parts are fogreid's own
+OWN = ("FVRID_syn", "FVRID_real", "FVRID_clear", MARKER)
+
+
+def check_target(out: str | Path, overwrite: bool = False) -> None:
+    """Refuse a non-empty folder that `generate` did not write (no marker), unless `overwrite`:
+    pointed at a real FVRID download, generate would otherwise replace its FVRID_* folders."""
+    final = Path(out)
+    if final.exists() and not final.is_dir():
+        raise FogreidError(f"--out {final}: is a file, not a folder; choose a folder path")
+    if not final.is_dir() or overwrite or (final / MARKER).is_file():
+        return
+    # Our own half-written folders from an interrupted run do not count (they are removed below).
+    found = sorted(p.name for p in final.iterdir() if not p.name.startswith(".synth-"))
+    if found:
+        raise FogreidError(f"--out {final}: the folder holds {', '.join(found[:4])}{', ...' if len(found) > 4 else ''}, "
+                           f"which fogreid synth did not write (no {MARKER}); choose an empty or new folder, or pass "
+                           f"--overwrite to replace {', '.join(OWN[:3])} there")
+
+
+def generate(out: str | Path, cfg: SynthConfig = SynthConfig(), progress: bool = True, overwrite: bool = False) -> dict:
     """Write FVRID_syn and FVRID_real under `out`; returns the manifest (also written as
-    `out/fogreid_synth.json`)."""
+    `out/fogreid_synth.json`). A non-empty `out` without that marker is refused unless
+    `overwrite`; then only FVRID_syn, FVRID_real, FVRID_clear and the marker are replaced."""
+    cfg.check()
+    check_target(out, overwrite)
     import torch
 
     from fogreid.data.fog import jpeg_qualities, real_like_fog, synthetic_fog
@@ -296,9 +322,10 @@ def generate(out: str | Path, cfg: SynthConfig = SynthConfig(), progress: bool =
     import shutil
     import tempfile
 
-    cfg.check()
     final = Path(out)
     final.mkdir(parents=True, exist_ok=True)
+    for stale in final.glob(".synth-*"):  # an interrupted run's half-written dataset
+        shutil.rmtree(stale, ignore_errors=True)
     # Write beside the target and swap in when complete: a re-run with other settings never
     # mixes two datasets, and an interrupted run leaves the previous one intact.
     out = Path(tempfile.mkdtemp(prefix=".synth-", dir=final))
@@ -331,6 +358,10 @@ def generate(out: str | Path, cfg: SynthConfig = SynthConfig(), progress: bool =
                 # cameras, unpaired in FVRID_clear (RVSL's stage 2 learns from them).
                 clear_dir = base if name == "syn" else out / "FVRID_clear"
                 write_image(clear_dir / f"{item.split}_clear" / file_name(item), clear_img, 95)
+                if name == "real" and item.split != "train":
+                    # For scoring the defogged test images only (PSNR / SSIM of `fogreid eval
+                    # --split real`): the real domain stays unlabelled for defogging.
+                    write_image(base / f"{item.split}_clear_eval" / file_name(item), clear_img, 95)
                 write_image(base / f"{item.split}_foggy" / file_name(item), foggy_img, quality)
                 counts[f"{name}/{item.split}"] = counts.get(f"{name}/{item.split}", 0) + 1
             bar.update(len(chunk))

@@ -7,11 +7,12 @@ It sits below the network files (sjdl.py, rvsl.py), which both import it; only t
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import NamedTuple
-
-import torch
+from typing import TYPE_CHECKING, NamedTuple
 
 from fogreid.errors import FogreidError
+
+if TYPE_CHECKING:  # annotations only: reading or checking a config never imports torch
+    import torch
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,7 @@ class ModelConfig:
     channel_attention: bool = True
     attention_reduction: int = 16
     defog: bool = True                  # False: the plain ReID baseline, no decoder
+    defog_head: str = "scatter"         # scatter (invert the scattering model) | paper (as published)
     decoder_width: int = 64             # channels of the decoder at stride 4
     enhance_width: int = 20             # channels of the pyramid enhancement
     input_size: tuple[int, int] = (384, 384)  # (height, width) of the deployed graph
@@ -38,6 +40,8 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if self.arch not in ("sjdl", "rvsl"):
             raise FogreidError(f"model arch {self.arch!r}: choose sjdl or rvsl")
+        if self.defog_head not in ("scatter", "paper"):
+            raise FogreidError(f"model defog_head {self.defog_head!r}: choose scatter or paper")
         h, w = self.input_size
         if h < 32 or w < 32 or h % 32 or w % 32:
             raise FogreidError(f"input_size {self.input_size}: height and width must be "
@@ -55,7 +59,7 @@ class SJDLOutput(NamedTuple):
 
 PRESETS: dict[str, ModelConfig] = {
     # The published network: ResNet-50-IBN-a, deformable branch (2560-d), 384 px.
-    "paper": ModelConfig(),
+    "paper": ModelConfig(defog_head="paper"),
     # For Jetson/CPU: ResNet-18-IBN-a without the deformable branch (every TensorRT and DLA
     # target runs it), a decoder slim enough not to outweigh the encoder at full size, and
     # layer4 at stride 32: at 128 px, stride 16 would cost a third of the encoder for 4x4 more cells.

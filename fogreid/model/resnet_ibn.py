@@ -87,8 +87,9 @@ ARCHS: dict[str, tuple[type[nn.Module], tuple[int, int, int, int]]] = {
 
 
 class ResNetIBN(nn.Module):
-    """The encoder. `forward` returns the three feature maps SJDL reads:
-    the stem (64 ch, stride 4), layer1 (stride 4) and layer4 (stride 16 or 32)."""
+    """The encoder. `forward` returns the four feature maps SJDL reads: the stem before its
+    max-pool (64 ch, stride 2), the stem (stride 4), layer1 (stride 4) and layer4 (stride
+    16 or 32). `forward_early` stops after layer1: all a defog-only graph runs."""
 
     def __init__(self, arch: str = "resnet50", ibn: bool = True, last_stride: int = 1) -> None:
         super().__init__()
@@ -138,11 +139,15 @@ class ResNetIBN(nn.Module):
             if isinstance(m, (BasicBlock, Bottleneck)) and last is not None:
                 nn.init.zeros_(last.weight)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        stem = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        l1 = self.layer1(stem)
-        l4 = self.layer4(self.layer3(self.layer2(l1)))
-        return stem, l1, l4
+    def forward_early(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(stem before max-pool at stride 2, stem at stride 4, layer1 at stride 4)."""
+        fine = self.relu(self.bn1(self.conv1(x)))
+        stem = self.maxpool(fine)
+        return fine, stem, self.layer1(stem)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        fine, stem, l1 = self.forward_early(x)
+        return fine, stem, l1, self.layer4(self.layer3(self.layer2(l1)))
 
 
 TORCHVISION_WEIGHTS = {"resnet18": "ResNet18_Weights", "resnet34": "ResNet34_Weights",

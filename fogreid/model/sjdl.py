@@ -3,8 +3,9 @@
 One encoder (ResNet-IBN) feeds two heads. The ReID head turns layer4 into an embedding:
 an optional deformable-conv branch, channel attention, global average pooling, a BNNeck
 and bias-free classifiers (one per training domain). The defog head reads the early
-features (stem and layer1), which it shares with ReID, decodes a clear image and refines
-it with a pyramid enhancement. Training the two together makes the shared early features
+features (the stem before and after its max-pool, layer1), which it shares with ReID,
+decodes a clear image (the published decoder, or the scattering-model inversion: see the
+defog head section) and refines it with a pyramid enhancement. Training the two together makes the shared early features
 fog-aware; at test time the defogged image is a product of its own.
 
 Reading order: heads, the network. Configuration and presets: fogreid/model/config.py;
@@ -17,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fogreid.errors import FogreidError
 from fogreid.model.config import ModelConfig, SJDLOutput
 from fogreid.model.resnet_ibn import ResNetIBN
 
@@ -80,14 +82,27 @@ class ReIDHead(nn.Module):
 
 
 # --------------------------------------------------------------------------- defog head
+#
+# Two decoders, chosen by ModelConfig.defog_head:
+#   paper    the published one: redraws the clear image from stride-4 features (transposed
+#            convolutions, tanh), then the pyramid enhancement redraws it once more.
+#   scatter  inverts the scattering model I = J t + A (1 - t): it corrects the dark channel
+#            prior's transmission t and airlight A (smooth fields, at stride 2) and computes
+#            J = (I - A) / t + A from the full-resolution input, so edges and texture come from
+#            the input instead of being invented; the pyramid enhancement then adds a residual.
+# Both decoders return images in [0, 1]. Neither uses a normalisation whose statistics
+# depend on the image size except the paper head's instance norm, so the scatter head runs
+# on a whole camera frame as it does on a crop (fogreid/export/frame_graph.py).
 
 class ResidualBlock(nn.Module):
+    """Two 3x3 convs with reflection padding and instance norm, as the published decoder."""
+
     def __init__(self, channels: int) -> None:
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(channels, channels, 3, padding=1), nn.InstanceNorm2d(channels, affine=True),
+            nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3), nn.InstanceNorm2d(channels, affine=True),
             nn.ReLU(inplace=True),
-            nn.Conv2d(channels, channels, 3, padding=1), nn.InstanceNorm2d(channels, affine=True))
+            nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3), nn.InstanceNorm2d(channels, affine=True))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.relu(x + self.body(x))
@@ -98,40 +113,114 @@ def _upsample(in_channels: int, out_channels: int) -> nn.Sequential:
                          nn.InstanceNorm2d(out_channels, affine=True), nn.ReLU(inplace=True))
 
 
-class DefogDecoder(nn.Module):
-    """Stem (64 ch) and layer1 features at stride 4 -> a clear image at full size."""
+class PaperDecoder(nn.Module):
+    """The published decoder: a residual block before each of three stages (conv to `width`
+    and concat the stem; upsample; upsample), then a 7x7 conv to RGB and tanh. With the
+    paper's width 64 the blocks run at 256 (layer1 of ResNet-50), 128 and 64 channels."""
 
     def __init__(self, stem_channels: int, layer1_channels: int, width: int) -> None:
         super().__init__()
-        self.residual = ResidualBlock(layer1_channels)
+        merged = width + stem_channels
+        self.res1 = ResidualBlock(layer1_channels)
         self.reduce = nn.Sequential(nn.Conv2d(layer1_channels, width, 3, padding=1), nn.ReLU(inplace=True))
-        self.up1 = _upsample(width + stem_channels, width)
-        self.up2 = _upsample(width, max(width // 2, 8))
-        self.to_rgb = nn.Conv2d(max(width // 2, 8), 3, 7, padding=3)
+        self.res2 = ResidualBlock(merged)
+        self.up1 = _upsample(merged, merged // 2)
+        self.res3 = ResidualBlock(merged // 2)
+        self.up2 = _upsample(merged // 2, merged // 4)
+        self.to_rgb = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(merged // 4, 3, 7))
 
-    def forward(self, stem: torch.Tensor, l1: torch.Tensor) -> torch.Tensor:
-        x = torch.cat([self.reduce(self.residual(l1)), stem], dim=1)
-        return torch.tanh(self.to_rgb(self.up2(self.up1(x))))
+    def forward(self, image: torch.Tensor, fine: torch.Tensor, stem: torch.Tensor, l1: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([self.reduce(self.res1(l1)), stem], dim=1)
+        x = self.up2(self.res3(self.up1(self.res2(x))))
+        return (torch.tanh(self.to_rgb(x)) + 1) / 2
+
+
+def _conv_relu(in_channels: int, out_channels: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(in_channels, out_channels, 3, padding=1), nn.ReLU(inplace=True))
+
+
+def _logit(p: torch.Tensor) -> torch.Tensor:
+    return torch.log(p) - torch.log1p(-p)
+
+
+def _min_filter(x: torch.Tensor, patch: int) -> torch.Tensor:
+    return -F.max_pool2d(-x, patch, stride=1, padding=patch // 2)
+
+
+class ScatterDecoder(nn.Module):
+    """Transmission t and airlight A, then J = (I - A) / t + A at full resolution.
+
+    Both start from the dark channel prior computed in the graph (He et al. 2009: haze-free
+    patches have a colour channel near zero, so t0 = 1 - omega * min-filter(min_c I / A)),
+    and the network predicts a correction of each, in logit space, at stride 2, from layer1
+    and the stem (stride 4), the stem before its max-pool and t0 itself (stride 2). Training
+    thus starts from a physical dehazer rather than from noise, which matters in a short
+    budget, and learns what the prior gets wrong (bright vehicles, the sky, halos at edges).
+    """
+
+    T_MIN = 0.05    # FVRID_syn's densest fog leaves t ~ 0.007 in the sky; below 0.05 only noise is left
+    PATCH = 15      # dark-channel patch, as fogreid/data/dehaze.py
+    OMEGA = 0.95    # keep a little haze for depth perception (He et al.)
+    HAZIEST = 100.0  # softmax temperature on the dark channel: A = the colour of the haziest pixels
+
+    def __init__(self, fine_channels: int, stem_channels: int, layer1_channels: int, width: int) -> None:
+        super().__init__()
+        half = max(width // 2, 8)
+        self.reduce = nn.Sequential(_conv_relu(layer1_channels + stem_channels, width), _conv_relu(width, width))
+        self.fuse = nn.Sequential(_conv_relu(width + fine_channels + 1, half), _conv_relu(half, half))
+        self.head = nn.Conv2d(half, 4, 3, padding=1)
+        # Start at the prior: corrections of zero.
+        nn.init.normal_(self.head.weight, std=1e-3)
+        nn.init.zeros_(self.head.bias)
+
+    def prior(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(t0 (B, 1, H, W), A0 (B, 3, 1, 1)) by the dark channel prior, without guided filtering."""
+        dark = _min_filter(image.amin(dim=1, keepdim=True), self.PATCH)
+        weights = torch.softmax(dark.flatten(1) * self.HAZIEST, dim=1).unsqueeze(1)
+        airlight = (image.flatten(2) * weights).sum(dim=2).clamp(0.05, 0.98)[..., None, None]
+        t0 = 1 - self.OMEGA * _min_filter((image / airlight).amin(dim=1, keepdim=True), self.PATCH)
+        return t0.clamp(self.T_MIN, 0.98), airlight
+
+    def forward(self, image: torch.Tensor, fine: torch.Tensor, stem: torch.Tensor, l1: torch.Tensor) -> torch.Tensor:
+        t0, a0 = self.prior(image)
+        x = self.reduce(torch.cat([l1, stem], dim=1))
+        # Resize to the skip's own size (not x2): any frame size works, odd ones too.
+        x = F.interpolate(x, size=fine.shape[-2:], mode="bilinear", align_corners=False)
+        t0_fine = F.interpolate(t0, size=fine.shape[-2:], mode="bilinear", align_corners=False)
+        maps = self.head(self.fuse(torch.cat([x, fine, t0_fine], dim=1)))
+        maps = F.interpolate(maps, size=image.shape[-2:], mode="bilinear", align_corners=False)
+        t = torch.sigmoid(_logit(t0) + maps[:, :1]).clamp_min(self.T_MIN)
+        airlight = torch.sigmoid(_logit(a0) + maps[:, 1:])
+        return ((image - airlight) / t + airlight).clamp(0.0, 1.0)
 
 
 class PyramidEnhancement(nn.Module):
-    """Refines the decoded image from (foggy input, decoded) with context pooled at 4 scales."""
+    """Refines the decoded image from (foggy input, decoded) with context pooled at 4 scales.
+    `residual`: add the result to the decoded image (starting at zero) instead of redrawing it."""
 
     SCALES = (32, 16, 8, 4)
 
-    def __init__(self, width: int) -> None:
+    def __init__(self, width: int, residual: bool = False) -> None:
         super().__init__()
+        self.residual = residual
         self.body = nn.Sequential(nn.Conv2d(6, width, 3, padding=1), nn.ReLU(inplace=True),
                                   nn.Conv2d(width, width, 3, padding=1), nn.ReLU(inplace=True))
         self.pool_convs = nn.ModuleList(nn.Conv2d(width, 1, 1) for _ in self.SCALES)
         self.fuse = nn.Conv2d(width + len(self.SCALES), 3, 3, padding=1)
+        if residual:
+            nn.init.zeros_(self.fuse.weight)
+            nn.init.zeros_(self.fuse.bias)
 
     def forward(self, image: torch.Tensor, decoded: torch.Tensor) -> torch.Tensor:
         x = self.body(torch.cat([image, decoded], dim=1))
         size = x.shape[-2:]
-        pooled = [F.interpolate(conv(F.avg_pool2d(x, s)), size=size, mode="nearest")
+        # ceil_mode: a frame whose side is not a multiple of the scale keeps its border cells.
+        pooled = [F.interpolate(conv(F.avg_pool2d(x, s, ceil_mode=True)), size=size, mode="nearest")
                   for s, conv in zip(self.SCALES, self.pool_convs)]
-        return torch.tanh(self.fuse(torch.cat([*pooled, x], dim=1)))
+        out = self.fuse(torch.cat([*pooled, x], dim=1))
+        if self.residual:
+            return (decoded + out).clamp(0.0, 1.0)
+        return (torch.tanh(out) + 1) / 2
 
 
 # --------------------------------------------------------------------------- the network
@@ -147,9 +236,10 @@ class SJDLNet(nn.Module):
         self.reid = ReIDHead(self.backbone.out_channels, cfg)
         self.embedding_dim = self.reid.feat_dim
         if cfg.defog:
-            self.decoder = DefogDecoder(self.backbone.stem_channels, self.backbone.layer1_channels,
-                                        cfg.decoder_width)
-            self.enhance = PyramidEnhancement(cfg.enhance_width)
+            stem, l1 = self.backbone.stem_channels, self.backbone.layer1_channels
+            self.decoder = (PaperDecoder(stem, l1, cfg.decoder_width) if cfg.defog_head == "paper"
+                            else ScatterDecoder(stem, stem, l1, cfg.decoder_width))
+            self.enhance = PyramidEnhancement(cfg.enhance_width, residual=cfg.defog_head == "scatter")
         else:
             self.decoder = self.enhance = None
         self.classifier = nn.Linear(self.embedding_dim, cfg.num_ids, bias=False) if cfg.num_ids else None
@@ -162,11 +252,20 @@ class SJDLNet(nn.Module):
         self.register_buffer("pixel_std", torch.tensor(cfg.pixel_std).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, image: torch.Tensor) -> SJDLOutput:
-        stem, l1, l4 = self.backbone((image - self.pixel_mean) / self.pixel_std)
+        fine, stem, l1, l4 = self.backbone((image - self.pixel_mean) / self.pixel_std)
         global_feat, bn_feat = self.reid(l4)
         if self.decoder is None:
             return SJDLOutput(global_feat, bn_feat, None, None)
-        coarse = self.decoder(stem, l1)
-        refined = self.enhance(image, (coarse + 1) / 2)
-        # tanh outputs live in [-1, 1]; images in [0, 1].
-        return SJDLOutput(global_feat, bn_feat, (coarse + 1) / 2, (refined + 1) / 2)
+        coarse, defogged = self.defog(image, (fine, stem, l1))
+        return SJDLOutput(global_feat, bn_feat, coarse, defogged)
+
+    def defog(self, image: torch.Tensor,
+              early: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(coarse, defogged) images in [0, 1]. Alone, it runs only the encoder's stem and
+        layer1: the whole-frame defog graph (fogreid/export/frame_graph.py) is this call."""
+        if self.decoder is None:
+            raise FogreidError("this model has no defog head (trained with --mode reid)")
+        if early is None:
+            early = self.backbone.forward_early((image - self.pixel_mean) / self.pixel_std)
+        coarse = self.decoder(image, *early)
+        return coarse, self.enhance(image, coarse)

@@ -7,6 +7,9 @@ TensorRT engine) run on the same foggy frames through Polygraphy's Comparator, t
   defog       PSNR / SSIM of the artifact's defogged frames against PyTorch's
   task        with a dataset: mAP and Rank-1 of both on its query/gallery split, and the delta
 
+The whole-frame defog graph (metadata graph=defog-frame) has no embedding: it is judged on
+camera-sized frames by fogreid/validate/frame.py.
+
 Each figure has a threshold per precision (defaults below, overridable); the verdict fails
 on any figure past its threshold and names it. With a labelled dataset, retrieval agreement
 is judged by the mAP / Rank-1 drop itself; nearest-neighbour agreement, its proxy for

@@ -1,0 +1,135 @@
+"""The defog head: both decoders, the whole-frame graph against PyTorch, the eval-only clear
+images of the real-like split."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from fogreid.errors import FogreidError
+from fogreid.model.build import build_sjdl
+from fogreid.model.config import preset
+from fogreid.model.sjdl import PaperDecoder, ResidualBlock, ScatterDecoder
+
+
+def test_paper_preset_builds_the_published_decoder():
+    net = build_sjdl(preset("paper"))
+    assert isinstance(net.decoder, PaperDecoder) and not net.enhance.residual
+    # A residual block before each of the three stages, at 256, 128 and 64 channels.
+    blocks = [m for m in net.decoder.children() if isinstance(m, ResidualBlock)]
+    assert [b.body[1].in_channels for b in blocks] == [256, 128, 64]
+    assert net.decoder.to_rgb[1].kernel_size == (7, 7)
+
+
+def test_scatter_head_starts_from_the_dark_channel_prior():
+    from fogreid.data.fog import scatter
+
+    torch.manual_seed(0)
+    net = build_sjdl(preset("edge", input_size=(64, 64))).eval()
+    assert isinstance(net.decoder, ScatterDecoder) and net.enhance.residual
+    clear = torch.rand(2, 3, 64, 64) * 0.6  # dark pixels in every patch, as the prior assumes
+    depth = torch.linspace(1.0, 0.1, 64).view(1, 1, 64, 1).expand(2, 1, 64, 64)  # far at the top
+    foggy = scatter(clear, depth, torch.tensor([3.0, 4.0]), torch.tensor([0.8, 0.9]))
+    with torch.no_grad():
+        net.decoder.head.weight.zero_()  # no learned correction: the prior alone
+        t0, a0 = net.decoder.prior(foggy)
+        coarse, defogged = net.defog(foggy)
+    # The prior finds the airlight in the far rows and a transmission that falls with depth ...
+    torch.testing.assert_close(a0.flatten(1), torch.tensor([[0.8] * 3, [0.9] * 3]), atol=0.05, rtol=0)
+    assert (t0[..., 40:, :].mean() > t0[..., :20, :].mean() + 0.3)
+    # ... the output is the scattering model inverted with them, and clearer than the input.
+    torch.testing.assert_close(coarse, ((foggy - a0) / t0 + a0).clamp(0, 1))
+    assert torch.equal(coarse, defogged)  # the residual enhancement starts at zero
+    near = (..., slice(32, None), slice(None))  # the far rows are fog only (t ~ 0.05 at the top)
+    assert (coarse - clear)[near].abs().mean() < 0.6 * (foggy - clear)[near].abs().mean()
+
+
+def test_defog_runs_on_any_frame_size():
+    from fogreid.export.frame_graph import DefogFrame
+
+    torch.manual_seed(0)
+    frame_model = DefogFrame(build_sjdl(preset("edge", input_size=(64, 64))))
+    for h, w in ((37, 53), (96, 128)):
+        frames = torch.randint(0, 256, (1, h, w, 3), dtype=torch.uint8)
+        assert frame_model(frames).shape == frames.shape
+    with pytest.raises(FogreidError, match="only the scatter head"):
+        DefogFrame(build_sjdl(preset("edge", defog_head="paper")))
+    with pytest.raises(FogreidError, match="no defog head"):
+        DefogFrame(build_sjdl(preset("edge", defog=False)))
+
+
+def test_frame_graph_beside_the_fused_graph_matches_pytorch(exported, synth_root):
+    """`--format onnx` writes both graphs; the frame graph takes any H, W and validates."""
+    from fogreid.onnx_graph import read_metadata
+    from fogreid.validate.frame import MAX_GREY_DIFF_FP32, is_frame_graph, validate_frame_graph
+
+    ckpt, result = exported
+    frame_path = result.files["onnx-defog-frame"]
+    assert read_metadata(result.files["onnx"])["graph"] == "fused-crop"
+    assert read_metadata(frame_path)["graph"] == "defog-frame" and is_frame_graph(frame_path)
+    assert not is_frame_graph(result.files["onnx"])
+    check = validate_frame_graph(ckpt, frame_path, data_root=str(synth_root))
+    assert check.passed, [c.describe() for c in check.checks]
+    assert check.figures["defog_psnr_db"] >= 40 and check.figures["defog_max_grey_diff"] <= MAX_GREY_DIFF_FP32
+
+
+def test_real_split_pairs_clear_eval_images_for_scoring_only(synth_root):
+    from fogreid.data.datasets import ReIDImages, load_fvrid
+
+    base = synth_root / "FVRID_real"
+    assert not (base / "train_clear_eval").exists()
+    for split in ("query", "gallery"):
+        assert sorted(p.name for p in (base / f"{split}_clear_eval").iterdir()) == \
+            sorted(p.name for p in (base / f"{split}_foggy").iterdir())
+    real = load_fvrid(synth_root, "real")
+    assert real.paired and all(r.clear_path is None for r in real.train)
+    assert all(r.clear_path.parent.name.endswith("_clear_eval") for r in real.query + real.gallery)
+    # What training reads from the real domain carries no clear image.
+    assert "clear" not in ReIDImages(real.train, (64, 64), real.train_labels())[0]
+
+
+def test_eval_scores_the_real_split(trained, synth_root):
+    from fogreid.data.datasets import load_fvrid
+    from fogreid.model.fused import FusedDefogReID
+    from fogreid.train.evaluate import evaluate
+
+    metrics = evaluate(FusedDefogReID.from_checkpoint(trained[0]), load_fvrid(synth_root, "real"), progress=False)
+    assert 5 < metrics["psnr"] < 60 and 0 < metrics["ssim"] <= 1
+    assert np.isfinite(metrics["psnr_foggy"])
+
+
+def test_run_writes_defogged_whole_frames(exported, synth_root, tmp_path, fogreid_cmd):
+    import subprocess
+
+    import cv2
+
+    from fogreid.data.datasets import load_fvrid
+    from fogreid.data.synth_video import make_video
+    from fogreid.runtime.frame_defog import FrameDefogger
+    from tests.conftest import SMALL
+
+    _, result = exported
+    ids = sorted({r.pid for r in load_fvrid(synth_root, "syn").gallery})[:4]
+    video = make_video(tmp_path / "video", SMALL, ids, frames=6, hold=3)
+    out = tmp_path / "out.mp4"
+    cmd = fogreid_cmd + ["run", "--model", str(result.files["onnx"]), "--source", str(video["video"]),
+                         "--rois", str(video["rois"]), "--save-video", str(out), "--defog-view", "frame"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    source, written = cv2.VideoCapture(str(video["video"])), cv2.VideoCapture(str(out))
+    raw, shown = source.read()[1], written.read()[1]
+    assert int(written.get(cv2.CAP_PROP_FRAME_COUNT)) == 6 and shown.shape == raw.shape
+    # Away from the boxes, the saved frame is the defogged frame (up to the video codec).
+    expected = FrameDefogger(result.files["onnx-defog-frame"])(raw)
+    rows = slice(0, 40)  # the sky above the vehicles
+    to_defogged = np.abs(shown[rows].astype(int) - expected[rows]).mean()
+    to_raw = np.abs(shown[rows].astype(int) - raw[rows]).mean()
+    assert to_defogged < 0.5 * to_raw, (to_defogged, to_raw)
+    # Without the frame graph beside the model: one clear line, exit 2.
+    lone = tmp_path / "lone" / "model.onnx"
+    lone.parent.mkdir()
+    lone.write_bytes(result.files["onnx"].read_bytes())
+    done = subprocess.run(cmd[:cmd.index("--model") + 1] + [str(lone)] + cmd[cmd.index("--model") + 2:],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and "model_defog_frame.onnx" in done.stderr and "Traceback" not in done.stderr
