@@ -21,7 +21,8 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--calib-images", nargs="+", metavar="DIR", help="folders of foggy images for INT8")
     p.add_argument("--calib-method", default="minmax", choices=["minmax", "entropy", "percentile"],
                    help="activation ranges (default minmax: entropy's clipping costs ReID embeddings most)")
-    p.add_argument("--calib-num", type=positive_int, default=512, help="calibration images (default 512)")
+    p.add_argument("--calib-num", type=positive_int, default=256,
+                   help="calibration images (default 256; 64 more are held out to check --int8-budget)")
     p.add_argument("--data", help="dataset root: refuse calibration images of its test identities")
     p.add_argument("--int8-mode", default="auto", choices=["auto", "explicit", "implicit"],
                    help="TensorRT INT8: Q/DQ ONNX (explicit) or calibrator + cache (implicit; DLA, JetPack 6)")
@@ -31,6 +32,10 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
                    help="TensorRT version that will read the calibration cache and build the engines (default: "
                         "the installed TensorRT, else 10.3.0 = JetPack 6)")
     p.add_argument("--workspace", type=positive_float, default=4.0, help="TensorRT workspace limit in GiB (default 4)")
+    p.add_argument("--int8-budget", type=float, default=0.99, metavar="COSINE",
+                   help="keep the fewest layers in float (most sensitive first) for the INT8 embedding to hold "
+                        "this cosine (1st percentile) vs FP32 on held-out calibration images; 0: every layer "
+                        "INT8 (default 0.99)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(run=run)
 
@@ -57,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
                          calib_images=args.calib_images or [], calib_method=args.calib_method,
                          calib_num=args.calib_num, data_root=args.data, int8_mode=args.int8_mode,
                          dla_core=args.dla_core, workspace_gib=args.workspace, keep_fp=names(args.keep_fp),
+                         int8_budget=args.int8_budget or None,
                          progress=not args.quiet)
     result = export(args.checkpoint, formats, args.out, opts)
     print(f"wrote {', '.join(str(p) for p in result.files.values())}")

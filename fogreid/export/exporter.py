@@ -28,13 +28,14 @@ class ExportOptions:
     batch: tuple[int, int, int] = (1, 8, 32)
     calib_images: list[str] = field(default_factory=list)
     calib_method: str = "minmax"
-    calib_num: int = 512
+    calib_num: int = 256               # enough: see DEFAULT_IMAGES in fogreid/calibration/calibrate.py
     data_root: str | None = None
     int8_mode: str = "auto"            # auto | explicit | implicit (auto: implicit for DLA, else explicit)
     dla_core: int | None = None
     workspace_gib: float = 4.0
     keep_fp: list[str] = field(default_factory=list)
     trt_version: tuple[int, int, int] | None = None   # of the calibration cache; None: installed, else 10.3.0
+    int8_budget: float | None = 0.99   # embedding cosine p1 the INT8 model must hold (None: every layer INT8)
     progress: bool = True
 
 
@@ -126,7 +127,8 @@ def export(checkpoint: str | Path, formats: list[Format], out: str | Path, opts:
         from fogreid.calibration.calibrate import calibrate
 
         calibration = calibrate(fp32, opts.calib_images, out, opts.calib_method, opts.calib_num, opts.data_root,
-                                opts.keep_fp, trt_version=trt_version, progress=opts.progress)
+                                opts.keep_fp, trt_version=trt_version, progress=opts.progress,
+                                budget=opts.int8_budget)
         files["onnx-int8"] = calibration.qdq_onnx
         files["calibration-cache"] = calibration.cache
         log(f"[onnx-int8] {calibration.qdq_onnx} (Q/DQ, {opts.calib_method}); TensorRT "
