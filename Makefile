@@ -9,19 +9,33 @@ STAMP := $(VENV)/.installed
 demo: $(STAMP)
 	$(VENV)/bin/fogreid demo --out runs/demo
 
-test: $(STAMP) sysdeps
+test: $(STAMP) sysdeps $(SERVE_STAMP)
 	$(VENV)/bin/python -m pytest -q
 
-# The stream tests serve a video with Debian's ffmpeg: installed here when we may (root with
-# apt-get), otherwise one line says what to install (those tests are skipped without it).
+# `fogreid serve` runs PyTriton, which pins numpy < 2: its own environment beside .venv, with
+# fogreid itself and the few packages serving needs (tests/test_serve.py starts it on loopback).
+SERVE_VENV ?= .venv-serve
+SERVE_STAMP := $(SERVE_VENV)/.installed
+$(SERVE_STAMP): pyproject.toml $(STAMP)
+	$(VENV)/bin/uv venv -q --allow-existing --python $(VENV)/bin/python $(SERVE_VENV)
+	$(VENV)/bin/uv pip install -q --python $(SERVE_VENV)/bin/python --no-deps -e .
+	$(VENV)/bin/uv pip install -q --python $(SERVE_VENV)/bin/python 'nvidia-pytriton>=0.5' onnx onnxruntime polygraphy
+	touch $(SERVE_STAMP)
+
+# The stream tests serve a video with Debian's ffmpeg and the bus tests start Debian's
+# redis-server: installed here when we may (root with apt-get), otherwise one line says what to
+# install (those tests are skipped without them).
+SYSDEPS := ffmpeg:ffmpeg redis-server:redis-server
 sysdeps:
-	@command -v ffmpeg >/dev/null 2>&1 || { \
+	@missing=""; for pair in $(SYSDEPS); do cmd=$${pair%%:*}; pkg=$${pair##*:}; \
+	  command -v $$cmd >/dev/null 2>&1 || missing="$$missing $$pkg"; done; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "installing ffmpeg (apt-get) for the stream tests"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg >/dev/null; \
+	    echo "installing$$missing (apt-get) for the stream and bus tests"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	  else \
-	    echo "ffmpeg not found: the stream tests will be skipped; install it with: sudo apt-get install ffmpeg (or brew install ffmpeg)"; \
-	  fi; }
+	    echo "not found:$$missing; the tests that need them will be skipped; install with: sudo apt-get install$$missing"; \
+	  fi; fi
 
 install: $(STAMP)
 
@@ -32,4 +46,4 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) $(SERVE_VENV) runs
