@@ -63,7 +63,8 @@ def test_few_iterations_write_checkpoints_and_metrics(fogreid_cmd, train_root, t
     assert any(k.endswith("running_mean") and not torch.equal(ema[k], best_state["model"][k]) for k in ema)
     assert set(metrics["test_ema_bn"]) == {"syn", "real"}
     assert history[0]["lr_start"] < history[0]["lr"]  # warmup
-    assert test["syn"]["psnr"] > 5 and "psnr" not in test["real"]
+    # The real-like split is scored against its eval-only clear renders (never used in training).
+    assert test["syn"]["psnr"] > 5 and test["real"]["psnr"] > 5
 
     # The eval verb on the best checkpoint: JSON with retrieval and defog figures.
     proc = subprocess.run(fogreid_cmd + ["eval", "--checkpoint", str(out / "best.pt"), "--data", str(train_root),
