@@ -62,7 +62,8 @@ class Steps:
     def __init__(self, out: Path) -> None:
         self.dir = out / ".steps"
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.timings: dict[str, float] = {}
+        self.timings: dict[str, float] = {}   # seconds each step took when it last ran
+        self.reused: list[str] = []            # steps this run took from an earlier one
 
     def run(self, name: str, key: dict, func, outputs: list[Path] = ()) -> dict:
         from fogreid import __version__
@@ -75,13 +76,15 @@ class Steps:
             saved = json.loads(record.read_text())
             if saved["key"] == digest and all(Path(p).exists() for p in outputs):
                 print(f"[{name}] up to date, reusing")
-                self.timings[name] = 0.0
+                self.timings[name] = saved.get("seconds", 0.0)
+                self.reused.append(name)
                 return saved["result"] | {"key": digest}
         print(f"[{name}] running")
         tic = time.perf_counter()
         result = func()
         self.timings[name] = round(time.perf_counter() - tic, 1)
-        record.write_text(json.dumps({"key": digest, "result": result}, indent=2, default=str))
+        record.write_text(json.dumps({"key": digest, "seconds": self.timings[name], "result": result}, indent=2,
+                                     default=str))
         return result | {"key": digest}
 
 
@@ -185,7 +188,7 @@ def run_demo(out: str | Path, quick: bool = False, checkpoint: str | None = None
                    {"psnr": v[s]["psnr"], "ssim": v[s]["ssim"]} if "psnr" in v[s] else {}) for s in v}
                    for k, v in accuracy["scores"].items()},
                "speed": speed["speed"], "stream": {k: v for k, v in stream.items() if k != "key"},
-               "step_seconds": steps.timings}
+               "step_seconds": steps.timings, "reused_steps": steps.reused}
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
     write_report(out, summary, accuracy["scores"], validation["verdicts"])
     print(f"[done] {out / 'report.html'} (open it in a browser); figures in {out / 'summary.json'}")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fogreid.errors import FogreidError
+from fogreid.errors import EnvironmentProblem, FogreidError
 
 
 def pick_device(name: str = "auto", local_rank: int = 0):
@@ -15,6 +15,6 @@ def pick_device(name: str = "auto", local_rank: int = 0):
     except RuntimeError:
         raise FogreidError(f"--device {name}: expected auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise FogreidError(f"--device {name}: CUDA is not available on this machine (torch "
+        raise EnvironmentProblem(f"--device {name}: CUDA is not available on this machine (torch "
                            f"{torch.__version__}); use --device cpu")
     return device

@@ -1,26 +1,76 @@
-"""Atomic writes and content hashes, shared by checkpoints, caches, engines and reports."""
+"""Atomic writes, run-folder locks and content hashes, shared by checkpoints, caches,
+engines and reports."""
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
+import re
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
+
+from fogreid.errors import FogreidError
+
+# A temporary file is `.<name>.<pid>-<random>.tmp`: the pid tells a live writer's file from a
+# killed one's. Files of the older `.<name>.<random>.tmp` form count as stale after an hour.
+_TMP = re.compile(r"^\..+\.(?:(\d+)-)?[A-Za-z0-9_]+\.tmp$")
+_OLD_TMP_SECONDS = 3600
+
+
+@functools.lru_cache(maxsize=1)  # os.umask can only be read by setting it: once per process
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def clean_stale_tmp(folder: str | Path) -> list[Path]:
+    """Remove the temporary files that killed writers left in `folder`; returns them."""
+    removed = []
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(folder):
+            match = _TMP.match(entry.name)
+            if not match or not entry.is_file(follow_symlinks=False):
+                continue
+            pid = match.group(1)
+            stale = (not _alive(int(pid))) if pid else time.time() - entry.stat().st_mtime > _OLD_TMP_SECONDS
+            if stale:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+                    removed.append(Path(entry.path))
+    return removed
 
 
 @contextlib.contextmanager
 def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[IO]:
     """Write to a temporary file beside `path`, then rename it over `path`.
 
-    A crash or a kill mid-write leaves the previous file intact, never a truncated one.
+    A crash or a kill mid-write leaves the previous file intact, never a truncated one; the
+    next write into the same folder removes what the killed one left. The file gets the
+    permissions of a plain `open()` (0666 less the umask), not mkstemp's private 0600, so
+    a server running as another user can read a checkpoint, a model or a report.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    clean_stale_tmp(path.parent)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, mode) as handle:
             yield handle
             handle.flush()
@@ -30,6 +80,36 @@ def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[IO]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | Path, what: str) -> Iterator[None]:
+    """Hold `folder/.fogreid.lock` for the block: a second run into the same folder is refused
+    at once instead of interleaving its metrics and overwriting the first run's checkpoints.
+    The OS drops the lock when the process dies, so a killed run never leaves it stuck."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks
+        yield
+        return
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    handle = open(folder / ".fogreid.lock", "a+")
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise FogreidError(f"--out {folder}: {holder} is writing there now; wait for it to finish or "
+                               f"choose another --out") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{what} (pid {os.getpid()})\n")
+        handle.flush()
+        yield
+    finally:
+        handle.close()
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:

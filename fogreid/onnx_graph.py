@@ -7,6 +7,7 @@ float32 (B, D), whatever its internal precision. Weights are stored inside the o
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import warnings
@@ -74,17 +75,111 @@ def fold_and_check(proto: onnx.ModelProto) -> onnx.ModelProto:
     return proto
 
 
-def to_fp16(proto: onnx.ModelProto) -> onnx.ModelProto:
+# Kept in FP32 inside the FP16 graph: InstanceNormalization (IBN's half-channel instance norm:
+# its variance over a whole feature map loses precision in FP16, microsoft/onnxruntime#10079)
+# and the embedding tail from the pooled feature on (BNNeck and L2 norm: the BNNeck scales
+# small differences of a large mean by 10-200x, and the squared sum of the norm overflows
+# FP16's 65504 for large features). Measured on a trained checkpoint in tests/test_export.py.
+FP16_BLOCKED_OPS = ["InstanceNormalization"]
+EMBEDDING_TAIL_OPS = {"BatchNormalization", "Mul", "ReduceSum", "ReduceL2", "Sqrt", "Clip", "Max", "Div",
+                      "Expand", "Pow", "Flatten", "Reshape", "Squeeze", "Identity"}
+
+
+def embedding_tail(proto: onnx.ModelProto, output: str = "embedding") -> list[str]:
+    """Names of the nodes from the embedding output back to the pooled feature: the L2 norm
+    and the BNNeck (walking producers while they are elementwise/normalisation ops)."""
+    producer = {out: node for node in proto.graph.node for out in node.output}
+    initializers = {t.name for t in proto.graph.initializer}
+    tail, stack, seen = [], [output], set()
+    while stack:
+        node = producer.get(stack.pop())
+        if node is None or node.name in seen or node.op_type not in EMBEDDING_TAIL_OPS:
+            continue
+        seen.add(node.name)
+        tail.append(node.name)
+        stack.extend(t for t in node.input if t and t not in initializers)
+    return tail
+
+
+def to_fp16(proto: onnx.ModelProto, keep_fp32: bool = True) -> onnx.ModelProto:
     """FP16 weights and compute, uint8 / float32 I/O kept (what TensorRT's strongly typed
-    builds and ONNX Runtime's CUDA provider want). ONNX Runtime's own converter, because
-    onnxconverter-common's breaks on graphs that start with a uint8 Cast."""
+    builds and ONNX Runtime's CUDA provider want), with the numerically fragile ops in FP32
+    (`keep_fp32`). ONNX Runtime's own converter, because onnxconverter-common's breaks on
+    graphs that start with a uint8 Cast."""
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
+    blocked_nodes = []
+    if keep_fp32:
+        blocked_nodes = embedding_tail(proto) + [n.name for n in proto.graph.node if n.op_type in FP16_BLOCKED_OPS]
+    if blocked_nodes:
+        proto = _fence_inputs(proto, blocked_nodes)
+        blocked_nodes = blocked_nodes + [f"{name}/fp32_in" for name in blocked_nodes]
+        # The converter takes every float value_info for FP16, also between two blocked nodes,
+        # and would cast FP32 to FP32 there under FP16 names: drop those value_infos.
+        blocked = set(blocked_nodes)
+        consumers: dict[str, set[str]] = {}
+        for node in proto.graph.node:
+            for tensor in node.input:
+                consumers.setdefault(tensor, set()).add(node.name)
+        inside = {out for node in proto.graph.node if node.name in blocked for out in node.output
+                  if consumers.get(out) and consumers[out] <= blocked}
+        keep = [v for v in proto.graph.value_info if v.name not in inside]
+        del proto.graph.value_info[:]
+        proto.graph.value_info.extend(keep)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        half = convert_float_to_float16(proto, keep_io_types=True, disable_shape_infer=False)
+        half = convert_float_to_float16(proto, keep_io_types=True, disable_shape_infer=bool(blocked_nodes),
+                                        op_block_list=[], node_block_list=blocked_nodes)
+    half = toposort(half)  # the converter appends the Casts it inserts around blocked nodes
     onnx.checker.check_model(half, full_check=True)
     return half
+
+
+def _fence_inputs(proto: onnx.ModelProto, blocked: list[str]) -> onnx.ModelProto:
+    """Give every input that enters the blocked region from outside one Identity of its own
+    (blocked too), and every blocked node its own copy of the initializers it reads, so ONNX
+    Runtime's converter inserts at most one Cast per tensor: it names its Casts after the
+    tensor and would otherwise emit duplicates when a tensor feeds two blocked inputs (the L2
+    norm's `x * x`, or one constant shared by several instance norms), which breaks SSA form."""
+    proto = copy.deepcopy(proto)
+    names = set(blocked)
+    produced_inside = {out for node in proto.graph.node if node.name in names for out in node.output}
+    initializers = {t.name: t for t in proto.graph.initializer}
+    fences: dict[str, str] = {}
+    new_nodes, copies = [], []
+    for node in proto.graph.node:
+        if node.name in names:
+            for i, tensor in enumerate(node.input):
+                if tensor in initializers:
+                    own = copy.deepcopy(initializers[tensor])
+                    own.name = f"{node.name}/{i}/fp32"
+                    copies.append(own)
+                    node.input[i] = own.name
+                    continue
+                if not tensor or tensor in produced_inside:
+                    continue
+                if tensor not in fences:
+                    fences[tensor] = f"{tensor}_fp32_fence"
+                    new_nodes.append(onnx.helper.make_node("Identity", [tensor], [fences[tensor]],
+                                                          name=f"{node.name}/fp32_in"))
+                node.input[i] = fences[tensor]
+    proto.graph.node.extend(new_nodes)
+    proto.graph.initializer.extend(copies)
+    return toposort(proto)
+
+
+def toposort(proto: onnx.ModelProto) -> onnx.ModelProto:
+    import onnx_graphsurgeon as gs
+
+    graph = gs.import_onnx(proto)
+    graph.cleanup().toposort()
+    sorted_proto = gs.export_onnx(graph, do_type_check=False)
+    sorted_proto.metadata_props.extend(proto.metadata_props)
+    sorted_proto.ir_version, sorted_proto.producer_name = proto.ir_version, proto.producer_name
+    sorted_proto.producer_version = proto.producer_version
+    del sorted_proto.opset_import[:]
+    sorted_proto.opset_import.extend(proto.opset_import)
+    return sorted_proto
 
 
 def set_metadata(proto: onnx.ModelProto, metadata: dict[str, str]) -> None:

@@ -44,10 +44,15 @@ def test_quick_demo_end_to_end(fogreid_cmd, tmp_path):
                     "Speed (images/s, this machine)",
                     "Stream", "Where the outputs are"):
         assert f"<h2>{section}</h2>" in page
-    assert page.count("data:image/png;base64,") >= 30 and 'aria-label="CMC curves"' in page
+    assert page.count("data:image/png;base64,") >= 30 and "CMC, synthetic fog" in page and "CMC, real-like fog" in page
+    # The headline comes first: each verdict and the three figures before any section.
+    assert page.index('class="headline"') < page.index("<h2>")
+    assert all(f"{name} <span class" in page.split("<h2>")[0] for name in validation)
 
     # A second run reuses every finished step.
     tic = time.perf_counter()
     again = subprocess.run(fogreid_cmd + ["demo", "--out", str(out), "--quick"], capture_output=True, text=True)
     assert again.returncode == 0 and again.stdout.count("up to date, reusing") == 7
     assert time.perf_counter() - tic < first / 3
+    rerun = json.loads((out / "summary.json").read_text())
+    assert rerun["step_seconds"] == summary["step_seconds"] and len(rerun["reused_steps"]) == 7

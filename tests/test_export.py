@@ -15,7 +15,7 @@ from fogreid.calibration.trt_cache import read_cache, version_tag, write_cache
 from fogreid.errors import FogreidError
 from fogreid import onnx_graph
 from fogreid.export.formats import FORMATS, parse_batch, parse_formats
-from fogreid.export.trt_support import check_ops
+from fogreid.export.preflight import check_artifact
 from fogreid.fileio import sha256_file
 from fogreid.model.fused import FusedDefogReID
 
@@ -157,56 +157,22 @@ def test_op_check_names_unsupported_ops_and_dla_fallback(tmp_path, synth_root):
     ckpt = make_checkpoint(tmp_path / "d.pt", synth_root, deform_branch=True)
     model = FusedDefogReID.from_checkpoint(ckpt)
     path = onnx_graph.export_onnx(model, tmp_path / "d.onnx", onnx_graph.deploy_metadata(model.net, "x", "fp32"))
-    proto = onnx.load(str(path))
-    assert check_ops(proto).ok  # current TensorRT 10.x/11 parse DeformConv
-    old = check_ops(proto, {"TensorRT 10.0": (10, 0)})
-    assert not old.ok and "DeformConv" in old.lines()[0] and "deform_branch=false" in old.lines()[0]
-    dla = check_ops(proto, dla=True)
-    assert dla.dla_fallback["DeformConv"] == 1 and "InstanceNormalization" in dla.dla_fallback
-
-
-def test_tensorrt_missing_still_writes_onnx_and_commands(exported):
-    from fogreid.export.tensorrt_engine import tensorrt_version
-
-    if tensorrt_version() is not None:
-        pytest.skip("TensorRT is installed here: the engine is built by test_tensorrt_engine_build")
-    _, result = exported
-    assert result.not_built == {"engine-fp16": "TensorRT is not installed"}
-    script = result.files["trtexec.sh"].read_text()
-    assert "--fp16" in script and "--stronglyTyped" in script and "--onnx=model_fp16.onnx" in script
-    assert "--minShapes=frames:1x64x64x3" in script and "--maxShapes=frames:32x64x64x3" in script
-
-
-def test_tensorrt_engine_build(exported, tmp_path):
-    trt = pytest.importorskip("tensorrt", reason="TensorRT is not installed (it cannot be on CPU-only CI); "
-                                                 "engines are built on GPU machines and Jetsons")
-    from fogreid.export.tensorrt_engine import EngineSpec, build_engine
-
-    _, result = exported
-    record = build_engine(result.files["onnx"], tmp_path / "m.engine", EngineSpec("fp16", (1, 4, 8), SIZE),
-                          strongly_typed=int(trt.__version__.split(".")[0]) >= 11)
-    assert (tmp_path / "m.engine").stat().st_size > 0 and record["tensorrt_version"] == trt.__version__
-
-
-def test_trtexec_commands():
-    from pathlib import Path
-
-    from fogreid.export.tensorrt_engine import EngineSpec, trtexec_command
-
-    spec = EngineSpec("int8", (1, 8, 16), (128, 128), workspace_gib=2, dla_core=1, calibration="implicit")
-    line = trtexec_command(Path("model.onnx"), Path("m.engine"), spec, False, Path("calibration.cache"))
-    for part in ("--int8", "--fp16", "--calib=calibration.cache", "--useDLACore=1", "--allowGPUFallback",
-                 "--optShapes=frames:8x128x128x3", "--memPoolSize=workspace:2048M"):
-        assert part in line
-    strong = trtexec_command(Path("model_int8.onnx"), Path("m.engine"), EngineSpec("int8", (1, 8, 16), (128, 128)), True)
-    assert "--stronglyTyped" in strong and "--int8" not in strong
+    assert check_artifact(path, ["trt10", "trt11"]).ok   # 10.3 and 11.x parse DeformConv (added in 10.1)
+    old = check_artifact(path, ["trt10"], trt_version=(10, 0, 1))
+    assert not old.ok and any("DeformConv" in line and "deform_branch=false" in line for line in old.lines())
+    dla = check_artifact(path, ["dla"])
+    fallback = {p.node for p in dla.problems if p.rule == "dla-layer"}
+    assert {"DeformConv", "InstanceNormalization"} <= fallback
 
 
 def test_format_and_batch_parsing():
     assert [f.name for f in parse_formats("onnx, engine-int8")] == ["onnx", "engine-int8"]
     with pytest.raises(FogreidError, match="did you mean onnx-int8"):
         parse_formats("onnx-int9")
-    assert parse_batch("1:8:32") == (1, 8, 32) and parse_batch("4") == (1, 4, 4)
+    assert parse_batch("1:8:32") == (1, 8, 32) and parse_batch("4") == (1, 4, 4) and parse_batch(None) == (1, 8, 32)
+    assert parse_batch("4", dla=True) == (4, 4, 4)
+    with pytest.raises(FogreidError, match="--dla-core needs one batch size"):
+        parse_batch(None, dla=True)
     with pytest.raises(FogreidError, match="MIN:OPT:MAX"):
         parse_batch("8:1:4")
     assert set(FORMATS) == {"onnx", "onnx-fp16", "onnx-int8", "engine-fp16", "engine-int8"}

@@ -44,6 +44,9 @@ def test_few_iterations_write_checkpoints_and_metrics(fogreid_cmd, train_root, t
     last = read_checkpoint(out / "last.pt")
     assert last["epoch"] == 2 and last["step_in_epoch"] == 0 and last["global_step"] > 0
     assert last["meta"]["mode"] == "sjdl" and last["model_config"]["num_ids_real"] > 0
+    best = read_checkpoint(out / "best.pt")  # deployment: weights, config, metadata; no optimiser state
+    assert "optimizer" not in best and "rng" not in best and best["model"].keys() == last["model"].keys()
+    assert (out / "best.pt").stat().st_size < 0.6 * (out / "last.pt").stat().st_size
     metrics = json.loads((out / "metrics.json").read_text())
     history = metrics["history"]
     assert [row["epoch"] for row in history] == [1, 2]

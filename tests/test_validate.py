@@ -76,7 +76,7 @@ def test_bad_input_is_explained(fogreid_cmd, exported, synth_root, tmp_path):
                        synth_root / "FVRID_syn" / "query_foggy")
     assert run.returncode == 2 and "exported from another checkpoint" in run.stderr
     run = validate_cli(fogreid_cmd, "--checkpoint", ckpt, "--model", tmp_path / "missing.onnx", "--images", tmp_path)
-    assert run.returncode == 2 and "model file not found" in run.stderr
+    assert run.returncode == 2 and "--model" in run.stderr and "missing.onnx: not found" in run.stderr
     (tmp_path / "empty").mkdir()
     run = validate_cli(fogreid_cmd, "--checkpoint", ckpt, "--model", result.files["onnx"], "--images",
                        tmp_path / "empty")

@@ -26,12 +26,53 @@ def nodes_to_quantize(proto: onnx.ModelProto, keep_fp: list[str]) -> list[str]:
     return [n.name for n in body if n.name != first_conv and n.name not in keep_fp]
 
 
+def read_float_inputs(proto: onnx.ModelProto, float_nodes: set[str]) -> int:
+    """Let the nodes kept in float read the float tensors again.
+
+    ONNX Runtime's quantizer gives a tensor one Q/DQ pair and rewires *every* consumer to its
+    DequantizeLinear output (qdq_quantizer.py, `_add_qdq_pair_for_activation`:
+    `replace_input_of_all_nodes`), so a layer kept in float still reads int8-rounded inputs
+    whenever another consumer of the same tensor (or the producing conv's own output Q/DQ)
+    is quantised. Rewire those inputs to the tensor before the QuantizeLinear and drop Q/DQ
+    pairs nobody reads any more. Returns the number of inputs rewired."""
+    producer = {out: node for node in proto.graph.node for out in node.output}
+    rewired = 0
+    for node in proto.graph.node:
+        if node.name not in float_nodes:
+            continue
+        for i, name in enumerate(node.input):
+            dq = producer.get(name)
+            q = producer.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+            if q is not None and q.op_type == "QuantizeLinear":
+                node.input[i] = q.input[0]
+                rewired += 1
+    _drop_unread_qdq(proto)
+    return rewired
+
+
+def _drop_unread_qdq(proto: onnx.ModelProto) -> None:
+    outputs = {o.name for o in proto.graph.output}
+    while True:
+        read = {name for node in proto.graph.node for name in node.input} | outputs
+        dead = [n for n in proto.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")
+                and not any(o in read for o in n.output)]
+        if not dead:
+            break
+        for node in dead:
+            proto.graph.node.remove(node)
+    # Their scales and zero points too (ONNX Runtime warns about unused initializers).
+    read = {name for node in proto.graph.node for name in node.input}
+    for init in [i for i in proto.graph.initializer if i.name not in read and i.name not in outputs]:
+        proto.graph.initializer.remove(init)
+
+
 def quantize_qdq(onnx_path: str | Path, out_path: str | Path, ranges, method: str,
                  keep_fp: list[str] = (), metadata: dict[str, str] | None = None,
-                 only: list[str] | None = None) -> Path:
+                 only: list[str] | None = None, check: bool = True) -> Path:
     """Write the Q/DQ model calibrated with `ranges` (from compute_ranges). `keep_fp` names
     nodes to leave in floating point (the layers `fogreid validate --per-layer` ranks);
-    `only` quantises just those nodes (for per-layer sensitivity)."""
+    `only` quantises just those nodes (for per-layer sensitivity). `check=False` skips the
+    constant folding and full ONNX check, for the throw-away trial builds of a search."""
     import logging
 
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
@@ -63,7 +104,12 @@ def quantize_qdq(onnx_path: str | Path, out_path: str | Path, ranges, method: st
                                            "CalibTensorRangeSymmetric": True, "QuantizeBias": False})
         finally:
             logging.disable(logging.NOTSET)
-        proto = fold_and_check(onnx.load(str(raw)))
+        proto = onnx.load(str(raw))
+        quantized = set(only) if only else set(nodes_to_quantize(proto, list(keep_fp)))
+        read_float_inputs(proto, {n.name for n in proto.graph.node if n.name.startswith("net.")
+                                  and n.op_type in QUANTIZED_OPS and n.name not in quantized})
+        if check:
+            proto = fold_and_check(proto)
     if metadata:
         set_metadata(proto, metadata)
     save(proto, out_path)

@@ -17,7 +17,7 @@ from pathlib import Path
 from fogreid.errors import FogreidError
 from fogreid.fileio import atomic_write
 
-DEFAULT_TRT_VERSION = (10, 3, 0)   # JetPack 6
+DEFAULT_TRT_VERSION = (10, 3, 0)   # JetPack 6.x ships TensorRT 10.3
 
 
 def version_tag(version: tuple[int, int, int]) -> str:
@@ -55,6 +55,31 @@ def read_cache(path: str | Path) -> tuple[str, dict[str, float]]:
         if not sep:
             raise FogreidError(f"{path}:{number}: expected 'tensor: <8 hex digits>', got {line!r}")
     return lines[0], scales
+
+
+def cache_version(header: str) -> tuple[int, int, int] | None:
+    """The TensorRT version a cache header was written for: 'TRT-100300-...' -> (10, 3, 0)."""
+    try:
+        number = int(header.split("-")[1])
+    except (IndexError, ValueError):
+        return None
+    if number >= 100000:                      # 10.0 and later: major*10000 + minor*100 + patch
+        return number // 10000, number // 100 % 100, number % 100
+    return number // 1000, number // 100 % 10, number % 100
+
+
+def check_cache_for(path: str | Path, version: tuple[int, int, int]) -> None:
+    """TensorRT skips a calibration cache whose header names another version and recalibrates
+    (with nothing to calibrate on, the INT8 scales are empty). Refuse such a cache up front."""
+    header, scales = read_cache(path)
+    written_for = cache_version(header)
+    if written_for != tuple(version):
+        found = ".".join(map(str, written_for)) if written_for else header
+        raise FogreidError(f"{path}: calibration cache written for TensorRT {found}, but the build uses TensorRT "
+                           f"{'.'.join(map(str, version))}, which would ignore it: re-export with "
+                           f"--trt-version {'.'.join(map(str, version))} (or pass --calib-images to recalibrate)")
+    if not scales:
+        raise FogreidError(f"{path}: the calibration cache holds no scales; recalibrate with --calib-images")
 
 
 def scales_from_ranges(ranges, float_tensors: set[str]) -> dict[str, float]:

@@ -4,25 +4,30 @@ from __future__ import annotations
 
 import argparse
 
+from fogreid.cli.common import input_file, int_list, nonnegative_int, positive_float
+
 
 def add_parser(verbs: argparse._SubParsersAction) -> None:
     p = verbs.add_parser("bench", help="throughput and latency of a model at several batch sizes")
-    p.add_argument("--model", required=True)
-    p.add_argument("--batch", default="1,8,32", help="comma list of batch sizes")
-    p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnxruntime", "tensorrt"])
-    p.add_argument("--device", default="auto")
-    p.add_argument("--seconds", type=float, default=3.0)
-    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--model", required=True, help="a checkpoint (.pt), ONNX file or TensorRT engine")
+    p.add_argument("--batch", default="1,8,32", type=int_list, help="comma list of batch sizes")
+    p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnxruntime", "tensorrt"],
+                   help="inference backend (auto: from the file type)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--seconds", type=positive_float, default=3.0, help="timed seconds per batch size")
+    p.add_argument("--warmup", type=nonnegative_int, default=3, help="untimed runs before timing")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    input_file(args.model, "--model", "model")
+
     import numpy as np
 
     from fogreid.runtime.backends import load_model
     from fogreid.runtime.bench import measure
 
-    batches = [int(b) for b in args.batch.split(",")]
+    batches = args.batch if isinstance(args.batch, list) else int_list(args.batch)
     with load_model(args.model, args.backend, args.device) as model:
         h, w = model.input_size
         print(f"{model.name}, input {h}x{w}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from fogreid.cli.common import names
+from fogreid.cli.common import input_file, input_folders, names, output_folder, positive_int
 
 
 def add_parser(verbs: argparse._SubParsersAction) -> None:
@@ -12,20 +12,35 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--onnx", required=True, help="an FP32 model exported by fogreid")
     p.add_argument("--images", required=True, nargs="+", metavar="DIR", help="folders of foggy images")
     p.add_argument("--data", help="dataset root: refuse images of its test query/gallery identities")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="output folder: model_int8.onnx, calibration.cache, calibration.json")
     p.add_argument("--method", default="minmax", choices=["minmax", "entropy", "percentile"],
                    help="activation ranges (default minmax: entropy's clipping costs ReID embeddings most)")
-    p.add_argument("--num", type=int, default=512)
+    p.add_argument("--num", type=positive_int, default=256,
+                   help="calibration images (default 256; 64 more are held out to check --int8-budget)")
     p.add_argument("--keep-fp", help="nodes to keep in floating point: a comma list or @FILE")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--trt-version", metavar="X.Y[.Z]",
+                   help="TensorRT version that will read calibration.cache (default: the installed TensorRT, "
+                        "else 10.3.0 = JetPack 6); TensorRT ignores a cache written for another version")
+    p.add_argument("--int8-budget", type=float, default=0.99, metavar="COSINE",
+                   help="keep the fewest layers in float (most sensitive first) for the INT8 embedding to hold "
+                        "this cosine (1st percentile) vs FP32 on held-out calibration images; 0: every layer "
+                        "INT8 (default 0.99)")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    input_file(args.onnx, "--onnx", "ONNX model")
+    input_folders(args.images, "--images")
+    output_folder(args.out)
     from fogreid.calibration.calibrate import calibrate
+    from fogreid.export.exporter import resolve_trt_version
+    from fogreid.export.tensorrt_engine import parse_trt_version
 
+    trt_version = resolve_trt_version(parse_trt_version(args.trt_version) if args.trt_version else None)
     result = calibrate(args.onnx, args.images, args.out, args.method, args.num, args.data,
-                       names(args.keep_fp), progress=not args.quiet)
+                       names(args.keep_fp), trt_version=trt_version, progress=not args.quiet,
+                       budget=args.int8_budget or None)
     print(f"wrote {result.qdq_onnx} (Q/DQ INT8), {result.cache} (TensorRT calibration cache) and "
           f"{result.cache.with_name('calibration.json')}")
     return 0

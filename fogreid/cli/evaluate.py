@@ -4,20 +4,29 @@ from __future__ import annotations
 
 import argparse
 
+from pathlib import Path
+
+from fogreid.cli.common import input_file, positive_int
+from fogreid.errors import FogreidError
+
 
 def add_parser(verbs: argparse._SubParsersAction) -> None:
     p = verbs.add_parser("eval", help="mAP / CMC and defog PSNR / SSIM of a checkpoint")
-    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--checkpoint", required=True, help="a fogreid checkpoint (.pt)")
     p.add_argument("--data", required=True, help="dataset root")
-    p.add_argument("--dataset", default="fvrid", choices=["fvrid", "veri776", "veriwild"])
-    p.add_argument("--split", default="syn", choices=["syn", "real"], help="FVRID part (default syn)")
-    p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    p.add_argument("--dataset", default="fvrid", choices=["fvrid", "veri776", "veriwild"],
+                   help="dataset layout under --data")
+    p.add_argument("--split", default="syn", choices=["syn", "real"], help="FVRID part")
+    p.add_argument("--batch", type=positive_int, default=64, help="images per inference batch")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--json", action="store_true", help="print the metrics as JSON (mAP and ranks as fractions 0-1)")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    input_file(args.checkpoint, "--checkpoint", "checkpoint")
+    if not Path(args.data).is_dir():
+        raise FogreidError(f"--data {args.data}: folder not found; give the dataset root (e.g. from `fogreid synth`)")
     import json
 
     import torch
@@ -36,8 +45,9 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(metrics, indent=2))
     else:
         print(f"{split.name}: {metrics['num_queries']} queries, {len(split.gallery)} gallery images")
-        print(f"mAP {metrics['mAP']:.4f}  Rank-1 {metrics['rank1']:.4f}  Rank-5 {metrics['rank5']:.4f}  "
-              f"Rank-10 {metrics['rank10']:.4f}")
+        # Percentages, as the demo, `validate` and the README print them (--json keeps fractions).
+        print(f"mAP {100 * metrics['mAP']:.1f}%  Rank-1 {100 * metrics['rank1']:.1f}%  "
+              f"Rank-5 {100 * metrics['rank5']:.1f}%  Rank-10 {100 * metrics['rank10']:.1f}%")
         if "psnr" in metrics:
             print(f"defogged vs clear: PSNR {metrics['psnr']:.2f} dB  SSIM {metrics['ssim']:.4f}  "
                   f"(foggy input: PSNR {metrics['psnr_foggy']:.2f} dB  SSIM {metrics['ssim_foggy']:.4f})")

@@ -5,28 +5,38 @@ from __future__ import annotations
 import argparse
 import sys
 
-from fogreid.cli.common import names, size
+from fogreid.cli.common import (image_size, input_file, input_folders, names, nonnegative_int, output_folder,
+                                positive_float, positive_int, size)
 
 
 def add_parser(verbs: argparse._SubParsersAction) -> None:
     p = verbs.add_parser("export", help="export a checkpoint to ONNX (FP32/FP16/INT8) and TensorRT engines")
-    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--checkpoint", required=True, help="a fogreid checkpoint (.pt), e.g. RUN/best.pt")
     p.add_argument("--format", default="onnx",
-                   help="comma list of onnx, onnx-fp16, onnx-int8, engine-fp16, engine-int8 (default onnx)")
+                   help="comma list of onnx, onnx-fp16, onnx-int8, engine-fp16, engine-int8, triton, deepstream (default onnx)")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--imgsz", type=int, nargs="+", metavar="PX", help="input size H [W] (default: the checkpoint's)")
-    p.add_argument("--batch", default="1:8:32", help="TensorRT profile MIN:OPT:MAX (default 1:8:32)")
+    p.add_argument("--imgsz", type=image_size, nargs="+", metavar="PX", help="input size H [W] (default: the checkpoint's)")
+    p.add_argument("--batch", help="TensorRT profile MIN:OPT:MAX (default 1:8:32); with --dla-core one size B, "
+                   "meaning B:B:B (DLA has no dynamic shapes)")
     p.add_argument("--calib-images", nargs="+", metavar="DIR", help="folders of foggy images for INT8")
     p.add_argument("--calib-method", default="minmax", choices=["minmax", "entropy", "percentile"],
                    help="activation ranges (default minmax: entropy's clipping costs ReID embeddings most)")
-    p.add_argument("--calib-num", type=int, default=512, help="calibration images (default 512)")
+    p.add_argument("--calib-num", type=positive_int, default=256,
+                   help="calibration images (default 256; 64 more are held out to check --int8-budget)")
     p.add_argument("--data", help="dataset root: refuse calibration images of its test identities")
     p.add_argument("--int8-mode", default="auto", choices=["auto", "explicit", "implicit"],
                    help="TensorRT INT8: Q/DQ ONNX (explicit) or calibrator + cache (implicit; DLA, JetPack 6)")
     p.add_argument("--keep-fp", help="nodes to keep in floating point: a comma list or @FILE")
-    p.add_argument("--dla-core", type=int, help="build for this DLA core (GPU fallback allowed)")
-    p.add_argument("--workspace", type=float, default=4.0, help="TensorRT workspace limit in GiB (default 4)")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--dla-core", type=nonnegative_int, help="build for this DLA core (GPU fallback allowed; static batch)")
+    p.add_argument("--trt-version", metavar="X.Y[.Z]",
+                   help="TensorRT version that will read the calibration cache and build the engines (default: "
+                        "the installed TensorRT, else 10.3.0 = JetPack 6)")
+    p.add_argument("--workspace", type=positive_float, default=4.0, help="TensorRT workspace limit in GiB (default 4)")
+    p.add_argument("--int8-budget", type=float, default=0.99, metavar="COSINE",
+                   help="keep the fewest layers in float (most sensitive first) for the INT8 embedding to hold "
+                        "this cosine (1st percentile) vs FP32 on held-out calibration images; 0: every layer "
+                        "INT8 (default 0.99)")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(run=run)
 
 
@@ -34,17 +44,39 @@ def run(args: argparse.Namespace) -> int:
     from fogreid.export.exporter import ExportOptions, export
     from fogreid.export.formats import parse_batch, parse_formats
 
+    from fogreid.export.tensorrt_engine import parse_trt_version
+
     formats = parse_formats(args.format)
-    opts = ExportOptions(imgsz=size(args.imgsz) if args.imgsz else None, batch=parse_batch(args.batch),
+    batch = parse_batch(args.batch, dla=args.dla_core is not None)
+    # Everything the export will need, checked before the FP32 export starts (it takes a while).
+    input_file(args.checkpoint, "--checkpoint", "checkpoint")
+    output_folder(args.out)
+    input_folders(args.calib_images, "--calib-images")
+    if any(f.needs_calibration for f in formats):
+        from fogreid.data.image_io import list_images
+
+        for folder in args.calib_images or []:
+            list_images(folder)
+    opts = ExportOptions(imgsz=size(args.imgsz) if args.imgsz else None, batch=batch,
+                         trt_version=parse_trt_version(args.trt_version) if args.trt_version else None,
                          calib_images=args.calib_images or [], calib_method=args.calib_method,
                          calib_num=args.calib_num, data_root=args.data, int8_mode=args.int8_mode,
                          dla_core=args.dla_core, workspace_gib=args.workspace, keep_fp=names(args.keep_fp),
+                         int8_budget=args.int8_budget or None,
                          progress=not args.quiet)
     result = export(args.checkpoint, formats, args.out, opts)
     print(f"wrote {', '.join(str(p) for p in result.files.values())}")
     print(f"manifest: {result.manifest}")
+    if result.check_failed:
+        for name, check in result.checks.items():
+            for problem in check["problems"]:
+                if problem["severity"] == "error":
+                    print(f"fogreid export: {name} fails the pre-flight check: [{problem['target']}] "
+                          f"{problem['node']}: {problem['message']}", file=sys.stderr)
+        return 1
     if result.not_built:
-        print(f"not built: {', '.join(result.not_built)} (see above); build them on the target with "
-              f"{result.files.get('trtexec.sh', 'trtexec')}", file=sys.stderr)
+        scripts = " or ".join(str(p) for k, p in result.files.items() if k.startswith("trtexec-")) or "trtexec"
+        print(f"not built: {', '.join(result.not_built)} (see above); build them on the target with {scripts} "
+              f"(the one for its TensorRT major version)", file=sys.stderr)
         return 1
     return 0

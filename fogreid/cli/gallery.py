@@ -7,22 +7,32 @@ import argparse
 
 def add_parser(verbs: argparse._SubParsersAction) -> None:
     p = verbs.add_parser("gallery", help="embed labelled vehicle images into a gallery")
-    p.add_argument("--model", required=True)
+    p.add_argument("--model", required=True, help="a checkpoint (.pt), ONNX file or TensorRT engine")
     p.add_argument("--images", required=True, help="ROOT/<id>/*.jpg, or VeRi/FVRID-named files")
     p.add_argument("--out", required=True, help="gallery file (.npz)")
-    p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnxruntime", "tensorrt"])
-    p.add_argument("--device", default="auto")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnxruntime", "tensorrt"],
+                   help="inference backend (auto: from the file type)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--index", default="auto", choices=["auto", "flat", "ivf", "hnsw"],
+                   help="search index (faiss): auto = exact up to 100k vectors, IVF above (default auto)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from fogreid.runtime.backends import load_model
-    from fogreid.runtime.gallery import build_gallery
+    from fogreid.cli.common import input_file, input_folders, output_file
 
+    input_file(args.model, "--model", "model")
+    input_folders([args.images], "--images")
+    output_file(args.out, "--out", (".npz",))
+    from fogreid.runtime.backends import load_model
+    from fogreid.runtime.gallery import IndexSpec, build_gallery, model_identity
+
+    index = IndexSpec(kind=args.index)
     with load_model(args.model, args.backend, args.device) as model:
-        gallery = build_gallery(model, args.images, progress=not args.quiet)
+        gallery = build_gallery(model, args.images, progress=not args.quiet, identity=model_identity(args.model),
+                                index=index)
     gallery.save(args.out)
     print(f"wrote {args.out}: {len(gallery.labels)} images of {len(set(gallery.labels))} identities, "
-          f"{gallery.embeddings.shape[1]}-d")
+          f"{gallery.embeddings.shape[1]}-d, {gallery.index_kind} index")
     return 0

@@ -4,21 +4,22 @@ from __future__ import annotations
 
 import argparse
 
-from fogreid.cli.common import size
+from fogreid.cli.common import image_size, input_file, size
 
 
 def add_parser(verbs: argparse._SubParsersAction) -> None:
     p = verbs.add_parser("info", help="parameters and GFLOPs of each branch of a model")
     group = p.add_mutually_exclusive_group()
-    group.add_argument("--preset", default="edge", choices=["paper", "edge"])
+    group.add_argument("--preset", default="edge", choices=["paper", "edge"], help="a named model preset")
     group.add_argument("--checkpoint", help="a fogreid checkpoint")
-    p.add_argument("--imgsz", type=int, nargs="+", metavar="PX", help="input size: H [W] (default: the model's)")
+    p.add_argument("--imgsz", type=image_size, nargs="+", metavar="PX", help="input size: H [W] (default: the model's)")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from fogreid.model.summary import format_summary, summarize
 
+    input_file(args.checkpoint, "--checkpoint", "checkpoint")
     if args.checkpoint:
         from fogreid.model.checkpoint import load_model
 

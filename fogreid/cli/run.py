@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from fogreid.cli.common import (cosine_float, input_file, nonnegative_float, nonnegative_int, output_file,
+                                positive_float, positive_int, unit_float)
 from fogreid.errors import FogreidError
 
 
@@ -21,12 +23,12 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
                          "source, instead of a detector")
     regions.add_argument("--rois", help='JSON of fixed regions: {"default": [[x1, y1, x2, y2], ...]}')
     regions.add_argument("--full-frame", action="store_true", help="the whole frame is one crop (default)")
-    p.add_argument("--det-conf", type=float, default=0.25, help="detector score threshold (Ultralytics' conf)")
-    p.add_argument("--det-iou", type=float, default=0.7, help="NMS IoU threshold (Ultralytics' iou)")
-    p.add_argument("--max-det", type=int, default=300, help="boxes kept per frame at most")
+    p.add_argument("--det-conf", type=unit_float, default=0.25, help="detector score threshold (Ultralytics' conf)")
+    p.add_argument("--det-iou", type=unit_float, default=0.7, help="NMS IoU threshold (Ultralytics' iou)")
+    p.add_argument("--max-det", type=positive_int, default=300, help="boxes kept per frame at most")
     p.add_argument("--det-classes", nargs="+", help="classes to keep, by name or id (default: car, motorcycle, "
                    "bus, truck, van, ... from the model's names)")
-    p.add_argument("--det-imgsz", type=int, nargs="+", metavar="PX", help="detector input H [W] for a dynamic "
+    p.add_argument("--det-imgsz", type=positive_int, nargs="+", metavar="PX", help="detector input H [W] for a dynamic "
                    "model without imgsz metadata")
     p.add_argument("--detector-layout", default="auto", choices=["auto", "v8", "v5", "end2end"],
                    help="detector output layout (auto: from the names metadata and the shape)")
@@ -34,38 +36,58 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     track.add_argument("--track", dest="track", action="store_true", default=None,
                        help="track vehicles (ByteTrack) and identify per track (default with --detector)")
     track.add_argument("--no-track", dest="track", action="store_false", help="identify every crop on its own")
-    p.add_argument("--lost-seconds", type=float, default=1.0, help="a track unseen this long ends")
-    p.add_argument("--fps", type=float, default=25.0, help="frame rate of the sources, for the tracker")
+    p.add_argument("--lost-seconds", type=positive_float, default=1.0, help="a track unseen this long ends")
+    p.add_argument("--fps", type=positive_float, default=25.0, help="frame rate of the sources, for the tracker")
     p.add_argument("--no-global-ids", action="store_true", help="no association of tracks across cameras")
-    p.add_argument("--assoc-threshold", type=float, default=0.6, help="cosine for a track to join a vehicle seen "
+    p.add_argument("--assoc-threshold", type=cosine_float, default=0.6, help="cosine for a track to join a vehicle seen "
                    "before (in another camera, or earlier)")
-    p.add_argument("--max-gap", type=float, help="seconds a vehicle may take from one camera to the next")
-    p.add_argument("--min-transit", type=float, default=0.0, help="seconds a vehicle needs at least between cameras")
+    p.add_argument("--max-gap", type=positive_float, help="seconds a vehicle may take from one camera to the next")
+    p.add_argument("--min-transit", type=nonnegative_float, default=0.0, help="seconds a vehicle needs at least between cameras")
     p.add_argument("--overlapping-cameras", action="store_true", help="cameras see the same place at once")
     p.add_argument("--rtsp-transport", default="tcp", choices=["tcp", "udp"],
                    help="RTSP over TCP (default) or UDP (for cameras/servers that only send UDP)")
-    p.add_argument("--stall-seconds", type=float, default=5.0, help="report a source silent this long")
-    p.add_argument("--max-backoff", type=float, default=2.0, help="longest wait between reconnects (seconds)")
+    p.add_argument("--stall-seconds", type=positive_float, default=5.0, help="report a source silent this long")
+    p.add_argument("--max-backoff", type=positive_float, default=2.0, help="longest wait between reconnects (seconds)")
     p.add_argument("--serial", action="store_true", help="run the stages one after another (no pipelining)")
     p.add_argument("--events", help="write match events as JSON lines here")
+    p.add_argument("--publish", metavar="redis://HOST:PORT/STREAM",
+                   help="also send every event with its embedding to this Redis stream (see `fogreid associate`)")
     p.add_argument("--save-video", help="write the annotated video here (one file per source)")
     p.add_argument("--defog-view", nargs="?", const="crops", choices=["crops", "frame"],
                    help="the saved video shows the defogged crops (crops, the default) or whole defogged "
                         "frames (frame: the model_defog_frame.onnx beside --model, or --defog-model)")
     p.add_argument("--defog-model", help="the whole-frame defog graph for --defog-view frame")
-    p.add_argument("--batch", type=int, default=16, help="crops per inference batch")
-    p.add_argument("--top-k", type=int, default=1)
-    p.add_argument("--min-score", type=float, default=0.5, help="cosine below which a match is 'unknown'")
-    p.add_argument("--queue", type=int, default=2, help="frames buffered per live source before the oldest drop")
-    p.add_argument("--max-frames", type=int, help="stop after this many frames per source")
+    p.add_argument("--batch", type=positive_int, default=16, help="crops per inference batch")
+    p.add_argument("--top-k", type=positive_int, default=1, help="gallery matches kept per crop in the events")
+    p.add_argument("--min-score", type=cosine_float, default=0.5, help="cosine below which a match is 'unknown'")
+    p.add_argument("--queue", type=positive_int, default=2, help="frames buffered per live source before the oldest drop")
+    p.add_argument("--max-frames", type=positive_int, help="stop after this many frames per source")
     p.add_argument("--no-reconnect", action="store_true", help="end when a live source drops")
-    p.add_argument("--max-retries", type=int, help="give up on a live source after this many reconnects")
-    p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnxruntime", "tensorrt"])
-    p.add_argument("--device", default="auto")
+    p.add_argument("--max-retries", type=nonnegative_int, help="give up on a live source after this many reconnects "
+                   "(default: retry for ever, saying so on stderr: cameras come back)")
+    p.add_argument("--give-up-after", type=positive_float, metavar="SECONDS",
+                   help="give up on a live source after this long without a frame (default: never)")
+    p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnxruntime", "tensorrt"],
+                   help="inference backend (auto: from the file type)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    # Files and options first: a mistake is reported before the model loads.
+    input_file(args.model, "--model", "model")
+    input_file(args.gallery, "--gallery", "gallery")
+    input_file(args.detector, "--detector", "ONNX detector")
+    input_file(args.rois, "--rois", "JSON")
+    for path in args.detections or []:
+        input_file(path, "--detections", "det.txt")
+    output_file(args.events, "--events")
+    output_file(args.save_video, "--save-video", (".mp4", ".avi", ".mkv", ".mov"))
+    if args.defog_view and not args.save_video:
+        raise FogreidError("--defog-view draws into the saved video: add --save-video OUT.mp4")
+    if args.defog_model and args.defog_view != "frame":
+        raise FogreidError("--defog-model is for --defog-view frame")
+    input_file(args.defog_model, "--defog-model", "defog frame graph")
     import importlib
     import json
     import signal
@@ -94,8 +116,20 @@ def run(args: argparse.Namespace) -> int:
     else:
         regions = FullFrame()
     gallery = Gallery.load(args.gallery) if args.gallery else None
-    if args.defog_view and not args.save_video:
-        raise FogreidError("--defog-view draws into the saved video: add --save-video OUT.mp4")
+    if gallery is not None:
+        from fogreid.runtime.gallery import model_identity
+
+        gallery.check_identity(model_identity(args.model))   # before the model loads: a cheap refusal
+    publisher = None
+    if args.publish:
+        from fogreid.runtime.bus import BusUnavailable, RedisPublisher, parse_bus_url
+        from fogreid.runtime.gallery import model_identity
+
+        try:
+            publisher = RedisPublisher(parse_bus_url(args.publish, "--publish"), model_identity(args.model))
+        except BusUnavailable as exc:
+            print(f"fogreid run: error: --publish: {exc}", file=sys.stderr)
+            return 1
     tracking = (TrackingConfig(fps=args.fps, lost_seconds=args.lost_seconds, min_score=args.min_score)
                 if tracked else None)
     association = (AssociationConfig(threshold=args.assoc_threshold, gallery_threshold=args.min_score,
@@ -107,14 +141,13 @@ def run(args: argparse.Namespace) -> int:
         from fogreid.runtime.frame_defog import FrameDefogger, find_frame_graph
 
         defog_frames = FrameDefogger(args.defog_model or find_frame_graph(args.model), args.device)
-    elif args.defog_model:
-        raise FogreidError("--defog-model is for --defog-view frame")
     opts = RunOptions(args.source, regions, gallery, args.events, args.save_video, args.defog_view == "crops", args.batch,
                       queue_size=args.queue, top_k=args.top_k, min_score=args.min_score, max_frames=args.max_frames,
-                      reconnect=not args.no_reconnect, max_retries=args.max_retries, video_fps=args.fps,
+                      reconnect=not args.no_reconnect, max_retries=args.max_retries,
+                      give_up_after=args.give_up_after, video_fps=args.fps,
                       tracking=tracking, association=association, pipelined=not args.serial,
                       stall_seconds=args.stall_seconds, backoff=(min(0.5, args.max_backoff), args.max_backoff),
-                      rtsp_transport=args.rtsp_transport, defog_frames=defog_frames)
+                      rtsp_transport=args.rtsp_transport, defog_frames=defog_frames, publish=publisher)
     stop = threading.Event()
 
     def request_stop(signum, _frame):
@@ -126,10 +159,26 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, request_stop)
     with load_model(args.model, args.backend, args.device) as model:
         print(f"[run] {model.name} on {', '.join(args.source)}", file=sys.stderr)
-        stats = run_stream(model, opts, stop)
+        if publisher is None:
+            stats = run_stream(model, opts, stop)
+        else:
+            from fogreid.runtime.bus import BusUnavailable
+
+            try:
+                stats = run_stream(model, opts, stop)
+                from fogreid.runtime.sources import parse_source
+
+                for source in args.source:
+                    publisher.end(parse_source(source).name)
+                publisher.close()
+            except BusUnavailable as exc:
+                print(f"fogreid run: error: --publish: {exc}", file=sys.stderr)
+                return 1
+            print(f"[run] published {publisher.sent} events to {args.publish}", file=sys.stderr)
     print(json.dumps(stats_dict(stats)))
     for error in stats.errors:
         print(f"fogreid run: source error: {error}", file=sys.stderr)
     for source in stats.stalled:
         print(f"fogreid run: source {source} went {args.stall_seconds:g} s or more without a frame", file=sys.stderr)
-    return 1 if (stats.errors or stats.stalled) and stats.frames == 0 else 0
+    # A failed source fails the run, even when another produced frames; a stall only when nothing came.
+    return 1 if stats.errors or (stats.stalled and stats.frames == 0) else 0

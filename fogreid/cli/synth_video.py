@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import argparse
 
+from fogreid.cli.common import image_size, positive_float, positive_int
+
 
 def add_parser(verbs: argparse._SubParsersAction) -> None:
     p = verbs.add_parser("synth-video", help="generate a foggy multi-camera city with MOTChallenge ground truth")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--cameras", type=int, default=3)
-    p.add_argument("--vehicles", type=int, default=8)
-    p.add_argument("--seconds", type=float, default=16.0)
-    p.add_argument("--fps", type=float, default=10.0)
-    p.add_argument("--size", type=int, nargs=2, default=[240, 416], metavar=("H", "W"))
+    p.add_argument("--cameras", type=positive_int, default=3, help="cameras along the street")
+    p.add_argument("--vehicles", type=positive_int, default=8, help="vehicles driving through")
+    p.add_argument("--seconds", type=positive_float, default=16.0, help="length of each video")
+    p.add_argument("--fps", type=positive_float, default=10.0, help="frame rate")
+    p.add_argument("--size", type=image_size, nargs=2, default=[240, 416], metavar=("H", "W"),
+                   help="frame size in pixels")
     p.add_argument("--fog", type=float, nargs="+", default=[1.0, 2.5, 4.0],
                    help="scattering beta per camera, cycled (0: clear; FVRID_syn draws 1 to 5)")
     p.add_argument("--real-like", action="store_true", help="vehicles and cameras of the real-like domain")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed: the same seed gives the same city")
     p.set_defaults(run=run)
 
 

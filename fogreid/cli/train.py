@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from fogreid.errors import FogreidError
-from fogreid.cli.common import size
+from fogreid.cli.common import image_size, input_file, output_folder, size, positive_int
 
 
 def add_parser(verbs: argparse._SubParsersAction) -> None:
@@ -14,18 +14,20 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="run folder: last.pt, best.pt, metrics")
     p.add_argument("--config", help="YAML file of settings (see fogreid/train/config.py)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting, e.g. loss.tv_weight=0.02")
-    p.add_argument("--mode", choices=["sjdl", "jdl", "reid", "rvsl"], help="default sjdl")
+    p.add_argument("--mode", choices=["sjdl", "jdl", "reid", "rvsl"],
+                   help="sjdl: joint defog + ReID with real foggy images; jdl: without them; reid: ReID only; "
+                        "rvsl: RVSL's three stages (default sjdl)")
     p.add_argument("--stage", choices=["1", "2", "3", "all"], help="rvsl: which stage (default all, in order)")
     p.add_argument("--init", help="rvsl: initialise the stage from this checkpoint (e.g. RUN/stage1/best.pt)")
     p.add_argument("--preset", choices=["paper", "edge"], help="model preset (default edge)")
-    p.add_argument("--backbone", choices=["resnet18", "resnet34", "resnet50"])
-    p.add_argument("--imgsz", type=int, nargs="+", metavar="PX", help="input size H [W]")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--ids-per-batch", type=int, help="P identities per batch")
-    p.add_argument("--instances-per-id", type=int, help="K images per identity")
+    p.add_argument("--backbone", choices=["resnet18", "resnet34", "resnet50"], help="encoder (default: the preset's)")
+    p.add_argument("--imgsz", type=image_size, nargs="+", metavar="PX", help="input size H [W] (default: the preset's)")
+    p.add_argument("--epochs", type=positive_int, help="training epochs (default 120, see fogreid/train/config.py)")
+    p.add_argument("--ids-per-batch", type=positive_int, help="P identities per batch, >= 2 (default 6)")
+    p.add_argument("--instances-per-id", type=positive_int, help="K images per identity, >= 2 (default 6)")
     p.add_argument("--pretrained", help="'imagenet' or an ImageNet weights file for the encoder")
-    p.add_argument("--device", help="auto, cpu, cuda, cuda:N")
-    p.add_argument("--seed", type=int)
+    p.add_argument("--device", help="auto, cpu, cuda, cuda:N (default auto)")
+    p.add_argument("--seed", type=int, help="random seed (default 0)")
     p.add_argument("--resume", nargs="?", const="auto", help="continue from a last.pt (default: OUT/last.pt)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(run=run)
@@ -34,8 +36,13 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from fogreid.fileio import folder_lock
     from fogreid.train.config import build_config
-    from fogreid.train.loop import train
+
+    output_folder(args.out)
+    input_file(args.config, "--config", "YAML")
+    if args.resume not in (None, "auto"):
+        input_file(args.resume, "--resume", "checkpoint")
 
     flags = {"mode": args.mode, "model.backbone": args.backbone, "preset": args.preset,
              "model.input_size": list(size(args.imgsz)) if args.imgsz else None,
@@ -43,15 +50,24 @@ def run(args: argparse.Namespace) -> int:
              "data.instances_per_id": args.instances_per_id, "device": args.device, "seed": args.seed,
              "data.root": args.data, "pretrained": args.pretrained, "stage": args.stage}
     cfg = build_config(args.config, args.set or [], flags)
-    if cfg.mode == "rvsl":
-        from fogreid.train.rvsl import train_rvsl
-
-        train_rvsl(cfg, args.out, init=args.init, progress=not args.quiet)
-        return 0
+    # The dataset is checked before --out is created: a mistyped --data leaves no empty run folder.
+    if not cfg.data.root:
+        raise FogreidError("no dataset: pass --data ROOT (a folder with FVRID_syn/, e.g. from `fogreid synth`)")
+    if not (Path(cfg.data.root) / "FVRID_syn").is_dir():
+        raise FogreidError(f"--data {cfg.data.root}: no FVRID_syn/ folder there; give the dataset root "
+                           f"(e.g. from `fogreid synth --out ROOT`)")
     resume = args.resume
     if resume == "auto":
         resume = str(Path(args.out) / "last.pt")
         if not Path(resume).is_file():
             raise FogreidError(f"--resume: {resume} does not exist yet; start without --resume")
-    train(cfg, args.out, resume=resume, progress=not args.quiet)
+    with folder_lock(args.out, "fogreid train"):
+        if cfg.mode == "rvsl":
+            from fogreid.train.rvsl import train_rvsl
+
+            train_rvsl(cfg, args.out, init=args.init, progress=not args.quiet)
+            return 0
+        from fogreid.train.loop import train
+
+        train(cfg, args.out, resume=resume, progress=not args.quiet)
     return 0

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+
+from fogreid.cli.common import input_file, input_folders, output_file, positive_int
 
 
 def add_parser(verbs: argparse._SubParsersAction) -> None:
@@ -13,27 +16,51 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     source = p.add_mutually_exclusive_group()
     source.add_argument("--images", nargs="+", metavar="DIR", help="folders of foggy images")
     source.add_argument("--data", help="dataset root: its query/gallery, for mAP / Rank-1 of both models")
-    p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnxruntime", "tensorrt"])
+    p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnxruntime", "tensorrt"],
+                   help="backend of the artifact (auto: from the file type)")
     p.add_argument("--precision", choices=["fp32", "fp16", "int8"], help="default: from the artifact's metadata")
     p.add_argument("--threshold", action="append", metavar="NAME=VALUE",
                    help="override a threshold, e.g. cosine_min=0.97 (see fogreid/validate/compare.py)")
-    p.add_argument("--limit", type=int, default=256, help="images used from --images (default 256)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--report", metavar="OUT.json")
-    p.add_argument("--html", metavar="OUT.html")
+    p.add_argument("--limit", type=positive_int, default=256, help="images used from --images (default 256)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--report", metavar="OUT.json", help="write the figures and verdict as JSON")
+    p.add_argument("--html", metavar="OUT.html", help="write an HTML report with histograms and CMC curves")
     p.add_argument("--per-layer", metavar="OUT.txt", help="INT8: rank the layers that lose most; write the ones "
                    "to keep in float to OUT.txt (then: fogreid export --keep-fp @OUT.txt)")
     p.add_argument("--per-layer-images", nargs="+", metavar="DIR",
                    help="calibration images for --per-layer (default: --images)")
-    p.add_argument("--top", type=int, default=5, help="layers to keep in float with --per-layer (default 5)")
+    p.add_argument("--top", type=positive_int, default=5, help="layers to keep in float with --per-layer (default 5)")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from fogreid.validate.compare import validate
+    # Every file the verb reads or writes is checked before the comparison runs.
+    input_file(args.checkpoint, "--checkpoint", "checkpoint")
+    input_file(args.model, "--model", "model")
+    input_folders(args.images, "--images")
+    input_folders(args.per_layer_images, "--per-layer-images")
+    output_file(args.report, "--report", (".json",))
+    output_file(args.html, "--html", (".html", ".htm"))
+    output_file(args.per_layer, "--per-layer")
+    if args.per_layer and not (args.per_layer_images or args.images):
+        from fogreid.errors import FogreidError
 
-    result = validate(args.checkpoint, args.model, args.images, args.data, args.backend, args.precision,
-                      args.threshold or [], limit=args.limit, device=args.device)
+        raise FogreidError("--per-layer needs calibration images: add --per-layer-images DIR (or --images DIR)")
+    from polygraphy.logger import G_LOGGER
+
+    # Polygraphy's Comparator logs every batch's inputs and outputs at INFO, and asks for the
+    # 'colored' package unless colours are off: keep its warnings and errors, drop the rest.
+    G_LOGGER.colors = False
+    G_LOGGER.module_severity = G_LOGGER.WARNING
+    from fogreid.validate.compare import artifact_precision, validate
+    from fogreid.validate.frame import is_frame_graph, validate_frame_graph
+
+    if is_frame_graph(Path(args.model)):  # the whole-frame defog graph: no embeddings, any frame size
+        result = validate_frame_graph(args.checkpoint, args.model, args.images, args.data,
+                                      args.precision or artifact_precision(Path(args.model)))
+    else:
+        result = validate(args.checkpoint, args.model, args.images, args.data, args.backend, args.precision,
+                          args.threshold or [], limit=args.limit, device=args.device)
     print(f"{result.artifact} ({result.backend}, {result.precision}) vs {result.checkpoint} on {result.images} images")
     for key, value in result.figures.items():
         print(f"  {key:<24} {value:.4f}" if isinstance(value, float) else f"  {key:<24} {value}")

@@ -31,8 +31,15 @@ def read_image(path: str | Path) -> np.ndarray:
     if image is None:
         raise FogreidError(f"cannot decode image {path}: the file is empty, truncated or not an "
                            f"image ({', '.join(IMAGE_SUFFIXES)}); remove or replace it")
-    if image.dtype != np.uint8:  # 16-bit PNG/TIFF: keep the top 8 bits
-        image = (image >> 8).astype(np.uint8) if image.dtype == np.uint16 else image.astype(np.uint8)
+    if image.dtype == np.uint16:  # 16-bit PNG/TIFF: keep the top 8 bits
+        image = (image >> 8).astype(np.uint8)
+    elif image.dtype.kind == "f":  # float TIFF/EXR: [0, 1] by convention (a plain cast would make it black)
+        if not np.isfinite(image).all():
+            raise FogreidError(f"image {path} holds NaN or infinite values; replace it")
+        scale = 255.0 if image.max() <= 1.0 else 1.0
+        image = np.clip(image * scale + 0.5, 0, 255).astype(np.uint8)
+    elif image.dtype != np.uint8:
+        raise FogreidError(f"image {path}: {image.dtype} pixels are not supported; save it as 8- or 16-bit")
     if image.ndim == 2:
         image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
     elif image.shape[2] == 4:

@@ -16,6 +16,9 @@ class IdentitySampler:
     regenerate the epoch and skip the batches it already saw (`start_batch`)."""
 
     def __init__(self, labels: list[int], ids_per_batch: int, instances_per_id: int, seed: int = 0) -> None:
+        if ids_per_batch < 1 or instances_per_id < 1:  # P = 0 would never end an epoch
+            raise FogreidError(f"P x K sampling needs --ids-per-batch and --instances-per-id >= 1, "
+                               f"got {ids_per_batch} x {instances_per_id}")
         self.by_id: dict[int, list[int]] = defaultdict(list)
         for index, label in enumerate(labels):
             self.by_id[label].append(index)

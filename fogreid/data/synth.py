@@ -287,9 +287,32 @@ def file_name(item: _Item) -> str:
     return f"{item.pid:05d}_c{item.cam + 1:03d}_{item.frame:06d}_0.jpg"
 
 
-def generate(out: str | Path, cfg: SynthConfig = SynthConfig(), progress: bool = True) -> dict:
+MARKER = "fogreid_synth.json"  # written last by generate(): the folder's FVRID_* parts are fogreid's own
+OWN = ("FVRID_syn", "FVRID_real", "FVRID_clear", MARKER)
+
+
+def check_target(out: str | Path, overwrite: bool = False) -> None:
+    """Refuse a non-empty folder that `generate` did not write (no marker), unless `overwrite`:
+    pointed at a real FVRID download, generate would otherwise replace its FVRID_* folders."""
+    final = Path(out)
+    if final.exists() and not final.is_dir():
+        raise FogreidError(f"--out {final}: is a file, not a folder; choose a folder path")
+    if not final.is_dir() or overwrite or (final / MARKER).is_file():
+        return
+    # Our own half-written folders from an interrupted run do not count (they are removed below).
+    found = sorted(p.name for p in final.iterdir() if not p.name.startswith(".synth-"))
+    if found:
+        raise FogreidError(f"--out {final}: the folder holds {', '.join(found[:4])}{', ...' if len(found) > 4 else ''}, "
+                           f"which fogreid synth did not write (no {MARKER}); choose an empty or new folder, or pass "
+                           f"--overwrite to replace {', '.join(OWN[:3])} there")
+
+
+def generate(out: str | Path, cfg: SynthConfig = SynthConfig(), progress: bool = True, overwrite: bool = False) -> dict:
     """Write FVRID_syn and FVRID_real under `out`; returns the manifest (also written as
-    `out/fogreid_synth.json`)."""
+    `out/fogreid_synth.json`). A non-empty `out` without that marker is refused unless
+    `overwrite`; then only FVRID_syn, FVRID_real, FVRID_clear and the marker are replaced."""
+    cfg.check()
+    check_target(out, overwrite)
     import torch
 
     from fogreid.data.fog import jpeg_qualities, real_like_fog, synthetic_fog
@@ -299,9 +322,10 @@ def generate(out: str | Path, cfg: SynthConfig = SynthConfig(), progress: bool =
     import shutil
     import tempfile
 
-    cfg.check()
     final = Path(out)
     final.mkdir(parents=True, exist_ok=True)
+    for stale in final.glob(".synth-*"):  # an interrupted run's half-written dataset
+        shutil.rmtree(stale, ignore_errors=True)
     # Write beside the target and swap in when complete: a re-run with other settings never
     # mixes two datasets, and an interrupted run leaves the previous one intact.
     out = Path(tempfile.mkdtemp(prefix=".synth-", dir=final))

@@ -1,9 +1,9 @@
 """`fogreid export`: a checkpoint to the formats asked for, in one folder.
 
 The FP32 ONNX is always made first (every other format derives from it), checked against
-TensorRT's parser tables, and every artifact carries its metadata. Engines need TensorRT;
-without it the ONNX files, the calibration cache and `trtexec.sh` are still written, and
-the run says what to install.
+the target's documented rules (`fogreid check`), and every artifact carries its metadata.
+Engines need TensorRT; without it the ONNX files, the calibration cache and one trtexec
+script per TensorRT major version are still written, and the run says what to install.
 """
 
 from __future__ import annotations
@@ -15,8 +15,10 @@ from pathlib import Path
 from fogreid.errors import FogreidError
 from fogreid import onnx_graph
 from fogreid.export.formats import Format
-from fogreid.export.tensorrt_engine import EngineSpec, build_engine, tensorrt_version, trtexec_command
-from fogreid.export.trt_support import check_ops
+from fogreid.export.preflight import check_artifact
+from fogreid.export.tensorrt_engine import (DEFAULT_TRT_VERSION, INSTALL_HINT, EngineSpec, build_engine,
+                                            check_dla_available, installed_tensorrt, recipe, trtexec_command,
+                                            trtexec_script)
 from fogreid.fileio import atomic_write, sha256_file
 
 
@@ -26,12 +28,14 @@ class ExportOptions:
     batch: tuple[int, int, int] = (1, 8, 32)
     calib_images: list[str] = field(default_factory=list)
     calib_method: str = "minmax"
-    calib_num: int = 512
+    calib_num: int = 256               # enough: see DEFAULT_IMAGES in fogreid/calibration/calibrate.py
     data_root: str | None = None
     int8_mode: str = "auto"            # auto | explicit | implicit (auto: implicit for DLA, else explicit)
     dla_core: int | None = None
     workspace_gib: float = 4.0
     keep_fp: list[str] = field(default_factory=list)
+    trt_version: tuple[int, int, int] | None = None   # of the calibration cache; None: installed, else 10.3.0
+    int8_budget: float | None = 0.99   # embedding cosine p1 the INT8 model must hold (None: every layer INT8)
     progress: bool = True
 
 
@@ -40,19 +44,56 @@ class ExportResult:
     files: dict[str, Path]
     not_built: dict[str, str]          # format -> reason
     manifest: Path
+    checks: dict[str, dict] = field(default_factory=dict)   # artifact -> `fogreid check` result
+
+    @property
+    def check_failed(self) -> bool:
+        return any(not c["ok"] for c in self.checks.values())
 
 
-def export(checkpoint: str | Path, formats: list[Format], out: str | Path, opts: ExportOptions) -> ExportResult:
-    from fogreid.model.fused import FusedDefogReID
+def resolve_trt_version(requested: tuple[int, int, int] | None) -> tuple[int, int, int]:
+    """The TensorRT version the calibration cache and the DLA rules are for: the installed one
+    when TensorRT is importable (a cache for another version is skipped by it), else
+    --trt-version (default 10.3.0, JetPack 6)."""
+    installed = installed_tensorrt()
+    if installed is not None:
+        if requested is not None and requested[:2] != installed[:2]:
+            raise FogreidError(f"--trt-version {'.'.join(map(str, requested))}: TensorRT "
+                               f"{'.'.join(map(str, installed))} is installed here and builds the engines; "
+                               f"export on the target's TensorRT, or drop --trt-version")
+        return installed
+    return requested or DEFAULT_TRT_VERSION
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    names = {f.name for f in formats}
+
+def check_options(formats: list[Format], opts: ExportOptions) -> tuple[int, int, int]:
+    """Everything that can be refused before any work is done (and before anything is written)."""
     if any(f.needs_calibration for f in formats) and not opts.calib_images:
         raise FogreidError("INT8 formats need foggy calibration images: --calib-images DIR "
                            "(e.g. FVRID_real/train_foggy; never the test query/gallery)")
     if opts.int8_mode not in ("auto", "explicit", "implicit"):
         raise FogreidError("--int8-mode must be auto, explicit or implicit")
+    version = resolve_trt_version(opts.trt_version)
+    if opts.dla_core is not None:
+        if opts.dla_core < 0:
+            raise FogreidError(f"--dla-core {opts.dla_core}: a DLA core index is 0 or 1")
+        low, opt, high = opts.batch
+        if not low == opt == high:
+            # DLA runs static shapes only: with a dynamic profile and GPU fallback, every layer
+            # would silently run on the GPU.
+            raise FogreidError(f"--dla-core needs one batch size (DLA has no dynamic shapes): pass --batch B, "
+                               f"e.g. --batch {opt} (with --dla-core it means {opt}:{opt}:{opt}), not "
+                               f"{low}:{opt}:{high}")
+        check_dla_available(version)
+    return version
+
+
+def export(checkpoint: str | Path, formats: list[Format], out: str | Path, opts: ExportOptions) -> ExportResult:
+    from fogreid.model.fused import FusedDefogReID
+
+    trt_version = check_options(formats, opts)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    names = {f.name for f in formats}
 
     model = FusedDefogReID.from_checkpoint(checkpoint, input_size=opts.imgsz)
     size = model.input_size
@@ -71,11 +112,10 @@ def export(checkpoint: str | Path, formats: list[Format], out: str | Path, opts:
         files["onnx-defog-frame"] = frame_graph.export_frame_graph(model.net, out / frame_graph.FILE, metadata)
         log(f"[onnx] whole-frame defog graph (any H, W) -> {files['onnx-defog-frame']}")
     proto = onnx_graph.load(fp32)
-    ops = check_ops(proto, dla=opts.dla_core is not None)
-    for line in ops.lines():
-        log(f"[check] {line}")
 
-    if {"onnx-fp16", "engine-fp16"} & names:
+    engines = [f for f in formats if f.needs_tensorrt]
+    if {"onnx-fp16", "engine-fp16"} & names or engines:
+        # The strongly typed FP16 builds (TensorRT 10 and 11) parse this file.
         half = onnx_graph.to_fp16(proto)
         onnx_graph.set_metadata(half, {"precision": "fp16"})
         onnx_graph.save(half, out / "model_fp16.onnx")
@@ -87,16 +127,28 @@ def export(checkpoint: str | Path, formats: list[Format], out: str | Path, opts:
         from fogreid.calibration.calibrate import calibrate
 
         calibration = calibrate(fp32, opts.calib_images, out, opts.calib_method, opts.calib_num, opts.data_root,
-                                opts.keep_fp, progress=opts.progress)
+                                opts.keep_fp, trt_version=trt_version, progress=opts.progress,
+                                budget=opts.int8_budget)
         files["onnx-int8"] = calibration.qdq_onnx
         files["calibration-cache"] = calibration.cache
-        log(f"[onnx-int8] {calibration.qdq_onnx} (Q/DQ, {opts.calib_method}); TensorRT cache {calibration.cache}")
+        log(f"[onnx-int8] {calibration.qdq_onnx} (Q/DQ, {opts.calib_method}); TensorRT "
+            f"{'.'.join(map(str, trt_version))} cache {calibration.cache}")
+
+    # ------------------------------------------------------------------ pre-flight check
+    checks = {}
+    for key in ("onnx", "onnx-fp16", "onnx-int8"):
+        if key in files:
+            targets = ["trt10", "trt11", "ort-cpu"] + (["dla"] if opts.dla_core is not None else [])
+            report = check_artifact(files[key], targets, trt_version)
+            checks[files[key].name] = report.to_dict()
+            for line in report.lines():
+                log(f"[check] {files[key].name}: {line}")
 
     # ------------------------------------------------------------------ TensorRT
-    engines = [f for f in formats if f.needs_tensorrt]
     not_built: dict[str, str] = {}
-    commands, records = [], {}
-    version = tensorrt_version()
+    scripts: dict[int, list[tuple[str, str]]] = {10: [], 11: []}
+    records = {}
+    installed = installed_tensorrt()
     timing_cache = out / "timing.cache"
     for fmt in engines:
         implicit = fmt.precision == "int8" and (opts.int8_mode == "implicit" or
@@ -104,53 +156,75 @@ def export(checkpoint: str | Path, formats: list[Format], out: str | Path, opts:
         spec = EngineSpec(fmt.precision, opts.batch, size, opts.workspace_gib, opts.dla_core,
                           "implicit" if implicit else "explicit")
         engine_path = out / fmt.file
-        # TensorRT 11 has no precision flags: FP16 comes from the FP16 ONNX, INT8 from Q/DQ.
-        variants = {"TensorRT 10": (False, fp32 if fmt.precision == "fp16" or implicit else files["onnx-int8"])}
-        if not implicit:
-            variants["TensorRT 11"] = (True, files["onnx-fp16"] if fmt.precision == "fp16" else files["onnx-int8"])
-        for label, (strong, source) in variants.items():
-            commands.append(f"# {fmt.name}, {label}\n" + trtexec_command(
-                source.name, engine_path.name, spec, strong,
-                calibration.cache.name if implicit and calibration else None, timing_cache.name))
-        if not ops.ok:
-            not_built[fmt.name] = "; ".join(p.describe() for p in ops.unsupported)
-            continue
-        if version is None:
+        for major in (10, 11):
+            if major == 11 and implicit:
+                continue  # no calibrator in TensorRT 11: the explicit Q/DQ engine is its INT8 path
+            how = recipe(spec, major)
+            where = f"DLA core {opts.dla_core}" if opts.dla_core is not None else "GPU"
+            comment = f"{fmt.name} on the {where}" + (" (TensorRT >= 11.4.1 for DLA)"
+                                                      if major == 11 and opts.dla_core is not None else "")
+            scripts[major].append((comment, trtexec_command(
+                files[how.onnx].name, engine_path.name, spec, how,
+                calibration.cache.name if how.calibration_cache and calibration else None, timing_cache.name)))
+        if installed is None:
             not_built[fmt.name] = "TensorRT is not installed"
             continue
-        strong = version[0] >= 11
-        if implicit and strong:
-            raise FogreidError("implicit INT8 calibration was removed in TensorRT 11; use --int8-mode explicit")
-        source = variants["TensorRT 11" if strong else "TensorRT 10"][1]
+        how = recipe(spec, installed[0])
+        source = files[how.onnx]
+        if not checks.get(source.name, {"ok": True})["ok"]:
+            not_built[fmt.name] = f"{source.name} fails the pre-flight check (see export.json)"
+            continue
         batches = None
-        if implicit:
+        if how.calibration_cache:
             from fogreid.calibration.images import build_calibration_set
+            from fogreid.calibration.trt_calibrator import CalibrationBatches
+            from fogreid.calibration.trt_cache import check_cache_for
 
+            check_cache_for(calibration.cache, installed)
             calib = build_calibration_set(opts.calib_images, size, opts.calib_num, opts.data_root, progress=False)
-            batches = [{"frames": b} for b in calib.batches(max(opts.batch[1], 8))]
-        log(f"[{fmt.name}] building with TensorRT {'.'.join(map(str, version))} from {source.name}")
-        records[fmt.name] = build_engine(source, engine_path, spec, strong, batches,
-                                         calibration.cache if implicit and calibration else None, timing_cache)
+            batches = CalibrationBatches(calib.images, opts.batch[1])
+        log(f"[{fmt.name}] building with TensorRT {'.'.join(map(str, installed))} from {source.name}")
+        records[fmt.name] = build_engine(source, engine_path, spec, how, batches,
+                                         calibration.cache if how.calibration_cache and calibration else None,
+                                         timing_cache)
         files[fmt.name] = engine_path
 
     if engines:
-        script = out / "trtexec.sh"
-        with atomic_write(script, "w") as handle:
-            handle.write("#!/usr/bin/env bash\n# Build the engines on the target (a Jetson, say) with trtexec.\n"
-                         "# Run in this folder. Engines are tied to the GPU and TensorRT version that build them.\n"
-                         "set -e\n" + "\n".join(commands) + "\n")
-        script.chmod(0o755)
-        files["trtexec.sh"] = script
+        for major, lines in scripts.items():
+            if not lines:
+                continue
+            script = out / f"trtexec_trt{major}.sh"
+            with atomic_write(script, "w") as handle:
+                handle.write(trtexec_script(major, lines))
+            script.chmod(0o755)
+            files[f"trtexec-trt{major}"] = script
     for name, reason in not_built.items():
-        from fogreid.export.tensorrt_engine import INSTALL_HINT
-
         log(f"[{name}] not built: {reason}" + (f"\n  {INSTALL_HINT}" if reason == "TensorRT is not installed" else ""))
+
+    if "triton" in names:
+        from fogreid.export.triton import write_repository
+
+        built = {name: (files[name], records[name]) for name in records}
+        write_repository(out / "triton", fp32, size, model.embedding_dim, opts.batch,
+                         {"checkpoint_sha256": ckpt_hash, "input_size": list(size),
+                          "embedding_dim": model.embedding_dim},
+                         calibration.cache if calibration else None, built, opts.workspace_gib)
+        files["triton"] = out / "triton"
+        log(f"[triton] model repository {files['triton']} ({', '.join(['onnx'] + list(built))})")
+    if "deepstream" in names:
+        from fogreid.export.deepstream import write_deepstream
+
+        files.update(write_deepstream(model, out / "deepstream",
+                                      onnx_graph.deploy_metadata(model.net, ckpt_hash, "fp32"), opts.batch[2]))
+        log(f"[deepstream] {files['deepstream-onnx']} + {files['deepstream-config']}")
 
     manifest = out / "export.json"
     with atomic_write(manifest, "w") as handle:
         json.dump({"checkpoint": str(checkpoint), "checkpoint_sha256": ckpt_hash, "input_size": list(size),
                    "embedding_dim": model.embedding_dim, "batch_profile": list(opts.batch),
+                   "tensorrt_version": ".".join(map(str, trt_version)),
+                   "tensorrt_installed": ".".join(map(str, installed)) if installed else None,
                    "files": {k: v.name for k, v in files.items()}, "not_built": not_built,
-                   "engines": records, "op_check": ops.lines(),
+                   "engines": records, "check": checks,
                    "calibration": calibration.report if calibration else None}, handle, indent=2)
-    return ExportResult(files, not_built, manifest)
+    return ExportResult(files, not_built, manifest, checks)

@@ -25,6 +25,10 @@ FORMATS = {f.name: f for f in [
     Format("onnx-int8", "model_int8.onnx", "int8", True, False, "Q/DQ INT8 calibrated on foggy images"),
     Format("engine-fp16", "model_fp16.engine", "fp16", False, True, "TensorRT engine, FP16"),
     Format("engine-int8", "model_int8.engine", "int8", True, True, "TensorRT engine, INT8 (explicit or implicit)"),
+    Format("triton", "triton", "fp32", False, False,
+           "Triton model repository: ONNX Runtime backend (+ TensorRT accelerator), a tensorrt_plan per engine"),
+    Format("deepstream", "deepstream", "fp32", False, False,
+           "embedding-only ONNX (float NCHW) + the ReID section of DeepStream's tracker config"),
 ]}
 
 
@@ -43,14 +47,23 @@ def parse_formats(text: str) -> list[Format]:
     return formats
 
 
-def parse_batch(text: str) -> tuple[int, int, int]:
-    """'1:8:32' -> (1, 8, 32); '8' -> (1, 8, 8)."""
+DEFAULT_BATCH = "1:8:32"
+
+
+def parse_batch(text: str | None, dla: bool = False) -> tuple[int, int, int]:
+    """'1:8:32' -> (1, 8, 32); '8' -> (1, 8, 8), or (8, 8, 8) for DLA, which has no dynamic
+    shapes. No --batch: 1:8:32, and for DLA an error asking for one batch size."""
+    if text is None:
+        if dla:
+            raise FogreidError("--dla-core needs one batch size (DLA has no dynamic shapes): add --batch B, "
+                               "e.g. --batch 8 (with --dla-core it means 8:8:8)")
+        text = DEFAULT_BATCH
     try:
         parts = [int(p) for p in text.split(":")]
     except ValueError:
         parts = []
     if len(parts) == 1:
-        parts = [1, parts[0], parts[0]]
+        parts = [parts[0]] * 3 if dla else [1, parts[0], parts[0]]
     if len(parts) != 3 or not 1 <= parts[0] <= parts[1] <= parts[2]:
         raise FogreidError(f"--batch {text!r}: expected MIN:OPT:MAX with 1 <= MIN <= OPT <= MAX, e.g. 1:8:32")
     return parts[0], parts[1], parts[2]

@@ -2,7 +2,10 @@
 
 The file is a `torch.save` of plain containers and tensors, read back with
 `weights_only=True`, so loading never runs pickled code. Training adds its own entries
-(optimiser, scheduler, epoch, RNG state) beside the model ones.
+(optimiser, scheduler, epoch, RNG state) beside the model ones in `last.pt`, which is what
+resuming needs; `best.pt` is what deployment needs (`DEPLOY_KEYS`: weights, config,
+metadata, and the few small training facts a reader may want), about a third of the size:
+Adam keeps two moments per weight.
 """
 
 from __future__ import annotations
@@ -25,11 +28,17 @@ from fogreid.model.sjdl import SJDLNet
 
 FORMAT = "fogreid.checkpoint"
 FORMAT_VERSION = 1
+# What a deployment checkpoint keeps of the training extras (small, informative; no optimiser state).
+DEPLOY_EXTRAS = ("train_config", "epoch", "global_step", "best")
 
 
-def save_checkpoint(path: str | Path, net: SJDLNet, meta: dict[str, Any] | None = None,
+def save_checkpoint(path: str | Path, net: SJDLNet, meta: dict[str, Any] | None = None, deploy: bool = False,
                     **extra: Any) -> None:
-    """Write `net` (and any training state in `extra`) to `path`, atomically."""
+    """Write `net` (and any training state in `extra`) to `path`, atomically. With `deploy`,
+    only `DEPLOY_EXTRAS` of `extra` are kept (best.pt): the optimiser, scaler and RNG state
+    are for resuming, which reads last.pt."""
+    if deploy:
+        extra = {k: v for k, v in extra.items() if k in DEPLOY_EXTRAS}
     state = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -51,13 +60,17 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     path = Path(path)
     if not path.is_file():
         raise FogreidError(f"checkpoint not found: {path}")
+    if path.stat().st_size == 0:
+        raise FogreidError(f"{path}: the checkpoint is empty (0 bytes), probably an interrupted copy; copy it again "
+                           f"or use the run's other checkpoint (best.pt / last.pt)")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:
+        first_line = next(iter(str(exc).splitlines()), "")[:200]
         raise FogreidError(
-            f"{path}: cannot be read as a fogreid checkpoint ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0][:200]}). The file may be truncated or corrupt, or it holds "
-            f"pickled objects, which are never loaded; re-save it with fogreid.") from None
+            f"{path}: cannot be read as a fogreid checkpoint ({type(exc).__name__}: {first_line}). The file may "
+            f"be truncated or corrupt, or it holds pickled objects, which are never loaded; re-save it with "
+            f"fogreid.") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise FogreidError(f"{path}: not a fogreid checkpoint (no '{FORMAT}' marker); "
                            f"checkpoints are written by `fogreid train` or save_checkpoint()")

@@ -7,11 +7,12 @@ It sits below the network files (sjdl.py, rvsl.py), which both import it; only t
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import NamedTuple
-
-import torch
+from typing import TYPE_CHECKING, NamedTuple
 
 from fogreid.errors import FogreidError
+
+if TYPE_CHECKING:  # annotations only: reading or checking a config never imports torch
+    import torch
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,9 @@
   OnnxrtRunner  an ONNX file in ONNX Runtime, with the TensorRT, CUDA or CPU provider:
                 the first that actually creates a session, not the first in the list
                 (onnxruntime-gpu lists CUDA even on machines without a GPU)
-  TrtRunner     a TensorRT engine (named tensors, execute_async_v3, buffers reused)
+  TrtRunner     a TensorRT engine (named tensors, execute_async_v3, buffers reused),
+                wrapped in ProfileBatchRunner: a batch above the engine's profile is split
+                into chunks the profile takes, one below it is refused
 
 `load_model(path)` wraps the right one in `DeployedModel`: one call from a uint8 batch of
 crops to (defogged, embeddings). Validation feeds the same runners to Polygraphy's
@@ -21,7 +23,7 @@ import numpy as np
 from polygraphy.backend.base import BaseRunner
 from polygraphy.common import TensorMetadata
 
-from fogreid.errors import FogreidError
+from fogreid.errors import EnvironmentProblem, FogreidError
 
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 ORT_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
@@ -67,8 +69,12 @@ def onnxruntime_session(path: str | Path, device: str = "auto"):
               "tensorrt": list(ORT_PROVIDERS)}.get(device.split(":")[0])
     if wanted is None:
         raise FogreidError(f"--device {device}: choose auto, cpu, cuda or tensorrt for ONNX Runtime")
+    if device != "auto" and wanted[0] not in available:
+        # Never run on the CPU when a GPU was asked for: the figures would be the CPU's, silently.
+        raise EnvironmentProblem(f"--device {device}: this ONNX Runtime has no {wanted[0]} (it has "
+                                 f"{', '.join(available)}); install onnxruntime-gpu (README, Install) or use --device cpu")
     errors = []
-    for first in [p for p in wanted if p in available]:
+    for first in [p for p in wanted if p in available][:None if device == "auto" else 1]:
         providers = wanted[wanted.index(first):]
         try:
             session = ort.InferenceSession(str(path), providers=[p for p in providers if p in available])
@@ -140,14 +146,71 @@ def tensorrt_runner(path: Path) -> BaseRunner:
         raise FogreidError(f"cannot run {path}: {INSTALL_HINT}") from None
     engine = EngineFromBytes(BytesFromPath(str(path)))
 
+
     def load_engine():
         try:
             return engine()
         except Exception as exc:
             raise FogreidError(f"{path}: TensorRT cannot deserialize this engine ({exc}). It is truncated, or was "
                                f"built by another TensorRT version or GPU (see {path.with_suffix('.json')}); "
-                               f"rebuild it on this machine with `fogreid export` or trtexec.sh") from None
-    return TrtRunner(load_engine, name=f"tensorrt:{path.name}")
+                               f"rebuild it on this machine with `fogreid export` or trtexec_trt<major>.sh") from None
+    inner = TrtRunner(load_engine, name=f"tensorrt:{path.name}")
+    return ProfileBatchRunner(inner, lambda: engine_batch_range(inner.engine), name=f"tensorrt:{path.name}")
+
+
+def engine_batch_range(engine, tensor: str = "frames", profile: int = 0) -> tuple[int, int]:
+    """(min, max) batch of the engine's optimisation profile: ICudaEngine.get_tensor_profile_shape
+    returns [min, opt, max] dims (TensorRT python/docstrings/infer/pyCoreDoc.h, 10.x)."""
+    low, _, high = engine.get_tensor_profile_shape(tensor, profile)
+    return int(low[0]), int(high[0])
+
+
+def split_batch(n: int, low: int, high: int, what: str = "the engine") -> list[int]:
+    """Chunk sizes for a batch of n rows on a profile that takes low..high rows per call: as
+    few calls as possible, sizes as even as possible, every one inside the profile."""
+    if n < low:
+        raise FogreidError(f"{what} takes batches of {low} to {high} crops (its optimisation profile) and got {n}: "
+                           f"pass at least {low} crops, or rebuild it with --batch 1:OPT:MAX")
+    calls = -(-n // high)
+    base, extra = divmod(n, calls)
+    if base < low:
+        raise FogreidError(f"{what} takes batches of {low} to {high} crops and {n} crops cannot be split into such "
+                           f"batches: pass a multiple of {low}, or rebuild with --batch 1:OPT:MAX")
+    return [base + 1] * extra + [base] * (calls - extra)
+
+
+class ProfileBatchRunner(BaseRunner):
+    """Wraps a runner whose engine takes only batches of low..high rows (a TensorRT
+    optimisation profile): larger batches are split into calls the profile takes and the
+    outputs concatenated; smaller ones are refused with a FogreidError instead of
+    Polygraphy's raw exception. `batch_range()` is read once the runner is active."""
+
+    def __init__(self, runner: BaseRunner, batch_range, name: str | None = None) -> None:
+        super().__init__(name=name or runner.name, prefix="profile-runner")
+        self.runner, self._batch_range = runner, batch_range
+        self.low = self.high = None
+
+    def activate_impl(self) -> None:
+        self.runner.activate()
+        self.low, self.high = self._batch_range()
+
+    def get_input_metadata_impl(self):
+        return self.runner.get_input_metadata(use_numpy_dtypes=False)
+
+    def infer_impl(self, feed_dict):
+        n = len(next(iter(feed_dict.values())))
+        sizes = split_batch(n, self.low, self.high, self.name)
+        start, chunks, self.inference_time = 0, [], 0.0
+        for size in sizes:
+            part = {k: np.ascontiguousarray(v[start:start + size]) for k, v in feed_dict.items()}
+            # Copy: a runner may hand back views of buffers it reuses on the next call.
+            chunks.append({k: np.array(v) for k, v in self.runner.infer(part, check_inputs=False).items()})
+            self.inference_time += self.runner.inference_time or 0.0
+            start += size
+        return OrderedDict((k, np.concatenate([c[k] for c in chunks])) for k in chunks[0])
+
+    def deactivate_impl(self) -> None:
+        self.runner.deactivate()
 
 
 class DeployedModel:
@@ -169,8 +232,15 @@ class DeployedModel:
         if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[1:] != (h, w, 3):
             raise FogreidError(f"{self.name}: expected uint8 crops (B, {h}, {w}, 3) BGR, got "
                                f"{frames.dtype} {frames.shape}; resize with fogreid.data.image_io.resize_for_model")
+        n = len(frames)
+        low, high = getattr(self.runner, "low", None) or 1, getattr(self.runner, "high", None)
+        padded = max(n, low) if low != high else -(-n // low) * low
+        if padded > n:
+            # An engine whose profile starts above 1 (a static DLA batch) takes `low` rows or a
+            # multiple: pad with copies of the last crop and drop their outputs.
+            frames = np.concatenate([frames, np.repeat(frames[-1:], padded - n, axis=0)])
         outputs = self.runner.infer({"frames": np.ascontiguousarray(frames)}, check_inputs=False)
-        return np.array(outputs["defogged"]), np.array(outputs["embedding"], dtype=np.float32)
+        return np.array(outputs["defogged"])[:n], np.array(outputs["embedding"], dtype=np.float32)[:n]
 
     def close(self) -> None:
         if self.runner.is_active:

@@ -53,6 +53,7 @@ class RunOptions:
     max_frames: int | None = None       # per source; for tests and benchmarks
     reconnect: bool = True
     max_retries: int | None = None
+    give_up_after: float | None = None  # seconds a live source may go without a frame before it is given up
     stats_every: float = 2.0
     video_fps: float = 25.0
     tracking: TrackingConfig | None = None        # None: no tracks (fixed regions, full frame)
@@ -65,6 +66,7 @@ class RunOptions:
     rtsp_transport: str = "tcp"
     defog_frames: object = None         # a frame -> defogged frame callable (frame_defog.FrameDefogger):
                                         # the saved video shows whole defogged frames under the annotations
+    publish: object = None              # callable(event, embedding) and .flush(): the bus (runtime/bus.py)
 
 
 @dataclass
@@ -113,6 +115,10 @@ class Outputs:
         if self.events:
             for event in events:
                 self.events.write(json.dumps(event) + "\n")
+        if self.opts.publish is not None:   # a track's end tells the central matcher (runtime/bus.py)
+            for event in events:
+                if event["event"] == "track_end":
+                    self.opts.publish(event, np.zeros(0, np.float32))
 
     def video(self, source: str, shape: tuple[int, int]):
         import cv2
@@ -163,7 +169,8 @@ class Pipeline:
         self.started = time.perf_counter()
         self.stats, self.latencies = RunStats(), []
         self.readers = [SourceReader(parse_source(s), opts.queue_size, opts.reconnect, backoff=opts.backoff,
-                                     max_retries=opts.max_retries, stop=stop, rtsp_transport=opts.rtsp_transport)
+                                     max_retries=opts.max_retries, stop=stop, rtsp_transport=opts.rtsp_transport,
+                                     give_up_after=opts.give_up_after)
                         for s in opts.sources]
         self.taken = {r.spec.name: 0 for r in self.readers}
         self.trackers: dict[str, SourceTracker] = {}
@@ -249,6 +256,9 @@ class Pipeline:
                     stats.matched += 1
                     label, colour = f"{label} {event['match']['id']} {event['match']['score']:.2f}", (60, 220, 60)
                 events.append(event)
+                if opts.publish is not None:   # the event, its crop's embedding, and what the tracker used
+                    opts.publish(dict(event, clock=float(frame.clock), quality=float(quality))
+                                 if self.book is not None and tid >= 0 else event, work.embeddings[k])
                 boxes.append(region.box)
                 labels.append(label)
                 colours.append(colour)
@@ -267,6 +277,8 @@ class Pipeline:
                 self.outputs.write_events(self.book.end(source, alive))
         if self.outputs.events:
             self.outputs.events.flush()
+        if opts.publish is not None:
+            opts.publish.flush()
         if self.associator is not None:
             stats.global_ids = len(self.associator.identities)
         if time.perf_counter() - self.last_report >= opts.stats_every:

@@ -90,6 +90,10 @@ class FixedRegions:
         for image, source in zip(images, sources):
             h, w = image.shape[:2]
             boxes = self.regions.get(source, self.regions.get("default", []))
+            for box in boxes:  # a region outside the frame would be an empty crop
+                if min(w, box[2]) - max(0, box[0]) < 2 or min(h, box[3]) - max(0, box[1]) < 2:
+                    raise FogreidError(f"--rois: region {list(box)} lies outside the {w}x{h} frame of {source}; "
+                                       f"give [x1, y1, x2, y2] within 0..{w}, 0..{h}")
             out.append([Region((float(max(0, x1)), float(max(0, y1)), float(min(w, x2)), float(min(h, y2))))
                         for x1, y1, x2, y2 in boxes])
         return out

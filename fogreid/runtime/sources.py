@@ -123,10 +123,12 @@ class SourceReader(threading.Thread):
 
     def __init__(self, spec: SourceSpec, queue_size: int = 4, reconnect: bool = True,
                  backoff: tuple[float, float] = (0.5, 2.0), max_retries: int | None = None,
-                 stop: threading.Event | None = None, rtsp_transport: str = "tcp") -> None:
+                 stop: threading.Event | None = None, rtsp_transport: str = "tcp",
+                 give_up_after: float | None = None) -> None:
         super().__init__(name=f"capture:{spec.name}", daemon=True)
         self.spec, self.queue_size, self.reconnect = spec, queue_size, reconnect and spec.live
         self.backoff, self.max_retries = backoff, max_retries
+        self.give_up_after = give_up_after          # seconds without a frame before the source is given up
         self.stop_event = stop or threading.Event()
         self.buffer: collections.deque = collections.deque()
         self.ready = threading.Condition()
@@ -190,6 +192,7 @@ class SourceReader(threading.Thread):
         while not self.stop_event.is_set():
             capture = _open_capture(self.spec)
             if capture.isOpened():
+                expected = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if self.spec.kind == "file" else 0
                 got_any = False
                 while not self.stop_event.is_set():
                     ok, image = capture.read()
@@ -198,6 +201,11 @@ class SourceReader(threading.Thread):
                     got_any = True
                     self._push(image, capture.get(cv2.CAP_PROP_POS_MSEC) / 1000.0 if not self.spec.live else None)
                 capture.release()
+                # A file cut mid-copy still opens (its index lists every frame) but stops early,
+                # with only FFmpeg's "partial file" on stderr: say so, and fail the run.
+                if expected and self.read < 0.98 * expected - 1 and not self.stop_event.is_set():
+                    self.error = (f"source {self.spec.name}: the file ends after {self.read} of its {expected} "
+                                  f"frames (truncated or damaged); re-copy it")
                 if got_any:
                     retries, delay = 0, self.backoff[0]
                 else:
@@ -212,6 +220,11 @@ class SourceReader(threading.Thread):
                                        f"unreachable, or not a video)")
                 return
             retries += 1
+            silent = time.time() - (self.last_frame_time or self.start_time or time.time())
+            if self.give_up_after is not None and silent >= self.give_up_after:
+                why = f" ({self.last_failure})" if self.last_failure else ""
+                raise FogreidError(f"source {self.spec.name}: no frame for {silent:.0f} s{why}; gave up "
+                                   f"(--give-up-after {self.give_up_after:g})")
             if self.max_retries is not None and retries > self.max_retries:
                 raise FogreidError(f"source {self.spec.name}: lost, and {self.max_retries} reconnects failed")
             self.reconnects += 1

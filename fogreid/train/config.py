@@ -103,6 +103,13 @@ class TrainConfig:
             raise FogreidError(f"stage {self.stage!r}: choose 1, 2, 3 or all (RVSL)")
         if self.stage != "all" and self.mode != "rvsl":
             raise FogreidError("--stage is for --mode rvsl")
+        if self.optim.epochs < 1:
+            raise FogreidError(f"optim.epochs {self.optim.epochs}: train at least 1 epoch (--epochs N)")
+        for key, value in (("ids_per_batch", self.data.ids_per_batch), ("instances_per_id", self.data.instances_per_id)):
+            if value < 2:  # the batch-hard triplet loss needs 2 identities and 2 images of each
+                raise FogreidError(f"data.{key} {value}: give at least 2 (--{key.replace('_', '-')})")
+        if self.data.num_workers < 0 or not 0 <= self.data.val_fraction < 1:
+            raise FogreidError("data.num_workers must be >= 0 and data.val_fraction in [0, 1)")
         if self.loss.restoration not in ("l1", "mse"):
             raise FogreidError("loss.restoration must be l1 or mse")
 

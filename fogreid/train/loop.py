@@ -180,7 +180,9 @@ def train(cfg: TrainConfig, out: str | Path, resume: str | Path | None = None, p
     preprocess = Preprocess()
 
     def save(path: Path, epoch: int, step_in_epoch: int) -> None:
+        # best.pt is for deployment (weights, config, metadata); last.pt also carries what resuming needs.
         save_checkpoint(path, net, meta={"trained_on": str(cfg.data.root), "mode": cfg.mode},
+                        deploy=path.name == "best.pt",
                         train_config=config_dict(cfg), optimizer=optimizer.state_dict(),
                         scaler=scaler.state_dict(), epoch=epoch, step_in_epoch=step_in_epoch,
                         global_step=global_step, best=best, rng=_rng_state())

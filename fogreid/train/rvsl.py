@@ -167,7 +167,7 @@ def train_stage(stage: int, cfg: TrainConfig, out: Path, init: Path | None, prog
                         discriminators={"clear": d_clear.state_dict(), "hazy": d_hazy.state_dict()},
                         epoch=epoch + 1, best=best)
         if not val_split.query:
-            shutil.copyfile(out / "last.pt", out / "best.pt")
+            save_checkpoint(out / "best.pt", net, meta={"trained_on": str(root), "mode": "rvsl", "stage": stage})
         history.append(row)
         with open(out / "history.jsonl", "a") as handle:
             handle.write(json.dumps(row) + "\n")

@@ -1,1 +1,25 @@
-"""Is an exported artifact as accurate as the PyTorch model? Figures, a verdict, a report."""
+"""Is an exported artifact as accurate as the PyTorch model? Figures, a verdict, a report.
+
+    from fogreid.validate import validate, write_html
+
+    result = validate("best.pt", "deploy/model_int8.onnx", images=["foggy/"])
+    print(result.passed, result.figures["cosine_mean"])
+    write_html(result, "validation.html")
+
+Names are imported on first use.
+"""
+
+from fogreid._lazy import attach
+
+_NAMES = {
+    "validate": "compare",
+    "ValidationResult": "compare",
+    "Thresholds": "compare",
+    "thresholds_for": "compare",
+    "Check": "compare",
+    "write_json": "report",
+    "write_html": "report",
+    "rank_layers": "per_layer",
+}
+
+__getattr__, __dir__, __all__ = attach(__name__, _NAMES)

@@ -166,10 +166,6 @@ def validate(checkpoint: str | Path, artifact: str | Path, images: list[str] | N
     from fogreid.runtime.backends import TorchRunner, artifact_kind, make_runner
 
     checkpoint, artifact = Path(checkpoint), Path(artifact)
-    from fogreid.validate.frame import is_frame_graph, validate_frame_graph
-
-    if is_frame_graph(artifact):  # the whole-frame defog graph: no embeddings, any frame size
-        return validate_frame_graph(checkpoint, artifact, images, data_root, precision or artifact_precision(artifact))
     reference_model = FusedDefogReID.from_checkpoint(checkpoint)
     kind = artifact_kind(artifact, backend)
     candidate = make_runner(artifact, kind, device)

@@ -36,35 +36,81 @@ def _difference_map(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return cv2.applyColorMap(scaled, cv2.COLORMAP_INFERNO)
 
 
-def histogram_svg(values: np.ndarray, width: int = 420, height: int = 160, bins: int = 30) -> str:
-    low = float(min(values.min(), 0.999))
-    counts, edges = np.histogram(values, bins=bins, range=(low, 1.0))
-    bar_w = width / bins
-    top = max(counts.max(), 1)
-    bars = "".join(f'<rect x="{i * bar_w:.1f}" y="{height - 20 - c / top * (height - 30):.1f}" width="{bar_w - 1:.1f}" '
-                   f'height="{c / top * (height - 30):.1f}" fill="#4c78a8"/>' for i, c in enumerate(counts))
-    return (f'<svg width="{width}" height="{height}" role="img" aria-label="cosine histogram">{bars}'
-            f'<text x="0" y="{height - 4}" font-size="11">{edges[0]:.4f}</text>'
-            f'<text x="{width - 30}" y="{height - 4}" font-size="11">1.0</text></svg>')
+def _svg(fig, label: str) -> str:
+    """A matplotlib figure as inline SVG (text kept as text: small, selectable), labelled for
+    screen readers."""
+    import io
+
+    import matplotlib
+
+    buffer = io.StringIO()
+    with matplotlib.rc_context({"svg.fonttype": "none"}):
+        fig.savefig(buffer, format="svg", bbox_inches="tight")
+    text = buffer.getvalue()
+    return f'<svg role="img" aria-label="{html.escape(label)}"' + text[text.index("<svg") + 4:]
+
+
+def _figure(width: float, height: float):
+    # The object-oriented API, not pyplot: no global state, no display needed.
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=100)
+    return fig, fig.add_subplot()
+
+
+def histogram_svg(values: np.ndarray, threshold: float | None = None, title: str = "Embedding cosine, PyTorch vs artifact") -> str:
+    """Histogram of per-image cosine similarities, with the pass threshold as a line."""
+    values = np.asarray(values, dtype=np.float64)
+    fig, ax = _figure(5.6, 2.6)
+    low = float(min(values.min(), threshold if threshold is not None else 1.0, 0.999))
+    low -= 0.05 * (1.0 - low)  # a margin, so a threshold at the low end stays visible
+    ax.hist(values, bins=30, range=(low, 1.0), color="#4c78a8", edgecolor="white", label="images")
+    if threshold is not None:
+        ax.axvline(threshold, color="#c62828", linestyle="--", linewidth=1.5, label=f"threshold {threshold:g}")
+        ax.legend(loc="upper left", fontsize=8, frameon=False)
+    ax.set_xlim(low, 1.0)
+    ax.set_xlabel("cosine similarity (1 = identical embeddings)")
+    ax.set_ylabel("images")
+    ax.set_title(title, fontsize=10)
+    ax.ticklabel_format(axis="x", useOffset=False)
+    return _svg(fig, "cosine histogram")
 
 
 PALETTE = ("#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#b279a2")
+STYLES = ("-", "--", ":", "-.", (0, (5, 1)), (0, (1, 1)))
+MARKERS = ("o", "s", "^", "D", "v", "x")
 
 
-def cmc_svg(curves: dict[str, np.ndarray], width: int = 420, height: int = 200) -> str:
-    colours = {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(curves)}
-    plot = ""
-    for name, curve in curves.items():
-        xs = np.linspace(30, width - 10, len(curve))
-        ys = height - 25 - np.asarray(curve) * (height - 40)
-        points = " ".join(f"{x:.1f},{y:.1f}" for x, y in zip(xs, ys))
-        plot += f'<polyline points="{points}" fill="none" stroke="{colours[name]}" stroke-width="2"/>'
-    legend = "".join(f'<text x="{30 + 130 * i}" y="14" font-size="12" fill="{colours[n]}">{html.escape(n)}</text>'
-                     for i, n in enumerate(curves))
-    return (f'<svg width="{width}" height="{height}" role="img" aria-label="CMC curves">{legend}{plot}'
-            f'<text x="30" y="{height - 6}" font-size="11">rank 1</text>'
-            f'<text x="{width - 50}" y="{height - 6}" font-size="11">rank {len(next(iter(curves.values())))}</text>'
-            f'<text x="0" y="30" font-size="11">1.0</text><text x="0" y="{height - 25}" font-size="11">0</text></svg>')
+def cmc_svg(curves: dict[str, np.ndarray], title: str = "CMC: share of queries matched within the top k",
+            max_rank: int = 20) -> str:
+    """CMC curves in percent over ranks 1..max_rank. Curves that coincide (an artifact as
+    accurate as PyTorch) stay visible: each has its own dash pattern and marker, and the
+    legend, beside the plot, gives each one's Rank-1."""
+    fig, ax = _figure(5.0, 3.0)
+    shown = min(max((len(c) for c in curves.values()), default=1), max_rank)
+    step = max(shown // 6, 1)
+    for i, (name, curve) in enumerate(curves.items()):
+        curve = 100 * np.asarray(curve, dtype=np.float64)[:shown]
+        ax.plot(np.arange(1, len(curve) + 1), curve, color=PALETTE[i % len(PALETTE)],
+                linestyle=STYLES[i % len(STYLES)], linewidth=1.8, alpha=0.9,
+                marker=MARKERS[i % len(MARKERS)], markersize=5, markevery=(i % step, step),  # staggered markers
+                label=f"{name} (Rank-1 {curve[0]:.1f}%)")
+    ax.set_ylim(0, 100)
+    ax.set_xlim(1, max(shown, 2))
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # ranks are whole numbers
+    ax.set_xlabel("rank k")
+    ax.set_ylabel("queries matched (%)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=min(len(curves), 3), fontsize=8,
+              frameon=False)  # below the axes: never over a curve
+    return _svg(fig, "CMC curves")
+
+
+def _threshold(result: ValidationResult, figure: str) -> float | None:
+    return next((c.threshold for c in result.checks if c.figure == figure), None)
 
 
 def write_html(result: ValidationResult, path: str | Path) -> None:
@@ -94,7 +140,7 @@ def write_html(result: ValidationResult, path: str | Path) -> None:
 <h2>Figures</h2><table>{rows}</table>
 <h2>Frames</h2><table><tr><th>foggy input</th><th>PyTorch defogged</th><th>artifact defogged</th>
 <th>difference (x32)</th></tr>{frames}</table>
-<h2>Embedding cosine, PyTorch vs artifact</h2>{histogram_svg(result.cosines)}
+<h2>Embedding cosine, PyTorch vs artifact</h2>{histogram_svg(result.cosines, _threshold(result, "cosine_min"))}
 {cmc}</body></html>"""
     with atomic_write(path, "w") as handle:
         handle.write(page)

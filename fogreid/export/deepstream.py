@@ -1,0 +1,132 @@
+"""`--format deepstream`: the ReID model of DeepStream's NvDCF / NvDeepSORT tracker.
+
+The tracker crops each object, scales it to `inferDims`, converts it to `colorFormat`,
+computes `y = netScaleFactor * (x - offsets)` per channel, lays it out as `inputOrder`
+and expects ONE output, the embedding (DeepStream docs, Gst-nvtracker "Re-ID";
+samples/configs/deepstream-app/config_tracker_NvDCF_accuracy.yml). Our fused graph
+(uint8 NHWC BGR in, defogged image + embedding out) does not fit that, so this writes:
+
+    OUT/deepstream/reid_embedding.onnx   float32 (B, 3, H, W) RGB in [0, 1] -> `embedding`
+                                         (B, D), L2-normalised; the same weights, no defog head
+    OUT/deepstream/config_tracker_reid.yml   the tracker's `ReID:` section, filled from the model
+
+Our preprocessing is `x / 255` on RGB with no mean/std (fogreid/pixels.py), which is
+`offsets: [0, 0, 0]`, `netScaleFactor: 1/255`, `colorFormat: 0` (RGB), `inputOrder: 0`
+(NCHW). The runtime stretches crops to the input size (data/image_io.resize_for_model),
+so `keepAspc: 0`. The embedding leaves the graph with unit length already, so
+`addFeatureNormalization: 0`.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from fogreid.fileio import atomic_write
+
+ONNX_NAME = "reid_embedding.onnx"
+CONFIG_NAME = "config_tracker_reid.yml"
+INPUT, OUTPUT = "input", "embedding"
+NETWORK_MODES = {"fp32": 0, "fp16": 1, "int8": 2}
+
+
+@dataclass(frozen=True)
+class ReIDSection:
+    """The tracker config's `ReID:` keys, in DeepStream's names and order."""
+
+    reidType: int                 # 0 dummy, 1 NvDeepSORT, 2 re-association (NvDCF), 3 both
+    batchSize: int
+    workspaceSize: int            # MB
+    reidFeatureSize: int
+    reidHistorySize: int
+    inferDims: tuple[int, int, int]
+    networkMode: int
+    inputOrder: int
+    colorFormat: int
+    offsets: tuple[float, float, float]
+    netScaleFactor: float
+    keepAspc: int
+    addFeatureNormalization: int
+    onnxFile: str
+    modelEngineFile: str
+
+    def yaml(self) -> str:
+        lines = []
+        for key, value in self.__dict__.items():
+            if isinstance(value, tuple):
+                value = "[" + ", ".join(repr(v) for v in value) + "]"
+            elif isinstance(value, str):
+                value = f'"{value}"'
+            else:
+                value = repr(value)
+            lines.append(f"  {key}: {value}")
+        return "ReID:\n" + "\n".join(lines) + "\n"
+
+
+def reid_section(input_size: tuple[int, int], embedding_dim: int, max_batch: int, precision: str = "fp16",
+                 reid_type: int = 2) -> ReIDSection:
+    h, w = input_size
+    engine = f"{ONNX_NAME}_b{max_batch}_gpu0_{precision}.engine"   # DeepStream's own naming
+    return ReIDSection(reidType=reid_type, batchSize=max_batch, workspaceSize=1000, reidFeatureSize=embedding_dim,
+                       reidHistorySize=100, inferDims=(3, h, w), networkMode=NETWORK_MODES[precision],
+                       inputOrder=0, colorFormat=0, offsets=(0.0, 0.0, 0.0), netScaleFactor=1.0 / 255.0,
+                       keepAspc=0, addFeatureNormalization=0, onnxFile=ONNX_NAME, modelEngineFile=engine)
+
+
+def embedding_module(fused):
+    """float (B, 3, H, W) RGB in [0, 1] -> unit embedding (B, D): the fused model less its
+    uint8 pre/post-processing and its defog head (which the exporter prunes: no output uses it)."""
+    from torch import nn
+
+    from fogreid.model.fused import l2_normalize
+
+    class EmbeddingOnly(nn.Module):
+        def __init__(self, net) -> None:
+            super().__init__()
+            self.net = net.eval()
+
+        def forward(self, images):
+            return l2_normalize(self.net(images).bn_feat)
+
+    return EmbeddingOnly(fused.net).eval()
+
+
+def export_embedding_onnx(fused, path: str | Path, metadata: dict[str, str], max_batch: int = 256) -> Path:
+    import torch
+
+    from fogreid import onnx_graph
+
+    h, w = fused.input_size
+    batch = torch.export.Dim("batch", min=1, max=max_batch)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter's notes on its own internals
+        program = torch.onnx.export(embedding_module(fused), (torch.rand(2, 3, h, w),), dynamo=True,
+                                    input_names=[INPUT], output_names=[OUTPUT],
+                                    dynamic_shapes={"images": {0: batch}}, opset_version=onnx_graph.OPSET,
+                                    optimize=True, verbose=False)
+    proto = program.model_proto
+    onnx_graph.name_nodes_by_module(proto)
+    proto = onnx_graph.fold_and_check(proto)
+    onnx_graph.set_metadata(proto, {**metadata, "deepstream": "embedding only: float NCHW RGB in [0, 1]"})
+    onnx_graph.save(proto, path)
+    return Path(path)
+
+
+def write_deepstream(fused, out: str | Path, metadata: dict[str, str], max_batch: int,
+                     precision: str = "fp16") -> dict[str, Path]:
+    out = Path(out)
+    onnx_path = export_embedding_onnx(fused, out / ONNX_NAME, metadata, max_batch=max(max_batch, 64))
+    section = reid_section(fused.input_size, fused.embedding_dim, max_batch, precision)
+    config = out / CONFIG_NAME
+    with atomic_write(config, "w") as handle:
+        handle.write("# The ReID section for DeepStream's NvDCF / NvDeepSORT tracker (ll-config-file), written by\n"
+                     "# `fogreid export --format deepstream`. Merge it into the tracker config you use (e.g.\n"
+                     "# config_tracker_NvDCF_accuracy.yml; reidType 2 needs TrajectoryManagement.enableReAssoc: 1),\n"
+                     "# or use this file as is (the other sections then take the tracker's defaults).\n"
+                     "# onnxFile / modelEngineFile are file names beside this file: DeepStream 9 resolves them\n"
+                     "# against it; give absolute paths for older versions. The tracker builds the engine on first run.\n"
+                     "# Preprocessing: y = netScaleFactor * (x - offsets) on RGB = our x / 255; crops stretched\n"
+                     "# (keepAspc 0) as fogreid's runtime does; the embedding is already L2-normalised.\n")
+        handle.write(section.yaml())
+    return {"deepstream-onnx": onnx_path, "deepstream-config": config}

@@ -1,0 +1,445 @@
+"""The TensorRT path, checked against TensorRT's, trtexec's and Polygraphy's documented rules.
+
+TensorRT cannot be installed on these machines (REFERENCE.md §9), so what it would do is
+checked here by its rules: the Q/DQ types its parser takes, the options each trtexec major
+version parses, its calibration cache header, what Polygraphy's Calibrator hands it, the
+DLA restrictions, and the batch limits of an engine's optimisation profile.
+"""
+
+import json
+import os
+import stat
+import subprocess
+import sys
+import types
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from conftest import SIZE, compare, foggy_frames
+from fogreid import onnx_graph
+from fogreid.calibration.trt_cache import cache_version, check_cache_for, read_cache, write_cache
+from fogreid.errors import FogreidError
+from fogreid.export.exporter import ExportOptions, check_options, export
+from fogreid.export.formats import parse_formats
+from fogreid.export.preflight import check_artifact
+from fogreid.export.tensorrt_engine import (EngineSpec, check_dla_available, installed_tensorrt, parse_trt_version,
+                                            recipe, trtexec_command)
+
+
+# ------------------------------------------------------------------ 1. Q/DQ types
+
+def test_int8_qdq_has_only_int8_quantised_tensors(exported):
+    _, result = exported
+    model = onnx.load(str(result.files["onnx-int8"]))
+    inits = {t.name: t for t in model.graph.initializer}
+    typed = {t.name: t.data_type for t in model.graph.initializer}
+    dq = [n for n in model.graph.node if n.op_type == "DequantizeLinear"]
+    q = [n for n in model.graph.node if n.op_type == "QuantizeLinear"]
+    assert dq and q
+    # Every DequantizeLinear reads an INT8 tensor: a weight initializer, or a QuantizeLinear's output.
+    q_outputs = {n.output[0] for n in q}
+    for node in dq:
+        assert node.input[0] in q_outputs or typed[node.input[0]] == TensorProto.INT8, node.name
+    # ... and every zero point is INT8 and zero (TensorRT is symmetric only).
+    for node in q + dq:
+        zp = inits[node.input[2]]
+        assert zp.data_type == TensorProto.INT8 and not numpy_helper.to_array(zp).any(), node.name
+    report = check_artifact(result.files["onnx-int8"], ["trt10", "trt11", "ort-cpu"])
+    assert report.ok, report.lines()
+
+
+# ------------------------------------------------------------------ 2. trtexec scripts
+
+# The options each trtexec parses (samples/common/sampleOptions.cpp: TensorRT release/10.3 and
+# release/11.1). TensorRT 11 dropped every precision option ("TensorRT 11.x removes all precision
+# flags (--fp16, --int8, --bf16, --fp8, --int4, --best)", and --calib); --stronglyTyped is a
+# deprecated no-op there. An unknown option ends trtexec with EXIT_FAILURE (trtexec.cpp).
+TRTEXEC_OPTIONS = {
+    10: {"--onnx", "--saveEngine", "--minShapes", "--optShapes", "--maxShapes", "--memPoolSize", "--stronglyTyped",
+         "--fp16", "--int8", "--best", "--calib", "--useDLACore", "--allowGPUFallback", "--timingCacheFile", "--help"},
+    11: {"--onnx", "--saveEngine", "--minShapes", "--optShapes", "--maxShapes", "--memPoolSize", "--stronglyTyped",
+         "--useDLACore", "--allowGPUFallback", "--timingCacheFile", "--help"},
+}
+
+# A stand-in for trtexec that enforces those option tables (and refuses --stronglyTyped with
+# --useDLACore on 10.x, where trtexec sets kFP16 for DLA), so the scripts are run as a shell would.
+FAKE_TRTEXEC = r'''#!{python}
+import os, sys
+major = int(os.environ["FAKE_TRT_MAJOR"])
+allowed = {allowed}[major]
+print(f"&&&& RUNNING TensorRT.trtexec [TensorRT v{{major * 10000 + 300}}] # trtexec " + " ".join(sys.argv[1:]))
+if "--help" in sys.argv:
+    sys.exit(0)
+opts = dict(a.split("=", 1) if "=" in a else (a, "") for a in sys.argv[1:])
+unknown = [o for o in opts if o not in allowed]
+if unknown:
+    print("Unknown option: " + unknown[0], file=sys.stderr); sys.exit(1)
+if major == 10 and "--stronglyTyped" in opts and "--useDLACore" in opts:
+    print("strongly typed network with kFP16 set for DLA", file=sys.stderr); sys.exit(1)
+for key in ("--onnx", "--calib"):
+    if key in opts and not os.path.isfile(opts[key]):
+        print(f"{{key}} {{opts[key]}} not found", file=sys.stderr); sys.exit(1)
+with open(opts["--saveEngine"], "ab") as f:
+    f.write(b"engine\n")
+with open("built.log", "a") as f:
+    f.write(opts["--saveEngine"] + "\n")
+'''
+
+
+def run_script(script, major, tmp_path):
+    fake = tmp_path / f"trtexec{major}"
+    fake.write_text(FAKE_TRTEXEC.format(python=sys.executable, allowed=repr(TRTEXEC_OPTIONS)))
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    env = dict(os.environ, TRTEXEC=str(fake), FAKE_TRT_MAJOR=str(major))
+    return subprocess.run(["bash", str(script)], capture_output=True, text=True, env=env)
+
+
+def test_one_trtexec_script_per_tensorrt_major(exported_trt, tmp_path):
+    result, out = exported_trt
+    manifest = json.loads(result.manifest.read_text())
+    assert manifest["files"]["trtexec-trt10"] == "trtexec_trt10.sh"
+    assert manifest["files"]["trtexec-trt11"] == "trtexec_trt11.sh"
+    for major in (10, 11):
+        script = out / f"trtexec_trt{major}.sh"
+        text = script.read_text()
+        assert f"TensorRT {major}.x" in text.splitlines()[1]
+        commands = [line for line in text.splitlines() if line.startswith('"$TRTEXEC"')]
+        engines = [c.split("--saveEngine=")[1].split()[0] for c in commands]
+        assert sorted(engines) == ["model_fp16.engine", "model_int8.engine"]   # each written once
+        if major == 11:
+            assert not any(flag in c for c in commands for flag in ("--fp16", "--int8", "--calib", "--stronglyTyped"))
+        assert not any("--stronglyTyped" in c and "--useDLACore" in c for c in commands)
+        for f in out.glob("*.engine"):
+            f.unlink()
+        (out / "built.log").unlink(missing_ok=True)
+        run = run_script(script, major, tmp_path)
+        assert run.returncode == 0, run.stderr
+        assert sorted((out / "built.log").read_text().split()) == ["model_fp16.engine", "model_int8.engine"]
+        # The wrong trtexec for this script is refused before any engine is built.
+        (out / "built.log").unlink()
+        wrong = run_script(script, 21 - major, tmp_path)
+        assert wrong.returncode == 2 and f"trtexec_trt{21 - major}.sh" in wrong.stderr
+        assert not (out / "built.log").exists()
+
+
+def test_dla_scripts_use_static_weakly_typed_builds(exported, synth_root, tmp_path):
+    ckpt, _ = exported
+    out = tmp_path / "dla"
+    opts = ExportOptions(batch=(4, 4, 4), dla_core=1, calib_images=[str(synth_root / "FVRID_syn" / "train_foggy")],
+                         calib_num=32, progress=False)
+    result = export(ckpt, parse_formats("engine-fp16,engine-int8"), out, opts)
+    ten = (out / "trtexec_trt10.sh").read_text()
+    lines = [line for line in ten.splitlines() if line.startswith('"$TRTEXEC"')]
+    assert len(lines) == 2 and all("--useDLACore=1" in line and "--allowGPUFallback" in line for line in lines)
+    assert all("--minShapes=frames:4x64x64x3" in line and "--maxShapes=frames:4x64x64x3" in line for line in lines)
+    assert not any("--stronglyTyped" in line for line in lines)
+    int8 = next(line for line in lines if "model_int8.engine" in line)
+    assert "--int8" in int8 and "--fp16" in int8 and "--calib=calibration.cache" in int8   # implicit: DLA's path
+    eleven = (out / "trtexec_trt11.sh").read_text()
+    commands11 = [line for line in eleven.splitlines() if line.startswith('"$TRTEXEC"')]
+    assert "11.4.1" in eleven and not any("--calib" in c or "--int8" in c for c in commands11)
+    assert run_script(out / "trtexec_trt10.sh", 10, tmp_path).returncode == 0
+    assert "dla" in json.loads(result.manifest.read_text())["check"]["model.onnx"]["targets"]
+
+
+def test_recipes_follow_each_tensorrt_version():
+    gpu16, gpu8 = EngineSpec("fp16", (1, 8, 32), SIZE), EngineSpec("int8", (1, 8, 32), SIZE)
+    implicit = EngineSpec("int8", (8, 8, 8), SIZE, dla_core=0, calibration="implicit")
+    assert recipe(gpu16, 10).onnx == "onnx-fp16" and recipe(gpu16, 10).strongly_typed_flag
+    assert recipe(gpu8, 11).onnx == "onnx-int8" and not recipe(gpu8, 11).strongly_typed_flag
+    assert recipe(implicit, 10).int8 and recipe(implicit, 10).calibration_cache and not recipe(implicit, 10).strongly_typed
+    with pytest.raises(FogreidError, match="removed in TensorRT 11"):
+        recipe(implicit, 11)
+    line = trtexec_command("model.onnx", "m.engine", implicit, recipe(implicit, 10), "calibration.cache")
+    for part in ("--int8", "--fp16", "--calib=calibration.cache", "--useDLACore=0", "--optShapes=frames:8x64x64x3"):
+        assert part in line
+
+
+# ------------------------------------------------------------------ 3. cache header
+
+def test_cache_header_carries_the_target_version(exported, synth_root, tmp_path):
+    assert cache_version("TRT-100300-EntropyCalibration2") == (10, 3, 0)
+    assert cache_version("TRT-110100-EntropyCalibration2") == (11, 1, 0)
+    assert cache_version("TRT-8601-EntropyCalibration2") == (8, 6, 1)
+    ckpt, result = exported
+    assert read_cache(result.files["calibration-cache"])[0] == "TRT-100300-EntropyCalibration2"   # default: JetPack 6
+    from fogreid.calibration.calibrate import calibrate
+
+    cal = calibrate(result.files["onnx"], [synth_root / "FVRID_syn" / "train_foggy"], tmp_path, num=32,
+                    trt_version=parse_trt_version("10.16"), progress=False)
+    assert read_cache(cal.cache)[0] == "TRT-101600-EntropyCalibration2"
+    check_cache_for(cal.cache, (10, 16, 0))
+    with pytest.raises(FogreidError, match="written for TensorRT 10.16.0.*--trt-version 10.3.0"):
+        check_cache_for(cal.cache, (10, 3, 0))
+    with pytest.raises(FogreidError, match="--trt-version 'ten'"):
+        parse_trt_version("ten")
+
+
+def test_trt_version_option_reaches_the_cache(fogreid_cmd, exported, synth_root, tmp_path):
+    ckpt, _ = exported
+    run = subprocess.run(fogreid_cmd + ["calibrate", "--onnx", str(exported[1].files["onnx"]), "--images",
+                                        str(synth_root / "FVRID_syn" / "train_foggy"), "--num", "32", "--out",
+                                        str(tmp_path), "--trt-version", "11.1", "--quiet"],
+                         capture_output=True, text=True)
+    if installed_tensorrt() is None:
+        assert run.returncode == 0, run.stderr
+        assert read_cache(tmp_path / "calibration.cache")[0] == "TRT-110100-EntropyCalibration2"
+    help_text = subprocess.run(fogreid_cmd + ["export", "--help"], capture_output=True, text=True).stdout
+    assert "10.3.0" in help_text and "--trt-version" in help_text
+
+
+# ------------------------------------------------------------------ 4. the implicit calibrator
+
+@pytest.fixture
+def polygraphy_calibrator(monkeypatch):
+    """Polygraphy's own Calibrator class, importable without TensorRT. Its module evaluates
+    `trt.IInt8EntropyCalibrator2` as a default argument, so a stand-in `tensorrt` module supplies
+    that base class (a pybind trampoline whose __init__ takes nothing); everything the
+    calibrator does in Python (metadata override, shape/dtype checks, batching) is Polygraphy's.
+    The device copy needs CUDA, so it records the host arrays instead."""
+    if installed_tensorrt() is None:
+        stand_in = types.ModuleType("tensorrt")
+        stand_in.__version__ = "10.3.0"
+        for base in ("IInt8EntropyCalibrator2", "IInt8LegacyCalibrator", "IInt8Calibrator"):
+            setattr(stand_in, base, type(base, (), {"__init__": lambda self: None}))
+        monkeypatch.setitem(sys.modules, "tensorrt", stand_in)
+    from polygraphy.backend.trt import Calibrator
+    from polygraphy.backend.trt import util as trt_util
+
+    handed = []
+    monkeypatch.setattr(trt_util, "_get_array_on_gpu", lambda buf, name, buffers: handed.append(buf) or id(buf))
+    return Calibrator, handed
+
+
+def test_polygraphy_calibrator_takes_every_batch(polygraphy_calibrator, synth_root):
+    from polygraphy.common import TensorMetadata
+
+    from fogreid.calibration.trt_calibrator import CalibrationBatches
+
+    Calibrator, handed = polygraphy_calibrator
+    images = foggy_frames(synth_root, 40, "train")
+    opt = 8
+    # What CreateConfig gives the calibrator: the network input (uint8 frames) at the OPT shape
+    # of the calibration profile (util.get_input_metadata_from_network(force_opt_shapes=True)).
+    network_inputs = TensorMetadata().add("frames", np.uint8, (opt, *SIZE, 3))
+    loader = CalibrationBatches(images, opt)
+    calibrator = Calibrator(loader)
+    calibrator.set_input_metadata(network_inputs)
+    pointers = [calibrator.get_batch(["frames"]) for _ in range(len(images) // opt + 1)]
+    assert [p is not None for p in pointers] == [True] * (len(images) // opt) + [False]
+    assert loader.served == len(images) // opt == 5
+    assert all(b.dtype == np.float32 and b.shape == (opt, *SIZE, 3) for b in handed)
+    assert np.array_equal(handed[0], images[:opt].astype(np.float32))
+    # The failure this replaces: uint8 batches of another size are dropped by get_batch
+    # without a word, and TensorRT calibrates on nothing.
+    handed.clear()
+    old = Calibrator([{"frames": b} for b in (images[i:i + 8] for i in range(0, 40, 8))])
+    old.set_input_metadata(TensorMetadata().add("frames", np.uint8, (4, *SIZE, 3)))
+    assert old.get_batch(["frames"]) is None and not handed
+
+
+def test_calibration_batches_refuse_too_few_images(synth_root):
+    from fogreid.calibration.trt_calibrator import CalibrationBatches
+
+    with pytest.raises(FogreidError, match="OPT batch \\(32\\).*only 24"):
+        CalibrationBatches(foggy_frames(synth_root, 24, "train"), 32)
+
+
+# ------------------------------------------------------------------ 6. DLA rules
+
+def test_dla_needs_a_static_batch_and_a_tensorrt_with_dla(exported, fogreid_cmd, tmp_path):
+    ckpt, _ = exported
+    fmts = parse_formats("engine-fp16")
+    with pytest.raises(FogreidError, match="--dla-core needs one batch size.*--batch 8"):
+        check_options(fmts, ExportOptions(batch=(1, 8, 32), dla_core=0))
+    assert check_options(fmts, ExportOptions(batch=(8, 8, 8), dla_core=0)) == (10, 3, 0)
+    for version in ((11, 1, 0), (11, 4, 0), (10, 16, 0)):
+        with pytest.raises(FogreidError, match="has no DLA"):
+            check_dla_available(version)
+    check_dla_available((11, 4, 1))
+    check_dla_available((10, 3, 0))
+    out = tmp_path / "never"
+    for extra in (["--batch", "1:8:32"], ["--batch", "4", "--trt-version", "11.1"]):
+        run = subprocess.run(fogreid_cmd + ["export", "--checkpoint", str(ckpt), "--format", "engine-fp16", "--out",
+                                            str(out), "--dla-core", "0", *extra], capture_output=True, text=True)
+        assert run.returncode == 2 and "Traceback" not in run.stderr and len(run.stderr.splitlines()) == 1
+        assert not out.exists(), "refused before anything is written"
+
+
+# ------------------------------------------------------------------ 7. profile batch limits
+
+def test_profile_runner_splits_and_refuses(exported, synth_root):
+    from polygraphy.backend.onnxrt import OnnxrtRunner
+
+    from fogreid.runtime.backends import DeployedModel, ProfileBatchRunner, onnxruntime_session, split_batch
+
+    assert split_batch(7, 1, 4) == [4, 3] and split_batch(64, 1, 32) == [32, 32] and split_batch(16, 8, 8) == [8, 8]
+    with pytest.raises(FogreidError, match="takes batches of 8 to 8.*got 3"):
+        split_batch(3, 8, 8)
+    with pytest.raises(FogreidError, match="multiple of 8"):
+        split_batch(12, 8, 8)
+    _, result = exported
+    frames = foggy_frames(synth_root, 7)
+    plain = OnnxrtRunner(onnxruntime_session(result.files["onnx"], "cpu"))
+    with plain:
+        expected = plain.infer({"frames": frames})
+    # An ONNX Runtime session stands in for the engine; the limits are what a TensorRT
+    # profile of 2..4 would give (engine_batch_range reads them from the engine).
+    runner = ProfileBatchRunner(OnnxrtRunner(onnxruntime_session(result.files["onnx"], "cpu")), lambda: (2, 4))
+    with runner:
+        got = runner.infer({"frames": frames})
+        np.testing.assert_array_equal(got["defogged"], expected["defogged"])
+        np.testing.assert_allclose(got["embedding"], expected["embedding"], atol=1e-6)
+        with pytest.raises(FogreidError, match="takes batches of 2 to 4"):
+            runner.infer({"frames": frames[:1]})
+    static = ProfileBatchRunner(OnnxrtRunner(onnxruntime_session(result.files["onnx"], "cpu")), lambda: (4, 4))
+    with DeployedModel(static) as model:   # the runtime pads a static (DLA) batch and drops the padding
+        defogged, embedding = model(frames[:3])
+        assert defogged.shape[0] == embedding.shape[0] == 3
+        np.testing.assert_allclose(embedding, expected["embedding"][:3], atol=1e-6)
+        assert model(frames)[1].shape[0] == 7
+
+
+# ------------------------------------------------------------------ 8. pre-flight check
+
+def graph(nodes, inputs, outputs, inits=(), opset=19):
+    model = helper.make_model(helper.make_graph(nodes, "g", inputs, outputs, list(inits)),
+                              opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 9
+    return model
+
+
+def save(model, path):
+    onnx.save(model, str(path))
+    return path
+
+
+def vi(name, dtype, shape):
+    return helper.make_tensor_value_info(name, dtype, shape)
+
+
+def test_check_rejects_each_broken_rule(tmp_path):
+    f32 = TensorProto.FLOAT
+    # INT32 DequantizeLinear (a quantised bias).
+    bias = numpy_helper.from_array(np.array([5, -3], dtype=np.int32), "bias_q")
+    scale = numpy_helper.from_array(np.array(0.1, dtype=np.float32), "s")
+    m = graph([helper.make_node("DequantizeLinear", ["bias_q", "s"], ["b"], name="bias_dq"),
+               helper.make_node("Add", ["x", "b"], ["y"], name="add")],
+              [vi("x", f32, [1, 2])], [vi("y", f32, [1, 2])], [bias, scale])
+    lines = check_artifact(save(m, tmp_path / "int32dq.onnx"), ["trt10"]).lines()
+    assert any("bias_dq" in line and "INT32" in line and "QuantizeBias=False" in line for line in lines)
+    # UINT8 inside the network.
+    m = graph([helper.make_node("Cast", ["x"], ["u"], to=TensorProto.UINT8, name="to_u8"),
+               helper.make_node("Cast", ["u"], ["y"], to=f32, name="back")],
+              [vi("x", f32, [1, 2])], [vi("y", f32, [1, 2])])
+    assert any("to_u8" in line and "UINT8" in line for line in check_artifact(save(m, tmp_path / "u8.onnx"),
+                                                                               ["trt11"]).lines())
+    # A uint8 input read by something other than a Cast.
+    m = graph([helper.make_node("Relu", ["x"], ["y"], name="relu")], [vi("x", TensorProto.UINT8, [1, 2])],
+              [vi("y", TensorProto.UINT8, [1, 2])])
+    assert not check_artifact(save(m, tmp_path / "u8in.onnx"), ["trt10"]).ok
+    # Dynamic spatial shape on DLA (a dynamic batch is only a warning: build a static profile).
+    m = graph([helper.make_node("Relu", ["x"], ["y"], name="relu")], [vi("x", f32, ["b", 3, "h", 64])],
+              [vi("y", f32, ["b", 3, "h", 64])])
+    dla = check_artifact(save(m, tmp_path / "dyn.onnx"), ["dla"])
+    assert not dla.ok and any(p.rule == "dla-static" and p.severity == "error" for p in dla.problems)
+    assert check_artifact(tmp_path / "dyn.onnx", ["trt10"]).ok
+    # An op newer than the target: DeformConv before 10.1; opset newer than the parser's range.
+    m = graph([helper.make_node("DeformConv", ["x", "w", "o"], ["y"], name="deform")],
+              [vi("x", f32, [1, 1, 4, 4]), vi("w", f32, [1, 1, 1, 1]), vi("o", f32, [1, 2, 4, 4])],
+              [vi("y", f32, [1, 1, 4, 4])])
+    path = save(m, tmp_path / "deform.onnx")
+    assert not check_artifact(path, ["trt10"], trt_version=(10, 0, 0)).ok
+    assert check_artifact(path, ["trt10"], trt_version=(10, 3, 0)).ok
+    m = graph([helper.make_node("Relu", ["x"], ["y"], name="relu")], [vi("x", f32, [1])], [vi("y", f32, [1])],
+              opset=22)
+    assert any(p.rule == "opset" for p in check_artifact(save(m, tmp_path / "op22.onnx"), ["trt10"]).problems)
+    # Per-channel activation quantisation and a non-zero zero point.
+    s2 = numpy_helper.from_array(np.array([0.1, 0.2], dtype=np.float32), "s2")
+    zp = numpy_helper.from_array(np.array([0, 3], dtype=np.int8), "zp")
+    m = graph([helper.make_node("QuantizeLinear", ["x", "s2", "zp"], ["q"], axis=1, name="q"),
+               helper.make_node("DequantizeLinear", ["q", "s2", "zp"], ["y"], axis=1, name="dq")],
+              [vi("x", f32, [1, 2])], [vi("y", f32, [1, 2])], [s2, zp])
+    rules = {p.rule for p in check_artifact(save(m, tmp_path / "pc.onnx"), ["trt10"]).problems}
+    assert {"qdq-per-channel", "qdq-zero-point"} <= rules
+    # Weights in an external file that was not copied along.
+    w = numpy_helper.from_array(np.ones((2,), dtype=np.float32), "w")
+    m = graph([helper.make_node("Add", ["x", "w"], ["y"], name="add")], [vi("x", f32, [2])], [vi("y", f32, [2])], [w])
+    onnx.save(m, str(tmp_path / "ext.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
+              location="ext.onnx.data", size_threshold=0)
+    (tmp_path / "ext.onnx.data").unlink()
+    ext = check_artifact(tmp_path / "ext.onnx", ["trt10", "ort-cpu"])
+    assert {p.rule for p in ext.problems} == {"external-data"} and not ext.ok
+
+
+def test_check_passes_our_artifacts_and_exit_codes(exported, fogreid_cmd, tmp_path):
+    _, result = exported
+    paths = [str(result.files[k]) for k in ("onnx", "onnx-fp16", "onnx-int8")]
+    run = subprocess.run(fogreid_cmd + ["check", *paths, "--target", "trt10", "--target", "trt11", "--target", "ort-cpu",
+                                        "--target", "ort-cuda"], capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert run.stdout.count(": ok for trt10, trt11, ort-cpu, ort-cuda") == 3
+    dla = subprocess.run(fogreid_cmd + ["check", paths[0], "--target", "dla", "--json"], capture_output=True, text=True)
+    report = json.loads(dla.stdout)[0]
+    assert dla.returncode == 0 and report["errors"] == 0 and report["warnings"] > 0   # GPU fallback, static batch
+    manifest = json.loads(result.manifest.read_text())
+    assert {name: c["ok"] for name, c in manifest["check"].items()} == {
+        "model.onnx": True, "model_fp16.onnx": True, "model_int8.onnx": True}
+    broken = tmp_path / "u8.onnx"
+    onnx.save(graph([helper.make_node("Relu", ["x"], ["y"], name="relu")], [vi("x", TensorProto.UINT8, [1])],
+                    [vi("y", TensorProto.UINT8, [1])]), str(broken))
+    run = subprocess.run(fogreid_cmd + ["check", str(broken)], capture_output=True, text=True)
+    assert run.returncode == 1 and "relu" in run.stderr and "fix:" in run.stderr
+    run = subprocess.run(fogreid_cmd + ["check", str(tmp_path / "none.onnx")], capture_output=True, text=True)
+    assert run.returncode == 2 and "file not found" in run.stderr and "Traceback" not in run.stderr
+
+
+# ------------------------------------------------------------------ 9. FP16 on a trained checkpoint
+
+def test_fp16_keeps_fragile_ops_in_fp32_and_matches_a_trained_model(trained, synth_root, tmp_path):
+    from fogreid.model.fused import FusedDefogReID
+
+    ckpt, _ = trained
+    model = FusedDefogReID.from_checkpoint(ckpt)
+    path = onnx_graph.export_onnx(model, tmp_path / "m.onnx", onnx_graph.deploy_metadata(model.net, "x", "fp32"))
+    proto = onnx_graph.load(path)
+    half = onnx_graph.to_fp16(proto)
+    onnx_graph.save(half, tmp_path / "m16.onnx")
+    typed = {v.name: v.type.tensor_type.elem_type
+             for v in onnx.shape_inference.infer_shapes(half).graph.value_info}
+    inorm = [n for n in half.graph.node if n.op_type == "InstanceNormalization"]
+    assert inorm and all(typed.get(n.output[0]) == TensorProto.FLOAT for n in inorm)
+    tail = onnx_graph.embedding_tail(proto)
+    assert {"BatchNormalization", "ReduceSum", "Sqrt", "Div"} <= {n.op_type for n in proto.graph.node if n.name in tail}
+    assert any(t.data_type == TensorProto.FLOAT16 for t in half.graph.initializer)
+    frames = np.concatenate([foggy_frames(synth_root, 24, "query"), foggy_frames(synth_root, 24, "gallery")])
+    cosine, grey = compare(tmp_path / "m16.onnx", model, frames)
+    print(f"\nFP16 (IN + embedding tail in FP32) vs PyTorch on a trained checkpoint: cosine min {cosine.min():.6f}")
+    assert cosine.min() >= 0.999 and grey.mean() < 0.5
+    assert check_artifact(tmp_path / "m16.onnx", ["trt10", "trt11", "ort-cpu"]).ok
+
+
+# ------------------------------------------------------------------ a real TensorRT, where there is one
+
+def test_tensorrt_engine_build(exported, tmp_path):
+    trt = pytest.importorskip("tensorrt", reason="TensorRT is not installed (it cannot be on CPU-only CI); "
+                                                 "engines are built on GPU machines and Jetsons")
+    from fogreid.export.tensorrt_engine import build_engine
+
+    _, result = exported
+    spec = EngineSpec("fp16", (1, 4, 8), SIZE)
+    record = build_engine(result.files["onnx-fp16"], tmp_path / "m.engine", spec,
+                          recipe(spec, int(trt.__version__.split(".")[0])))
+    assert (tmp_path / "m.engine").stat().st_size > 0 and record["tensorrt_version"] == trt.__version__
+
+
+@pytest.fixture(scope="module")
+def exported_trt(exported, synth_root, tmp_path_factory):
+    """Both engine formats (no TensorRT here: the scripts are what is written)."""
+    ckpt, _ = exported
+    out = tmp_path_factory.mktemp("trt")
+    opts = ExportOptions(calib_images=[str(synth_root / "FVRID_syn" / "train_foggy")], calib_num=32, progress=False)
+    return export(ckpt, parse_formats("engine-fp16,engine-int8"), out, opts), out
