@@ -285,6 +285,14 @@ CASES = {
     "info-checkpoint-text": t("info", "--checkpoint", "{text}", says="notes.txt"),
     "info-imgsz-0": t("info", "--imgsz", "0", says="--imgsz"),
     "info-preset-unknown": t("info", "--preset", "large", says="--preset"),
+    # ---------------------------------------------------------------- check / eval-mtmc / synth-video / doctor
+    "check-artifact-missing": t("check", "{tmp}/no.onnx", says="no.onnx"),
+    "check-checkpoint-not-onnx": t("check", "{ckpt}", says="edge.pt"),
+    "eval-mtmc-city-missing": t("eval-mtmc", "--city", "{tmp}/nocity", "--events", "{tmp}/e.jsonl", says="nocity"),
+    "synth-video-cameras-0": t("synth-video", "--out", "{tmp}/city", "--cameras", "0", says="--cameras",
+                               absent=["{tmp}/city"]),
+    "synth-video-out-is-a-file": t("synth-video", "--out", "{text}", "--seconds", "1", says="notes.txt"),
+    "doctor-unknown-option": t("doctor", "--json", says="--json"),
     "unknown-verb": t("serve", says="serve"),
     "unknown-option": t("info", "--checkpont", "x.pt", says="--checkpont"),
 }

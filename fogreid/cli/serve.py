@@ -15,19 +15,22 @@ import argparse
 import os
 import sys
 
+from fogreid.cli.common import positive_int
+
 
 def add_parser(verbs: argparse._SubParsersAction) -> None:
     p = verbs.add_parser("serve", help="serve an artifact with Triton Inference Server (PyTriton), HTTP and gRPC")
     p.add_argument("--model", required=True, help="a checkpoint (.pt), ONNX file or TensorRT engine")
     p.add_argument("--name", default="fogreid", help="the model's name in Triton (default fogreid)")
-    p.add_argument("--http-port", type=int, default=8000, help="default 8000")
-    p.add_argument("--grpc-port", type=int, default=8001, help="default 8001")
-    p.add_argument("--metrics-port", type=int, default=8002, help="default 8002")
-    p.add_argument("--max-batch", type=int, default=32, help="largest batch Triton forms (default 32)")
+    p.add_argument("--http-port", type=positive_int, default=8000, help="default 8000")
+    p.add_argument("--grpc-port", type=positive_int, default=8001, help="default 8001")
+    p.add_argument("--metrics-port", type=positive_int, default=8002, help="default 8002")
+    p.add_argument("--max-batch", type=positive_int, default=32, help="largest batch Triton forms (default 32)")
     p.add_argument("--queue-delay-us", type=int, default=2000,
                    help="how long a request may wait for others to fill a batch, microseconds (default 2000)")
-    p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnxruntime", "tensorrt"])
-    p.add_argument("--device", default="auto")
+    p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnxruntime", "tensorrt"],
+                   help="inference backend (auto: from the file type)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.set_defaults(run=run)
 
 

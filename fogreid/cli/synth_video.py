@@ -24,6 +24,9 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from fogreid.cli.common import output_folder
+
+    output_folder(args.out)
     from fogreid.data.synth_video import CityConfig, make_city
     from fogreid.errors import FogreidError
 

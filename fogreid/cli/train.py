@@ -61,7 +61,12 @@ def run(args: argparse.Namespace) -> int:
         resume = str(Path(args.out) / "last.pt")
         if not Path(resume).is_file():
             raise FogreidError(f"--resume: {resume} does not exist yet; start without --resume")
-    with folder_lock(args.out, "fogreid train"):
+    # One lock per run, held by rank 0: under torchrun every rank writes to the same --out (rank 0 saves).
+    import contextlib
+    import os
+
+    lock = folder_lock(args.out, "fogreid train") if os.environ.get("RANK", "0") == "0" else contextlib.nullcontext()
+    with lock:
         if cfg.mode == "rvsl":
             from fogreid.train.rvsl import train_rvsl
 
