@@ -40,7 +40,8 @@ def main() -> None:
     print("|-----------|-----------------------|-----------|--------|")
     for (h, w), timings in results.items():
         fps = " / ".join(f"{t.images_per_s:.1f}" for t in timings)
-        print(f"| {f"{w}x{h}":<9} | {fps:<21} | {np.median([t.p50_ms for t in timings]):>9.1f} "
+        name = f"{w}x{h}"
+        print(f"| {name:<9} | {fps:<21} | {np.median([t.p50_ms for t in timings]):>9.1f} "
               f"| {max(t.p95_ms for t in timings):>6.1f} |")
 
 

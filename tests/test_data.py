@@ -28,7 +28,9 @@ def test_fvrid_readers(synth_root):
     assert all(r.clear_path.name == r.path.name and r.clear_path.parent.name == "train_clear" for r in syn.train)
     assert sorted(set(syn.train_labels())) == list(range(syn.num_train_ids))
     real = load_fvrid(synth_root, "real")
-    assert not real.paired and all(r.clear_path is None for r in real.query)
+    # Generated data pairs the real-like test images with eval-only clear renders; train never.
+    assert real.paired and all(r.clear_path is None for r in real.train)
+    assert all(r.clear_path.parent.name == "query_clear_eval" for r in real.query)
     assert len(real.query) == counts["real/query"]
     with pytest.raises(FogreidError, match="unknown FVRID split"):
         load_fvrid(synth_root, "clear")

@@ -52,8 +52,9 @@ class LossConfig:
     triplet_weight: float = 1.0
     triplet_margin: float = 0.3
     restoration: str = "l1"          # l1 | mse
-    # Restoration against ReID: at 1 / 0 (L1 only) the defog head of a 40-epoch demo run stayed
-    # below the dark channel prior; 10 / 10 beat it on PSNR and SSIM with no loss of mAP (README).
+    # Restoration against ReID: with 1 / 0 (L1 only) a 40-epoch demo run's defog output had a
+    # lower SSIM than the foggy input; 10 / 10 beats the input and the dark channel prior on
+    # PSNR and SSIM with no loss of mAP (README, "Defog quality").
     restoration_weight: float = 10.0
     ssim_weight: float = 10.0        # (1 - SSIM) of both defog outputs against the clear image
     real_weight: float = 1.0         # the real batch's id losses
