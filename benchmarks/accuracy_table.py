@@ -118,7 +118,7 @@ def main() -> None:
     from fogreid.demo import ensure_dataset
     from fogreid.model.fused import FusedDefogReID
     from fogreid.model.checkpoint import load_model
-    from fogreid.train.evaluate import evaluate
+    from fogreid.train.evaluation import evaluate
 
     out = Path(args.out)
     data = out / "data"

@@ -157,7 +157,7 @@ def run_demo(out: str | Path, quick: bool = False, checkpoint: str | None = None
     def do_accuracy():
         from fogreid.data.datasets import load_fvrid
         from fogreid.runtime.backends import load_model
-        from fogreid.train.evaluate import evaluate
+        from fogreid.train.evaluation import evaluate
 
         scores = {}
         for name, path in {"pytorch": ckpt, **artifacts}.items():

@@ -53,3 +53,16 @@ def test_runtime_face_does_not_import_train():
             "print([m for m in sys.modules if m.startswith('fogreid.train')])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_no_public_name_is_shadowed_by_a_submodule():
+    """`from fogreid.calibration import calibrate` must give the function even after the module
+    that defines it was imported: Python sets a package attribute per imported submodule, which
+    would win over the face's lazy name if both were called the same."""
+    import importlib
+    import pkgutil
+
+    for face in ("model", "data", "train", "export", "calibration", "validate", "runtime"):
+        package = importlib.import_module(f"fogreid.{face}")
+        submodules = {m.name for m in pkgutil.iter_modules(package.__path__)}
+        assert not set(package.__all__) & submodules, f"fogreid.{face}"

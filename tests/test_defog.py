@@ -92,7 +92,7 @@ def test_real_split_pairs_clear_eval_images_for_scoring_only(synth_root):
 def test_eval_scores_the_real_split(trained, synth_root):
     from fogreid.data.datasets import load_fvrid
     from fogreid.model.fused import FusedDefogReID
-    from fogreid.train.evaluate import evaluate
+    from fogreid.train.evaluation import evaluate
 
     metrics = evaluate(FusedDefogReID.from_checkpoint(trained[0]), load_fvrid(synth_root, "real"), progress=False)
     assert 5 < metrics["psnr"] < 60 and 0 < metrics["ssim"] <= 1

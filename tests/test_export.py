@@ -8,7 +8,7 @@ import onnx
 import pytest
 
 from conftest import SIZE, compare, foggy_frames, make_checkpoint
-from fogreid.calibration.calibrate import calibrate
+from fogreid.calibration.calibrate_onnx import calibrate
 from fogreid.calibration.images import build_calibration_set
 from fogreid.calibration.ranges import compute_ranges
 from fogreid.calibration.trt_cache import read_cache, version_tag, write_cache
@@ -175,7 +175,7 @@ def test_format_and_batch_parsing():
         parse_batch(None, dla=True)
     with pytest.raises(FogreidError, match="MIN:OPT:MAX"):
         parse_batch("8:1:4")
-    assert set(FORMATS) == {"onnx", "onnx-fp16", "onnx-int8", "engine-fp16", "engine-int8"}
+    assert set(FORMATS) == {"onnx", "onnx-fp16", "onnx-int8", "engine-fp16", "engine-int8", "triton", "deepstream"}
 
 
 def test_export_cli_errors(fogreid_cmd, tmp_path, exported):
@@ -185,7 +185,7 @@ def test_export_cli_errors(fogreid_cmd, tmp_path, exported):
     assert run.returncode == 2 and "--calib-images" in run.stderr and "Traceback" not in run.stderr
     run = subprocess.run(fogreid_cmd + ["export", "--checkpoint", str(tmp_path / "none.pt"), "--out", str(tmp_path)],
                          capture_output=True, text=True)
-    assert run.returncode == 2 and "checkpoint not found" in run.stderr
+    assert run.returncode == 2 and "--checkpoint" in run.stderr and "none.pt: not found" in run.stderr
     not_fogreid = tmp_path / "other.onnx"
     onnx.save(onnx.helper.make_model(onnx.helper.make_graph(
         [onnx.helper.make_node("Relu", ["x"], ["y"])], "g",

@@ -67,7 +67,7 @@ def test_layers_kept_in_float_read_float_inputs(exported, synth_root, tmp_path):
     import onnx
 
     from conftest import foggy_frames, run_onnx
-    from fogreid.calibration.calibrate import calibrate
+    from fogreid.calibration.calibrate_onnx import calibrate
 
     _, result = exported
     graph = onnx.load(str(result.files["onnx"])).graph

@@ -166,7 +166,7 @@ def test_cache_header_carries_the_target_version(exported, synth_root, tmp_path)
     assert cache_version("TRT-8601-EntropyCalibration2") == (8, 6, 1)
     ckpt, result = exported
     assert read_cache(result.files["calibration-cache"])[0] == "TRT-100300-EntropyCalibration2"   # default: JetPack 6
-    from fogreid.calibration.calibrate import calibrate
+    from fogreid.calibration.calibrate_onnx import calibrate
 
     cal = calibrate(result.files["onnx"], [synth_root / "FVRID_syn" / "train_foggy"], tmp_path, num=32,
                     trt_version=parse_trt_version("10.16"), progress=False)

@@ -11,8 +11,8 @@ Names are imported on first use.
 from fogreid._lazy import attach
 
 _NAMES = {
-    "calibrate": "calibrate",
-    "CalibrationResult": "calibrate",
+    "calibrate": "calibrate_onnx",
+    "CalibrationResult": "calibrate_onnx",
     "build_calibration_set": "images",
     "CalibrationSet": "images",
     "compute_ranges": "ranges",

@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     input_file(args.onnx, "--onnx", "ONNX model")
     input_folders(args.images, "--images")
     output_folder(args.out)
-    from fogreid.calibration.calibrate import calibrate
+    from fogreid.calibration.calibrate_onnx import calibrate
     from fogreid.export.exporter import resolve_trt_version
     from fogreid.export.tensorrt_engine import parse_trt_version
 

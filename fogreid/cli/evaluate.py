@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
 
     from fogreid.data.datasets import load_dataset
     from fogreid.model.fused import FusedDefogReID
-    from fogreid.train.evaluate import evaluate
+    from fogreid.train.evaluation import evaluate
     from fogreid.devices import pick_device
 
     device = pick_device(args.device)

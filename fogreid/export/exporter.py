@@ -28,7 +28,7 @@ class ExportOptions:
     batch: tuple[int, int, int] = (1, 8, 32)
     calib_images: list[str] = field(default_factory=list)
     calib_method: str = "minmax"
-    calib_num: int = 256               # enough: see DEFAULT_IMAGES in fogreid/calibration/calibrate.py
+    calib_num: int = 256               # enough: see DEFAULT_IMAGES in fogreid/calibration/calibrate_onnx.py
     data_root: str | None = None
     int8_mode: str = "auto"            # auto | explicit | implicit (auto: implicit for DLA, else explicit)
     dla_core: int | None = None
@@ -124,7 +124,7 @@ def export(checkpoint: str | Path, formats: list[Format], out: str | Path, opts:
 
     calibration = None
     if {"onnx-int8", "engine-int8"} & names:
-        from fogreid.calibration.calibrate import calibrate
+        from fogreid.calibration.calibrate_onnx import calibrate
 
         calibration = calibrate(fp32, opts.calib_images, out, opts.calib_method, opts.calib_num, opts.data_root,
                                 opts.keep_fp, trt_version=trt_version, progress=opts.progress,

@@ -13,7 +13,7 @@ from fogreid._lazy import attach
 _NAMES = {
     "train": "loop",
     "train_rvsl": "rvsl",
-    "evaluate": "evaluate",
+    "evaluate": "evaluation",
     "TrainConfig": "config",
     "DataConfig": "config",
     "LossConfig": "config",

@@ -35,7 +35,7 @@ from fogreid.model.build import build_sjdl
 from fogreid.model.sjdl import SJDLNet
 from fogreid.train import losses as L
 from fogreid.train.config import TrainConfig, config_dict
-from fogreid.train.evaluate import evaluate, leave_one_out, test_checkpoint
+from fogreid.train.evaluation import evaluate, leave_one_out, test_checkpoint
 from fogreid.train.precise import bn_buffers, domain_batches, reestimate
 from fogreid.train.schedule import resolve_schedule
 

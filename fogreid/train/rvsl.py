@@ -42,7 +42,7 @@ from fogreid.model.fused import FusedDefogReID, Preprocess
 from fogreid.model.rvsl import PatchDiscriminator
 from fogreid.train import losses as L
 from fogreid.train.config import TrainConfig, config_dict
-from fogreid.train.evaluate import evaluate, leave_one_out, test_checkpoint
+from fogreid.train.evaluation import evaluate, leave_one_out, test_checkpoint
 from fogreid.train.loop import flip_images
 from fogreid.train.precise import ShuffledBatches, bn_buffers, domain_batches, reestimate
 from fogreid.train.schedule import resolve_schedule
