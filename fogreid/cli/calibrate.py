@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from fogreid.cli.common import input_file, input_folders, names, output_folder, positive_int
+from fogreid.cli.common import add_int8_budget, input_file, input_folders, names, output_folder, positive_int
 
 
 def add_parser(verbs: argparse._SubParsersAction) -> None:
@@ -21,10 +21,7 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--trt-version", metavar="X.Y[.Z]",
                    help="TensorRT version that will read calibration.cache (default: the installed TensorRT, "
                         "else 10.3.0 = JetPack 6); TensorRT ignores a cache written for another version")
-    p.add_argument("--int8-budget", type=float, default=0.99, metavar="COSINE",
-                   help="keep the fewest layers in float (most sensitive first) for the INT8 embedding to hold "
-                        "this cosine (1st percentile) vs FP32 on held-out calibration images; 0: every layer "
-                        "INT8 (default 0.99)")
+    add_int8_budget(p)
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(run=run)
 

@@ -125,3 +125,11 @@ def input_folders(paths: list[str] | None, option: str) -> None:
     for path in paths or []:
         if not Path(path).is_dir():
             raise FogreidError(f"{option} {path}: folder not found; give folders of images")
+
+
+def add_int8_budget(parser) -> None:
+    """--int8-budget, shared by `export` and `calibrate`."""
+    parser.add_argument("--int8-budget", type=float, default=0.99, metavar="COSINE",
+                        help="keep the fewest layers in float (most sensitive first) for the INT8 embedding to hold "
+                             "this cosine (1st percentile) vs FP32 on held-out calibration images; 0: every layer "
+                             "INT8 (default 0.99)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from fogreid.cli.common import (image_size, input_file, input_folders, names, nonnegative_int, output_folder,
+from fogreid.cli.common import (add_int8_budget, image_size, input_file, input_folders, names, nonnegative_int, output_folder,
                                 positive_float, positive_int, size)
 
 
@@ -32,10 +32,7 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
                    help="TensorRT version that will read the calibration cache and build the engines (default: "
                         "the installed TensorRT, else 10.3.0 = JetPack 6)")
     p.add_argument("--workspace", type=positive_float, default=4.0, help="TensorRT workspace limit in GiB (default 4)")
-    p.add_argument("--int8-budget", type=float, default=0.99, metavar="COSINE",
-                   help="keep the fewest layers in float (most sensitive first) for the INT8 embedding to hold "
-                        "this cosine (1st percentile) vs FP32 on held-out calibration images; 0: every layer "
-                        "INT8 (default 0.99)")
+    add_int8_budget(p)
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(run=run)
 
