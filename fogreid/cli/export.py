@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from fogreid.cli.common import (add_int8_budget, image_size, input_file, input_folders, names, nonnegative_int, output_folder,
-                                positive_float, positive_int, size)
+from fogreid.cli.common import (add_int8_budget, image_size, input_file, input_folders, names, nonnegative_int,
+                                output_folder, positive_float, positive_int, size)
 
 
 def add_parser(verbs: argparse._SubParsersAction) -> None:
