@@ -89,7 +89,7 @@ class Steps:
 
 
 def run_demo(out: str | Path, quick: bool = False, checkpoint: str | None = None, seed: int = 0) -> dict:
-    from fogreid.export.tensorrt_engine import tensorrt_version
+    from fogreid.export.tensorrt_engine import installed_tensorrt
 
     out = Path(out)
     cfg = demo_settings(quick, seed)
@@ -123,7 +123,7 @@ def run_demo(out: str | Path, quick: bool = False, checkpoint: str | None = None
                             [out / "train" / "best.pt"])
     ckpt = Path(trained["checkpoint"])
 
-    with_trt = tensorrt_version() is not None
+    with_trt = installed_tensorrt() is not None
     formats = "onnx,onnx-int8" + (",engine-fp16,engine-int8" if with_trt else "")
 
     def do_export():

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from fogreid.cli.common import input_file, int_list, nonnegative_int, positive_float
+from fogreid.cli.common import add_backend_options, input_file, int_list, nonnegative_int, positive_float
 
 
 def add_parser(verbs: argparse._SubParsersAction) -> None:
     p = verbs.add_parser("bench", help="throughput and latency of a model at several batch sizes")
     p.add_argument("--model", required=True, help="a checkpoint (.pt), ONNX file or TensorRT engine")
     p.add_argument("--batch", default="1,8,32", type=int_list, help="comma list of batch sizes")
-    p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnxruntime", "tensorrt"],
-                   help="inference backend (auto: from the file type)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    add_backend_options(p)
     p.add_argument("--seconds", type=positive_float, default=3.0, help="timed seconds per batch size")
     p.add_argument("--warmup", type=nonnegative_int, default=3, help="untimed runs before timing")
     p.set_defaults(run=run)

@@ -133,3 +133,10 @@ def add_int8_budget(parser) -> None:
                         help="keep the fewest layers in float (most sensitive first) for the INT8 embedding to hold "
                              "this cosine (1st percentile) vs FP32 on held-out calibration images; 0: every layer "
                              "INT8 (default 0.99)")
+
+
+def add_backend_options(parser) -> None:
+    """--backend and --device, shared by the verbs that run a deployed model."""
+    parser.add_argument("--backend", default="auto", choices=["auto", "torch", "onnxruntime", "tensorrt"],
+                        help="inference backend (auto: from the file type)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")

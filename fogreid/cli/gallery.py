@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import argparse
 
+from fogreid.cli.common import add_backend_options
+
 
 def add_parser(verbs: argparse._SubParsersAction) -> None:
     p = verbs.add_parser("gallery", help="embed labelled vehicle images into a gallery")
     p.add_argument("--model", required=True, help="a checkpoint (.pt), ONNX file or TensorRT engine")
     p.add_argument("--images", required=True, help="ROOT/<id>/*.jpg, or VeRi/FVRID-named files")
     p.add_argument("--out", required=True, help="gallery file (.npz)")
-    p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnxruntime", "tensorrt"],
-                   help="inference backend (auto: from the file type)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    add_backend_options(p)
     p.add_argument("--index", default="auto", choices=["auto", "flat", "ivf", "hnsw"],
                    help="search index (faiss): auto = exact up to 100k vectors, IVF above (default auto)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from fogreid.cli.common import (cosine_float, input_file, nonnegative_float, nonnegative_int, output_file,
-                                positive_float, positive_int, unit_float)
+from fogreid.cli.common import (add_backend_options, cosine_float, input_file, nonnegative_float, nonnegative_int,
+                                output_file, positive_float, positive_int, unit_float)
 from fogreid.errors import FogreidError
 
 
@@ -67,9 +67,7 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
                    "(default: retry for ever, saying so on stderr: cameras come back)")
     p.add_argument("--give-up-after", type=positive_float, metavar="SECONDS",
                    help="give up on a live source after this long without a frame (default: never)")
-    p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnxruntime", "tensorrt"],
-                   help="inference backend (auto: from the file type)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    add_backend_options(p)
     p.set_defaults(run=run)
 
 

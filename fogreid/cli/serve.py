@@ -15,7 +15,7 @@ import argparse
 import os
 import sys
 
-from fogreid.cli.common import positive_int
+from fogreid.cli.common import add_backend_options, positive_int
 
 
 def add_parser(verbs: argparse._SubParsersAction) -> None:
@@ -28,9 +28,7 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--max-batch", type=positive_int, default=32, help="largest batch Triton forms (default 32)")
     p.add_argument("--queue-delay-us", type=int, default=2000,
                    help="how long a request may wait for others to fill a batch, microseconds (default 2000)")
-    p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnxruntime", "tensorrt"],
-                   help="inference backend (auto: from the file type)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    add_backend_options(p)
     p.set_defaults(run=run)
 
 

@@ -23,7 +23,7 @@ _NAMES = {
     "CheckReport": "preflight",
     "parse_trt_version": "tensorrt_engine",
     "trtexec_command": "tensorrt_engine",
-    "tensorrt_version": "tensorrt_engine",
+    "installed_tensorrt": "tensorrt_engine",
 }
 
 __getattr__, __dir__, __all__ = attach(__name__, _NAMES)

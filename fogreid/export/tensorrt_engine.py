@@ -71,11 +71,6 @@ def installed_tensorrt() -> tuple[int, int, int] | None:
     return parse_trt_version(trt.__version__)
 
 
-def tensorrt_version() -> tuple[int, int] | None:
-    version = installed_tensorrt()
-    return None if version is None else version[:2]
-
-
 def check_dla_available(version: tuple[int, int, int]) -> None:
     """DLA by release (TensorRT docs, "Working with DLA", 11.4.1): 10.x up to 10.7; none in
     11.0-11.3 (11.4.0: Windows on ARM only); back in 11.4.1 (AGX Orin, JetPack 7.2.2)."""
