@@ -77,7 +77,7 @@ def check_cache_for(path: str | Path, version: tuple[int, int, int]) -> None:
         found = ".".join(map(str, written_for)) if written_for else header
         raise FogreidError(f"{path}: calibration cache written for TensorRT {found}, but the build uses TensorRT "
                            f"{'.'.join(map(str, version))}, which would ignore it: re-export with "
-                           f"--trt-version {'.'.join(map(str, version))} (or pass --calib-images to recalibrate)")
+                           f"--trt-version {'.'.join(map(str, version))}")
     if not scales:
         raise FogreidError(f"{path}: the calibration cache holds no scales; recalibrate with --calib-images")
 

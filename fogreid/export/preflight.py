@@ -19,8 +19,9 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import onnx
-from onnx import TensorProto
+from onnx import TensorProto, numpy_helper
 
 from fogreid.errors import FogreidError
 
@@ -249,9 +250,6 @@ def _check_tensorrt(proto, typed, target: Target, add) -> None:
         if node.op_type in ("QuantizeLinear", "DequantizeLinear") and len(node.input) > 2 and node.input[2]:
             zp = zero_points.get(node.input[2])
             if zp is not None:
-                import numpy as np
-                from onnx import numpy_helper
-
                 zp_type = zp.data_type
                 if node.op_type == "QuantizeLinear" and zp_type not in qdq_types:
                     add("error", "qdq-type", name, f"QuantizeLinear to {TYPE_NAMES.get(zp_type, zp_type)}; TensorRT "
