@@ -3,6 +3,9 @@
 VENV ?= .venv
 PYTHON ?= python3
 STAMP := $(VENV)/.installed
+# Make expands a rule's prerequisites when it reads the rule, so every stamp is named up here.
+SERVE_VENV ?= .venv-serve
+SERVE_STAMP := $(SERVE_VENV)/.installed
 
 .PHONY: demo test install clean sysdeps
 
@@ -14,8 +17,6 @@ test: $(STAMP) sysdeps $(SERVE_STAMP)
 
 # `fogreid serve` runs PyTriton, which pins numpy < 2: its own environment beside .venv, with
 # fogreid itself and the few packages serving needs (tests/test_serve.py starts it on loopback).
-SERVE_VENV ?= .venv-serve
-SERVE_STAMP := $(SERVE_VENV)/.installed
 $(SERVE_STAMP): pyproject.toml $(STAMP)
 	$(VENV)/bin/uv venv -q --allow-existing --python $(VENV)/bin/python $(SERVE_VENV)
 	$(VENV)/bin/uv pip install -q --python $(SERVE_VENV)/bin/python --no-deps -e .

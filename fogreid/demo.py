@@ -37,7 +37,7 @@ class DemoSettings:
 
 def demo_settings(quick: bool, seed: int = 0) -> DemoSettings:
     if quick:
-        return DemoSettings(SynthConfig(ids=60, cams=4, seed=seed), epochs=30, video_frames=60, calib_num=128,
+        return DemoSettings(SynthConfig(ids=60, cams=4, seed=seed), epochs=20, video_frames=60, calib_num=128,
                             seed=seed)
     return DemoSettings(SynthConfig(seed=seed), seed=seed)
 

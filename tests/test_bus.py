@@ -46,6 +46,17 @@ def redis_url(tmp_path):
     server.wait(timeout=10)
 
 
+@pytest.fixture
+def reaper():
+    """Processes a failed test leaves behind (perhaps stopped with SIGSTOP) are killed, not orphaned."""
+    procs = []
+    yield procs
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+
+
 CITY = CityConfig(cameras=2, vehicles=3, seconds=7.0, fps=8.0, height=144, width=256, fog=(1.0, 3.0),
                   cross=(2.0, 2.5), transit=(0.5, 1.0))  # as tests/test_mtmc.py
 
@@ -94,7 +105,7 @@ def track_partition(pairs):
 
 
 @pytest.mark.slow
-def test_two_edges_one_matcher_killed_and_restarted(city, redis_url, fogreid_cmd, tmp_path):
+def test_two_edges_one_matcher_killed_and_restarted(city, redis_url, fogreid_cmd, tmp_path, reaper):
     model, cams = city
     url, client = redis_url
     stream = parse_bus_url(url).stream
@@ -111,20 +122,37 @@ def test_two_edges_one_matcher_killed_and_restarted(city, redis_url, fogreid_cmd
     matcher_cmd = fogreid_cmd + ["associate", "--bus", url, "--expect-sources", "2"]
     first = subprocess.Popen(matcher_cmd + ["--consumer", "m1", "--claim-idle", "1"], stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
+    reaper.append(first)
     assert "[associate]" in first.stderr.readline()   # connected
     edges = [subprocess.Popen(fogreid_cmd + ["run", "--model", str(model), "--source", str(video), "--detections",
                                             str(det), "--fps", "8", "--publish", url],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for video, det in zip(cams["videos"], cams["det"])]
+    reaper.extend(edges)
     deadline = time.time() + 240
     def holding() -> int:   # entries the matcher has read and not yet acknowledged
         return sum(c["pending"] for c in client.xpending(stream, GROUP)["consumers"] if c["name"] == b"m1")
 
-    while not (client.xlen(f"{stream}:global") >= 10 and holding()) and time.time() < deadline \
-            and first.poll() is None:
-        time.sleep(0.01)
+    def wait_for(condition, what):
+        while not condition():
+            assert time.time() < deadline and first.poll() is None, f"timed out waiting for {what}"
+            time.sleep(0.01)
+
+    # Mid-stream by construction, not by luck: once the matcher has produced results, pause camera 1.
+    # Its clock stops, so camera 0's newer entries must wait (held, unacknowledged) for it, and the
+    # matcher, frozen before the kill, provably holds some when it dies.
+    wait_for(lambda: client.xlen(f"{stream}:global") >= 10, "the first results")
+    edges[1].send_signal(signal.SIGSTOP)
+    wait_for(holding, "the matcher to hold entries")
+    first.send_signal(signal.SIGSTOP)
+    while not holding():   # acknowledged its last one just before the freeze: let it read another
+        assert time.time() < deadline, "the matcher never held an entry while frozen"
+        first.send_signal(signal.SIGCONT)
+        time.sleep(0.05)
+        first.send_signal(signal.SIGSTOP)
     first.send_signal(signal.SIGKILL)
     first.wait(timeout=30)
+    edges[1].send_signal(signal.SIGCONT)
     done_before_kill = client.xlen(f"{stream}:global")
     pending_at_kill = client.xpending(stream, GROUP)["pending"]
     sent = 0
