@@ -15,6 +15,8 @@ from fogreid.onnx_graph import fold_and_check, save, set_metadata
 # Q/DQ where TensorRT's explicit quantisation wants it: inputs of the heavy layers and the
 # residual additions it fuses with them.
 QUANTIZED_OPS = ["Conv", "ConvTranspose", "MatMul", "Gemm", "Add", "MaxPool"]
+# Quantised, these write int8 (QLinearConv, QLinearMatMul in ORT; fused int8 kernels in TensorRT).
+INT8_OUTPUT_OPS = {"Conv", "ConvTranspose", "MatMul", "Gemm"}
 
 
 def nodes_to_quantize(proto: onnx.ModelProto, keep_fp: list[str]) -> list[str]:
@@ -26,15 +28,17 @@ def nodes_to_quantize(proto: onnx.ModelProto, keep_fp: list[str]) -> list[str]:
     return [n.name for n in body if n.name != first_conv and n.name not in keep_fp]
 
 
-def read_float_inputs(proto: onnx.ModelProto, float_nodes: set[str]) -> int:
-    """Let the nodes kept in float read the float tensors again.
+def read_float_inputs(proto: onnx.ModelProto, float_nodes: set[str], int8_producers: set[str] = frozenset()) -> int:
+    """Let the nodes kept in float read the float tensors again, except what a quantised
+    conv (one of `int8_producers`) writes.
 
-    ONNX Runtime's quantizer gives a tensor one Q/DQ pair and rewires *every* consumer to its
-    DequantizeLinear output (qdq_quantizer.py, `_add_qdq_pair_for_activation`:
-    `replace_input_of_all_nodes`), so a layer kept in float still reads int8-rounded inputs
-    whenever another consumer of the same tensor (or the producing conv's own output Q/DQ)
-    is quantised. Rewire those inputs to the tensor before the QuantizeLinear and drop Q/DQ
-    pairs nobody reads any more. Returns the number of inputs rewired."""
+    ONNX Runtime's quantizer gives a tensor Q/DQ pairs for every consumer once one consumer
+    is quantised (qdq_quantizer.py, `_add_qdq_pair_for_activation`), so a layer kept in float
+    would still read int8-rounded inputs. Rewire those inputs to the tensor before the
+    QuantizeLinear and drop Q/DQ pairs nobody reads any more. A quantised conv's own output
+    keeps its Q/DQ: the pair is what lets ORT run the conv as one int8 QLinearConv (and
+    TensorRT fuse it), so bypassing it for a float residual Add made the conv before it run
+    in float and INT8 slower than FP32 on the CPU. Returns the number of inputs rewired."""
     producer = {out: node for node in proto.graph.node for out in node.output}
     rewired = 0
     for node in proto.graph.node:
@@ -44,10 +48,67 @@ def read_float_inputs(proto: onnx.ModelProto, float_nodes: set[str]) -> int:
             dq = producer.get(name)
             q = producer.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
             if q is not None and q.op_type == "QuantizeLinear":
+                source = producer.get(q.input[0])
+                if source is not None and source.name in int8_producers:
+                    continue
                 node.input[i] = q.input[0]
                 rewired += 1
     _drop_unread_qdq(proto)
     return rewired
+
+
+def dedicate_qdq(proto: onnx.ModelProto) -> int:
+    """Give every activation QuantizeLinear and DequantizeLinear one consumer, and each its own
+    scale and zero-point initializers. Returns the number of nodes and initializers copied.
+
+    ONNX Runtime fuses DQ -> Conv -> Q into one int8 QLinearConv only when the DQ feeds that
+    Conv alone (its QDQ node-unit selectors, onnxruntime/core/optimizer/qdq_transformer/
+    selectors_actions/qdq_selectors.cc). A block's input feeds conv1 and the shortcut (the
+    downsample conv or the residual Add), so each needs its own DQ. The quantizer's
+    DedicatedQDQPair does that for tensors it quantises, not for a DQ after an int8 MaxPool;
+    and ORT's CommonSubexpressionElimination (core/optimizer/common_subexpression_elimination.cc)
+    merges nodes whose inputs have the same *names*, folding dedicated pairs back into one
+    shared DQ. So: one DQ per consumer, and names of their own. On the default model 17 of 36
+    quantised convs had stayed float convs between Q/DQ (INT8 no faster than FP32); with this
+    30 fuse (benchmarks/export_speed.py). Values are unchanged; TensorRT, which fuses Q/DQ
+    itself, reads the same scales."""
+    initializers = {init.name: init for init in proto.graph.initializer}
+    outputs = {o.name for o in proto.graph.output}
+    copied = 0
+    # DQs first (one per reader), then their Qs (one per DQ): ORT on x86 turns int8 activations
+    # into uint8 pair by pair (QDQS8ToU8Transformer, core/optimizer/qdq_transformer/
+    # qdq_s8_to_u8.cc), only where a Q feeds a single DQ; a Q shared by two DQs stays int8 and
+    # its convs are left unfused.
+    for op in ("DequantizeLinear", "QuantizeLinear"):
+        consumers: dict[str, list] = {}
+        for node in proto.graph.node:
+            for name in dict.fromkeys(node.input):   # a node reading a tensor twice counts once
+                consumers.setdefault(name, []).append(node)
+        for split in [n for n in proto.graph.node if n.op_type == op]:
+            readers = consumers.get(split.output[0], [])
+            if split.input[0] in initializers or split.output[0] in outputs or len(readers) < 2:
+                continue
+            at = list(proto.graph.node).index(split)
+            for i, reader in enumerate(readers[1:], start=1):
+                twin = onnx.NodeProto()
+                twin.CopyFrom(split)
+                twin.name, twin.output[0] = f"{split.name}/{i}", f"{split.output[0]}/{i}"
+                proto.graph.node.insert(at + i, twin)
+                reader.input[:] = [twin.output[0] if x == split.output[0] else x for x in reader.input]
+                copied += 1
+    for node in proto.graph.node:
+        if node.op_type not in ("QuantizeLinear", "DequantizeLinear") or node.input[0] in initializers:
+            continue   # a weight's DQ reads an initializer and has its own parameters already
+        for k in range(1, len(node.input)):
+            if node.input[k] in initializers:
+                clone = onnx.TensorProto()
+                clone.CopyFrom(initializers[node.input[k]])
+                clone.name = f"{node.input[k]}/{node.name}"
+                proto.graph.initializer.append(clone)
+                node.input[k] = clone.name
+                copied += 1
+    _drop_unread_qdq(proto)   # the original parameters, now unread
+    return copied
 
 
 def _drop_unread_qdq(proto: onnx.ModelProto) -> None:
@@ -100,14 +161,19 @@ def quantize_qdq(onnx_path: str | Path, out_path: str | Path, ranges, method: st
                             # DequantizeLinear inputs, which TensorRT's IDequantizeLayer rejects
                             # (onnx-tensorrt docs/operators.md: DequantizeLinear takes INT8, FP8,
                             # INT4; onnx/onnx-tensorrt#850). TensorRT fuses a float bias itself.
+                            # DedicatedQDQPair: each consumer of a tensor gets its own Q/DQ pair
+                            # (see dedicate_qdq for why that matters on the CPU).
                             extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
-                                           "CalibTensorRangeSymmetric": True, "QuantizeBias": False})
+                                           "CalibTensorRangeSymmetric": True, "QuantizeBias": False,
+                                           "DedicatedQDQPair": True})
         finally:
             logging.disable(logging.NOTSET)
         proto = onnx.load(str(raw))
         quantized = set(only) if only else set(nodes_to_quantize(proto, list(keep_fp)))
         read_float_inputs(proto, {n.name for n in proto.graph.node if n.name.startswith("net.")
-                                  and n.op_type in QUANTIZED_OPS and n.name not in quantized})
+                                  and n.op_type in QUANTIZED_OPS and n.name not in quantized},
+                          {n.name for n in proto.graph.node if n.name in quantized and n.op_type in INT8_OUTPUT_OPS})
+        dedicate_qdq(proto)
         if check:
             proto = fold_and_check(proto)
     if metadata:
