@@ -28,19 +28,27 @@ def _samples(data: Path, folder: str, n: int = 6) -> list[np.ndarray]:
     return [read_image(p) for p in paths[:: max(len(paths) // n, 1)][:n]]
 
 
-def _defog_pairs(checkpoint: Path, data: Path, folder: str, n: int = 4) -> str:
+def _defog_table(checkpoint: Path, data: Path, split: str, clear_folder: str, n: int = 4) -> str:
+    """Rows of foggy input, dark channel prior, the model's defog output and the clear image
+    (for the real-like split, the eval-only clear render no model trained on)."""
     import torch
 
+    from fogreid.data.dehaze import dehaze_dcp
     from fogreid.data.image_io import load_for_model
     from fogreid.model.fused import FusedDefogReID
 
     model = FusedDefogReID.from_checkpoint(checkpoint)
-    paths = sorted((data / folder).iterdir())[:: 7][:n]
+    paths = sorted((data / split / "query_foggy").iterdir())[:: 7][:n]
     frames = np.stack([load_for_model(p, model.input_size) for p in paths])
     with torch.no_grad():
         defogged = model(torch.from_numpy(frames))[0].numpy()
-    return "".join(f'<span class="pair"><img src="{png_data_uri(f)}" width="128"><img src="{png_data_uri(d)}" '
-                   f'width="128"></span>' for f, d in zip(frames, defogged))
+    rows = []
+    for path, foggy, ours in zip(paths, frames, defogged):
+        clear = data / split / clear_folder / path.name
+        cells = [foggy, dehaze_dcp(foggy), ours] + ([load_for_model(clear, model.input_size)] if clear.is_file() else [])
+        rows.append("<tr>" + "".join(f'<td><img src="{png_data_uri(c)}" width="128"></td>' for c in cells) + "</tr>")
+    return ("<table><tr><th>foggy input</th><th>dark channel prior</th><th>defog head</th><th>clear</th></tr>"
+            + "".join(rows) + "</table>")
 
 
 def _video_frames(path: Path, indices) -> list[np.ndarray]:
@@ -200,7 +208,7 @@ def write_report(out: Path, summary: dict, scores: dict, verdicts: dict) -> Path
                ("match events (JSON lines)", stream["events"]), ("all figures", out / "summary.json")]
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>fogreid demo report</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1100px;color:#222}} td,th{{padding:3px 10px;text-align:left}}
-.pair{{display:inline-block;margin:4px;border:1px solid #ccc}} h2{{margin-top:1.6em}}
+h2{{margin-top:1.6em}}
 .headline{{background:#f4f6f8;border-radius:8px;padding:1em 1.4em}} .cards{{display:flex;gap:1em;flex-wrap:wrap}}
 .card{{background:white;border-radius:8px;padding:.8em 1.2em;min-width:220px;flex:1;box-shadow:0 1px 3px #0002}}
 .big{{font-size:2.2em;font-weight:bold}} .small{{color:#555;font-size:.9em;margin-top:.3em}}
@@ -228,8 +236,10 @@ def write_report(out: Path, summary: dict, scores: dict, verdicts: dict) -> Path
 <p>Synthetic fog (atmospheric scattering, same images):</p>{_images_row(_samples(data, "FVRID_syn/query_foggy"))}
 <p>Real-like fog (patchy, tinted, noisy, compressed; other vehicles and cameras):</p>
 {_images_row(_samples(data, "FVRID_real/query_foggy"))}
-<h2>Defogging</h2><p>Foggy input beside the model's defogged output, synthetic then real-like:</p>
-{_defog_pairs(checkpoint, data, "FVRID_syn/query_foggy")}<br>{_defog_pairs(checkpoint, data, "FVRID_real/query_foggy")}
+<h2>Defogging</h2><p>Synthetic fog (its clear pair):</p>
+{_defog_table(checkpoint, data, "FVRID_syn", "query_clear")}
+<p>Real-like fog (the clear render kept for evaluation only: no model trains on it):</p>
+{_defog_table(checkpoint, data, "FVRID_real", "query_clear_eval")}
 <h2>Speed (images/s, this machine)</h2>
 <table><tr><th>model</th><th>batch 1</th><th>batch 8</th></tr>{speed_rows}</table>
 <h2>Where the outputs are</h2><ul>{"".join(f"<li>{k}: <code>{html.escape(str(v))}</code></li>" for k, v in outputs)}</ul>
