@@ -61,24 +61,23 @@ def dedicate_qdq(proto: onnx.ModelProto) -> int:
     """Give every activation QuantizeLinear and DequantizeLinear one consumer, and each its own
     scale and zero-point initializers. Returns the number of nodes and initializers copied.
 
-    ONNX Runtime fuses DQ -> Conv -> Q into one int8 QLinearConv only when the DQ feeds that
-    Conv alone (its QDQ node-unit selectors, onnxruntime/core/optimizer/qdq_transformer/
-    selectors_actions/qdq_selectors.cc). A block's input feeds conv1 and the shortcut (the
-    downsample conv or the residual Add), so each needs its own DQ. The quantizer's
-    DedicatedQDQPair does that for tensors it quantises, not for a DQ after an int8 MaxPool;
-    and ORT's CommonSubexpressionElimination (core/optimizer/common_subexpression_elimination.cc)
-    merges nodes whose inputs have the same *names*, folding dedicated pairs back into one
-    shared DQ. So: one DQ per consumer, and names of their own. On the default model 17 of 36
-    quantised convs had stayed float convs between Q/DQ (INT8 no faster than FP32); with this
-    30 fuse (benchmarks/export_speed.py). Values are unchanged; TensorRT, which fuses Q/DQ
-    itself, reads the same scales."""
+    ONNX Runtime on x86 runs a quantised conv as one QLinearConv on uint8 activations: its
+    QDQS8ToU8Transformer (onnxruntime/core/optimizer/qdq_transformer/qdq_s8_to_u8.cc) turns
+    our int8 Q/DQ pairs into uint8 ones only where the QuantizeLinear has exactly one output
+    edge (`CheckOutputEdges(graph, node, 1)`), and a conv whose input pair stays int8 is left
+    a float conv between Q/DQ (measured, ORT 1.31). A block's input feeds conv1 and the
+    shortcut (the downsample conv or the residual Add), so each reader needs a pair of its
+    own. The quantizer's DedicatedQDQPair gives it one, but not to the DQ after an int8
+    MaxPool, and ORT's CommonSubexpressionElimination (core/optimizer/
+    common_subexpression_elimination.cc) merges nodes with the same inputs, i.e. the same
+    initializer names, back into one shared pair. So: one reader per Q and per DQ, and
+    parameters of their own. On the demo model 17 of 36 quantised convs had stayed float
+    (INT8 no faster than FP32); with this 30 fuse. Values are unchanged; TensorRT, which
+    fuses Q/DQ itself, reads the same scales."""
     initializers = {init.name: init for init in proto.graph.initializer}
     outputs = {o.name for o in proto.graph.output}
     copied = 0
-    # DQs first (one per reader), then their Qs (one per DQ): ORT on x86 turns int8 activations
-    # into uint8 pair by pair (QDQS8ToU8Transformer, core/optimizer/qdq_transformer/
-    # qdq_s8_to_u8.cc), only where a Q feeds a single DQ; a Q shared by two DQs stays int8 and
-    # its convs are left unfused.
+    # DQs first (one per reader), then their Qs (one per DQ).
     for op in ("DequantizeLinear", "QuantizeLinear"):
         consumers: dict[str, list] = {}
         for node in proto.graph.node:
