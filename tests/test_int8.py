@@ -102,7 +102,7 @@ def _ort_ops(path, tmp_path):
 def test_int8_convs_run_as_int8_kernels_in_onnxruntime(exported, synth_root, tmp_path):
     """Each activation Q/DQ has one consumer and parameters of its own, so ORT's common
     subexpression elimination cannot re-share them and its QLinearConv fusion takes the convs
-    (before, 17 of 36 quantised convs of the demo model stayed float convs between Q/DQ). A
+    (before, 16 of 35 quantised convs of the demo model stayed float convs between Q/DQ). A
     residual Add kept in float reads the int8 output of the quantised conv(s) before it, so
     those still run as QLinearConv; an identity shortcut it reads is float again."""
     import onnx
