@@ -28,16 +28,14 @@ def _samples(data: Path, folder: str, n: int = 6) -> list[np.ndarray]:
     return [read_image(p) for p in paths[:: max(len(paths) // n, 1)][:n]]
 
 
-def _defog_table(checkpoint: Path, data: Path, split: str, clear_folder: str, n: int = 4) -> str:
-    """Rows of foggy input, dark channel prior, the model's defog output and the clear image
-    (for the real-like split, the eval-only clear render no model trained on)."""
+def _defog_table(model, data: Path, split: str, clear_folder: str, n: int = 4) -> str:
+    """Rows of foggy input, dark channel prior, the model's (a FusedDefogReID) defog output and
+    the clear image (for the real-like split, the eval-only clear render no model trained on)."""
     import torch
 
     from fogreid.data.dehaze import dehaze_dcp
     from fogreid.data.image_io import load_for_model
-    from fogreid.model.fused import FusedDefogReID
 
-    model = FusedDefogReID.from_checkpoint(checkpoint)
     paths = sorted((data / split / "query_foggy").iterdir())[:: 7][:n]
     frames = np.stack([load_for_model(p, model.input_size) for p in paths])
     with torch.no_grad():
@@ -176,9 +174,11 @@ def _headline(summary: dict, scores: dict, verdicts: dict, config: dict) -> str:
 def write_report(out: Path, summary: dict, scores: dict, verdicts: dict) -> Path:
     from fogreid.fileio import atomic_write
     from fogreid.model.checkpoint import read_checkpoint
+    from fogreid.model.fused import FusedDefogReID
 
     data, checkpoint = out / "data", Path(summary["checkpoint"])
     config = read_checkpoint(checkpoint).get("model_config", {})
+    model = FusedDefogReID.from_checkpoint(checkpoint)   # for the defogging pictures, both splits
     rows = ""
     for name, by_split in scores.items():
         syn, real = by_split["syn"], by_split["real"]
@@ -237,9 +237,9 @@ h2{{margin-top:1.6em}}
 <p>Real-like fog (patchy, tinted, noisy, compressed; other vehicles and cameras):</p>
 {_images_row(_samples(data, "FVRID_real/query_foggy"))}
 <h2>Defogging</h2><p>Synthetic fog (its clear pair):</p>
-{_defog_table(checkpoint, data, "FVRID_syn", "query_clear")}
+{_defog_table(model, data, "FVRID_syn", "query_clear")}
 <p>Real-like fog (the clear render kept for evaluation only: no model trains on it):</p>
-{_defog_table(checkpoint, data, "FVRID_real", "query_clear_eval")}
+{_defog_table(model, data, "FVRID_real", "query_clear_eval")}
 <h2>Speed (images/s, this machine)</h2>
 <table><tr><th>model</th><th>batch 1</th><th>batch 8</th></tr>{speed_rows}</table>
 <h2>Where the outputs are</h2><ul>{"".join(f"<li>{k}: <code>{html.escape(str(v))}</code></li>" for k, v in outputs)}</ul>

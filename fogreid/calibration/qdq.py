@@ -28,9 +28,9 @@ def nodes_to_quantize(proto: onnx.ModelProto, keep_fp: list[str]) -> list[str]:
     return [n.name for n in body if n.name != first_conv and n.name not in keep_fp]
 
 
-def read_float_inputs(proto: onnx.ModelProto, float_nodes: set[str], int8_producers: set[str] = frozenset()) -> int:
+def read_float_inputs(proto: onnx.ModelProto, float_nodes: set[str], quantized: set[str] = frozenset()) -> int:
     """Let the nodes kept in float read the float tensors again, except what a quantised
-    conv (one of `int8_producers`) writes.
+    conv (one of `quantized` whose op is in INT8_OUTPUT_OPS) writes.
 
     ONNX Runtime's quantizer gives a tensor Q/DQ pairs for every consumer once one consumer
     is quantised (qdq_quantizer.py, `_add_qdq_pair_for_activation`), so a layer kept in float
@@ -49,7 +49,7 @@ def read_float_inputs(proto: onnx.ModelProto, float_nodes: set[str], int8_produc
             q = producer.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
             if q is not None and q.op_type == "QuantizeLinear":
                 source = producer.get(q.input[0])
-                if source is not None and source.name in int8_producers:
+                if source is not None and source.name in quantized and source.op_type in INT8_OUTPUT_OPS:
                     continue
                 node.input[i] = q.input[0]
                 rewired += 1
@@ -170,8 +170,7 @@ def quantize_qdq(onnx_path: str | Path, out_path: str | Path, ranges, method: st
         proto = onnx.load(str(raw))
         quantized = set(only) if only else set(nodes_to_quantize(proto, list(keep_fp)))
         read_float_inputs(proto, {n.name for n in proto.graph.node if n.name.startswith("net.")
-                                  and n.op_type in QUANTIZED_OPS and n.name not in quantized},
-                          {n.name for n in proto.graph.node if n.name in quantized and n.op_type in INT8_OUTPUT_OPS})
+                                  and n.op_type in QUANTIZED_OPS and n.name not in quantized}, quantized)
         dedicate_qdq(proto)
         if check:
             proto = fold_and_check(proto)
