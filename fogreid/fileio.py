@@ -9,17 +9,17 @@ import hashlib
 import os
 import re
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
 from fogreid.errors import FogreidError
 
-# A temporary file is `.<name>.<pid>-<random>.tmp`: the pid tells a live writer's file from a
-# killed one's. Files of the older `.<name>.<random>.tmp` form count as stale after an hour.
-_TMP = re.compile(r"^\..+\.(?:(\d+)-)?[A-Za-z0-9_]+\.tmp$")
-_OLD_TMP_SECONDS = 3600
+# A temporary file is `.<name>.fogreid-<pid>-<random>.tmp`. The `fogreid-` marker is what makes
+# it ours: cleanup touches nothing else, however much a user's own `.draft.tmp` looks like one.
+# The pid tells a live writer's file from a killed one's.
+_TMP_MARKER = "fogreid-"
+_TMP = re.compile(r"^\..+\." + _TMP_MARKER + r"(\d+)-[A-Za-z0-9_]+\.tmp$")
 
 
 @functools.lru_cache(maxsize=1)  # os.umask can only be read by setting it: once per process
@@ -32,7 +32,7 @@ def _umask() -> int:
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):  # no such process (or a number no pid can be)
         return False
     except PermissionError:  # someone else's live process
         return True
@@ -40,16 +40,15 @@ def _alive(pid: int) -> bool:
 
 
 def clean_stale_tmp(folder: str | Path) -> list[Path]:
-    """Remove the temporary files that killed writers left in `folder`; returns them."""
+    """Remove the temporary files that killed fogreid writers left in `folder`; returns them.
+    Only names with fogreid's marker count: a user's own `.x.tmp` files are never touched."""
     removed = []
     with contextlib.suppress(OSError):
         for entry in os.scandir(folder):
             match = _TMP.match(entry.name)
             if not match or not entry.is_file(follow_symlinks=False):
                 continue
-            pid = match.group(1)
-            stale = (not _alive(int(pid))) if pid else time.time() - entry.stat().st_mtime > _OLD_TMP_SECONDS
-            if stale:
+            if not _alive(int(match.group(1))):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(entry.path)
                     removed.append(Path(entry.path))
@@ -68,7 +67,7 @@ def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[IO]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     clean_stale_tmp(path.parent)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{_TMP_MARKER}{os.getpid()}-", suffix=".tmp")
     try:
         os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, mode) as handle:

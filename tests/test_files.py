@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -28,9 +29,9 @@ def test_next_write_removes_what_a_killed_writer_left(tmp_path):
     # A writer killed mid-write (its pid is gone) left its temporary file.
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
                           text=True, check=True).stdout.strip()
-    stale = tmp_path / f".best.pt.{dead}-abc123.tmp"
+    stale = tmp_path / f".best.pt.fogreid-{dead}-abc123.tmp"
     stale.write_bytes(b"0" * 1000)
-    live = tmp_path / f".other.pt.{os.getpid()}-xyz.tmp"   # a live writer's file stays
+    live = tmp_path / f".other.pt.fogreid-{os.getpid()}-xyz.tmp"   # a live writer's file stays
     live.write_bytes(b"1")
     mine = tmp_path / "notes.tmp"                         # not ours: stays
     mine.write_text("keep")
@@ -38,6 +39,22 @@ def test_next_write_removes_what_a_killed_writer_left(tmp_path):
         handle.write(b"new")
     assert not stale.exists() and live.exists() and mine.exists()
     assert (tmp_path / "last.pt").read_bytes() == b"new"
+    assert clean_stale_tmp(tmp_path) == []
+
+
+def test_cleanup_never_touches_a_users_temp_files(tmp_path):
+    # Issue 23: `fogreid gallery --out dir/g.npz` deleted the user's 3-hour-old dir/.thesis.draft.tmp,
+    # which the old pattern took for a writer's leftover. Only names with fogreid's marker are ours.
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    users = [tmp_path / ".thesis.draft.tmp", tmp_path / f".notes.{dead}-abc123.tmp", tmp_path / ".a.b_c.tmp"]
+    three_hours_ago = time.time() - 3 * 3600
+    for path in users:
+        path.write_text("mine")
+        os.utime(path, (three_hours_ago, three_hours_ago))
+    with atomic_write(tmp_path / "g.npz") as handle:
+        handle.write(b"new")
+    assert all(path.read_text() == "mine" for path in users)
     assert clean_stale_tmp(tmp_path) == []
 
 
