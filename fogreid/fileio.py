@@ -111,6 +111,39 @@ def folder_lock(folder: str | Path, what: str) -> Iterator[None]:
         handle.close()
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)  # the same file under another name: ./x, a symlink, a hard link
+    except OSError:  # one is not there (yet): compare where both paths lead
+        try:
+            return a.resolve() == b.resolve()
+        except (OSError, RuntimeError):  # a symlink loop: not a file anyone can read
+            return False
+
+
+def refuse_outputs_over_inputs(outputs: dict[str, str | Path | list | None],
+                               inputs: dict[str, str | Path | list | None]) -> None:
+    """Refuse, before any work, an output path that is an input, or another output.
+
+    Writing an output truncates, replaces or appends to the file at its path: named after the
+    checkpoint, the source video or the gallery being read, it destroys what the user asked
+    fogreid to read (issue 23). Keys are option names (for the message), values a path, a list
+    of paths or None; an output folder that is an input file is caught the same way."""
+    def named(options: dict) -> list[tuple[str, Path]]:
+        return [(option, Path(value)) for option, values in options.items()
+                for value in (values if isinstance(values, (list, tuple)) else [values]) if value]
+
+    written = named(outputs)
+    for i, (option, path) in enumerate(written):
+        for other, source in named(inputs):
+            if _same_file(path, source):
+                raise FogreidError(f"{option} {path}: is the {other} input; writing there would destroy it: "
+                                   f"choose another {option}")
+        for other, earlier in written[:i]:
+            if _same_file(path, earlier):
+                raise FogreidError(f"{option} {path}: is also {other}; give each output its own path")
+
+
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:

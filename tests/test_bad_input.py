@@ -121,6 +121,12 @@ CASES = {
     "train-stage-without-rvsl": t("train", "--data", "{data}", "--out", "{tmp}/run", "--stage", "2",
                                   says="--stage", absent=["{tmp}/run"]),
     "train-out-is-a-file": t("train", "--data", "{data}", "--out", "{text}", says="notes.txt"),
+    "train-into-a-previous-run": t("train", "--data", "{data}", "--out", "{tmp}/run",
+                                   says=("--out", "--resume", "--overwrite"), setup=lambda f, tmp: _previous_run(tmp),
+                                   keep=["{tmp}/run/last.pt", "{tmp}/run/best.pt", "{tmp}/run/history.jsonl"]),
+    "train-resume-and-overwrite": t("train", "--data", "{data}", "--out", "{tmp}/run", "--resume", "--overwrite",
+                                    says="--overwrite", setup=lambda f, tmp: _previous_run(tmp),
+                                    keep=["{tmp}/run/last.pt", "{tmp}/run/history.jsonl"]),
     "train-locked-out": t("train", "--data", "{data}", "--out", "{tmp}/run", says=("--out", "fogreid train"),
                           setup=lambda f, tmp: _hold_lock(tmp / "run")),
     # ---------------------------------------------------------------- synth
@@ -250,6 +256,12 @@ CASES = {
                                      "{text}/out.mp4", says="--save-video"),
     "run-save-video-folder": t("run", "--model", "{onnx}", "--source", "{video}", "--save-video", "{tmp}",
                                says="--save-video"),
+    "run-events-exists": t("run", "--model", "{onnx}", "--source", "{video}", "--events", "{tmp}/e.jsonl",
+                           says=("--events", "--overwrite"), setup=lambda f, tmp: _write(tmp / "e.jsonl", '{"a": 1}\n'),
+                           keep=["{tmp}/e.jsonl"]),
+    "run-events-is-the-saved-video": t("run", "--model", "{onnx}", "--source", "{video}", "--events", "{tmp}/o.mp4",
+                                       "--save-video", "{tmp}/o.mp4", says=("--save-video", "--events"),
+                                       absent=["{tmp}/o.mp4"]),
     "run-events-folder": t("run", "--model", "{onnx}", "--source", "{video}", "--events", "{tmp}", says="--events"),
     "run-defog-view-without-video": t("run", "--model", "{onnx}", "--source", "{video}", "--defog-view",
                                       says="--save-video"),
@@ -296,6 +308,12 @@ CASES = {
     "unknown-verb": t("serve", says="serve"),
     "unknown-option": t("info", "--checkpont", "x.pt", says="--checkpont"),
 }
+
+
+def _previous_run(tmp: Path) -> None:
+    for name in ("last.pt", "best.pt"):
+        _write(tmp / "run" / name, b"a previous run's checkpoint")
+    _write(tmp / "run" / "history.jsonl", '{"epoch": 1}\n')
 
 
 def _write(path: Path, content) -> None:
@@ -384,3 +402,113 @@ def test_bad_input(name, files, tmp_path, capsys):
     for path, content in kept.items():
         assert Path(fill(path, files, tmp_path)).read_bytes() == content, f"{path} was changed"
     assert seconds < 15, f"took {seconds:.1f} s"
+
+
+# ------------------------------------------------------------------ no output over an input (issue 23)
+# Every (verb, output option) with the output set to one of the verb's inputs: refused before any
+# work, one line naming the option, and the input byte for byte as it was.
+OUTPUT_OVER_INPUT = {
+    ("train", "--out"): ["train", "--data", "{data}", "--config", "{text}", "--out", "{text}"],
+    ("export", "--out"): ["export", "--checkpoint", "{ckpt}", "--out", "{ckpt}"],
+    ("calibrate", "--out"): ["calibrate", "--onnx", "{onnx}", "--images", "{images}", "--out", "{onnx}"],
+    ("validate", "--report"): ["validate", "--checkpoint", "{ckpt}", "--model", "{onnx}", "--images", "{images}",
+                               "--report", "{ckpt}"],
+    ("validate", "--html"): ["validate", "--checkpoint", "{ckpt}", "--model", "{onnx}", "--images", "{images}",
+                             "--html", "{onnx}"],
+    ("validate", "--per-layer"): ["validate", "--checkpoint", "{ckpt}", "--model", "{tmp}/model_int8.onnx",
+                                  "--images", "{images}", "--per-layer", "{ckpt}"],  # an INT8 model, as it needs
+    ("gallery", "--out"): ["gallery", "--model", "{onnx}", "--images", "{images}", "--out", "{onnx}"],
+    ("run", "--events"): ["run", "--model", "{onnx}", "--source", "{video}", "--gallery", "{gallery}",
+                          "--events", "{gallery}"],
+    ("run", "--save-video"): ["run", "--model", "{onnx}", "--source", "{video}", "--save-video", "{video}"],
+    ("demo", "--out"): ["demo", "--checkpoint", "{ckpt}", "--out", "{ckpt}"],
+}
+SETUP = {("validate", "--per-layer"): _qdq_model, "validate-per-layer-is-the-model": _qdq_model}  # model_int8.onnx
+# More inputs of the same verbs, as a user would mistype them.
+MORE_OVER_INPUT = {
+    "train-out-is-resume": ["train", "--data", "{data}", "--resume", "{ckpt}", "--out", "{ckpt}"],
+    "run-events-is-the-source": ["run", "--model", "{onnx}", "--source", "{video}", "--events", "{video}"],
+    "run-events-is-the-model": ["run", "--model", "{onnx}", "--source", "{video}", "--events", "{onnx}"],
+    "run-save-video-is-the-second-source": ["run", "--model", "{onnx}", "--source", "{tmp}/in/cam.mp4",
+                                            "{tmp}/in/clip_1.mp4", "--save-video", "{tmp}/in/clip.mp4"],
+    "run-save-video-through-a-symlink": ["run", "--model", "{onnx}", "--source", "{video}", "--save-video",
+                                         "{tmp}/link.mp4"],
+    "validate-per-layer-is-the-model": ["validate", "--checkpoint", "{ckpt}", "--model", "{tmp}/model_int8.onnx",
+                                        "--images", "{images}", "--per-layer", "{tmp}/model_int8.onnx"],
+}
+# Output options with nothing to protect: these verbs read no file, or the option is an input.
+NO_INPUT = {("synth", "--out"), ("synth-video", "--out"), ("eval-mtmc", "--events")}
+OUTPUT_OPTIONS = {"--out", "--events", "--save-video", "--report", "--html", "--per-layer"}
+
+
+def _own_copies(f: Files, tmp: Path) -> Files:
+    """The shared files copied into tmp/in: a case that destroys its input destroys only a copy."""
+    import dataclasses
+    import shutil
+
+    (tmp / "in").mkdir()
+    copies = {k: Path(shutil.copy(getattr(f, k), tmp / "in" / getattr(f, k).name))
+              for k in ("ckpt", "onnx", "text", "video", "gallery")}
+    shutil.copy(f.video, tmp / "in" / "cam.mp4")
+    shutil.copy(f.video, tmp / "in" / "clip_1.mp4")
+    (tmp / "link.mp4").symlink_to(copies["video"])
+    return dataclasses.replace(f, **copies)
+
+
+def test_every_output_option_is_in_the_table():
+    import argparse
+
+    from fogreid.cli import build_parser
+
+    verbs = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    found = {(name, option) for name, sub in verbs.choices.items() for action in sub._actions
+             for option in action.option_strings if option in OUTPUT_OPTIONS}
+    assert found - NO_INPUT - set(OUTPUT_OVER_INPUT) == set()
+
+
+@pytest.mark.parametrize("key", list(OUTPUT_OVER_INPUT) + list(MORE_OVER_INPUT),
+                         ids=[" ".join(k) for k in OUTPUT_OVER_INPUT] + list(MORE_OVER_INPUT))
+def test_an_output_never_overwrites_an_input(key, files, tmp_path, capsys):
+    import hashlib
+
+    own = _own_copies(files, tmp_path)
+    if key in SETUP:
+        SETUP[key](own, tmp_path)
+    argv = OUTPUT_OVER_INPUT.get(key) or MORE_OVER_INPUT[key]
+    argv = [fill(a, own, tmp_path) for a in argv]
+    inputs = [Path(a) for a in argv if Path(a).is_file()]
+    before = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in inputs}
+    option = next(a for a in reversed(argv) if a in OUTPUT_OPTIONS)
+    capsys.readouterr()
+    try:
+        code = main(argv)
+    except SystemExit as exc:
+        code = exc.code
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1, f"exit {code}; stderr:\n{err}"
+    assert "Traceback" not in err and option in lines[0] and "choose another" in lines[0], lines[0]
+    assert {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in inputs} == before
+
+
+def test_gallery_leaves_a_users_temp_files_alone(files, tmp_path, capsys):
+    # Issue 23: `fogreid gallery --out dir/g.npz` deleted the user's 3-hour-old dir/.thesis.draft.tmp.
+    draft = tmp_path / "dir" / ".thesis.draft.tmp"
+    _write(draft, "three hours of writing")
+    os.utime(draft, (time.time() - 3 * 3600,) * 2)
+    assert main(["gallery", "--model", str(files.onnx), "--images", str(files.images), "--out",
+                 str(tmp_path / "dir" / "g.npz"), "--quiet"]) == 0
+    assert draft.read_text() == "three hours of writing" and (tmp_path / "dir" / "g.npz").is_file()
+
+
+def test_events_are_replaced_with_overwrite_never_appended(files, tmp_path, capsys):
+    events = tmp_path / "events.jsonl"
+    argv = ["run", "--model", str(files.onnx), "--source", str(files.video), "--events", str(events),
+            "--max-frames", "3"]
+    assert main(argv) == 0
+    first = events.read_text().splitlines()
+    assert first and main(argv) == 2 and events.read_text().splitlines() == first  # refused, untouched
+    events.write_text('{"a previous run": 1}\n' * 100)
+    assert main(argv + ["--overwrite"]) == 0
+    again = events.read_text().splitlines()
+    assert len(again) == len(first) and all(json.loads(line)["source"] == str(files.video) for line in again)

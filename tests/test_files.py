@@ -3,6 +3,7 @@ deployment checkpoints, a synth that never deletes what it did not write."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -134,3 +135,28 @@ def test_argument_errors_come_before_heavy_imports(argv, fogreid_cmd):
     seconds = time.perf_counter() - start
     assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
     assert seconds < 3, f"{seconds:.1f} s"  # under 1 s on an idle machine; slack for a loaded CI
+
+
+def test_train_refuses_a_previous_run_and_overwrite_starts_afresh(tmp_path, capsys):
+    # Issue 23: `train --out RUN` into a finished run overwrote best.pt / last.pt and gave
+    # history.jsonl a second "epoch 1", exit 0. Now: refused without --resume or --overwrite;
+    # --overwrite replaces the run, history and all, never appends to it.
+    from fogreid.cli import main
+    from fogreid.data.synth import SynthConfig, generate
+
+    data, run = tmp_path / "data", tmp_path / "run"
+    generate(data, SynthConfig(ids=8, cams=2, per_cam=2, size=64, seed=5), progress=False)
+    argv = ["train", "--data", str(data), "--out", str(run), "--mode", "reid", "--imgsz", "64", "--epochs", "1",
+            "--ids-per-batch", "2", "--instances-per-id", "2", "--set", "data.num_workers=0", "--quiet"]
+    assert main(argv) == 0
+    first = {name: (run / name).read_bytes() for name in ("last.pt", "best.pt", "history.jsonl")}
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--resume" in err[0] and "--overwrite" in err[0], err
+    assert {name: (run / name).read_bytes() for name in first} == first
+    (run / "notes.txt").write_text("mine")  # not the run's: stays
+    assert main(argv + ["--overwrite", "--seed", "1"]) == 0
+    history = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
+    assert [row["epoch"] for row in history] == [1]
+    assert (run / "last.pt").read_bytes() != first["last.pt"] and (run / "notes.txt").read_text() == "mine"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from fogreid.cli.common import add_int8_budget, input_file, input_folders, names, output_folder, positive_int
+from fogreid.fileio import refuse_outputs_over_inputs
 
 
 def add_parser(verbs: argparse._SubParsersAction) -> None:
@@ -29,6 +30,9 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     input_file(args.onnx, "--onnx", "ONNX model")
     input_folders(args.images, "--images")
+    keep_fp_file = args.keep_fp[1:] if args.keep_fp and args.keep_fp.startswith("@") else None
+    refuse_outputs_over_inputs({"--out": args.out}, {"--onnx": args.onnx, "--images": args.images, "--data": args.data,
+                                                     "--keep-fp": keep_fp_file})
     output_folder(args.out)
     from fogreid.calibration.calibrate_onnx import calibrate
     from fogreid.export.exporter import resolve_trt_version

@@ -16,7 +16,9 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from fogreid.cli.common import input_file, output_folder
+    from fogreid.fileio import refuse_outputs_over_inputs
 
+    refuse_outputs_over_inputs({"--out": args.out}, {"--checkpoint": args.checkpoint})
     output_folder(args.out)
     input_file(args.checkpoint, "--checkpoint", "checkpoint")
     if args.checkpoint:  # read it now, not after generating the dataset

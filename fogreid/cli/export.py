@@ -42,11 +42,15 @@ def run(args: argparse.Namespace) -> int:
     from fogreid.export.formats import parse_batch, parse_formats
 
     from fogreid.export.tensorrt_engine import parse_trt_version
+    from fogreid.fileio import refuse_outputs_over_inputs
 
     formats = parse_formats(args.format)
     batch = parse_batch(args.batch, dla=args.dla_core is not None)
     # Everything the export will need, checked before the FP32 export starts (it takes a while).
     input_file(args.checkpoint, "--checkpoint", "checkpoint")
+    keep_fp_file = args.keep_fp[1:] if args.keep_fp and args.keep_fp.startswith("@") else None
+    refuse_outputs_over_inputs({"--out": args.out}, {"--checkpoint": args.checkpoint, "--data": args.data,
+                                                     "--calib-images": args.calib_images, "--keep-fp": keep_fp_file})
     output_folder(args.out)
     input_folders(args.calib_images, "--calib-images")
     if any(f.needs_calibration for f in formats):

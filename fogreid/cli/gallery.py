@@ -21,9 +21,11 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from fogreid.cli.common import input_file, input_folders, output_file
+    from fogreid.fileio import refuse_outputs_over_inputs
 
     input_file(args.model, "--model", "model")
     input_folders([args.images], "--images")
+    refuse_outputs_over_inputs({"--out": args.out}, {"--model": args.model, "--images": args.images})
     output_file(args.out, "--out", (".npz",))
     from fogreid.runtime.backends import load_model
     from fogreid.runtime.gallery import IndexSpec, build_gallery, model_identity

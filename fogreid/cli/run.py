@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from fogreid.cli.common import (add_backend_options, cosine_float, input_file, nonnegative_float, nonnegative_int,
@@ -49,7 +50,9 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--stall-seconds", type=positive_float, default=5.0, help="report a source silent this long")
     p.add_argument("--max-backoff", type=positive_float, default=2.0, help="longest wait between reconnects (seconds)")
     p.add_argument("--serial", action="store_true", help="run the stages one after another (no pipelining)")
-    p.add_argument("--events", help="write match events as JSON lines here")
+    p.add_argument("--events", help="write match events as JSON lines here (a new file; see --overwrite)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --events file (without it an "
+                   "existing one is refused: a second run's events appended would count every vehicle twice)")
     p.add_argument("--publish", metavar="redis://HOST:PORT/STREAM",
                    help="also send every event with its embedding to this Redis stream (see `fogreid associate`)")
     p.add_argument("--save-video", help="write the annotated video here (one file per source)")
@@ -79,7 +82,18 @@ def run(args: argparse.Namespace) -> int:
     input_file(args.rois, "--rois", "JSON")
     for path in args.detections or []:
         input_file(path, "--detections", "det.txt")
+    from fogreid.fileio import refuse_outputs_over_inputs
+    from fogreid.runtime.pipeline import saved_video_paths
+
+    refuse_outputs_over_inputs(
+        {"--events": args.events,
+         "--save-video": saved_video_paths(args.save_video, args.source) if args.save_video else None},
+        {"--model": args.model, "--source": args.source, "--gallery": args.gallery, "--detector": args.detector,
+         "--detections": args.detections, "--rois": args.rois, "--defog-model": args.defog_model})
     output_file(args.events, "--events")
+    if args.events and os.path.isfile(args.events) and not args.overwrite:
+        raise FogreidError(f"--events {args.events}: exists (a previous run's?); add --overwrite to replace it, or "
+                           f"choose another file")
     output_file(args.save_video, "--save-video", (".mp4", ".avi", ".mkv", ".mov"))
     if args.defog_view and not args.save_video:
         raise FogreidError("--defog-view draws into the saved video: add --save-video OUT.mp4")
@@ -145,7 +159,8 @@ def run(args: argparse.Namespace) -> int:
                       give_up_after=args.give_up_after, video_fps=args.fps,
                       tracking=tracking, association=association, pipelined=not args.serial,
                       stall_seconds=args.stall_seconds, backoff=(min(0.5, args.max_backoff), args.max_backoff),
-                      rtsp_transport=args.rtsp_transport, defog_frames=defog_frames, publish=publisher)
+                      rtsp_transport=args.rtsp_transport, defog_frames=defog_frames, publish=publisher,
+                      overwrite=args.overwrite)
     stop = threading.Event()
 
     def request_stop(signum, _frame):

@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import shutil
+from pathlib import Path
 
 from fogreid.errors import FogreidError
 from fogreid.cli.common import image_size, input_file, output_folder, size, positive_int
+from fogreid.fileio import refuse_outputs_over_inputs
+
+# What `fogreid train` writes into --out (rvsl adds its stage folders): a previous run's traces.
+RUN_FILES = ("last.pt", "best.pt", "history.jsonl", "metrics.csv", "metrics.json", "tensorboard", "stage1", "stage2",
+             "stage3")
 
 
 def add_parser(verbs: argparse._SubParsersAction) -> None:
@@ -30,21 +37,28 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--pretrained", help="'imagenet' or an ImageNet weights file for the encoder")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N (default auto)")
     p.add_argument("--seed", type=int, help="random seed (default 0)")
-    p.add_argument("--resume", nargs="?", const="auto", help="continue from a last.pt (default: OUT/last.pt)")
+    again = p.add_mutually_exclusive_group()
+    again.add_argument("--resume", nargs="?", const="auto", help="continue from a last.pt (default: OUT/last.pt)")
+    again.add_argument("--overwrite", action="store_true",
+                       help="start afresh in an --out that holds a previous run, replacing its checkpoints and "
+                            "metrics (without it, or --resume, such an --out is refused)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from fogreid.fileio import folder_lock
     from fogreid.train.config import build_config
 
-    output_folder(args.out)
     input_file(args.config, "--config", "YAML")
-    if args.resume not in (None, "auto"):
+    explicit_resume = args.resume if args.resume not in (None, "auto") else None
+    if explicit_resume:
         input_file(args.resume, "--resume", "checkpoint")
+    pretrained_file = None if args.pretrained == "imagenet" else args.pretrained
+    refuse_outputs_over_inputs({"--out": args.out}, {"--config": args.config, "--resume": explicit_resume,
+                                                     "--init": args.init, "--data": args.data,
+                                                     "--pretrained": pretrained_file})
+    output_folder(args.out)
 
     flags = {"mode": args.mode, "model.backbone": args.backbone, "preset": args.preset,
              "model.input_size": list(size(args.imgsz)) if args.imgsz else None,
@@ -67,14 +81,36 @@ def run(args: argparse.Namespace) -> int:
     import contextlib
     import os
 
-    lock = folder_lock(args.out, "fogreid train") if os.environ.get("RANK", "0") == "0" else contextlib.nullcontext()
-    with lock:
+    rank0 = os.environ.get("RANK", "0") == "0"
+    with folder_lock(args.out, "fogreid train") if rank0 else contextlib.nullcontext():
+        if rank0:  # under the lock: never judge (or remove) a run that is still being written
+            previous_run(Path(args.out), resume is not None, args.overwrite)
         if cfg.mode == "rvsl":
             from fogreid.train.rvsl import train_rvsl
 
-            train_rvsl(cfg, args.out, init=args.init, progress=not args.quiet)
+            # with --resume, the stages that finished (stageK/stage.json) are kept, not trained again
+            train_rvsl(cfg, args.out, init=args.init, progress=not args.quiet, resume=resume is not None)
             return 0
         from fogreid.train.loop import train
 
         train(cfg, args.out, resume=resume, progress=not args.quiet)
     return 0
+
+
+def previous_run(out: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse an --out holding a previous run unless told what to do with it: training into it
+    would overwrite its checkpoints and add a second "epoch 1" to its history. With --overwrite,
+    remove that run's files first, so the new run's history starts at epoch 1 and no old best.pt
+    outlives the new run's first validation."""
+    found = [name for name in RUN_FILES if (out / name).exists()]
+    if not found or resume:
+        return
+    if not overwrite:
+        raise FogreidError(f"--out {out}: holds a previous run ({', '.join(found)}); continue it with --resume, "
+                           f"replace it with --overwrite, or choose another --out")
+    for name in found:
+        path = out / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()

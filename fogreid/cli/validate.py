@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from fogreid.cli.common import input_file, input_folders, output_file, positive_int
+from fogreid.fileio import refuse_outputs_over_inputs
 
 
 def add_parser(verbs: argparse._SubParsersAction) -> None:
@@ -39,6 +40,9 @@ def run(args: argparse.Namespace) -> int:
     input_file(args.model, "--model", "model")
     input_folders(args.images, "--images")
     input_folders(args.per_layer_images, "--per-layer-images")
+    refuse_outputs_over_inputs({"--report": args.report, "--html": args.html, "--per-layer": args.per_layer},
+                               {"--checkpoint": args.checkpoint, "--model": args.model, "--images": args.images,
+                                "--data": args.data, "--per-layer-images": args.per_layer_images})
     output_file(args.report, "--report", (".json",))
     output_file(args.html, "--html", (".html", ".htm"))
     output_file(args.per_layer, "--per-layer")
