@@ -21,11 +21,27 @@ INT8_OUTPUT_OPS = {"Conv", "ConvTranspose", "MatMul", "Gemm"}
 
 def nodes_to_quantize(proto: onnx.ModelProto, keep_fp: list[str]) -> list[str]:
     """The network body only. Kept in float: pre/post-processing and the L2 norm (cheap, and
-    quantising `x * x` breaks the unit norm), and the first conv, whose input is the raw
-    image: symmetric int8 on [0, 1] pixels keeps only 7 of their 8 bits."""
+    quantising `x * x` breaks the unit norm), the first conv, whose input is the raw image
+    (symmetric int8 on [0, 1] pixels keeps only 7 of their 8 bits), and every layer that reads
+    a ReduceMax (see `reads_reduce_max`)."""
     body = [n for n in proto.graph.node if n.name.startswith("net.") and n.op_type in QUANTIZED_OPS]
     first_conv = next((n.name for n in body if n.op_type == "Conv"), None)
-    return [n.name for n in body if n.name != first_conv and n.name not in keep_fp]
+    after_max = reads_reduce_max(proto)
+    return [n.name for n in body if n.name != first_conv and n.name not in keep_fp and n.name not in after_max]
+
+
+def reads_reduce_max(proto: onnx.ModelProto) -> set[str]:
+    """Nodes whose input is a ReduceMax output (the channel attention's max-pooled branch).
+
+    A QuantizeLinear on a ReduceMax output is valid ONNX, and ONNX Runtime computes it exactly,
+    but OpenVINO's CPU plugin (2026.4.1) fuses the two into one Reduce node with an int8 output
+    and returns wrong maxima (values of other channels) whenever a conv reads it: the demo's
+    INT8 model fell to embedding cosine 0.27 on OpenVINO against 0.996 on ONNX Runtime.
+    `tests/test_engines.py::test_openvino_reduce_max_quantize_defect` rebuilds the 5-node
+    reproduction. The layers after it are 1x1 convs on a 1x1 map (a few thousand MACs), so
+    keeping them in float costs nothing and every engine reads the file the same way."""
+    producer = {out: node.op_type for node in proto.graph.node for out in node.output}
+    return {n.name for n in proto.graph.node if any(producer.get(i) == "ReduceMax" for i in n.input)}
 
 
 def read_float_inputs(proto: onnx.ModelProto, float_nodes: set[str], quantized: set[str] = frozenset()) -> int:

@@ -1,0 +1,128 @@
+"""One artifact, the same answer on every engine that runs here: ONNX Runtime and OpenVINO
+read each exported file independently, and `fogreid validate` tables them side by side."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from conftest import foggy_frames
+from fogreid.errors import FogreidError
+
+
+def reduce_max_quantize_conv(quantize: bool) -> onnx.ModelProto:
+    """The channel attention's max branch as OpenVINO mis-computes it: ReduceMax -> Q/DQ -> Conv
+    (int8 weights). Without `quantize` the conv reads the float maxima (fogreid's INT8 graphs)."""
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("ReduceMax", ["x", "axes"], ["maxima"], keepdims=1),
+             helper.make_node("DequantizeLinear", ["wq", "ws", "wz"], ["w"], axis=0),
+             helper.make_node("Conv", ["maxima_dq" if quantize else "maxima", "w"], ["y"])]
+    inits = [numpy_helper.from_array(np.array([2, 3], np.int64), "axes"),
+             numpy_helper.from_array(rng.integers(-127, 128, (32, 64, 1, 1)).astype(np.int8), "wq"),
+             numpy_helper.from_array(np.full(32, 1e-3, np.float32), "ws"),
+             numpy_helper.from_array(np.zeros(32, np.int8), "wz")]
+    if quantize:
+        nodes[1:1] = [helper.make_node("QuantizeLinear", ["maxima", "s", "z"], ["maxima_q"]),
+                      helper.make_node("DequantizeLinear", ["maxima_q", "s", "z"], ["maxima_dq"])]
+        inits += [numpy_helper.from_array(np.array(0.035, np.float32), "s"),
+                  numpy_helper.from_array(np.array(0, np.int8), "z")]
+    graph = helper.make_graph(nodes, "reduce_max_quantize_conv",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 64, 2, 2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 32, 1, 1])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)], ir_version=9)
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def run_both(path, feed):
+    import onnxruntime as ort
+    import openvino as ov
+
+    expected = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feed)[0]
+    compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    return expected, compiled(feed)[compiled.output(0)]
+
+
+def test_openvino_reduce_max_quantize_defect(tmp_path):
+    """Why fogreid never quantises what a ReduceMax writes (calibration/qdq.py, reads_reduce_max).
+    ONNX Runtime computes the Q/DQ form exactly (checked against NumPy); OpenVINO 2026.4's CPU
+    plugin returned maxima of other channels for it. The float form agrees on both engines."""
+    x = np.random.default_rng(1).uniform(0, 4, (4, 64, 2, 2)).astype(np.float32)
+    quantized, plain = tmp_path / "quantized.onnx", tmp_path / "plain.onnx"
+    onnx.save(reduce_max_quantize_conv(True), str(quantized))
+    onnx.save(reduce_max_quantize_conv(False), str(plain))
+    weights = np.random.default_rng(0).integers(-127, 128, (32, 64)).astype(np.float32) * np.float32(1e-3)
+    maxima = np.clip(np.rint(x.max(axis=(2, 3)) / 0.035), -128, 127) * np.float32(0.035)
+    expected_ort, got_ov = run_both(quantized, {"x": x})
+    assert np.allclose(expected_ort.reshape(4, 32), maxima @ weights.T, atol=1e-4)
+    error = np.abs(got_ov - expected_ort).max() / np.abs(expected_ort).max()
+    print(f"\nOpenVINO on ReduceMax -> Q/DQ -> Conv: relative max error {error:.3f} vs ONNX Runtime")
+    expected, got = run_both(plain, {"x": x})
+    assert np.allclose(expected.reshape(4, 32), x.max(axis=(2, 3)) @ weights.T, atol=1e-4)
+    assert np.allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_int8_graph_never_quantizes_a_reduce_max(exported):
+    _, result = exported
+    graph = onnx.load(str(result.files["onnx-int8"])).graph
+    producer = {o: n.op_type for n in graph.node for o in n.output}
+    assert "ReduceMax" in producer.values()     # the edge model has the max-pooled attention branch
+    assert not [n.name for n in graph.node if n.op_type == "QuantizeLinear" and producer.get(n.input[0]) == "ReduceMax"]
+
+
+def test_openvino_backend_matches_onnxruntime_on_every_onnx(exported, synth_root):
+    from fogreid.runtime.backends import load_model
+
+    _, result = exported
+    frames = foggy_frames(synth_root, 16)
+    for name, min_cosine in (("onnx", 0.9999), ("onnx-fp16", 0.999), ("onnx-int8", 0.99)):
+        with load_model(result.files[name], backend="onnxruntime") as ort_model, \
+                load_model(result.files[name], backend="openvino") as ov_model:
+            assert ov_model.name.startswith("openvino:")
+            ort_img, ort_emb = ort_model(frames)
+            ov_img, ov_emb = ov_model(frames)
+        cosine = (ort_emb * ov_emb).sum(axis=1)
+        assert cosine.min() >= min_cosine, (name, cosine.min())
+        assert ov_img.dtype == np.uint8 and np.abs(ov_img.astype(int) - ort_img.astype(int)).mean() < 1.0, name
+
+
+def test_openvino_device_names_and_wrong_file():
+    from fogreid.runtime.backends import artifact_kind, openvino_device
+
+    assert openvino_device("auto") == "CPU" and openvino_device("gpu.1") == "GPU.1" and openvino_device("npu") == "NPU"
+    with pytest.raises(FogreidError, match="OpenVINO takes auto, cpu, gpu"):
+        openvino_device("cuda:0")
+    with pytest.raises(FogreidError, match="runs ONNX files"):
+        artifact_kind("model.engine", "openvino")
+
+
+def test_validate_tables_every_artifact_on_every_engine(fogreid_cmd, exported, synth_root, tmp_path):
+    ckpt, result = exported
+    run = subprocess.run(fogreid_cmd + ["validate", "--checkpoint", str(ckpt), "--model", str(result.files["onnx"]),
+                                        str(result.files["onnx-int8"]), "--images",
+                                        str(synth_root / "FVRID_syn" / "query_foggy"), "--limit", "48",
+                                        "--report", str(tmp_path / "r.json"), "--html", str(tmp_path / "r.html")],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout + run.stderr
+    report = json.loads((tmp_path / "r.json").read_text())
+    rows = {(r["artifact"], r["engine"]): r for r in report["table"]}
+    assert set(rows) == {("model.onnx", "onnxruntime"), ("model.onnx", "openvino"),
+                         ("model_int8.onnx", "onnxruntime"), ("model_int8.onnx", "openvino")}
+    assert report["verdict"] == "pass" and all(r["verdict"] == "pass" for r in rows.values())
+    assert rows[("model.onnx", "openvino")]["cosine_min"] >= 0.9999
+    header = next(line for line in run.stdout.splitlines() if line.startswith("artifact"))
+    assert "engine" in header and "cos p1" in header and "verdict" in header
+    assert "Every artifact on every engine" in (tmp_path / "r.html").read_text()
+
+
+def test_validate_backend_that_cannot_read_the_file_is_refused(fogreid_cmd, exported, synth_root):
+    ckpt, result = exported
+    run = subprocess.run(fogreid_cmd + ["validate", "--checkpoint", str(ckpt), "--model", str(result.files["onnx"]),
+                                        "--backend", "tensorrt", "--images", str(synth_root / "FVRID_syn" / "query_foggy")],
+                         capture_output=True, text=True)
+    assert run.returncode == 2 and "none of these runs" in run.stderr and "Traceback" not in run.stderr
