@@ -140,17 +140,23 @@ def run_demo(out: str | Path, quick: bool = False, checkpoint: str | None = None
                  if name in ("onnx", "onnx-int8", "engine-fp16", "engine-int8")}
 
     def do_validate():
-        from fogreid.validate.compare import validate
-        from fogreid.validate.report import write_html, write_json
+        from fogreid.validate.compare import candidates, validate_many
+        from fogreid.validate.report import cross_engine_table, write_html, write_json
 
+        # Every artifact on every installed engine that reads it: the file must mean the same
+        # thing to each, not only to ONNX Runtime. Rows are named artifact or artifact@engine.
         verdicts = {}
         for name, path in artifacts.items():
-            result = validate(ckpt, path, data_root=str(data))
-            write_json(result, out / "validation" / f"{name}.json")
-            write_html(result, out / "validation" / f"{name}.html")
-            verdicts[name] = result.to_json()
-            print(f"[validate] {name}: {'PASS' if result.passed else 'FAIL'}" + "".join(
-                f"; {c.describe()}" for c in result.checks if not c.passed))
+            results = validate_many(ckpt, candidates([path]), data_root=str(data))
+            write_html(results, out / "validation" / f"{name}.html")
+            for result in results:
+                key = name if result.backend in ("onnxruntime", "tensorrt") else f"{name}@{result.backend}"
+                write_json(result, out / "validation" / f"{key}.json")
+                verdicts[key] = result.to_json() | {"html": f"{name}.html", "engine": result.backend}
+                print(f"[validate] {name} on {result.backend}: {'PASS' if result.passed else 'FAIL'}" + "".join(
+                    f"; {c.describe()}" for c in result.checks if not c.passed))
+            if len(results) > 1:
+                print(cross_engine_table(results))
         return {"verdicts": verdicts}
     validation = steps.run("validate", {"export": exported["key"]}, do_validate)
 

@@ -191,10 +191,11 @@ def write_report(out: Path, summary: dict, scores: dict, verdicts: dict) -> Path
         f = v["figures"]
         failing = "; ".join(f"{c['figure']} {c['value']:.4f} (needs {'>=' if c['higher_is_better'] else '<='} "
                             f"{c['threshold']:g})" for c in v["checks"] if not c["passed"])
-        verdict_rows += (f'<tr><td>{name}</td><td>{_badge(v["verdict"])}</td>'
-                         f"<td>{f['cosine_min']:.4f}</td><td>{f['nn_agreement']:.3f}</td>"
+        verdict_rows += (f'<tr><td>{name.split("@")[0]}</td><td>{v.get("engine", v.get("backend", "-"))}</td>'
+                         f'<td>{_badge(v["verdict"])}</td><td>{f["cosine_min"]:.4f}</td><td>{f["cosine_p1"]:.4f}</td>'
+                         f"<td>{f['nn_agreement']:.3f}</td>"
                          f"<td>{f['defog_psnr_db']:.1f}</td><td>{f.get('map_drop', 0):+.2f}</td>"
-                         f'<td>{html.escape(failing) or "-"}</td><td><a href="validation/{name}.html">report</a></td></tr>')
+                         f'<td>{html.escape(failing) or "-"}</td><td><a href="validation/{v.get("html", name + ".html")}">report</a></td></tr>')
     speed_rows = "".join(f"<tr><td>{n}</td><td>{s['batch1']}</td><td>{s['batch8']}</td></tr>"
                          for n, s in summary["speed"].items())
     stream = summary["stream"]
@@ -217,7 +218,7 @@ h2{{margin-top:1.6em}}
 <h1>fogreid demo</h1>
 {_headline(summary, scores, verdicts, config)}
 <h2>Validation against PyTorch</h2>
-<table><tr><th>artifact</th><th>verdict</th><th>cosine min</th><th>NN agreement</th><th>defog PSNR dB</th>
+<table><tr><th>artifact</th><th>engine</th><th>verdict</th><th>cosine min</th><th>cosine p1</th><th>NN agreement</th><th>defog PSNR dB</th>
 <th>mAP drop (points)</th><th>failing figures</th><th></th></tr>{verdict_rows}</table>
 {"<p>Not built here:</p><ul>" + not_built + "</ul>" if not_built else ""}
 <h2>Re-identification accuracy</h2><p>mAP and Rank-k in percent.</p>

@@ -4,6 +4,9 @@
   OnnxrtRunner  an ONNX file in ONNX Runtime, with the TensorRT, CUDA or CPU provider:
                 the first that actually creates a session, not the first in the list
                 (onnxruntime-gpu lists CUDA even on machines without a GPU)
+  OpenVinoRunner the same ONNX file in OpenVINO (`fogreid[openvino]`), on its CPU, GPU or NPU
+                plugin: a second, independent reading of every artifact (Q/DQ pairs become
+                FakeQuantize and run through OpenVINO's own low-precision kernels)
   TrtRunner     a TensorRT engine (named tensors, execute_async_v3, buffers reused),
                 wrapped in ProfileBatchRunner: a batch above the engine's profile is split
                 into chunks the profile takes, one below it is refused
@@ -87,11 +90,18 @@ def onnxruntime_session(path: str | Path, device: str = "auto"):
     raise FogreidError(f"ONNX Runtime could not open {path} on {device}: {'; '.join(errors) or 'no provider'}")
 
 
+BACKENDS = ("torch", "onnxruntime", "openvino", "tensorrt")
+OPENVINO_HINT = "OpenVINO is not installed: `pip install 'fogreid[openvino]'` (x86 and ARM CPUs, Intel GPUs and NPUs)"
+
+
 def artifact_kind(path: str | Path, backend: str = "auto") -> str:
     path = Path(path)
     if backend != "auto":
-        if backend not in ("torch", "onnxruntime", "tensorrt"):
-            raise FogreidError(f"--backend {backend}: choose auto, torch, onnxruntime or tensorrt")
+        if backend not in BACKENDS:
+            raise FogreidError(f"--backend {backend}: choose auto, {', '.join(BACKENDS)}")
+        if backend in ("onnxruntime", "openvino") and path.suffix.lower() != ".onnx":
+            raise FogreidError(f"--backend {backend} runs ONNX files, and {path} is not one: pass the .onnx "
+                               f"that `fogreid export` wrote")
         return backend
     suffix = path.suffix.lower()
     if suffix in (".pt", ".pth"):
@@ -102,6 +112,17 @@ def artifact_kind(path: str | Path, backend: str = "auto") -> str:
         return "tensorrt"
     raise FogreidError(f"{path}: cannot tell the backend from the suffix {suffix!r}; expected .pt (checkpoint), "
                        f".onnx or {'/'.join(ENGINE_SUFFIXES)} (TensorRT engine), or pass --backend")
+
+
+def engines_for(path: str | Path) -> list[str]:
+    """Every installed engine that runs this artifact: an ONNX file on ONNX Runtime and, where it
+    is installed, OpenVINO (a second, independent reading of the same file)."""
+    kind = artifact_kind(path)
+    if kind != "onnxruntime":
+        return [kind]
+    import importlib.util
+
+    return ["onnxruntime"] + (["openvino"] if importlib.util.find_spec("openvino") else [])
 
 
 def make_runner(path: str | Path, backend: str = "auto", device: str = "auto") -> BaseRunner:
@@ -132,7 +153,68 @@ def make_runner(path: str | Path, backend: str = "auto", device: str = "auto") -
                 return OrderedDict((node.name, out) for node, out in zip(self.sess.get_outputs(), outputs))
 
         return NumpyOnnxrtRunner(onnxruntime_session(path, device), name=f"onnxruntime:{path.name}")
+    if kind == "openvino":
+        from fogreid.onnx_graph import input_size, load
+
+        input_size(load(path, load_weights=False), path)
+        return OpenVinoRunner(path, openvino_device(device), name=f"openvino:{path.name}")
     return tensorrt_runner(path)
+
+
+def openvino_device(device: str) -> str:
+    """fogreid's --device to an OpenVINO device name. `auto` is the CPU plugin, not OpenVINO's
+    AUTO, which may pick a GPU or NPU whose precision hints differ from run to run; GPU/NPU
+    names (GPU, GPU.1, NPU) pass through."""
+    name = device.upper()
+    if name in ("AUTO", "CPU"):
+        return "CPU"
+    if name.split(".")[0] in ("GPU", "NPU"):
+        return name
+    raise FogreidError(f"--device {device}: OpenVINO takes auto, cpu, gpu, gpu.N or npu")
+
+
+class OpenVinoRunner(BaseRunner):
+    """An ONNX file compiled by OpenVINO. It reads the graph itself (uint8 NHWC input, Q/DQ
+    pairs as FakeQuantize), so agreeing with ONNX Runtime is evidence about the file, not
+    about one engine. The accuracy hint is pinned on: the CPU plugin may otherwise run FP32
+    layers in bf16 on CPUs with AMX / AVX-512 BF16 (its default "PERFORMANCE" hint)."""
+
+    def __init__(self, path: str | Path, device: str = "CPU", name: str | None = None) -> None:
+        super().__init__(name=name, prefix="openvino-runner")
+        self.path, self.device = Path(path), device
+
+    def activate_impl(self) -> None:
+        try:
+            import openvino as ov
+        except ImportError:
+            raise EnvironmentProblem(OPENVINO_HINT) from None
+        core = ov.Core()
+        if self.device.split(".")[0] not in {d.split(".")[0] for d in core.available_devices}:
+            raise EnvironmentProblem(f"--device {self.device.lower()}: OpenVINO sees only "
+                                     f"{', '.join(core.available_devices)} on this machine")
+        config = {"INFERENCE_PRECISION_HINT": "f32"} if self.device == "CPU" else {}
+        try:
+            self.compiled = core.compile_model(str(self.path), self.device, config)
+        except Exception as exc:
+            raise FogreidError(f"{self.path}: OpenVINO cannot compile this model on {self.device} "
+                               f"({str(exc).strip().splitlines()[-1][:200]})") from None
+        self.output_names = [port.get_any_name() for port in self.compiled.outputs]
+
+    def get_input_metadata_impl(self):
+        meta = TensorMetadata()
+        for port in self.compiled.inputs:
+            shape = [d.get_length() if d.is_static else -1 for d in port.get_partial_shape()]
+            meta.add(port.get_any_name(), np.dtype(port.get_element_type().to_dtype()), shape)
+        return meta
+
+    def infer_impl(self, feed_dict):
+        start = time.perf_counter()
+        results = self.compiled(dict(feed_dict))
+        self.inference_time = time.perf_counter() - start
+        return OrderedDict((name, results[port]) for name, port in zip(self.output_names, self.compiled.outputs))
+
+    def deactivate_impl(self) -> None:
+        del self.compiled
 
 
 def tensorrt_runner(path: Path) -> BaseRunner:

@@ -46,6 +46,14 @@ def _onnxruntime() -> str:
                if set(listed) - set(working) else ""))
 
 
+def _openvino() -> str:
+    import openvino as ov
+
+    core = ov.Core()
+    devices = [f"{d} ({core.get_property(d, 'FULL_DEVICE_NAME')})" for d in core.available_devices]
+    return f"{ov.get_version()}; devices: {', '.join(devices) or 'none'}"
+
+
 def _tensorrt() -> str:
     import tensorrt as trt
 
@@ -74,5 +82,6 @@ def _jetson() -> str:
 def report() -> list[tuple[str, str]]:
     return [("python", f"{platform.python_version()} on {platform.machine()} {platform.system()}"),
             ("torch", _try("torch", _torch)), ("onnxruntime", _try("onnxruntime", _onnxruntime)),
+            ("openvino", _try("openvino", _openvino)),
             ("tensorrt", _try("tensorrt", _tensorrt)), ("opencv", _try("opencv", _opencv)),
             ("jetson", _try("jetson", _jetson))]

@@ -153,46 +153,93 @@ def collect_frames(images: list[str] | None, data_root: str | None, size: tuple[
     return np.stack([load_for_model(p, size) for p in paths]), None
 
 
+def candidates(models: list[str | Path], backends: list[str] = ("auto",)) -> list[tuple[Path, str]]:
+    """(artifact, engine) pairs to validate: each artifact on each named engine that reads it,
+    or with `auto` on every installed engine that does (fogreid.runtime.backends.engines_for)."""
+    from fogreid.runtime.backends import artifact_kind, engines_for
+
+    pairs = []
+    for model in map(Path, models):
+        if "auto" in backends:
+            engines = engines_for(model)
+        else:
+            readable = {"onnxruntime", "openvino"} if artifact_kind(model) == "onnxruntime" else {artifact_kind(model)}
+            engines = [b for b in backends if b in readable]
+            if not engines:
+                raise FogreidError(f"--backend {' '.join(backends)}: none of these runs {model}; its engines are "
+                                   f"{', '.join(sorted(readable))}")
+        pairs += [(model, engine) for engine in engines]
+    return pairs
+
+
 def validate(checkpoint: str | Path, artifact: str | Path, images: list[str] | None = None,
              data_root: str | None = None, backend: str = "auto", precision: str | None = None,
              threshold_overrides: list[str] = (), limit: int = 256, batch_size: int = 16,
              device: str = "auto") -> ValidationResult:
-    import torch
+    """One artifact on one engine against the checkpoint."""
+    return validate_many(checkpoint, [(artifact, backend)], images, data_root, precision, threshold_overrides,
+                         limit, batch_size, device)[0]
+
+
+def validate_many(checkpoint: str | Path, candidates: list[tuple[str | Path, str]], images: list[str] | None = None,
+                  data_root: str | None = None, precision: str | None = None, threshold_overrides: list[str] = (),
+                  limit: int = 256, batch_size: int = 16, device: str = "auto") -> list[ValidationResult]:
+    """Each (artifact, backend) against the checkpoint on the same frames: PyTorch runs once, then
+    every candidate, and each is judged by the thresholds of its own precision."""
     from polygraphy.comparator import Comparator
 
-    from fogreid.metrics import cosine_distance, evaluate_rank, psnr, ssim
     from fogreid.model.fused import FusedDefogReID
-    from fogreid.pixels import frames_to_images
     from fogreid.runtime.backends import TorchRunner, artifact_kind, make_runner
 
-    checkpoint, artifact = Path(checkpoint), Path(artifact)
+    checkpoint = Path(checkpoint)
     reference_model = FusedDefogReID.from_checkpoint(checkpoint)
-    kind = artifact_kind(artifact, backend)
-    candidate = make_runner(artifact, kind, device)
-    if kind != "torch":
-        check_same_model(checkpoint, artifact)
-    precision = precision or artifact_precision(artifact)
-    limits = thresholds_for(precision, threshold_overrides)
-
-    with candidate:
-        shape = candidate.get_input_metadata(use_numpy_dtypes=False)["frames"].shape
+    runners = []
+    for artifact, backend in candidates:
+        artifact = Path(artifact)
+        kind = artifact_kind(artifact, backend)
+        if kind != "torch":
+            check_same_model(checkpoint, artifact)
+        candidate = make_runner(artifact, kind, device)
+        with candidate:
+            shape = candidate.get_input_metadata(use_numpy_dtypes=False)["frames"].shape
         if (int(shape[1]), int(shape[2])) != reference_model.input_size:
             raise FogreidError(f"{artifact} takes {shape[1]}x{shape[2]} frames but {checkpoint} is a "
                                f"{reference_model.input_size[0]}x{reference_model.input_size[1]} model: the artifact "
                                f"is for another model; export it from this checkpoint")
+        limits = thresholds_for(precision or artifact_precision(artifact), threshold_overrides)
+        runners.append((artifact, candidate, precision or artifact_precision(artifact), limits))
     frames, split = collect_frames(images, data_root, reference_model.input_size, limit)
     loader = [{"frames": frames[i:i + batch_size]} for i in range(0, len(frames), batch_size)]
     reference = TorchRunner(reference_model, name="pytorch")
-    results = Comparator.run([reference, candidate], data_loader=loader)
-    (_, ref_iters), (_, art_iters) = results[0], results[1]
-    ref_emb = np.concatenate([np.array(it["embedding"]) for it in ref_iters])
-    art_emb = np.concatenate([np.array(it["embedding"]) for it in art_iters])
+    # Polygraphy's Comparator runs the runners one after the other on the same batches.
+    results = Comparator.run([reference] + [r[1] for r in runners], data_loader=loader)
+    ref_emb, ref_img = _outputs(results[0][1])
+    return [_judge(checkpoint, artifact, candidate.name.split(":")[0], precision, limits, frames, split,
+                   ref_emb, ref_img, *_outputs(iters))
+            for (artifact, candidate, precision, limits), (_, iters) in zip(runners, [results[i + 1] for i in range(len(runners))])]
+
+
+def _outputs(iterations) -> tuple[np.ndarray, np.ndarray]:
+    embedding = np.concatenate([np.array(it["embedding"]) for it in iterations]).astype(np.float32)
+    return embedding, np.concatenate([np.array(it["defogged"]) for it in iterations])
+
+
+def _judge(checkpoint: Path, artifact: Path, backend: str, precision: str, limits: Thresholds, frames: np.ndarray,
+           split, ref_emb: np.ndarray, ref_img: np.ndarray, art_emb: np.ndarray, art_img: np.ndarray) -> ValidationResult:
+    import torch
+
+    from fogreid.metrics import cosine_distance, evaluate_rank, psnr, ssim
+    from fogreid.pixels import frames_to_images
+
     if art_emb.shape != ref_emb.shape:
         raise FogreidError(f"{artifact} gives {art_emb.shape[1]}-d embeddings, {checkpoint} {ref_emb.shape[1]}-d: "
                            f"the artifact is for another model")
-    ref_img = np.concatenate([np.array(it["defogged"]) for it in ref_iters])
-    art_img = np.concatenate([np.array(it["defogged"]) for it in art_iters])
-
+    if not np.isfinite(art_emb).all():
+        # A NaN cosine compares False with every threshold and would read as a plain fail with a
+        # meaningless figure: name the cause instead.
+        bad = int((~np.isfinite(art_emb).all(axis=1)).sum())
+        raise FogreidError(f"{artifact} on {backend} gives non-finite embeddings for {bad} of {len(art_emb)} images: "
+                           f"the artifact or the engine is broken; re-export it")
     cosine = (ref_emb * art_emb).sum(axis=1) / np.maximum(
         np.linalg.norm(ref_emb, axis=1) * np.linalg.norm(art_emb, axis=1), 1e-12)
     agreement, strict = _nn_agreement(ref_emb, art_emb)
@@ -224,7 +271,7 @@ def validate(checkpoint: str | Path, artifact: str | Path, images: list[str] | N
         cmc = {"pytorch": ref_rank.cmc, "artifact": art_rank.cmc}
     picks = np.linspace(0, len(frames) - 1, min(4, len(frames))).astype(int)
     samples = {"foggy": frames[picks], "pytorch": ref_img[picks], "artifact": art_img[picks]}
-    return ValidationResult(str(checkpoint), str(artifact), candidate.name.split(":")[0], precision, len(frames),
+    return ValidationResult(str(checkpoint), str(artifact), backend, precision, len(frames),
                             figures, checks, samples, cosine, cmc)
 
 

@@ -16,9 +16,42 @@ from fogreid.fileio import atomic_write
 from fogreid.validate.compare import ValidationResult
 
 
-def write_json(result: ValidationResult, path: str | Path) -> None:
+def write_json(results: ValidationResult | list[ValidationResult], path: str | Path) -> None:
+    """One result as its own object; several (artifacts x engines) under "results", with the
+    overall verdict and the cross-engine table beside them."""
+    if isinstance(results, ValidationResult) or len(results) == 1:
+        payload = (results if isinstance(results, ValidationResult) else results[0]).to_json()
+    else:
+        payload = {"verdict": "pass" if all(r.passed for r in results) else "fail",
+                   "checkpoint": results[0].checkpoint, "table": cross_engine_rows(results),
+                   "results": [r.to_json() for r in results]}
     with atomic_write(path, "w") as handle:
-        json.dump(result.to_json(), handle, indent=2)
+        json.dump(payload, handle, indent=2)
+
+
+def cross_engine_rows(results: list[ValidationResult]) -> list[dict]:
+    """One row per (artifact, engine): the figures that say whether they agree with PyTorch."""
+    rows = []
+    for r in results:
+        f = r.figures
+        rows.append({"artifact": Path(r.artifact).name, "engine": r.backend, "precision": r.precision,
+                     "cosine_min": f.get("cosine_min"), "cosine_p1": f.get("cosine_p1"),
+                     "nn_agreement": f.get("nn_agreement"), "map_drop": f.get("map_drop"),
+                     "defog_psnr_db": f.get("defog_psnr_db"), "verdict": "pass" if r.passed else "FAIL"})
+    return rows
+
+
+def cross_engine_table(results: list[ValidationResult]) -> str:
+    """The rows above as a plain-text table, as `fogreid validate` prints it."""
+    header = ("artifact", "engine", "precision", "cos min", "cos p1", "NN agree", "mAP drop", "defog dB", "verdict")
+    lines = [header]
+    for row in cross_engine_rows(results):
+        lines.append((row["artifact"], row["engine"], row["precision"],
+                      *(("-" if row[k] is None else f"{row[k]:.{d}f}") for k, d in
+                        (("cosine_min", 4), ("cosine_p1", 4), ("nn_agreement", 3), ("map_drop", 2),
+                         ("defog_psnr_db", 1))), row["verdict"]))
+    widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
+    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(line, widths)).rstrip() for line in lines)
 
 
 def png_data_uri(image: np.ndarray) -> str:
@@ -113,9 +146,29 @@ def _threshold(result: ValidationResult, figure: str) -> float | None:
     return next((c.threshold for c in result.checks if c.figure == figure), None)
 
 
-def write_html(result: ValidationResult, path: str | Path) -> None:
-    verdict = "PASS" if result.passed else "FAIL"
-    colour = "#2e7d32" if result.passed else "#c62828"
+def write_html(results: ValidationResult | list[ValidationResult], path: str | Path) -> None:
+    """One page: the overall verdict, the cross-engine table when there are several results,
+    then each result's checks, figures, frames and plots."""
+    results = [results] if isinstance(results, ValidationResult) else list(results)
+    passed = all(r.passed for r in results)
+    verdict = "PASS" if passed else "FAIL"
+    colour = "#2e7d32" if passed else "#c62828"
+    table = ""
+    if len(results) > 1:
+        cells = "".join("<tr>" + "".join(f"<td>{html.escape(str('-' if v is None else round(v, 4) if isinstance(v, float) else v))}</td>"
+                                         for v in row.values()) + "</tr>" for row in cross_engine_rows(results))
+        heads = "".join(f"<th>{h}</th>" for h in cross_engine_rows(results)[0])
+        table = f"<h2>Every artifact on every engine</h2><table>{heads}{cells}</table>"
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>fogreid validation: {verdict}</title>
+<style>body{{font-family:sans-serif;margin:2em;max-width:1000px}} td,th{{padding:3px 10px;text-align:left}}
+.verdict{{font-size:2em;color:{colour};font-weight:bold}}</style></head><body>
+<div class="verdict" id="verdict">{verdict}</div>
+{table}{"".join(_result_section(r, len(results) > 1) for r in results)}</body></html>"""
+    with atomic_write(path, "w") as handle:
+        handle.write(page)
+
+
+def _result_section(result: ValidationResult, titled: bool) -> str:
     failing = [c.describe() for c in result.checks if not c.passed]
     rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{v:.4f}</td></tr>" if isinstance(v, float) else
                    f"<tr><td>{html.escape(k)}</td><td>{v}</td></tr>" for k, v in result.figures.items())
@@ -129,11 +182,9 @@ def write_html(result: ValidationResult, path: str | Path) -> None:
                  _difference_map(samples["pytorch"][i], samples["artifact"][i])]
         frames += "<tr>" + "".join(f'<td><img src="{png_data_uri(c)}" width="160" alt="frame {i}"></td>' for c in cells) + "</tr>"
     cmc = f"<h2>CMC curves (query/gallery)</h2>{cmc_svg(result.cmc)}" if result.cmc else ""
-    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>fogreid validation: {verdict}</title>
-<style>body{{font-family:sans-serif;margin:2em;max-width:1000px}} td,th{{padding:3px 10px;text-align:left}}
-.verdict{{font-size:2em;color:{colour};font-weight:bold}}</style></head><body>
-<div class="verdict" id="verdict">{verdict}</div>
-<p>{html.escape(result.artifact)} ({result.backend}, {result.precision}) against {html.escape(result.checkpoint)}
+    title = (f"<h1>{html.escape(Path(result.artifact).name)} on {result.backend}: "
+             f"{'PASS' if result.passed else 'FAIL'}</h1>" if titled else "")
+    return f"""{title}<p>{html.escape(result.artifact)} ({result.backend}, {result.precision}) against {html.escape(result.checkpoint)}
 (PyTorch), on {result.images} foggy images.</p>
 {"<p><b>Failing:</b> " + html.escape("; ".join(failing)) + "</p>" if failing else ""}
 <h2>Checks</h2><table><tr><th>figure</th><th>value</th><th>threshold</th><th></th></tr>{checks}</table>
@@ -141,6 +192,4 @@ def write_html(result: ValidationResult, path: str | Path) -> None:
 <h2>Frames</h2><table><tr><th>foggy input</th><th>PyTorch defogged</th><th>artifact defogged</th>
 <th>difference (x32)</th></tr>{frames}</table>
 <h2>Embedding cosine, PyTorch vs artifact</h2>{histogram_svg(result.cosines, _threshold(result, "cosine_min"))}
-{cmc}</body></html>"""
-    with atomic_write(path, "w") as handle:
-        handle.write(page)
+{cmc}"""
