@@ -137,6 +137,7 @@ def add_int8_budget(parser) -> None:
 
 def add_backend_options(parser) -> None:
     """--backend and --device, shared by the verbs that run a deployed model."""
-    parser.add_argument("--backend", default="auto", choices=["auto", "torch", "onnxruntime", "tensorrt"],
-                        help="inference backend (auto: from the file type)")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--backend", default="auto", choices=["auto", "torch", "onnxruntime", "openvino", "tensorrt"],
+                        help="inference backend (auto: from the file type; .onnx runs on ONNX Runtime)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (OpenVINO: auto, cpu, gpu, gpu.N "
+                                                          "or npu)")
