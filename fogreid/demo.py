@@ -162,12 +162,17 @@ def run_demo(out: str | Path, quick: bool = False, checkpoint: str | None = None
 
     def do_accuracy():
         from fogreid.data.datasets import load_fvrid
-        from fogreid.runtime.backends import load_model
+        from fogreid.runtime.backends import engines_for, load_model
         from fogreid.train.evaluation import evaluate
 
+        # Each artifact on each installed engine (ONNX files on OpenVINO too), both splits.
+        runs = {"pytorch": (ckpt, "auto")}
+        for name, path in artifacts.items():
+            for engine in engines_for(path):
+                runs[name if engine in ("onnxruntime", "tensorrt") else f"{name}@{engine}"] = (path, engine)
         scores = {}
-        for name, path in {"pytorch": ckpt, **artifacts}.items():
-            with load_model(path) as model:
+        for name, (path, engine) in runs.items():
+            with load_model(path, backend=engine) as model:
                 scores[name] = {split: evaluate(model, load_fvrid(data, split), progress=False, desc=name)
                                 for split in ("syn", "real")}
             print(f"[accuracy] {name}: syn mAP {100 * scores[name]['syn']['mAP']:.1f}, real mAP "

@@ -19,8 +19,9 @@ def validate_cli(fogreid_cmd, *args):
 
 def test_fp32_onnx_passes_with_task_figures(fogreid_cmd, exported, synth_root, tmp_path):
     ckpt, result = exported
+    # One engine named: the report is that result's own object (tests/test_engines.py: several).
     run = validate_cli(fogreid_cmd, "--checkpoint", ckpt, "--model", result.files["onnx"], "--data", synth_root,
-                       "--report", tmp_path / "r.json", "--html", tmp_path / "r.html")
+                       "--backend", "onnxruntime", "--report", tmp_path / "r.json", "--html", tmp_path / "r.html")
     assert run.returncode == 0, run.stdout + run.stderr
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["verdict"] == "pass" and report["precision"] == "fp32"
@@ -48,7 +49,9 @@ def test_perturbed_weights_fail_with_exit_1(fogreid_cmd, exported, synth_root, t
     run = validate_cli(fogreid_cmd, "--checkpoint", ckpt, "--model", broken, "--images",
                        synth_root / "FVRID_syn" / "query_foggy", "--html", tmp_path / "broken.html")
     assert run.returncode == 1
-    assert "FAIL: cosine_min" in run.stderr and "(needs >= 0.9999)" in run.stderr
+    # Both engines read the broken file and both fail it, each named.
+    for engine in ("onnxruntime", "openvino"):
+        assert f"FAIL: broken.onnx on {engine}: cosine_min" in run.stderr and "(needs >= 0.9999)" in run.stderr
     assert '<div class="verdict" id="verdict">FAIL</div>' in (tmp_path / "broken.html").read_text()
 
 

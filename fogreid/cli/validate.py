@@ -11,14 +11,17 @@ from fogreid.fileio import refuse_outputs_over_inputs
 
 
 def add_parser(verbs: argparse._SubParsersAction) -> None:
-    p = verbs.add_parser("validate", help="is an exported artifact as accurate as the PyTorch model?")
-    p.add_argument("--checkpoint", required=True, help="the PyTorch checkpoint the artifact was exported from")
-    p.add_argument("--model", required=True, help="the artifact: .onnx (any precision) or a TensorRT engine")
+    p = verbs.add_parser("validate", help="is an exported artifact as accurate as the PyTorch model, on every engine?")
+    p.add_argument("--checkpoint", required=True, help="the PyTorch checkpoint the artifacts were exported from")
+    p.add_argument("--model", required=True, nargs="+", metavar="ARTIFACT",
+                   help="one or more artifacts: .onnx (any precision) or TensorRT engines")
     source = p.add_mutually_exclusive_group()
     source.add_argument("--images", nargs="+", metavar="DIR", help="folders of foggy images")
     source.add_argument("--data", help="dataset root: its query/gallery, for mAP / Rank-1 of both models")
-    p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnxruntime", "tensorrt"],
-                   help="backend of the artifact (auto: from the file type)")
+    p.add_argument("--backend", default=["auto"], nargs="+", choices=["auto", "torch", "onnxruntime", "openvino",
+                                                                        "tensorrt"],
+                   help="engines to run each artifact on (auto: every installed engine that reads it: ONNX Runtime "
+                        "and OpenVINO for .onnx, TensorRT for an engine)")
     p.add_argument("--precision", choices=["fp32", "fp16", "int8"], help="default: from the artifact's metadata")
     p.add_argument("--threshold", action="append", metavar="NAME=VALUE",
                    help="override a threshold, e.g. cosine_min=0.97 (see fogreid/validate/compare.py)")
@@ -37,7 +40,8 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     # Every file the verb reads or writes is checked before the comparison runs.
     input_file(args.checkpoint, "--checkpoint", "checkpoint")
-    input_file(args.model, "--model", "model")
+    for model in args.model:
+        input_file(model, "--model", "model")
     input_folders(args.images, "--images")
     input_folders(args.per_layer_images, "--per-layer-images")
     refuse_outputs_over_inputs({"--report": args.report, "--html": args.html, "--per-layer": args.per_layer},
@@ -46,6 +50,10 @@ def run(args: argparse.Namespace) -> int:
     output_file(args.report, "--report", (".json",))
     output_file(args.html, "--html", (".html", ".htm"))
     output_file(args.per_layer, "--per-layer")
+    if args.per_layer and len(args.model) > 1:
+        from fogreid.errors import FogreidError
+
+        raise FogreidError("--per-layer ranks the layers of one INT8 model: give a single --model")
     if args.per_layer and not (args.per_layer_images or args.images):
         from fogreid.errors import FogreidError
 
@@ -56,37 +64,48 @@ def run(args: argparse.Namespace) -> int:
     # 'colored' package unless colours are off: keep its warnings and errors, drop the rest.
     G_LOGGER.colors = False
     G_LOGGER.module_severity = G_LOGGER.WARNING
-    from fogreid.validate.compare import artifact_precision, validate
+    from fogreid.validate.compare import artifact_precision, candidates, validate_many
     from fogreid.validate.frame import is_frame_graph, validate_frame_graph
 
-    if is_frame_graph(Path(args.model)):  # the whole-frame defog graph: no embeddings, any frame size
-        result = validate_frame_graph(args.checkpoint, args.model, args.images, args.data,
-                                      args.precision or artifact_precision(Path(args.model)))
+    if any(is_frame_graph(Path(m)) for m in args.model):  # the whole-frame defog graph: no embeddings
+        if len(args.model) > 1:
+            from fogreid.errors import FogreidError
+
+            raise FogreidError("--model: a whole-frame defog graph (defog_frame*.onnx) is validated on its own")
+        results = [validate_frame_graph(args.checkpoint, args.model[0], args.images, args.data,
+                                        args.precision or artifact_precision(Path(args.model[0])))]
     else:
-        result = validate(args.checkpoint, args.model, args.images, args.data, args.backend, args.precision,
-                          args.threshold or [], limit=args.limit, device=args.device)
-    print(f"{result.artifact} ({result.backend}, {result.precision}) vs {result.checkpoint} on {result.images} images")
-    for key, value in result.figures.items():
-        print(f"  {key:<24} {value:.4f}" if isinstance(value, float) else f"  {key:<24} {value}")
+        results = validate_many(args.checkpoint, candidates(args.model, args.backend), args.images, args.data,
+                                args.precision, args.threshold or [], limit=args.limit, device=args.device)
+    for result in results:
+        print(f"{result.artifact} ({result.backend}, {result.precision}) vs {result.checkpoint} on {result.images} "
+              f"images")
+        for key, value in result.figures.items():
+            print(f"  {key:<24} {value:.4f}" if isinstance(value, float) else f"  {key:<24} {value}")
+    if len(results) > 1:
+        from fogreid.validate.report import cross_engine_table
+
+        print(cross_engine_table(results))
     if args.report:
         from fogreid.validate.report import write_json
 
-        write_json(result, args.report)
+        write_json(results, args.report)
         print(f"report: {args.report}")
     if args.html:
         from fogreid.validate.report import write_html
 
-        write_html(result, args.html)
+        write_html(results, args.html)
         print(f"html report: {args.html}")
     if args.per_layer:
         from fogreid.validate.per_layer import rank_layers
 
-        rank_layers(args.checkpoint, args.model, args.per_layer_images or args.images or [], args.per_layer,
+        rank_layers(args.checkpoint, args.model[0], args.per_layer_images or args.images or [], args.per_layer,
                     top=args.top)
-    if result.passed:
+    if all(r.passed for r in results):
         print("PASS")
         return 0
-    for check in result.checks:
-        if not check.passed:
-            print(f"FAIL: {check.describe()}", file=sys.stderr)
+    for result in results:
+        for check in result.checks:
+            if not check.passed:
+                print(f"FAIL: {Path(result.artifact).name} on {result.backend}: {check.describe()}", file=sys.stderr)
     return 1

@@ -1,8 +1,9 @@
-"""Inference on deployed models (PyTorch, ONNX Runtime, TensorRT) and the stream pipeline.
+"""Inference on deployed models (PyTorch, ONNX Runtime, OpenVINO, TensorRT) and the stream pipeline.
 
     from fogreid.runtime import load_model, build_gallery, Gallery
 
     with load_model("deploy/model.onnx") as model:       # .pt, .onnx or a TensorRT engine
+                                                          # (backend="openvino": the .onnx on OpenVINO)
         defogged, embeddings = model(crops)                # uint8 (N, H, W, 3) BGR
         build_gallery(model, "gallery_images/").save("gallery.npz")
 
@@ -17,6 +18,7 @@ _NAMES = {
     "load_model": "backends",
     "DeployedModel": "backends",
     "make_runner": "backends",
+    "engines_for": "backends",
     "Gallery": "gallery",
     "build_gallery": "gallery",
     "run_stream": "pipeline",

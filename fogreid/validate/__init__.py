@@ -6,6 +6,11 @@
     print(result.passed, result.figures["cosine_mean"])
     write_html(result, "validation.html")
 
+    # every artifact on every installed engine (ONNX Runtime, OpenVINO, TensorRT), one table
+    results = validate_many("best.pt", candidates(["deploy/model.onnx", "deploy/model_int8.onnx"]),
+                            images=["foggy/"])
+    print(cross_engine_table(results))
+
 Names are imported on first use.
 """
 
@@ -13,6 +18,9 @@ from fogreid._lazy import attach
 
 _NAMES = {
     "validate": "compare",
+    "validate_many": "compare",
+    "candidates": "compare",
+    "cross_engine_table": "report",
     "ValidationResult": "compare",
     "Thresholds": "compare",
     "thresholds_for": "compare",
