@@ -6,6 +6,8 @@
                int8, max calibration on the same frames) on the FP16 graph, the way NVIDIA
                places Q/DQ for TensorRT (high_precision_dtype fp16)
   modelopt32   the same placement on the FP32 graph (high_precision_dtype fp32)
+  modelopt-fp  ModelOpt on the FP16 graph, told to leave in float what fogreid's recipe does
+               (the INT8 budget's layers, the first conv, the layers after a ReduceMax)
 
     python benchmarks/int8_recipes.py --checkpoint runs/demo/train/best.pt --data runs/demo/data \\
         [--modelopt-python .venv-modelopt/bin/python]
@@ -29,12 +31,17 @@ from pathlib import Path
 import numpy as np
 
 
-def modelopt_quantize(python: str, fp32: Path, frames: np.ndarray, out: Path, high_precision: str) -> Path:
+def modelopt_quantize(python: str, fp32: Path, frames: np.ndarray, out: Path, high_precision: str,
+                      exclude: list[str] = ()) -> Path:
+    import re
+
     calib = out.parent / "calib_frames.npy"
     np.save(calib, frames)
     command = [python, "-m", "modelopt.onnx.quantization", "--onnx_path", str(fp32), "--quantize_mode", "int8",
                "--calibration_data", str(calib), "--calibration_method", "max", "--calibration_eps", "cpu",
                "--high_precision_dtype", high_precision, "--output_path", str(out)]
+    if exclude:   # ModelOpt reads the names as regular expressions
+        command += ["--nodes_to_exclude", *(f"^{re.escape(name)}$" for name in exclude)]
     subprocess.run(command, check=True, capture_output=True, text=True)
     return out
 
@@ -85,10 +92,19 @@ def main() -> None:
         size = tuple(d.dim_value for d in onnx.load(str(exported.files["onnx"]), load_external_data=False)
                      .graph.input[0].type.tensor_type.shape.dim[1:3])
         frames = build_calibration_set(calib_dirs, size, num=args.calib_num, progress=False).images
-        for name, precision in (("modelopt", "fp16"), ("modelopt32", "fp32")):
+        import json
+
+        from fogreid.calibration.qdq import reads_reduce_max
+
+        proto = onnx.load(str(exported.files["onnx"]), load_external_data=False)
+        first_conv = next(n.name for n in proto.graph.node if n.name.startswith("net.") and n.op_type == "Conv")
+        kept = json.loads(exported.manifest.read_text())["calibration"]["keep_fp"]
+        fogreid_float = [*kept, first_conv, *sorted(reads_reduce_max(proto))]
+        for name, precision, exclude in (("modelopt", "fp16", []), ("modelopt32", "fp32", []),
+                                         ("modelopt-fp", "fp16", fogreid_float)):
             (work / name).mkdir()
             recipes[name] = modelopt_quantize(args.modelopt_python, exported.files["onnx"], frames,
-                                              work / name / "model_int8.onnx", precision)
+                                              work / name / "model_int8.onnx", precision, exclude)
     header = f"{'recipe':<11} {'engine':<12} {'cos min':>8} {'cos p1':>8} {'NN agree':>9} {'mAP drop':>9} " \
              f"{'Q/DQ':>5} {'float convs':>12}  pre-flight (trt10, trt11, ort-cpu)"
     print(header)
