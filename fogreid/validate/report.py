@@ -155,10 +155,10 @@ def write_html(results: ValidationResult | list[ValidationResult], path: str | P
     colour = "#2e7d32" if passed else "#c62828"
     table = ""
     if len(results) > 1:
-        cells = "".join("<tr>" + "".join(f"<td>{html.escape(str('-' if v is None else round(v, 4) if isinstance(v, float) else v))}</td>"
-                                         for v in row.values()) + "</tr>" for row in cross_engine_rows(results))
-        heads = "".join(f"<th>{h}</th>" for h in cross_engine_rows(results)[0])
-        table = f"<h2>Every artifact on every engine</h2><table>{heads}{cells}</table>"
+        rows = cross_engine_rows(results)
+        body = "".join("<tr>" + "".join(f"<td>{_cell(v)}</td>" for v in row.values()) + "</tr>" for row in rows)
+        table = (f"<h2>Every artifact on every engine</h2><table><tr>{''.join(f'<th>{h}</th>' for h in rows[0])}</tr>"
+                 f"{body}</table>")
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>fogreid validation: {verdict}</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1000px}} td,th{{padding:3px 10px;text-align:left}}
 .verdict{{font-size:2em;color:{colour};font-weight:bold}}</style></head><body>
@@ -166,6 +166,10 @@ def write_html(results: ValidationResult | list[ValidationResult], path: str | P
 {table}{"".join(_result_section(r, len(results) > 1) for r in results)}</body></html>"""
     with atomic_write(path, "w") as handle:
         handle.write(page)
+
+
+def _cell(value) -> str:
+    return "-" if value is None else f"{value:.4f}" if isinstance(value, float) else html.escape(str(value))
 
 
 def _result_section(result: ValidationResult, titled: bool) -> str:
