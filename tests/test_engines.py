@@ -126,3 +126,13 @@ def test_validate_backend_that_cannot_read_the_file_is_refused(fogreid_cmd, expo
                                         "--backend", "tensorrt", "--images", str(synth_root / "FVRID_syn" / "query_foggy")],
                          capture_output=True, text=True)
     assert run.returncode == 2 and "none of these runs" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_bench_and_doctor_know_openvino(fogreid_cmd, exported):
+    _, result = exported
+    run = subprocess.run(fogreid_cmd + ["bench", "--model", str(result.files["onnx-int8"]), "--backend", "openvino",
+                                        "--batch", "1,2", "--seconds", "0.2"], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert "openvino:model_int8.onnx" in run.stdout
+    doctor = subprocess.run(fogreid_cmd + ["doctor"], capture_output=True, text=True)
+    assert any(line.startswith("openvino") and "CPU" in line for line in doctor.stdout.splitlines()), doctor.stdout
