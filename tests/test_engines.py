@@ -136,3 +136,19 @@ def test_bench_and_doctor_know_openvino(fogreid_cmd, exported):
     assert "openvino:model_int8.onnx" in run.stdout
     doctor = subprocess.run(fogreid_cmd + ["doctor"], capture_output=True, text=True)
     assert any(line.startswith("openvino") and "CPU" in line for line in doctor.stdout.splitlines()), doctor.stdout
+
+
+def test_every_onnxruntime_session_refuses_a_device_it_does_not_have(exported):
+    """One provider rule for every session fogreid opens (fogreid/sessions.py): the whole-frame
+    defogger used to fall back to the CPU when CUDA was asked for."""
+    import onnxruntime as ort
+
+    from fogreid.errors import EnvironmentProblem
+    from fogreid.runtime.frame_defog import FrameDefogger
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this ONNX Runtime has a CUDA provider")
+    _, result = exported
+    with pytest.raises(EnvironmentProblem, match="--device cuda: this ONNX Runtime has no CUDAExecutionProvider"):
+        FrameDefogger(result.files["onnx-defog-frame"], "cuda")
+    assert FrameDefogger(result.files["onnx-defog-frame"], "cpu").session.get_providers() == ["CPUExecutionProvider"]

@@ -27,9 +27,9 @@ from polygraphy.backend.base import BaseRunner
 from polygraphy.common import TensorMetadata
 
 from fogreid.errors import EnvironmentProblem, FogreidError
+from fogreid.sessions import onnxruntime_session
 
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
-ORT_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 
 
 class TorchRunner(BaseRunner):
@@ -60,34 +60,6 @@ class TorchRunner(BaseRunner):
 
     def deactivate_impl(self) -> None:
         del self.model
-
-
-def onnxruntime_session(path: str | Path, device: str = "auto"):
-    """An InferenceSession on the best provider that really works here."""
-    import onnxruntime as ort
-
-    available = ort.get_available_providers()
-    wanted = {"auto": list(ORT_PROVIDERS), "cpu": ["CPUExecutionProvider"],
-              "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
-              "tensorrt": list(ORT_PROVIDERS)}.get(device.split(":")[0])
-    if wanted is None:
-        raise FogreidError(f"--device {device}: choose auto, cpu, cuda or tensorrt for ONNX Runtime")
-    if device != "auto" and wanted[0] not in available:
-        # Never run on the CPU when a GPU was asked for: the figures would be the CPU's, silently.
-        raise EnvironmentProblem(f"--device {device}: this ONNX Runtime has no {wanted[0]} (it has "
-                                 f"{', '.join(available)}); install onnxruntime-gpu (README, Install) or use --device cpu")
-    errors = []
-    for first in [p for p in wanted if p in available][:None if device == "auto" else 1]:
-        providers = wanted[wanted.index(first):]
-        try:
-            session = ort.InferenceSession(str(path), providers=[p for p in providers if p in available])
-        except Exception as exc:  # a provider whose libraries are missing fails here, not in the list
-            errors.append(f"{first}: {str(exc).splitlines()[0][:160]}")
-            continue
-        if device == "auto" or session.get_providers()[0] == first:
-            return session
-        errors.append(f"{first}: fell back to {session.get_providers()[0]}")
-    raise FogreidError(f"ONNX Runtime could not open {path} on {device}: {'; '.join(errors) or 'no provider'}")
 
 
 BACKENDS = ("torch", "onnxruntime", "openvino", "tensorrt")
@@ -298,8 +270,8 @@ class ProfileBatchRunner(BaseRunner):
 class DeployedModel:
     """One call from uint8 crops (B, H, W, 3) BGR to (defogged (B, H, W, 3) uint8, embeddings (B, D))."""
 
-    def __init__(self, runner: BaseRunner) -> None:
-        self.runner = runner
+    def __init__(self, runner: BaseRunner, path: str | Path | None = None) -> None:
+        self.runner, self.path = runner, path
         runner.activate()
         meta = runner.get_input_metadata(use_numpy_dtypes=False)
         if "frames" not in meta:
@@ -322,7 +294,13 @@ class DeployedModel:
             # multiple: pad with copies of the last crop and drop their outputs.
             frames = np.concatenate([frames, np.repeat(frames[-1:], padded - n, axis=0)])
         outputs = self.runner.infer({"frames": np.ascontiguousarray(frames)}, check_inputs=False)
-        return np.array(outputs["defogged"])[:n], np.array(outputs["embedding"], dtype=np.float32)[:n]
+        embedding = np.array(outputs["embedding"], dtype=np.float32)[:n]
+        finite = np.isfinite(embedding).all(axis=1)
+        if not finite.all():  # never passed on: NaN scores match nothing and break the events' JSON
+            raise FogreidError(f"{self.path or self.name}: the model returned NaN or infinite embeddings for "
+                               f"{int((~finite).sum())} of {n} crops; it is damaged or overflows at this precision: "
+                               f"export it again (and `fogreid validate` it)")
+        return np.array(outputs["defogged"])[:n], embedding
 
     def close(self) -> None:
         if self.runner.is_active:
@@ -336,4 +314,4 @@ class DeployedModel:
 
 
 def load_model(path: str | Path, backend: str = "auto", device: str = "auto") -> DeployedModel:
-    return DeployedModel(make_runner(path, backend, device))
+    return DeployedModel(make_runner(path, backend, device), path)

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from fogreid.errors import FogreidError
+from fogreid.sessions import onnxruntime_session
 
 FRAME_GRAPH = "model_defog_frame.onnx"  # fogreid.export.frame_graph.FILE (runtime does not import export)
 
@@ -28,10 +29,8 @@ class FrameDefogger:
     """Callable: uint8 (H, W, 3) BGR frame -> its defogged uint8 (H, W, 3) BGR frame."""
 
     def __init__(self, path: str | Path, device: str = "auto") -> None:
-        import onnxruntime as ort
-
         path = Path(path)
-        session = ort.InferenceSession(str(path), providers=_providers(device))
+        session = onnxruntime_session(path, device)
         meta = session.get_modelmeta().custom_metadata_map
         if meta.get("graph") != "defog-frame":
             raise FogreidError(f"{path}: not a whole-frame defog graph (metadata graph={meta.get('graph')!r}); "
@@ -41,10 +40,3 @@ class FrameDefogger:
     def __call__(self, frame: np.ndarray) -> np.ndarray:
         return self.session.run(None, {"frames": np.ascontiguousarray(frame)[None]})[0][0]
 
-
-def _providers(device: str) -> list[str]:
-    import onnxruntime as ort
-
-    if device != "cpu" and "CUDAExecutionProvider" in ort.get_available_providers():
-        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    return ["CPUExecutionProvider"]

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from fogreid.errors import FogreidError
+from fogreid.sessions import onnxruntime_session
 from fogreid.validate.compare import Check, ValidationResult, check_same_model
 
 FRAME_SIZES = ((480, 640), (720, 1280), (301, 403))  # (H, W)
@@ -51,7 +52,6 @@ def foggy_frames(images: list[str] | None, data_root: str | None, per_size: int 
 
 def validate_frame_graph(checkpoint: str | Path, artifact: str | Path, images: list[str] | None = None,
                          data_root: str | None = None, precision: str = "fp32") -> ValidationResult:
-    import onnxruntime as ort
     import torch
 
     from fogreid.export.frame_graph import DefogFrame
@@ -64,7 +64,7 @@ def validate_frame_graph(checkpoint: str | Path, artifact: str | Path, images: l
     if precision not in PSNR_DB:
         raise FogreidError(f"--precision {precision}: choose fp32, fp16 or int8")
     reference = DefogFrame(load_model(checkpoint))
-    session = ort.InferenceSession(str(artifact), providers=["CPUExecutionProvider"])
+    session = onnxruntime_session(artifact, "cpu")
     psnrs, ssims, grey, samples = [], [], 0, {"foggy": [], "pytorch": [], "artifact": []}
     for frame in foggy_frames(images, data_root):
         batch = frame[None]

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from fogreid.errors import FogreidError
+from fogreid.sessions import onnxruntime_session
 
 
 @dataclass
@@ -56,8 +57,6 @@ class BudgetResult:
 
 
 def _outputs(path: Path, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    from fogreid.runtime.backends import onnxruntime_session
-
     session = onnxruntime_session(path, "cpu")
     results = [session.run(None, {"frames": frames[i:i + 32]}) for i in range(0, len(frames), 32)]
     return np.concatenate([r[0] for r in results]), np.concatenate([r[1] for r in results])

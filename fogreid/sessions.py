@@ -1,0 +1,44 @@
+"""The one place fogreid opens an ONNX Runtime session, with the provider rule every caller
+shares: `auto` takes the best provider that really creates a session here (onnxruntime-gpu
+lists CUDA even on machines without a GPU); a named device never falls back to another one,
+because figures measured on the CPU when a GPU was asked for would be wrong without a word.
+
+A ground-floor module: it imports nothing of fogreid but its errors, so runtime, validation,
+calibration and export can all use it without importing each other.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fogreid.errors import EnvironmentProblem, FogreidError
+
+ORT_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+
+
+def onnxruntime_session(path: str | Path, device: str = "auto"):
+    """An InferenceSession on the best provider that really works here."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    wanted = {"auto": list(ORT_PROVIDERS), "cpu": ["CPUExecutionProvider"],
+              "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+              "tensorrt": list(ORT_PROVIDERS)}.get(device.split(":")[0])
+    if wanted is None:
+        raise FogreidError(f"--device {device}: choose auto, cpu, cuda or tensorrt for ONNX Runtime")
+    if device != "auto" and wanted[0] not in available:
+        # Never run on the CPU when a GPU was asked for: the figures would be the CPU's, silently.
+        raise EnvironmentProblem(f"--device {device}: this ONNX Runtime has no {wanted[0]} (it has "
+                                 f"{', '.join(available)}); install onnxruntime-gpu (README, Install) or use --device cpu")
+    errors = []
+    for first in [p for p in wanted if p in available][:None if device == "auto" else 1]:
+        providers = wanted[wanted.index(first):]
+        try:
+            session = ort.InferenceSession(str(path), providers=[p for p in providers if p in available])
+        except Exception as exc:  # a provider whose libraries are missing fails here, not in the list
+            errors.append(f"{first}: {str(exc).splitlines()[0][:160]}")
+            continue
+        if device == "auto" or session.get_providers()[0] == first:
+            return session
+        errors.append(f"{first}: fell back to {session.get_providers()[0]}")
+    raise FogreidError(f"ONNX Runtime could not open {path} on {device}: {'; '.join(errors) or 'no provider'}")
