@@ -19,7 +19,7 @@ import numpy as np
 from fogreid.calibration.images import build_calibration_set
 from fogreid.calibration.qdq import quantize_qdq
 from fogreid.calibration.ranges import compute_ranges
-from fogreid.calibration.trt_cache import DEFAULT_TRT_VERSION, scales_from_ranges, write_cache
+from fogreid.calibration.trt_cache import DEFAULT_TRT_VERSION, scales_from_qdq, write_cache
 from fogreid import onnx_graph
 from fogreid.errors import FogreidError
 from fogreid.fileio import atomic_write, sha256_file
@@ -91,8 +91,8 @@ def calibrate(onnx_path: str | Path, image_folders: list[str | Path], out: str |
     if chosen:
         metadata.update(chosen.metadata())
     qdq_path = quantize_qdq(onnx_path, out / f"{onnx_path.stem}_int8.onnx", ranges, method, keep_fp, metadata)
-    cache = write_cache(out / "calibration.cache", scales_from_ranges(ranges, onnx_graph.float_tensor_names(proto)),
-                        trt_version)
+    # The cache mirrors the written Q/DQ model (its quantised tensors, its scales): trt_cache.scales_from_qdq.
+    cache = write_cache(out / "calibration.cache", scales_from_qdq(onnx_graph.load(qdq_path)), trt_version)
     counts, edges = np.histogram(calib.densities, bins=4)
     report = {"onnx": onnx_path.name, "onnx_sha256": sha256_file(onnx_path), "method": method,
               "images": len(calib.images), "folders": [str(f) for f in image_folders],

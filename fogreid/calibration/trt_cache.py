@@ -4,20 +4,27 @@
     TRT-100300-EntropyCalibration2
     tensor_name: 3c010a14           <- the scale (amax / 127) as a big-endian float32, in hex
 
-TensorRT names network tensors after the ONNX tensors, so the names are the graph's.
+(trtexec reads it back the same way: samples/common/sampleEngines.cpp, release/10.3,
+`readScalesFromCalibrationCache` parses 8 hex digits after "name: " as a float32 scale and
+`setTensorScalesFromCalibration` sets the dynamic range to +-127 * scale.) TensorRT names
+network tensors after the ONNX tensors, so the names are the graph's. The scales are the Q/DQ
+model's own (`scales_from_qdq`), for exactly the tensors it quantises.
 """
 
 from __future__ import annotations
 
 import struct
+from pathlib import Path
 
 import numpy as np
-from pathlib import Path
+import onnx
+from onnx import numpy_helper
 
 from fogreid.errors import FogreidError
 from fogreid.fileio import atomic_write
 
 DEFAULT_TRT_VERSION = (10, 3, 0)   # JetPack 6.x ships TensorRT 10.3
+SCALE_RTOL = 4e-7                  # a few float32 ulps: the cache stores each scale as float32
 
 
 def version_tag(version: tuple[int, int, int]) -> str:
@@ -82,12 +89,42 @@ def check_cache_for(path: str | Path, version: tuple[int, int, int]) -> None:
         raise FogreidError(f"{path}: the calibration cache holds no scales; recalibrate with --calib-images")
 
 
-def scales_from_ranges(ranges, float_tensors: set[str]) -> dict[str, float]:
-    """amax / 127 for every calibrated float tensor."""
-    scales = {}
-    for name in sorted(ranges.keys() if hasattr(ranges, "keys") else ranges.data):
-        if name not in float_tensors:
+def scales_from_qdq(qdq: onnx.ModelProto) -> dict[str, float]:
+    """{tensor: scale} of every activation the Q/DQ model quantises: the input of each
+    QuantizeLinear that is not a constant (weights are quantised offline). Taken from the written
+    Q/DQ graph itself, so the cache and the Q/DQ file cannot disagree: in implicit INT8 TensorRT may
+    run any layer whose tensors have scales in INT8, so the layers the INT8 budget keeps in float,
+    the network input and the embedding tail must have none."""
+    constants = {t.name: t for t in qdq.graph.initializer}
+    constants.update({n.output[0]: a.t for n in qdq.graph.node if n.op_type == "Constant"
+                      for a in n.attribute if a.name == "value"})
+    scales: dict[str, float] = {}
+    for node in qdq.graph.node:
+        if node.op_type != "QuantizeLinear" or node.input[0] in constants:
             continue
-        low, high = ranges[name].range_value
-        scales[name] = float(np.max(np.abs(np.concatenate([np.ravel(low), np.ravel(high)])))) / 127.0
+        name = node.input[0]
+        if node.input[1] not in constants:
+            raise FogreidError(f"{node.name}: the scale of QuantizeLinear({name}) is not a constant; a TensorRT "
+                               f"calibration cache needs one fixed scale per tensor")
+        value = numpy_helper.to_array(constants[node.input[1]]).astype(np.float32)
+        if value.size != 1:
+            raise FogreidError(f"{node.name}: per-channel scale on activation {name}; a TensorRT calibration cache "
+                               f"holds one scale per tensor")
+        scale = float(value.reshape(()))
+        if name in scales and not np.isclose(scales[name], scale, rtol=SCALE_RTOL, atol=0):
+            raise FogreidError(f"{name}: quantised with two scales ({scales[name]:g}, {scale:g}); a TensorRT "
+                               f"calibration cache holds one scale per tensor")
+        scales[name] = scale
     return scales
+
+
+def cache_mismatches(qdq: onnx.ModelProto, cache_scales: dict[str, float]) -> list[str]:
+    """What differs between a cache and the Q/DQ model it should mirror (empty: consistent):
+    the same tensors, each with the same scale up to float32 rounding."""
+    want = {name: s for name, s in scales_from_qdq(qdq).items() if s > 0}   # write_cache drops 0 scales
+    problems = [f"{name}: in the cache, but the Q/DQ model does not quantise it" for name in sorted(set(cache_scales) - set(want))]
+    problems += [f"{name}: quantised in the Q/DQ model, but not in the cache" for name in sorted(set(want) - set(cache_scales))]
+    problems += [f"{name}: scale {cache_scales[name]:.9g} in the cache, {want[name]:.9g} in the Q/DQ model"
+                 for name in sorted(set(want) & set(cache_scales))
+                 if not np.isclose(cache_scales[name], want[name], rtol=SCALE_RTOL, atol=0)]
+    return problems

@@ -140,7 +140,9 @@ class CheckReport:
 # ---------------------------------------------------------------------------------- the check
 
 def check_artifact(path: str | Path, targets: list[str] = DEFAULT_TARGETS,
-                   trt_version: tuple[int, int, int] | None = None) -> CheckReport:
+                   trt_version: tuple[int, int, int] | None = None, cache: str | Path | None = None) -> CheckReport:
+    """`cache`: the TensorRT calibration cache to hold a Q/DQ model against (default: the
+    calibration.cache beside it, if any); see `_check_cache`."""
     path = Path(path)
     known = targets_for(trt_version)
     unknown = [t for t in targets if t not in known]
@@ -166,7 +168,25 @@ def check_artifact(path: str | Path, targets: list[str] = DEFAULT_TARGETS,
             _check_tensorrt(proto, typed, target, add)
         else:
             _check_onnxruntime(path, proto, target, add, skip_session=bool(missing))
+    cache = Path(cache) if cache is not None else path.parent / "calibration.cache"
+    if cache.is_file() and any(n.op_type == "QuantizeLinear" for n in proto.graph.node):
+        _check_cache(proto, cache, lambda *args: report.problems.append(Problem("error", "cache", *args)))
     return report
+
+
+def _check_cache(proto, cache: Path, add) -> None:
+    """The calibration cache must quantise what the Q/DQ model quantises, with the same scales.
+    Implicit INT8 (TensorRT 10, DLA, Triton's INT8 table) runs a layer in INT8 whenever its tensors
+    have scales, so a cache that holds more (the budget's float layers, the embedding tail) or other
+    scales builds an engine that is not the validated Q/DQ model."""
+    from fogreid.calibration.trt_cache import cache_mismatches, read_cache
+
+    _, scales = read_cache(cache)
+    problems = cache_mismatches(proto, scales)
+    if problems:
+        add("trt-cache", cache.name, f"disagrees with the Q/DQ model on {len(problems)} tensor(s), e.g. "
+            + "; ".join(problems[:3]), "rewrite both from one calibration: `fogreid export` (or `fogreid calibrate`) "
+            "writes the cache from the Q/DQ model it writes")
 
 
 def _missing_external_data(proto: onnx.ModelProto, path: Path) -> list[tuple[str, str]]:
