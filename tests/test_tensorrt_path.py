@@ -12,6 +12,7 @@ import stat
 import subprocess
 import sys
 import types
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -26,7 +27,7 @@ from fogreid.export.exporter import ExportOptions, check_options, export
 from fogreid.export.formats import parse_formats
 from fogreid.export.preflight import check_artifact
 from fogreid.export.tensorrt_engine import (EngineSpec, check_dla_available, installed_tensorrt, parse_trt_version,
-                                            recipe, trtexec_command)
+                                            recipe, trtexec_command, trtexec_script)
 
 
 # ------------------------------------------------------------------ 1. Q/DQ types
@@ -57,20 +58,26 @@ def test_int8_qdq_has_only_int8_quantised_tensors(exported):
 # release/11.1). TensorRT 11 dropped every precision option ("TensorRT 11.x removes all precision
 # flags (--fp16, --int8, --bf16, --fp8, --int4, --best)", and --calib); --stronglyTyped is a
 # deprecated no-op there. An unknown option ends trtexec with EXIT_FAILURE (trtexec.cpp).
+# --layerPrecisions / --layerOutputTypes / --precisionConstraints: 10.3's sampleOptions.cpp; none in 11.1's.
 TRTEXEC_OPTIONS = {
     10: {"--onnx", "--saveEngine", "--minShapes", "--optShapes", "--maxShapes", "--memPoolSize", "--stronglyTyped",
-         "--fp16", "--int8", "--best", "--calib", "--useDLACore", "--allowGPUFallback", "--timingCacheFile", "--help"},
+         "--fp16", "--int8", "--best", "--calib", "--useDLACore", "--allowGPUFallback", "--timingCacheFile", "--help",
+         "--layerPrecisions", "--layerOutputTypes", "--precisionConstraints"},
     11: {"--onnx", "--saveEngine", "--minShapes", "--optShapes", "--maxShapes", "--memPoolSize", "--stronglyTyped",
          "--useDLACore", "--allowGPUFallback", "--timingCacheFile", "--help"},
 }
 
 # A stand-in for trtexec that enforces those option tables (and refuses --stronglyTyped with
 # --useDLACore on 10.x, where trtexec sets kFP16 for DLA), so the scripts are run as a shell would.
+# Its first line is trtexec's own banner (samples/common/logging.h, defineTest + reportTestStart:
+# "&&&& RUNNING TensorRT.trtexec [TensorRT v<NV_TENSORRT_VERSION>]", 11.x adds " [b<build>]"),
+# printed for --help too; FAKE_TRT_NUMBER overrides the version (default X.3.0 of the major).
 FAKE_TRTEXEC = r'''#!{python}
 import os, sys
 major = int(os.environ["FAKE_TRT_MAJOR"])
+number = int(os.environ.get("FAKE_TRT_NUMBER") or major * 10000 + 300)
 allowed = {allowed}[major]
-print(f"&&&& RUNNING TensorRT.trtexec [TensorRT v{{major * 10000 + 300}}] # trtexec " + " ".join(sys.argv[1:]))
+print(f"&&&& RUNNING TensorRT.trtexec [TensorRT v{{number}}] # trtexec " + " ".join(sys.argv[1:]))
 if "--help" in sys.argv:
     sys.exit(0)
 opts = dict(a.split("=", 1) if "=" in a else (a, "") for a in sys.argv[1:])
@@ -89,11 +96,11 @@ with open("built.log", "a") as f:
 '''
 
 
-def run_script(script, major, tmp_path):
+def run_script(script, major, tmp_path, number=None):
     fake = tmp_path / f"trtexec{major}"
     fake.write_text(FAKE_TRTEXEC.format(python=sys.executable, allowed=repr(TRTEXEC_OPTIONS)))
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
-    env = dict(os.environ, TRTEXEC=str(fake), FAKE_TRT_MAJOR=str(major))
+    env = dict(os.environ, TRTEXEC=str(fake), FAKE_TRT_MAJOR=str(major), FAKE_TRT_NUMBER=str(number or ""))
     return subprocess.run(["bash", str(script)], capture_output=True, text=True, env=env)
 
 
@@ -443,3 +450,191 @@ def exported_trt(exported, synth_root, tmp_path_factory):
     out = tmp_path_factory.mktemp("trt")
     opts = ExportOptions(calib_images=[str(synth_root / "FVRID_syn" / "train_foggy")], calib_num=32, progress=False)
     return export(ckpt, parse_formats("engine-fp16,engine-int8"), out, opts), out
+
+
+# ------------------------------------------------------------------ issue 20: audit items 1-4, 6, 8
+
+def test_no_recipe_builds_int8_without_qdq_or_cache_and_every_fp16_build_keeps_the_tail():
+    """Every (precision, --int8-mode, DLA, TensorRT major) gives a sound recipe or a clear refusal.
+    With --int8 and neither Q/DQ nor --calib, trtexec sets placeholder ranges (sampleEngines.cpp,
+    release/10.3: setTensorDynamicRange(network), 2.0 / 4.0) and the engine computes garbage."""
+    tail = ["net.reid.bnneck/BatchNormalization", "graph/Div"]
+    for precision in ("fp16", "int8"):
+        for mode in ("explicit", "implicit"):
+            for dla in (None, 0):
+                for major in (10, 11):
+                    spec = EngineSpec(precision, (8, 8, 8) if dla is not None else (1, 8, 32), SIZE, dla_core=dla,
+                                      calibration=mode)
+                    case = (precision, mode, dla, major)
+                    if precision == "int8" and mode == "implicit" and major == 11:
+                        with pytest.raises(FogreidError, match="--int8-mode implicit.*removed in TensorRT 11"):
+                            recipe(spec, major)
+                        continue
+                    how = recipe(spec, major)
+                    line = trtexec_command({"onnx": "model.onnx", "onnx-fp16": "model_fp16.onnx",
+                                            "onnx-int8": "model_int8.onnx"}[how.onnx], "m.engine", spec, how,
+                                           "calibration.cache" if how.calibration_cache else None,
+                                           fp32_layers=tail)
+                    if precision == "int8":   # INT8 comes from the Q/DQ model or from the cache, never from nothing
+                        assert (how.onnx == "onnx-int8") != how.calibration_cache, case
+                        assert ("--int8" in line) == ("--calib=calibration.cache" in line), case
+                    else:
+                        assert not how.int8 and "--int8" not in line and "--calib" not in line, case
+                    if major == 11:           # strongly typed, no precision options at all
+                        assert how.strongly_typed and how.onnx != "onnx" and "--fp16" not in line, case
+                        assert "--layerPrecisions" not in line and "--stronglyTyped" not in line, case
+                    elif how.fp16:            # weakly typed FP16: the tail is pinned to FP32
+                        assert how.fp32_tail and "--precisionConstraints=obey" in line, case
+                        assert "--layerPrecisions=net.reid.bnneck/BatchNormalization:fp32,graph/Div:fp32" in line
+                    else:                     # strongly typed TensorRT 10: the FP16 / Q/DQ graph's own types
+                        assert how.strongly_typed_flag and how.onnx in ("onnx-fp16", "onnx-int8"), case
+                    if dla is not None and major == 10:
+                        assert not how.strongly_typed and how.fp16, case
+    # DLA + explicit INT8 on TensorRT 10 takes the cache (it built FP16-labelled-INT8 / garbage before)
+    dla_explicit = EngineSpec("int8", (4, 4, 4), SIZE, dla_core=1, calibration="explicit")
+    assert recipe(dla_explicit, 10).calibration_cache
+    with pytest.raises(FogreidError, match="calibration cache"):
+        trtexec_command("model.onnx", "m.engine", dla_explicit, recipe(dla_explicit, 10), None)
+
+
+def test_dla_explicit_int8_export_builds_from_the_cache(exported, synth_root, tmp_path):
+    ckpt, _ = exported
+    out = tmp_path / "dla8"
+    opts = ExportOptions(batch=(4, 4, 4), dla_core=0, int8_mode="explicit", int8_budget=None, calib_num=32,
+                         calib_images=[str(synth_root / "FVRID_syn" / "train_foggy")], progress=False)
+    export(ckpt, parse_formats("engine-int8"), out, opts)
+    ten = [line for line in (out / "trtexec_trt10.sh").read_text().splitlines() if line.startswith('"$TRTEXEC"')]
+    assert len(ten) == 1 and "--int8" in ten[0] and "--calib=calibration.cache" in ten[0]
+    eleven = [line for line in (out / "trtexec_trt11.sh").read_text().splitlines() if line.startswith('"$TRTEXEC"')]
+    assert len(eleven) == 1 and "--onnx=model_int8.onnx" in eleven[0] and "--calib" not in eleven[0]
+    run = run_script(out / "trtexec_trt10.sh", 10, tmp_path)
+    assert run.returncode == 0, run.stderr
+
+
+def test_cache_holds_only_the_tensors_the_qdq_model_quantises(exported, synth_root, tmp_path):
+    """Implicit INT8 runs any layer whose tensors have scales in INT8: the cache must be the Q/DQ
+    model's own set (same tensors, same scales), so the budget's float layers, the network input
+    and the embedding tail stay in float there too."""
+    from fogreid.calibration.calibrate_onnx import calibrate
+    from fogreid.calibration.trt_cache import scales_from_qdq
+
+    _, result = exported
+    fp32 = onnx.load(str(result.files["onnx"]))
+    header, cache = read_cache(result.files["calibration-cache"])
+    qdq = scales_from_qdq(onnx.load(str(result.files["onnx-int8"])))
+    assert set(cache) == set(qdq) and all(np.isclose(cache[k], qdq[k], rtol=1e-7) for k in cache)
+    tail_outputs = {o for n in fp32.graph.node if n.name in onnx_graph.embedding_tail(fp32) for o in n.output}
+    assert "embedding" in tail_outputs and not tail_outputs & set(cache)
+    assert not {i.name for i in fp32.graph.input} & set(cache)
+    # A layer kept in float (--keep-fp): its input has no scale unless a quantised layer reads it too.
+    consumers = {}
+    for node in fp32.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    conv = next(n for n in fp32.graph.node if n.op_type == "Conv" and n.name.startswith("net.backbone.layer3")
+                and len(consumers[n.input[0]]) == 1 and n.input[0] in cache)
+    cal = calibrate(result.files["onnx"], [synth_root / "FVRID_syn" / "train_foggy"], tmp_path, num=32,
+                    keep_fp=[conv.name], budget=None, progress=False)
+    _, kept = read_cache(cal.cache)
+    assert conv.input[0] not in kept
+    assert set(kept) == set(scales_from_qdq(onnx.load(str(cal.qdq_onnx))))
+
+
+def test_check_holds_the_cache_to_the_qdq_model(exported, fogreid_cmd, tmp_path):
+    _, result = exported
+    qdq, cache = result.files["onnx-int8"], result.files["calibration-cache"]
+    assert check_artifact(qdq, ["trt10"]).ok                       # calibration.cache beside it: consistent
+    header, scales = read_cache(cache)
+    name = sorted(scales)[0]
+    broken = {"extra.cache": {**scales, "embedding": 1 / 127},   # the L2 tail: must stay float
+              "scale.cache": {**scales, name: scales[name] * 2},
+              "missing.cache": {k: v for k, v in scales.items() if k != name}}
+    for file, content in broken.items():
+        write_cache(tmp_path / file, content)
+        report = check_artifact(qdq, ["trt10"], cache=tmp_path / file)
+        problems = [p for p in report.problems if p.rule == "trt-cache"]
+        assert not report.ok and len(problems) == 1 and "disagrees with the Q/DQ model on 1 tensor" in problems[0].message
+    run = subprocess.run(fogreid_cmd + ["check", str(qdq), "--target", "trt10", "--cache", str(tmp_path / "extra.cache")],
+                         capture_output=True, text=True)
+    assert run.returncode == 1 and "embedding: in the cache, but the Q/DQ model does not quantise it" in run.stderr
+    run = subprocess.run(fogreid_cmd + ["check", str(qdq), "--cache", str(tmp_path / "none.cache")],
+                         capture_output=True, text=True)
+    assert run.returncode == 2 and "--cache" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_trtexec_script_checks_the_full_version_before_any_calib_line(tmp_path):
+    """The cache header names one exact TensorRT (TRT-100300-...); a 10.x that rejects it fails the
+    build on a nullptr binding, so the script stops first and says which export to run."""
+    spec = EngineSpec("int8", (4, 4, 4), SIZE, dla_core=0, calibration="implicit")
+    line = trtexec_command("model.onnx", "m.engine", spec, recipe(spec, 10), "calibration.cache")
+    (tmp_path / "model.onnx").write_bytes(b"onnx")
+    write_cache(tmp_path / "calibration.cache", {"x": 0.5}, (10, 3, 0))
+    script = tmp_path / "trtexec_trt10.sh"
+    script.write_text(trtexec_script(10, [("engine-int8 on DLA core 0", line)]))
+    assert run_script(script, 10, tmp_path, 100300).returncode == 0 and (tmp_path / "built.log").exists()
+    (tmp_path / "built.log").unlink()
+    for number, version in ((100700, "10.7.0"), (100301, "10.3.1")):
+        run = run_script(script, 10, tmp_path, number)
+        assert run.returncode == 2 and not (tmp_path / "built.log").exists(), run.stderr
+        assert f"written for TensorRT 10.3.0, but" in run.stderr and f"fogreid export --trt-version {version}" in run.stderr
+    # A TensorRT 8.6 trtexec (NV_TENSORRT_VERSION 8601) is neither script's: not "use trtexec_trt11.sh".
+    for major in (10, 11):
+        other = tmp_path / f"other{major}.sh"
+        other.write_text(trtexec_script(major, [("engine-fp16", "trtexec --onnx=model.onnx --saveEngine=m.engine")]))
+        run = run_script(other, major, tmp_path, 8601)
+        assert run.returncode == 2 and "TensorRT 8.6.1" in run.stderr and "trtexec_trt" not in run.stderr
+
+
+def test_weakly_typed_builds_pin_the_embedding_tail(exported, tmp_path):
+    """trtexec: --layerPrecisions / --layerOutputTypes 'name:fp32,...' + --precisionConstraints=obey
+    (sampleOptions.cpp, release/10.3); the names are the ONNX node names, which onnx-tensorrt gives
+    the layer it makes for each node (ImporterContext::registerLayer -> getNodeName)."""
+    from fogreid.export.tensorrt_engine import pin_layers, tail_layers
+
+    _, result = exported
+    fp32 = onnx.load(str(result.files["onnx"]))
+    names = tail_layers(result.files["onnx"])
+    assert names == onnx_graph.embedding_tail(fp32)
+    by_name = {n.name: n for n in fp32.graph.node}
+    assert {by_name[n].op_type for n in names} >= {"BatchNormalization", "Mul", "ReduceSum", "Sqrt", "Div"}
+    assert len(by_name) == len(fp32.graph.node)   # unique node names: one layer each
+    spec = EngineSpec("fp16", (4, 4, 4), SIZE, dla_core=0)
+    line = trtexec_command("model.onnx", "m.engine", spec, recipe(spec, 10), fp32_layers=names)
+    pinned = ",".join(f"{n}:fp32" for n in names)
+    assert f"--layerPrecisions={pinned}" in line and f"--layerOutputTypes={pinned}" in line
+    assert "--precisionConstraints=obey" in line
+    (tmp_path / "model.onnx").write_bytes(b"onnx")
+    script = tmp_path / "trtexec_trt10.sh"
+    script.write_text(trtexec_script(10, [("engine-fp16 on DLA core 0", line)]))
+    assert run_script(script, 10, tmp_path).returncode == 0
+    with pytest.raises(FogreidError, match="--layerPrecisions"):
+        trtexec_command("model.onnx", "m.engine", spec, recipe(spec, 10), fp32_layers=["a,b"])
+
+    # The Python build: each named layer's precision and output types set (TensorRT's ILayer API).
+    class Layer:
+        def __init__(self, name):
+            self.name, self.num_outputs, self.precision, self.outputs = name, 1, None, {}
+
+        def set_output_type(self, index, dtype):
+            self.outputs[index] = dtype
+
+    network = [Layer(n) for n in names] + [Layer("net.backbone.conv1/Conv")]
+    pin_layers(network, names, "fp32")
+    assert all(layer.precision == "fp32" and layer.outputs == {0: "fp32"} for layer in network[:-1])
+    assert network[-1].precision is None
+    with pytest.raises(FogreidError, match="not in the TensorRT network"):
+        pin_layers(network, names + ["gone/Div"], "fp32")
+
+
+def test_polygraphy_pin_guards_tensorrt_11():
+    """polygraphy 0.49.22-0.49.26's CreateConfig reads ILayer.precision_is_set unguarded, absent from
+    TensorRT 11.1's Python ILayer (AttributeError); 0.50.3 wraps it in try/except AttributeError."""
+    import re
+
+    from importlib.metadata import version
+    from packaging.version import Version
+
+    pyproject = (Path(__file__).parent.parent / "pyproject.toml").read_text()
+    (pin,) = re.findall(r'"polygraphy>=([0-9.]+)"', pyproject)
+    assert Version(pin) >= Version("0.50.3")
+    assert Version(version("polygraphy")) >= Version(pin)

@@ -12,12 +12,18 @@ The recipes (rules from TensorRT's own sources, cited where they apply):
                       rest stays as in the ONNX. The only INT8 path on TensorRT 11.
   GPU int8 implicit   TensorRT 10 only: model.onnx + --fp16 --int8 + calibrator / cache
                       (IInt8EntropyCalibrator2; removed in TensorRT 11).
-  DLA (TensorRT 10)   model.onnx weakly typed with --fp16 (and --int8 + the cache for INT8):
-                      with --useDLACore trtexec sets kFP16 itself (samples/common/sampleEngines.cpp,
-                      release/10.3 and 10.16: `if (!build.int8) config.setFlag(BuilderFlag::kFP16)`,
-                      no strongly-typed guard), which a strongly typed network refuses (the same
-                      `!config.getFlag(BuilderFlag::kFP16)` check as NVIDIA/TensorRT#4228). DLA
-                      has no dynamic shapes: the profile is static (min = opt = max).
+  DLA (TensorRT 10)   model.onnx weakly typed with --fp16 (and --int8 + the cache for INT8,
+                      whatever --int8-mode says): with --useDLACore trtexec sets kFP16 itself
+                      (samples/common/sampleEngines.cpp, release/10.3 and 10.16: `if (!build.int8)
+                      config.setFlag(BuilderFlag::kFP16)`, no strongly-typed guard), which a strongly
+                      typed network refuses (the same `!config.getFlag(BuilderFlag::kFP16)` check as
+                      NVIDIA/TensorRT#4228). DLA has no dynamic shapes: the profile is static.
+  Every weakly typed TensorRT 10 build pins the embedding tail (BNNeck + L2 norm) to FP32, as
+  model_fp16.onnx does for the strongly typed builds (`Recipe.fp32_tail`): the Python build
+  reads the tail from the ONNX, a trtexec line takes it as `fp32_layers` (`tail_layers`).
+  No recipe sets the INT8 flag without a calibration cache: with --int8 and neither Q/DQ nor
+  --calib, trtexec invents ranges (sampleEngines.cpp, release/10.3: `setTensorDynamicRange(network)`,
+  2.0 for inputs, 4.0 for outputs) and the engine builds and computes garbage.
   DLA (TensorRT 11)   from 11.4.1 only ("DLA was unavailable in TensorRT 11.0 through 11.3",
                       11.4.1 release notes): the FP16 / Q/DQ ONNX, strongly typed by TensorRT 11
                       itself. TensorRT 11's trtexec has no precision options (migration guide
@@ -35,7 +41,7 @@ from __future__ import annotations
 
 import json
 import shlex
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -103,6 +109,14 @@ class Recipe:
     fp16: bool = False                   # weakly typed precision flags (TensorRT 10 only)
     int8: bool = False
     calibration_cache: bool = False      # implicit INT8: --calib / the calibrator
+    fp32_tail: bool = False              # pin the embedding tail to FP32 (weakly typed builds)
+
+    def __post_init__(self) -> None:
+        # The INT8 flag without Q/DQ and without a cache is the placeholder-range engine above.
+        if self.int8 and not self.calibration_cache:
+            raise FogreidError("internal: an INT8 build needs the Q/DQ model or the calibration cache")
+        if self.fp16 and not self.fp32_tail:
+            raise FogreidError("internal: a weakly typed FP16 build must pin the embedding tail to FP32")
 
 
 def recipe(spec: EngineSpec, trt_major: int) -> Recipe:
@@ -110,14 +124,32 @@ def recipe(spec: EngineSpec, trt_major: int) -> Recipe:
     implicit = spec.precision == "int8" and spec.calibration == "implicit"
     if trt_major >= 11:
         if implicit:
-            raise FogreidError("implicit INT8 (calibrator + cache) was removed in TensorRT 11: "
+            raise FogreidError("--int8-mode implicit: implicit INT8 (calibrator + cache) was removed in TensorRT 11; "
                                "use --int8-mode explicit (the Q/DQ ONNX)")
         return Recipe("onnx-fp16" if spec.precision == "fp16" else "onnx-int8", True, False)
     if spec.dla_core is not None or implicit:
         # Weakly typed: DLA needs kFP16 (trtexec sets it for DLA, and it conflicts with
         # --stronglyTyped: NVIDIA/TensorRT#4228); the calibrator path needs the INT8 flag.
-        return Recipe("onnx", False, False, fp16=True, int8=spec.precision == "int8", calibration_cache=implicit)
+        # DLA INT8 on TensorRT 10 always takes the calibration cache, also for --int8-mode
+        # explicit: the cache holds the Q/DQ model's own scales for its own tensors
+        # (calibration/trt_cache.scales_from_qdq), so the engine quantises what the Q/DQ file does.
+        int8 = spec.precision == "int8"
+        return Recipe("onnx", False, False, fp16=True, int8=int8, calibration_cache=int8, fp32_tail=True)
     return Recipe("onnx-fp16" if spec.precision == "fp16" else "onnx-int8", True, True)
+
+
+def tail_layers(onnx_path: str | Path) -> list[str]:
+    """The TensorRT layer names of the embedding tail (BNNeck + L2 norm) of an FP32 ONNX. The
+    ONNX parser names the layer it makes for a node after the node (onnx-tensorrt
+    ImporterContext::registerLayer(layer, node) -> getNodeName(node), importerUtils.cpp; helper
+    layers get ONNXTRT_* names), and fogreid names every node (onnx_graph.name_nodes_by_module)."""
+    from fogreid import onnx_graph
+
+    names = onnx_graph.embedding_tail(onnx_graph.load(onnx_path))
+    if not names:
+        raise FogreidError(f"{onnx_path}: no embedding tail found (no 'embedding' output?); re-export the ONNX "
+                           f"with `fogreid export`")
+    return names
 
 
 def _shape(batch: int, size: tuple[int, int]) -> tuple[int, int, int, int]:
@@ -125,10 +157,12 @@ def _shape(batch: int, size: tuple[int, int]) -> tuple[int, int, int, int]:
 
 
 def trtexec_command(onnx_file: str, engine_file: str, spec: EngineSpec, how: Recipe,
-                    calibration_cache: str | None = None, timing_cache: str | None = None) -> str:
+                    calibration_cache: str | None = None, timing_cache: str | None = None,
+                    fp32_layers: Sequence[str] = ()) -> str:
     """The trtexec line that builds the engine on a board without the Python bindings.
     Options as trtexec parses them (samples/common/sampleOptions.cpp): shapes as
-    name:DxDxD, --memPoolSize=workspace:<MiB>M, --useDLACore=N, --allowGPUFallback."""
+    name:DxDxD, --memPoolSize=workspace:<MiB>M, --useDLACore=N, --allowGPUFallback.
+    `fp32_layers` (`tail_layers(model.onnx)`) are pinned to FP32 on a weakly typed line."""
     def dims(b):
         return "x".join(str(d) for d in _shape(b, spec.input_size))
 
@@ -143,8 +177,10 @@ def trtexec_command(onnx_file: str, engine_file: str, spec: EngineSpec, how: Rec
         parts.append("--int8")
     if how.calibration_cache:
         if calibration_cache is None:
-            raise FogreidError("implicit INT8 needs the calibration cache (--calib-images)")
+            raise FogreidError("INT8 without Q/DQ needs the calibration cache: --calib-images DIR")
         parts.append(f"--calib={calibration_cache}")
+    if how.fp32_tail and fp32_layers:
+        parts += _pin_fp32_options(fp32_layers)
     if spec.dla_core is not None:
         parts += [f"--useDLACore={spec.dla_core}", "--allowGPUFallback"]
     if timing_cache is not None:
@@ -152,10 +188,28 @@ def trtexec_command(onnx_file: str, engine_file: str, spec: EngineSpec, how: Rec
     return " ".join(shlex.quote(p) for p in parts)
 
 
+def _pin_fp32_options(layers: Sequence[str]) -> list[str]:
+    """--layerPrecisions / --layerOutputTypes as sampleOptions.cpp (release/10.3) reads them:
+    comma-separated `layerName:precision` split on the LAST ':' (splitNameAndValue), "'" taken as
+    quoting and '*' as a wildcard, precision "fp32"; both act only with --precisionConstraints=obey
+    ("obey = meet precision constraints ... or fail"). The output type is pinned too: setPrecision
+    sets the compute precision, not the type the layer writes (NvInfer.h ILayer::setOutputType), and
+    the L2 norm's squared sum overflows FP16 when stored in it."""
+    bad = [name for name in layers if any(c in name for c in ",'*")]
+    if bad:
+        raise FogreidError(f"layer names {bad} contain ',', \"'\" or '*', which trtexec's --layerPrecisions "
+                           f"cannot take; re-export the ONNX with `fogreid export`")
+    spec = ",".join(f"{name}:fp32" for name in layers)
+    return [f"--layerPrecisions={spec}", f"--layerOutputTypes={spec}", "--precisionConstraints=obey"]
+
+
 def trtexec_script(trt_major: int, lines: list[tuple[str, str]]) -> str:
-    """One script per TensorRT major version: `set -e`, a check of trtexec's version first,
-    then one command per engine (each engine file written once)."""
+    """One script per TensorRT major version: `set -e`, a check of trtexec's version first (and,
+    before any --calib line, of the calibration cache's header against the FULL version), then one
+    command per engine (each engine file written once)."""
     other = 11 if trt_major == 10 else 10
+    caches = sorted({arg.split("=", 1)[1] for _, command in lines for arg in shlex.split(command)
+                     if arg.startswith("--calib=")})
     head = [
         "#!/usr/bin/env bash",
         f"# Build the fogreid engines with trtexec from TensorRT {trt_major}.x (run it in this folder, on the target).",
@@ -165,14 +219,46 @@ def trtexec_script(trt_major: int, lines: list[tuple[str, str]]) -> str:
         "set -euo pipefail",
         'cd "$(dirname "$0")"',
         "TRTEXEC=${TRTEXEC:-trtexec}",
-        # trtexec prints '&&&& RUNNING TensorRT.trtexec [TensorRT v100300]' on every run.
-        'version=$("$TRTEXEC" --help 2>&1 | grep -o "TensorRT v[0-9]*" | head -n1 | grep -o "[0-9]*$" || true)',
-        f'if [ -n "$version" ] && [ $((version / 10000)) -ne {trt_major} ]; then',
-        f'    echo "this script is for TensorRT {trt_major}.x, but $TRTEXEC is TensorRT v$version: '
-        f'use trtexec_trt{other}.sh" >&2',
+        # Every trtexec run starts with '&&&& RUNNING TensorRT.trtexec [TensorRT v100300]', --help
+        # too (samples/common/logging.h defineTest + reportTestStart, called first in trtexec.cpp's
+        # main); the number is NV_TENSORRT_VERSION: major*10000 + minor*100 + patch since 10.0
+        # (include/NvInferRuntimeBase.h), major*1000 + minor*100 + patch before. The calibration
+        # cache header 'TRT-<number>-...' carries the same number.
+        "# TensorRT version as NV_TENSORRT_VERSION (major*10000 + minor*100 + patch; *1000 before 10.0) -> X.Y.Z",
+        'version_text() { if [ "$1" -ge 100000 ]; then echo "$(($1 / 10000)).$(($1 / 100 % 100)).$(($1 % 100))"; '
+        'else echo "$(($1 / 1000)).$(($1 / 100 % 10)).$(($1 % 100))"; fi; }',
+        'number=$("$TRTEXEC" --help 2>&1 | grep -o "TensorRT v[0-9]*" | head -n1 | grep -o "[0-9]*$" || true)',
+        'if [ -z "$number" ]; then',
+        '    echo "could not read the TensorRT version from \"$TRTEXEC --help\" (no \"TensorRT v<number>\" line): '
+        'set TRTEXEC to TensorRT\'s trtexec" >&2',
+        "    exit 2",
+        "fi",
+        'version=$(version_text "$number")',
+        'major=${version%%.*}',
+        f'if [ "$major" -ne {trt_major} ]; then',
+        f'    if [ "$major" -eq {other} ]; then hint="use trtexec_trt{other}.sh"; '
+        'else hint="fogreid builds engines with TensorRT 10 (JetPack 6) and 11 only"; fi',
+        f'    echo "this script is for TensorRT {trt_major}.x, but $TRTEXEC is TensorRT $version: $hint" >&2',
         "    exit 2",
         "fi",
     ]
+    for cache in caches:
+        # TensorRT takes a cache only for the version in its header; if it rejects it, trtexec's
+        # calibrator has skipped allocating its buffers (it returns early when the cache file
+        # exists: RndInt8Calibrator, sampleEngines.cpp) and the build fails on a nullptr binding.
+        quoted = shlex.quote(cache)
+        head += [
+            f"# {cache} must be written for exactly this TensorRT (major.minor.patch).",
+            f"header=$(head -n1 {quoted})",
+            'tag=${header#TRT-}; tag=${tag%%-*}',
+            'case "$tag" in ""|*[!0-9]*) written="an unknown TensorRT ($header)";; *) written="TensorRT $(version_text "$tag")";; esac',
+            'if [ "$tag" != "$number" ]; then',
+            f'    echo "{cache} was written for $written, but $TRTEXEC is TensorRT $version, which may reject it and fail the build. '
+            f'Write the cache for this TensorRT: fogreid export --trt-version $version ... (the same options as before; '
+            'export.json here names the checkpoint and batch profile)" >&2',
+            "    exit 2",
+            "fi",
+        ]
     body = []
     for comment, command in lines:
         body += [f"# {comment}", command.replace("trtexec ", '"$TRTEXEC" ', 1)]
@@ -187,9 +273,12 @@ def build_engine(onnx_path: Path, engine_path: Path, spec: EngineSpec, how: Reci
     try:
         import tensorrt as trt
         from polygraphy.backend.trt import (Calibrator, CreateConfig, EngineBytesFromNetwork,
-                                            NetworkFromOnnxPath, PostprocessConfig, Profile)
+                                            NetworkFromOnnxPath, PostprocessConfig, PostprocessNetwork, Profile)
     except ImportError:
         raise FogreidError(INSTALL_HINT) from None
+    if how.calibration_cache and calibration_batches is None and not (calibration_cache and calibration_cache.is_file()):
+        raise FogreidError(f"{engine_path.name}: INT8 without Q/DQ needs calibration images (--calib-images) or the "
+                           f"calibration cache; with neither, TensorRT would have no INT8 scales")
 
     profile = Profile().add("frames", min=_shape(spec.batch[0], spec.input_size),
                             opt=_shape(spec.batch[1], spec.input_size), max=_shape(spec.batch[2], spec.input_size))
@@ -202,7 +291,9 @@ def build_engine(onnx_path: Path, engine_path: Path, spec: EngineSpec, how: Reci
         calibrator = Calibrator(calibration_batches if calibration_batches is not None else [],
                                 cache=str(calibration_cache) if calibration_cache else None,
                                 BaseClass=trt.IInt8EntropyCalibrator2)
+    # precision_constraints="obey" sets OBEY_PRECISION_CONSTRAINTS (polygraphy/backend/trt/config.py).
     config = CreateConfig(fp16=how.fp16 or None, int8=how.int8 or None, calibrator=calibrator, profiles=[profile],
+                          precision_constraints="obey" if how.fp32_tail else None,
                           load_timing_cache=str(timing_cache) if timing_cache and timing_cache.is_file() else None,
                           memory_pool_limits={trt.MemoryPoolType.WORKSPACE: int(spec.workspace_gib * (1 << 30))},
                           use_dla=spec.dla_core is not None, allow_gpu_fallback=spec.dla_core is not None)
@@ -211,6 +302,9 @@ def build_engine(onnx_path: Path, engine_path: Path, spec: EngineSpec, how: Reci
             cfg.DLA_core = spec.dla_core
         config = PostprocessConfig(config, set_dla_core)
     network = NetworkFromOnnxPath(str(onnx_path), strongly_typed=how.strongly_typed or None)
+    if how.fp32_tail:
+        names = tail_layers(onnx_path)
+        network = PostprocessNetwork(network, lambda network: pin_layers(network, names, trt.float32), "pin FP32 tail")
     try:
         engine_bytes = EngineBytesFromNetwork(network, config=config,
                                               save_timing_cache=str(timing_cache) if timing_cache else None)()
@@ -226,6 +320,23 @@ def build_engine(onnx_path: Path, engine_path: Path, spec: EngineSpec, how: Reci
     with atomic_write(engine_path.with_suffix(".json"), "w") as handle:
         json.dump(record, handle, indent=2)
     return record
+
+
+def pin_layers(network, names: Sequence[str], dtype) -> None:
+    """Pin the named layers' compute precision and output types (TensorRT's Python ILayer:
+    `precision`, `set_output_type(index, dtype)`, `num_outputs`: python/src/infer/pyGraph.cpp,
+    release/10.3); with OBEY_PRECISION_CONSTRAINTS the build meets them or fails. A name missing
+    from the network is an error, not a silently unprotected tail."""
+    layers = {network[i].name: network[i] for i in range(len(network))}
+    missing = [name for name in names if name not in layers]
+    if missing:
+        raise FogreidError(f"layers {missing} of the embedding tail are not in the TensorRT network; re-export the "
+                           f"ONNX with `fogreid export`")
+    for name in names:
+        layer = layers[name]
+        layer.precision = dtype
+        for index in range(layer.num_outputs):
+            layer.set_output_type(index, dtype)
 
 
 def _cache_was_used(cache: Path | None) -> bool:
