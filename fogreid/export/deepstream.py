@@ -7,14 +7,21 @@ samples/configs/deepstream-app/config_tracker_NvDCF_accuracy.yml). Our fused gra
 (uint8 NHWC BGR in, defogged image + embedding out) does not fit that, so this writes:
 
     OUT/deepstream/reid_embedding.onnx   float32 (B, 3, H, W) RGB in [0, 1] -> `embedding`
-                                         (B, D), L2-normalised; the same weights, no defog head
+                                         (B, D), the BNNeck feature before the L2 norm; the
+                                         same weights, no defog head
     OUT/deepstream/config_tracker_reid.yml   the tracker's `ReID:` section, filled from the model
 
 Our preprocessing is `x / 255` on RGB with no mean/std (fogreid/pixels.py), which is
 `offsets: [0, 0, 0]`, `netScaleFactor: 1/255`, `colorFormat: 0` (RGB), `inputOrder: 0`
 (NCHW). The runtime stretches crops to the input size (data/image_io.resize_for_model),
-so `keepAspc: 0`. The embedding leaves the graph with unit length already, so
-`addFeatureNormalization: 0`.
+so `keepAspc: 0`.
+
+The tracker builds its engine from this ONNX weakly typed at `networkMode` (1 = FP16), with no
+per-layer precision, so nothing would keep fogreid's FP32 embedding tail FP32 there: the squared
+sum of the L2 norm overflows FP16's 65504 for large features. So the graph ends at the BNNeck
+feature and the tracker normalises it itself (`addFeatureNormalization: 1`, "L2-normalises in the
+tracker"), as fogreid's runtime does in FP32. The BNNeck (a per-channel scale and shift) stays in
+the FP16 graph; tests/test_triton_deepstream.py measures that on a trained checkpoint.
 """
 
 from __future__ import annotations
@@ -71,15 +78,14 @@ def reid_section(input_size: tuple[int, int], embedding_dim: int, max_batch: int
     return ReIDSection(reidType=reid_type, batchSize=max_batch, workspaceSize=1000, reidFeatureSize=embedding_dim,
                        reidHistorySize=100, inferDims=(3, h, w), networkMode=NETWORK_MODES[precision],
                        inputOrder=0, colorFormat=0, offsets=(0.0, 0.0, 0.0), netScaleFactor=1.0 / 255.0,
-                       keepAspc=0, addFeatureNormalization=0, onnxFile=ONNX_NAME, modelEngineFile=engine)
+                       keepAspc=0, addFeatureNormalization=1, onnxFile=ONNX_NAME, modelEngineFile=engine)
 
 
 def embedding_module(fused):
-    """float (B, 3, H, W) RGB in [0, 1] -> unit embedding (B, D): the fused model less its
-    uint8 pre/post-processing and its defog head (which the exporter prunes: no output uses it)."""
+    """float (B, 3, H, W) RGB in [0, 1] -> BNNeck feature (B, D), not normalised (the tracker
+    does that: addFeatureNormalization 1): the fused model less its uint8 pre/post-processing,
+    its defog head (which the exporter prunes: no output uses it) and its L2 norm."""
     from torch import nn
-
-    from fogreid.model.fused import l2_normalize
 
     class EmbeddingOnly(nn.Module):
         def __init__(self, net) -> None:
@@ -87,7 +93,7 @@ def embedding_module(fused):
             self.net = net.eval()
 
         def forward(self, images):
-            return l2_normalize(self.net(images).bn_feat)
+            return self.net(images).bn_feat
 
     return EmbeddingOnly(fused.net).eval()
 
@@ -108,7 +114,8 @@ def export_embedding_onnx(fused, path: str | Path, metadata: dict[str, str], max
     proto = program.model_proto
     onnx_graph.name_nodes_by_module(proto)
     proto = onnx_graph.fold_and_check(proto)
-    onnx_graph.set_metadata(proto, {**metadata, "deepstream": "embedding only: float NCHW RGB in [0, 1]"})
+    onnx_graph.set_metadata(proto, {**metadata, "deepstream": "BNNeck feature (L2-normalise it: "
+                                                              "addFeatureNormalization 1): float NCHW RGB in [0, 1]"})
     onnx_graph.save(proto, path)
     return Path(path)
 
@@ -124,9 +131,13 @@ def write_deepstream(fused, out: str | Path, metadata: dict[str, str], max_batch
                      "# `fogreid export --format deepstream`. Merge it into the tracker config you use (e.g.\n"
                      "# config_tracker_NvDCF_accuracy.yml; reidType 2 needs TrajectoryManagement.enableReAssoc: 1),\n"
                      "# or use this file as is (the other sections then take the tracker's defaults).\n"
-                     "# onnxFile / modelEngineFile are file names beside this file: DeepStream 9 resolves them\n"
-                     "# against it; give absolute paths for older versions. The tracker builds the engine on first run.\n"
+                     "# onnxFile / modelEngineFile are file names beside this file. DeepStream 9 resolves them\n"
+                     "# against this file; DeepStream 8 and older resolve them against the working directory of\n"
+                     "# deepstream-app: there, write absolute paths to where you copied this folder.\n"
+                     "# The tracker builds the engine on first run.\n"
                      "# Preprocessing: y = netScaleFactor * (x - offsets) on RGB = our x / 255; crops stretched\n"
-                     "# (keepAspc 0) as fogreid's runtime does; the embedding is already L2-normalised.\n")
+                     "# (keepAspc 0) as fogreid's runtime does. The ONNX ends at the BNNeck feature and the tracker\n"
+                     "# L2-normalises it (addFeatureNormalization 1): an L2 norm inside the FP16 engine would\n"
+                     "# overflow FP16 (networkMode 1 builds weakly typed, with no per-layer FP32).\n")
         handle.write(section.yaml())
     return {"deepstream-onnx": onnx_path, "deepstream-config": config}
