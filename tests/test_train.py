@@ -164,3 +164,26 @@ def test_precise_bn_changes_running_statistics_not_weights(train_root):
     again = domain_batches([(dataset, IdentitySampler(labels, 4, 2, seed=0), "image")])
     reestimate(net, again, 3, Preprocess(), torch.device("cpu"))
     assert all(torch.equal(after[k], net.state_dict()[k]) for k in statistics)
+
+
+def test_every_mode_runs_through_one_loop():
+    """Issue 22: sjdl / jdl / reid and each RVSL stage are steps of the one loop, `fit`, and
+    no function of fogreid/train is over 120 lines."""
+    import ast
+    import inspect
+    from pathlib import Path
+
+    from fogreid.train import loop, rvsl
+    from fogreid.train.sjdl_step import SJDLStep
+    from fogreid.train.step import Step
+
+    long = [f"{path.name}:{node.name} ({node.end_lineno - node.lineno + 1} lines)"
+            for path in Path(loop.__file__).parent.glob("*.py")
+            for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 120]
+    assert not long, long
+    for entry in (loop.train, rvsl.train_stage):
+        called = {n.func.id for n in ast.walk(ast.parse(inspect.getsource(entry)))
+                  if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
+        assert "fit" in called, entry.__name__
+    assert issubclass(SJDLStep, Step) and issubclass(rvsl.RVSLStep, Step)
