@@ -27,7 +27,7 @@ from fogreid.export.exporter import ExportOptions, check_options, export
 from fogreid.export.formats import parse_formats
 from fogreid.export.preflight import check_artifact
 from fogreid.export.tensorrt_engine import (EngineSpec, check_dla_available, installed_tensorrt, parse_trt_version,
-                                            recipe, trtexec_command, trtexec_script)
+                                            recipe, tail_layers, trtexec_command, trtexec_script)
 
 
 # ------------------------------------------------------------------ 1. Q/DQ types
@@ -160,7 +160,10 @@ def test_recipes_follow_each_tensorrt_version():
     assert recipe(implicit, 10).int8 and recipe(implicit, 10).calibration_cache and not recipe(implicit, 10).strongly_typed
     with pytest.raises(FogreidError, match="removed in TensorRT 11"):
         recipe(implicit, 11)
-    line = trtexec_command("model.onnx", "m.engine", implicit, recipe(implicit, 10), "calibration.cache")
+    with pytest.raises(FogreidError, match="needs the embedding tail's layers"):   # never an unpinned FP16 tail
+        trtexec_command("model.onnx", "m.engine", implicit, recipe(implicit, 10), "calibration.cache")
+    line = trtexec_command("model.onnx", "m.engine", implicit, recipe(implicit, 10), "calibration.cache",
+                           fp32_layers=["graph/Div"])
     for part in ("--int8", "--fp16", "--calib=calibration.cache", "--useDLACore=0", "--optShapes=frames:8x64x64x3"):
         assert part in line
 
@@ -505,6 +508,10 @@ def test_dla_explicit_int8_export_builds_from_the_cache(exported, synth_root, tm
     export(ckpt, parse_formats("engine-int8"), out, opts)
     ten = [line for line in (out / "trtexec_trt10.sh").read_text().splitlines() if line.startswith('"$TRTEXEC"')]
     assert len(ten) == 1 and "--int8" in ten[0] and "--calib=calibration.cache" in ten[0]
+    # Weakly typed (--fp16 --int8): the exporter pins the embedding tail on the line it writes.
+    tail = tail_layers(out / "model.onnx")
+    assert tail and "--precisionConstraints=obey" in ten[0]
+    assert all(f"{name}:fp32" in ten[0] for name in tail)
     eleven = [line for line in (out / "trtexec_trt11.sh").read_text().splitlines() if line.startswith('"$TRTEXEC"')]
     assert len(eleven) == 1 and "--onnx=model_int8.onnx" in eleven[0] and "--calib" not in eleven[0]
     run = run_script(out / "trtexec_trt10.sh", 10, tmp_path)
@@ -566,7 +573,8 @@ def test_trtexec_script_checks_the_full_version_before_any_calib_line(tmp_path):
     """The cache header names one exact TensorRT (TRT-100300-...); a 10.x that rejects it fails the
     build on a nullptr binding, so the script stops first and says which export to run."""
     spec = EngineSpec("int8", (4, 4, 4), SIZE, dla_core=0, calibration="implicit")
-    line = trtexec_command("model.onnx", "m.engine", spec, recipe(spec, 10), "calibration.cache")
+    line = trtexec_command("model.onnx", "m.engine", spec, recipe(spec, 10), "calibration.cache",
+                           fp32_layers=["graph/Div"])
     (tmp_path / "model.onnx").write_bytes(b"onnx")
     write_cache(tmp_path / "calibration.cache", {"x": 0.5}, (10, 3, 0))
     script = tmp_path / "trtexec_trt10.sh"

@@ -17,8 +17,8 @@ from fogreid import onnx_graph
 from fogreid.export.formats import Format
 from fogreid.export.preflight import check_artifact
 from fogreid.export.tensorrt_engine import (DEFAULT_TRT_VERSION, INSTALL_HINT, EngineSpec, build_engine,
-                                            check_dla_available, installed_tensorrt, recipe, trtexec_command,
-                                            trtexec_script)
+                                            check_dla_available, installed_tensorrt, recipe, tail_layers,
+                                            trtexec_command, trtexec_script)
 from fogreid.fileio import atomic_write, sha256_file
 
 
@@ -165,7 +165,8 @@ def export(checkpoint: str | Path, formats: list[Format], out: str | Path, opts:
                                                       if major == 11 and opts.dla_core is not None else "")
             scripts[major].append((comment, trtexec_command(
                 files[how.onnx].name, engine_path.name, spec, how,
-                calibration.cache.name if how.calibration_cache and calibration else None, timing_cache.name)))
+                calibration.cache.name if how.calibration_cache and calibration else None, timing_cache.name,
+                fp32_layers=tail_layers(files[how.onnx]) if how.fp32_tail else ())))
         if installed is None:
             not_built[fmt.name] = "TensorRT is not installed"
             continue
@@ -208,7 +209,8 @@ def export(checkpoint: str | Path, formats: list[Format], out: str | Path, opts:
         write_repository(out / "triton", fp32, size, model.embedding_dim, opts.batch,
                          {"checkpoint_sha256": ckpt_hash, "input_size": list(size),
                           "embedding_dim": model.embedding_dim},
-                         calibration.cache if calibration else None, built, opts.workspace_gib)
+                         calibration.cache if calibration else None, built, opts.workspace_gib,
+                         trt_version=trt_version)
         files["triton"] = out / "triton"
         log(f"[triton] model repository {files['triton']} ({', '.join(['onnx'] + list(built))})")
     if "deepstream" in names:

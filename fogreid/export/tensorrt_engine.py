@@ -179,7 +179,10 @@ def trtexec_command(onnx_file: str, engine_file: str, spec: EngineSpec, how: Rec
         if calibration_cache is None:
             raise FogreidError("INT8 without Q/DQ needs the calibration cache: --calib-images DIR")
         parts.append(f"--calib={calibration_cache}")
-    if how.fp32_tail and fp32_layers:
+    if how.fp32_tail:
+        if not fp32_layers:   # a weakly typed FP16 line without them would build the L2 tail in FP16
+            raise FogreidError("a weakly typed FP16 trtexec line needs the embedding tail's layers: "
+                               "fp32_layers=tail_layers(model.onnx)")
         parts += _pin_fp32_options(fp32_layers)
     if spec.dla_core is not None:
         parts += [f"--useDLACore={spec.dla_core}", "--allowGPUFallback"]
