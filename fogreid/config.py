@@ -1,12 +1,16 @@
 """Typed configuration: dataclasses filled from plain dicts or YAML files.
 
 Unknown keys and wrong types are errors that name the key and the file, so a typo in a
-YAML file never silently falls back to a default.
+YAML file never silently falls back to a default. Numbers are range-checked: a field declared
+with `ranged(...)` carries its `Range`, and every float must be finite (NaN and inf never
+pass), whether it comes from YAML, `--set` or a checkpoint. The command line's argparse types
+(fogreid/cli/common.py) are built from the same `Range`, so a limit is stated once.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from pathlib import Path
@@ -15,6 +19,82 @@ from typing import Any, TypeVar
 from fogreid.errors import FogreidError
 
 T = TypeVar("T")
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """The accepted values of a number: `low`/`high` (None: unbounded), each end open or closed;
+    `integer` for whole numbers. Always finite: NaN and +-inf are outside every range."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    integer: bool = False
+
+    def __contains__(self, value: object) -> bool:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return False
+        if not math.isfinite(value):
+            return False
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        if self.high is not None and (value >= self.high if self.high_open else value > self.high):
+            return False
+        return True
+
+    def describe(self) -> str:
+        """'a whole number from 0 to 4294967295', 'a number > 0 and <= 604800', 'a finite number', ..."""
+        kind = "a whole number" if self.integer else "a number" if (self.low, self.high) != (None, None) \
+            else "a finite number"
+        low, high = _show(self.low), _show(self.high)
+        if self.low is not None and self.high is not None:
+            if not self.low_open and not self.high_open:
+                return f"{kind} from {low} to {high}"
+            return f"{kind} {'>' if self.low_open else '>='} {low} and {'<' if self.high_open else '<='} {high}"
+        if self.low is not None:
+            return f"{kind} {'>' if self.low_open else '>='} {low}"
+        if self.high is not None:
+            return f"{kind} {'<' if self.high_open else '<='} {high}"
+        return kind
+
+    def check(self, value: Any, where: str) -> None:
+        if value not in self:
+            raise FogreidError(f"{where}: {value!r} is out of range; give {self.describe()}")
+
+
+def _show(bound: float | None) -> str:
+    if bound is None:
+        return ""
+    return str(int(bound)) if float(bound).is_integer() else f"{bound:g}"
+
+
+FINITE = Range()
+
+
+def ranged(default: Any = dataclasses.MISSING, low: float | None = None, high: float | None = None, *,
+           low_open: bool = False, high_open: bool = False, integer: bool = False, **kwargs: Any) -> Any:
+    """A dataclass field whose value (or each value of a tuple) must lie in the range."""
+    metadata = {"range": Range(low, high, low_open, high_open, integer)}
+    return dataclasses.field(default=default, metadata=metadata, **kwargs)
+
+
+def check_ranges(obj: Any, where: str) -> None:
+    """Every `ranged` field of dataclass `obj` in its range, every float finite (nested
+    dataclasses are checked by their own `from_dict`/`__post_init__`)."""
+    for f in dataclasses.fields(obj):
+        _check_numbers(f.metadata.get("range"), getattr(obj, f.name), f"{where}.{f.name}")
+
+
+def _check_numbers(rng: Range | None, value: Any, where: str) -> None:
+    """A number (or each number of a list) in `rng`; without one, a float must still be finite."""
+    for item in value if isinstance(value, (tuple, list)) else [value]:
+        if isinstance(item, bool) or not isinstance(item, (int, float)):
+            continue
+        if rng is not None:
+            rng.check(item, where)
+        elif isinstance(item, float):
+            FINITE.check(item, where)
 
 
 def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
@@ -30,6 +110,8 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
             f"known settings of {cls.__name__}: {', '.join(fields)}"
         )
     values = {name: _convert(hints[name], value, f"{where}.{name}") for name, value in data.items()}
+    for name, value in values.items():  # before the class's own checks, which may assume sane numbers
+        _check_numbers(fields[name].metadata.get("range"), value, f"{where}.{name}")
     return cls(**values)
 
 

@@ -24,10 +24,14 @@ VERBS = [demo, synth, synth_video, train, evaluate, export, calibrate, check, va
 
 
 class HelpFormatter(argparse.HelpFormatter):
-    """Every option's help ends with its default, unless it has none or the text says it."""
+    """Every option's help ends with its accepted range (a numeric option's `type=` from
+    fogreid/cli/common.py carries it) and its default, unless it has none or the text says it."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
+        rng = getattr(action.type, "range", None)
+        if rng is not None and action.option_strings:
+            text = f"{text} [{rng.describe()}]" if text else f"[{rng.describe()}]"
         default = action.default
         if ("default" in text or default in (None, False, argparse.SUPPRESS) or not action.option_strings
                 or isinstance(action, (argparse._HelpAction, argparse._VersionAction))):

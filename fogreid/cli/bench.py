@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from fogreid.cli.common import add_backend_options, input_file, int_list, nonnegative_int, positive_float
+from fogreid.cli.common import add_backend_options, float_in, input_file, int_in, int_list
 
 
 def add_parser(verbs: argparse._SubParsersAction) -> None:
@@ -12,8 +12,8 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True, help="a checkpoint (.pt), ONNX file or TensorRT engine")
     p.add_argument("--batch", default="1,8,32", type=int_list, help="comma list of batch sizes")
     add_backend_options(p)
-    p.add_argument("--seconds", type=positive_float, default=3.0, help="timed seconds per batch size")
-    p.add_argument("--warmup", type=nonnegative_int, default=3, help="untimed runs before timing")
+    p.add_argument("--seconds", type=float_in(0, 3600, low_open=True), default=3.0, help="timed seconds per batch size")
+    p.add_argument("--warmup", type=int_in(0, 100_000), default=3, help="untimed runs before timing")
     p.set_defaults(run=run)
 
 

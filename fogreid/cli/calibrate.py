@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from fogreid.cli.common import add_int8_budget, input_file, input_folders, names, output_folder, positive_int
+from fogreid.cli.common import add_int8_budget, input_file, input_folders, int_in, names, output_folder
 from fogreid.fileio import refuse_outputs_over_inputs
 
 
@@ -16,7 +16,7 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output folder: model_int8.onnx, calibration.cache, calibration.json")
     p.add_argument("--method", default="minmax", choices=["minmax", "entropy", "percentile"],
                    help="activation ranges (default minmax: entropy's clipping costs ReID embeddings most)")
-    p.add_argument("--num", type=positive_int, default=256,
+    p.add_argument("--num", type=int_in(1, 1_000_000), default=256,
                    help="calibration images (default 256; 64 more are held out to check --int8-budget)")
     p.add_argument("--keep-fp", help="nodes to keep in floating point: a comma list or @FILE")
     p.add_argument("--trt-version", metavar="X.Y[.Z]",

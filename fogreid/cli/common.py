@@ -11,7 +11,9 @@ import argparse
 import os
 from pathlib import Path
 
+from fogreid.config import Range
 from fogreid.errors import FogreidError
+from fogreid.model.config import MAX_INPUT_SIZE
 
 
 def size(values: list[int]) -> tuple[int, int]:
@@ -21,43 +23,75 @@ def size(values: list[int]) -> tuple[int, int]:
     return (values[0], values[0]) if len(values) == 1 else (values[0], values[1])
 
 
-def _number(kind: type, low: float | None, high: float | None, what: str):
+def _number(kind: type, rng: Range, name: str | None = None):
+    """An argparse `type=` that reads `kind` and refuses anything outside `rng` (NaN and inf
+    always): `argument --seed: -1 is out of range: give a whole number from 0 to 4294967295`.
+    `--help` shows the range (fogreid.cli.HelpFormatter reads `check.range`)."""
     def check(text: str):
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
-        if (low is not None and value < low) or (high is not None and value > high) or value != value:
-            raise argparse.ArgumentTypeError(f"{text} is out of range: {what}")
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'a whole number' if kind is int else 'a number'}; "
+                                             f"give {rng.describe()}") from None
+        if value not in rng:
+            raise argparse.ArgumentTypeError(f"{text} is out of range: give {rng.describe()}")
         return value
-    check.__name__ = what  # argparse names the type in some messages
+    check.__name__ = name or rng.describe()  # argparse names the type in some messages
+    check.range = rng  # type: ignore[attr-defined]
     return check
 
 
-positive_int = _number(int, 1, None, "give a whole number >= 1")
-nonnegative_int = _number(int, 0, None, "give a whole number >= 0")
-positive_float = _number(float, 1e-12, None, "give a number > 0")
-nonnegative_float = _number(float, 0, None, "give a number >= 0")
-unit_float = _number(float, 0, 1, "give a number from 0 to 1")
-cosine_float = _number(float, -1, 1, "a cosine similarity lies in [-1, 1]")
+def int_in(low: int | None = None, high: int | None = None, name: str | None = None):
+    """Whole numbers from `low` to `high` (None: unbounded)."""
+    return _number(int, Range(low, high, integer=True), name)
 
 
-def image_size(text: str) -> int:
-    value = positive_int(text)
-    if value < 16:
-        raise argparse.ArgumentTypeError(f"{text} px is too small: give at least 16 (the network downsamples 16x)")
-    return value
+def float_in(low: float | None = None, high: float | None = None, *, low_open: bool = False,
+             high_open: bool = False, name: str | None = None):
+    """Finite numbers in [low, high], either end open with low_open / high_open."""
+    return _number(float, Range(low, high, low_open, high_open), name)
+
+
+# The shared family: every numeric option of every verb takes one of these (or an int_in /
+# float_in of its own), so a limit is stated once, in the message and in `--help`.
+positive_int = int_in(1)
+nonnegative_int = int_in(0)
+finite_float = float_in()
+positive_float = float_in(0, low_open=True)
+nonnegative_float = float_in(0)
+unit_float = float_in(0, 1)
+cosine_float = float_in(-1, 1, name="a cosine similarity in [-1, 1]")
+port = int_in(1, 65535)
+seed = int_in(0, 2**32 - 1)                  # numpy's and torch's seeds take 32 bits
+batch_size = int_in(1, 65536)
+image_size = int_in(32, MAX_INPUT_SIZE)      # the model's limits (fogreid/model/config.py)
+fps = float_in(0.1, 1000)                    # frames per second: a frame every 10 s to 1000 a second
+MAX_SECONDS = 7 * 24 * 3600                  # a week: longer waits are typos (and inf never ends)
+seconds = float_in(0, MAX_SECONDS, low_open=True)
+seconds_or_zero = float_in(0, MAX_SECONDS)
+
+
+def setting(cls: type, name: str):
+    """The argparse type of a typed-config field: the range its dataclass declares (`ranged`),
+    so `--epochs 0` and `--set optim.epochs=0` are refused alike."""
+    import dataclasses
+
+    rng = next(f for f in dataclasses.fields(cls) if f.name == name).metadata["range"]
+    return _number(int if rng.integer else float, rng)
 
 
 def int_list(text: str) -> list[int]:
-    """`1,8,32`: a comma list of whole numbers >= 1."""
+    """`1,8,32`: a comma list of batch sizes."""
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r}: give a comma list of whole numbers, e.g. 1,8,32") from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: every value must be >= 1, e.g. 1,8,32")
+    if not values or any(v not in batch_size.range for v in values):
+        raise argparse.ArgumentTypeError(f"{text!r}: every value must be {batch_size.range.describe()}, e.g. 1,8,32")
     return values
+
+
+int_list.range = batch_size.range  # type: ignore[attr-defined]
 
 
 def names(value: str | None) -> list[str]:
@@ -129,7 +163,7 @@ def input_folders(paths: list[str] | None, option: str) -> None:
 
 def add_int8_budget(parser) -> None:
     """--int8-budget, shared by `export` and `calibrate`."""
-    parser.add_argument("--int8-budget", type=float, default=0.99, metavar="COSINE",
+    parser.add_argument("--int8-budget", type=unit_float, default=0.99, metavar="COSINE",
                         help="keep the fewest layers in float (most sensitive first) for the INT8 embedding to hold "
                              "this cosine (1st percentile) vs FP32 on held-out calibration images; 0: every layer "
                              "INT8 (default 0.99)")

@@ -10,7 +10,9 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="runs/demo", help="output folder")
     p.add_argument("--quick", action="store_true", help="a smaller dataset for a fast check")
     p.add_argument("--checkpoint", help="use this checkpoint instead of a fresh edge model")
-    p.add_argument("--seed", type=int, default=0, help="seed of the data, the training and the video")
+    from fogreid.cli.common import seed
+
+    p.add_argument("--seed", type=seed, default=0, help="seed of the data, the training and the video")
     p.set_defaults(run=run)
 
 

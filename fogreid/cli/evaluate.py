@@ -6,7 +6,7 @@ import argparse
 
 from pathlib import Path
 
-from fogreid.cli.common import input_file, positive_int
+from fogreid.cli.common import batch_size, input_file
 from fogreid.errors import FogreidError
 
 
@@ -17,7 +17,7 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--dataset", default="fvrid", choices=["fvrid", "veri776", "veriwild"],
                    help="dataset layout under --data")
     p.add_argument("--split", default="syn", choices=["syn", "real"], help="FVRID part")
-    p.add_argument("--batch", type=positive_int, default=64, help="images per inference batch")
+    p.add_argument("--batch", type=batch_size, default=64, help="images per inference batch")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON (mAP and ranks as fractions 0-1)")
     p.set_defaults(run=run)

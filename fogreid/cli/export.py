@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from fogreid.cli.common import (add_int8_budget, image_size, input_file, input_folders, names, nonnegative_int,
-                                output_folder, positive_float, positive_int, size)
+from fogreid.cli.common import (add_int8_budget, float_in, image_size, input_file, input_folders, int_in, names,
+                                output_folder, size)
 
 
 def add_parser(verbs: argparse._SubParsersAction) -> None:
@@ -21,17 +21,17 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--calib-images", nargs="+", metavar="DIR", help="folders of foggy images for INT8")
     p.add_argument("--calib-method", default="minmax", choices=["minmax", "entropy", "percentile"],
                    help="activation ranges (default minmax: entropy's clipping costs ReID embeddings most)")
-    p.add_argument("--calib-num", type=positive_int, default=256,
+    p.add_argument("--calib-num", type=int_in(1, 1_000_000), default=256,
                    help="calibration images (default 256; 64 more are held out to check --int8-budget)")
     p.add_argument("--data", help="dataset root: refuse calibration images of its test identities")
     p.add_argument("--int8-mode", default="auto", choices=["auto", "explicit", "implicit"],
                    help="TensorRT INT8: Q/DQ ONNX (explicit) or calibrator + cache (implicit; DLA, JetPack 6)")
     p.add_argument("--keep-fp", help="nodes to keep in floating point: a comma list or @FILE")
-    p.add_argument("--dla-core", type=nonnegative_int, help="build for this DLA core (GPU fallback allowed; static batch)")
+    p.add_argument("--dla-core", type=int_in(0, 15), help="build for this DLA core (GPU fallback allowed; static batch)")
     p.add_argument("--trt-version", metavar="X.Y[.Z]",
                    help="TensorRT version that will read the calibration cache and build the engines (default: "
                         "the installed TensorRT, else 10.3.0 = JetPack 6)")
-    p.add_argument("--workspace", type=positive_float, default=4.0, help="TensorRT workspace limit in GiB (default 4)")
+    p.add_argument("--workspace", type=float_in(0, 1024, low_open=True), default=4.0, help="TensorRT workspace limit in GiB (default 4)")
     add_int8_budget(p)
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(run=run)

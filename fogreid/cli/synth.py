@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import argparse
 
-from fogreid.cli.common import positive_int
+from fogreid.cli.common import image_size, int_in, seed
 
 
 def add_parser(verbs: argparse._SubParsersAction) -> None:
     p = verbs.add_parser("synth", help="generate a foggy vehicle dataset in FVRID's layout")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--ids", type=positive_int, default=100, help="synthetic identities, >= 4 (real-like: half as many)")
-    p.add_argument("--cams", type=positive_int, default=5, help="cameras per domain, >= 2")
-    p.add_argument("--per-cam", type=positive_int, default=2, help="frames per identity and camera")
-    p.add_argument("--queries-per-id", type=positive_int, default=2, help="query images per test identity")
-    p.add_argument("--size", type=positive_int, default=128, help="image size in pixels (square), >= 32")
-    p.add_argument("--seed", type=int, default=0, help="random seed: the same seed gives the same dataset")
+    p.add_argument("--ids", type=int_in(4, 100_000), default=100, help="synthetic identities (real-like: half as many)")
+    p.add_argument("--cams", type=int_in(2, 1000), default=5, help="cameras per domain")
+    p.add_argument("--per-cam", type=int_in(1, 1000), default=2, help="frames per identity and camera")
+    p.add_argument("--queries-per-id", type=int_in(1, 1000), default=2, help="query images per test identity")
+    p.add_argument("--size", type=image_size, default=128, help="image size in pixels (square)")
+    p.add_argument("--seed", type=seed, default=0, help="random seed: the same seed gives the same dataset")
     p.add_argument("--overwrite", action="store_true",
                    help="replace FVRID_syn/, FVRID_real/, FVRID_clear/ in a folder fogreid synth did not write")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

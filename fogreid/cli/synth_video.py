@@ -4,22 +4,22 @@ from __future__ import annotations
 
 import argparse
 
-from fogreid.cli.common import image_size, positive_float, positive_int
+from fogreid.cli.common import float_in, fps, image_size, int_in, seconds, seed
 
 
 def add_parser(verbs: argparse._SubParsersAction) -> None:
     p = verbs.add_parser("synth-video", help="generate a foggy multi-camera city with MOTChallenge ground truth")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--cameras", type=positive_int, default=3, help="cameras along the street")
-    p.add_argument("--vehicles", type=positive_int, default=8, help="vehicles driving through")
-    p.add_argument("--seconds", type=positive_float, default=16.0, help="length of each video")
-    p.add_argument("--fps", type=positive_float, default=10.0, help="frame rate")
+    p.add_argument("--cameras", type=int_in(1, 100), default=3, help="cameras along the street")
+    p.add_argument("--vehicles", type=int_in(1, 10_000), default=8, help="vehicles driving through")
+    p.add_argument("--seconds", type=seconds, default=16.0, help="length of each video, seconds")
+    p.add_argument("--fps", type=fps, default=10.0, help="frame rate")
     p.add_argument("--size", type=image_size, nargs=2, default=[240, 416], metavar=("H", "W"),
                    help="frame size in pixels")
-    p.add_argument("--fog", type=float, nargs="+", default=[1.0, 2.5, 4.0],
+    p.add_argument("--fog", type=float_in(0, 20), nargs="+", default=[1.0, 2.5, 4.0],
                    help="scattering beta per camera, cycled (0: clear; FVRID_syn draws 1 to 5)")
     p.add_argument("--real-like", action="store_true", help="vehicles and cameras of the real-like domain")
-    p.add_argument("--seed", type=int, default=0, help="random seed: the same seed gives the same city")
+    p.add_argument("--seed", type=seed, default=0, help="random seed: the same seed gives the same city")
     p.set_defaults(run=run)
 
 
@@ -30,10 +30,9 @@ def run(args: argparse.Namespace) -> int:
     from fogreid.data.synth_video import CityConfig, make_city
     from fogreid.errors import FogreidError
 
-    if args.cameras < 1 or args.vehicles < 1 or args.seconds <= 0 or args.fps <= 0:
-        raise FogreidError("--cameras, --vehicles, --seconds and --fps must be positive")
-    if any(b < 0 for b in args.fog):
-        raise FogreidError("--fog: beta values are >= 0")
+    if int(round(args.seconds * args.fps)) < 1:
+        raise FogreidError(f"--seconds {args.seconds:g} at --fps {args.fps:g} is less than one frame; give a longer "
+                           f"video or a higher frame rate")
     cfg = CityConfig(cameras=args.cameras, vehicles=args.vehicles, seconds=args.seconds, fps=args.fps,
                      height=args.size[0], width=args.size[1], fog=tuple(args.fog), seed=args.seed,
                      domain=1 if args.real_like else 0)

@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 from fogreid.errors import FogreidError
-from fogreid.cli.common import image_size, input_file, output_folder, size, positive_int
+from fogreid.cli.common import image_size, input_file, output_folder, setting, size
 from fogreid.fileio import refuse_outputs_over_inputs
 
 # What `fogreid train` writes into --out (rvsl adds its stage folders): a previous run's traces.
@@ -31,12 +31,17 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", choices=list(PRESETS), help="model preset (default edge)")
     p.add_argument("--backbone", choices=["resnet18", "resnet34", "resnet50"], help="encoder (default: the preset's)")
     p.add_argument("--imgsz", type=image_size, nargs="+", metavar="PX", help="input size H [W] (default: the preset's)")
-    p.add_argument("--epochs", type=positive_int, help="training epochs (default 120, see fogreid/train/config.py)")
-    p.add_argument("--ids-per-batch", type=positive_int, help="P identities per batch, >= 2 (default 6)")
-    p.add_argument("--instances-per-id", type=positive_int, help="K images per identity, >= 2 (default 6)")
+    from fogreid.train.config import DataConfig, OptimConfig, TrainConfig
+
+    p.add_argument("--epochs", type=setting(OptimConfig, "epochs"),
+                   help="training epochs (default 120, see fogreid/train/config.py)")
+    p.add_argument("--ids-per-batch", type=setting(DataConfig, "ids_per_batch"), help="P identities per batch "
+                   "(default 6)")
+    p.add_argument("--instances-per-id", type=setting(DataConfig, "instances_per_id"),
+                   help="K images per identity (default 6)")
     p.add_argument("--pretrained", help="'imagenet' or an ImageNet weights file for the encoder")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N (default auto)")
-    p.add_argument("--seed", type=int, help="random seed (default 0)")
+    p.add_argument("--seed", type=setting(TrainConfig, "seed"), help="random seed (default 0)")
     again = p.add_mutually_exclusive_group()
     again.add_argument("--resume", nargs="?", const="auto", help="continue from a last.pt (default: OUT/last.pt)")
     again.add_argument("--overwrite", action="store_true",

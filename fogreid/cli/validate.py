@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from fogreid.cli.common import input_file, input_folders, output_file, positive_int
+from fogreid.cli.common import input_file, input_folders, int_in, output_file
 from fogreid.fileio import refuse_outputs_over_inputs
 
 
@@ -23,9 +23,11 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
                    help="engines to run each artifact on (auto: every installed engine that reads it: ONNX Runtime "
                         "and OpenVINO for .onnx, TensorRT for an engine)")
     p.add_argument("--precision", choices=["fp32", "fp16", "int8"], help="default: from the artifact's metadata")
-    p.add_argument("--threshold", action="append", metavar="NAME=VALUE",
-                   help="override a threshold, e.g. cosine_min=0.97 (see fogreid/validate/compare.py)")
-    p.add_argument("--limit", type=positive_int, default=256, help="images used from --images (default 256)")
+    p.add_argument("--threshold", action="append", metavar="NAME=VALUE", type=threshold,
+                   help="override a threshold, e.g. cosine_min=0.97 (see fogreid/validate/compare.py): cosine_min "
+                        "and cosine_p1 in [-1, 1], nn_agreement in [0, 1], psnr_db 0 to 200 dB, map_drop and "
+                        "rank1_drop 0 to 100 points")
+    p.add_argument("--limit", type=int_in(1, 10_000_000), default=256, help="images used from --images (default 256)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--report", metavar="OUT.json", help="write the figures and verdict as JSON")
     p.add_argument("--html", metavar="OUT.html", help="write an HTML report with histograms and CMC curves")
@@ -33,8 +35,21 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
                    "to keep in float to OUT.txt (then: fogreid export --keep-fp @OUT.txt)")
     p.add_argument("--per-layer-images", nargs="+", metavar="DIR",
                    help="calibration images for --per-layer (default: --images)")
-    p.add_argument("--top", type=positive_int, default=5, help="layers to keep in float with --per-layer (default 5)")
+    p.add_argument("--top", type=int_in(1, 10_000), default=5, help="layers to keep in float with --per-layer (default 5)")
     p.set_defaults(run=run)
+
+
+def threshold(text: str) -> str:
+    """`--threshold NAME=VALUE`, checked while the command line is read (NaN and out-of-range
+    values included); kept as text for validate_many."""
+    from fogreid.errors import FogreidError
+    from fogreid.validate.compare import parse_threshold
+
+    try:
+        parse_threshold(text)
+    except FogreidError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--threshold ")) from None
+    return text
 
 
 def run(args: argparse.Namespace) -> int:

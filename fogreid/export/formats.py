@@ -64,6 +64,7 @@ def parse_batch(text: str | None, dla: bool = False) -> tuple[int, int, int]:
         parts = []
     if len(parts) == 1:
         parts = [parts[0]] * 3 if dla else [1, parts[0], parts[0]]
-    if len(parts) != 3 or not 1 <= parts[0] <= parts[1] <= parts[2]:
-        raise FogreidError(f"--batch {text!r}: expected MIN:OPT:MAX with 1 <= MIN <= OPT <= MAX, e.g. 1:8:32")
+    if len(parts) != 3 or not 1 <= parts[0] <= parts[1] <= parts[2] <= 65536:
+        raise FogreidError(f"--batch {text!r}: expected MIN:OPT:MAX with 1 <= MIN <= OPT <= MAX <= 65536, e.g. "
+                           f"1:8:32")
     return parts[0], parts[1], parts[2]

@@ -9,7 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, NamedTuple
 
+from fogreid.config import check_ranges, ranged
 from fogreid.errors import FogreidError
+
+# The largest input side a model is built for: 4096 px holds a 4K frame's width; an input of
+# 100000 px would ask for terabytes before any check could run.
+MAX_INPUT_SIZE = 4096
+# Classes of a classifier head: VeRi-Wild, the largest public vehicle ReID set, has about 40k.
+MAX_IDS = 200_000
 
 if TYPE_CHECKING:  # annotations only: reading or checking a config never imports torch
     import torch
@@ -22,26 +29,29 @@ class ModelConfig:
     arch: str = "sjdl"                  # sjdl | rvsl (fogreid/model/rvsl.py)
     backbone: str = "resnet50"          # resnet18 | resnet34 | resnet50
     ibn: bool = True                    # IBN-a blocks in layer1-3
-    last_stride: int = 1                # 1 keeps layer4 at stride 16 (finer ReID features)
+    last_stride: int = ranged(1, 1, 2, integer=True)   # 1 keeps layer4 at stride 16 (finer ReID features)
     deform_branch: bool = True          # off for TensorRT/DLA targets without DeformConv
-    branch_channels: int = 512
+    branch_channels: int = ranged(512, 1, 8192, integer=True)
     channel_attention: bool = True
-    attention_reduction: int = 16
+    attention_reduction: int = ranged(16, 1, 1024, integer=True)
     defog: bool = True                  # False: the plain ReID baseline, no decoder
     defog_head: str = "scatter"         # scatter (invert the scattering model) | paper (as published)
-    decoder_width: int = 64             # channels of the decoder at stride 4
-    enhance_width: int = 20             # channels of the pyramid enhancement
-    input_size: tuple[int, int] = (384, 384)  # (height, width) of the deployed graph
-    pixel_mean: tuple[float, float, float] = (0.0, 0.0, 0.0)  # RGB, on [0, 1] pixels
-    pixel_std: tuple[float, float, float] = (1.0, 1.0, 1.0)
-    num_ids: int = 0                    # classes of the synthetic (labelled) domain
-    num_ids_real: int = 0               # classes of the real foggy domain (SJDL's 2nd classifier)
+    decoder_width: int = ranged(64, 1, 1024, integer=True)   # channels of the decoder at stride 4
+    enhance_width: int = ranged(20, 1, 1024, integer=True)   # channels of the pyramid enhancement
+    # (height, width) of the deployed graph
+    input_size: tuple[int, int] = ranged((384, 384), 32, MAX_INPUT_SIZE, integer=True)
+    pixel_mean: tuple[float, float, float] = ranged((0.0, 0.0, 0.0), -1, 1)  # RGB, on [0, 1] pixels
+    pixel_std: tuple[float, float, float] = ranged((1.0, 1.0, 1.0), 0, 10, low_open=True)
+    num_ids: int = ranged(0, 0, MAX_IDS, integer=True)        # classes of the synthetic (labelled) domain
+    # classes of the real foggy domain (SJDL's 2nd classifier)
+    num_ids_real: int = ranged(0, 0, MAX_IDS, integer=True)
 
     def __post_init__(self) -> None:
         if self.arch not in ("sjdl", "rvsl"):
             raise FogreidError(f"model arch {self.arch!r}: choose sjdl or rvsl")
         if self.defog_head not in ("scatter", "paper"):
             raise FogreidError(f"model defog_head {self.defog_head!r}: choose scatter or paper")
+        check_ranges(self, "model")
         h, w = self.input_size
         if h < 32 or w < 32 or h % 32 or w % 32:
             raise FogreidError(f"input_size {self.input_size}: height and width must be "

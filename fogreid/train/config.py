@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fogreid.config import from_dict, load_yaml, to_dict
+from fogreid.config import from_dict, load_yaml, ranged, to_dict
 from fogreid.errors import FogreidError
 from fogreid.model.config import ModelConfig, preset
 
@@ -18,12 +18,13 @@ MODES = ("sjdl", "jdl", "reid", "rvsl")
 @dataclass
 class DataConfig:
     root: str = ""
-    ids_per_batch: int = 6           # P
-    instances_per_id: int = 6        # K
-    val_fraction: float = 0.2        # training identities held out to choose the best checkpoint
-    num_workers: int = 2
-    hflip: float = 0.5
-    real_every: int = 5              # sjdl: every k-th iteration also takes a real foggy batch
+    ids_per_batch: int = ranged(6, 2, 100_000, integer=True)       # P (the triplet loss needs 2)
+    instances_per_id: int = ranged(6, 2, 100_000, integer=True)    # K
+    # training identities held out to choose the best checkpoint
+    val_fraction: float = ranged(0.2, 0, 1, high_open=True)
+    num_workers: int = ranged(2, 0, 1024, integer=True)
+    hflip: float = ranged(0.5, 0, 1)
+    real_every: int = ranged(5, 1, 1_000_000, integer=True)  # sjdl: every k-th iteration also takes a real foggy batch
     reid_input: str = "foggy"        # reid mode: train on foggy or clear images
 
 
@@ -36,34 +37,34 @@ class RVSLWeights:
     real image and of its translation), `priors` (stage 2: dark-channel monotonicity +
     colinearity; stage 3: 0.5 dark channel + 2 TV + 0.05 colinearity, as upstream)."""
 
-    reid: float = 1.0
-    translation: float = 0.5
-    embedding: float = 0.5
-    adversarial: float = 0.5
-    cycle: float = 0.0
-    real_embedding: float = 0.0
-    priors: float = 0.0
+    reid: float = ranged(1.0, 0)
+    translation: float = ranged(0.5, 0)
+    embedding: float = ranged(0.5, 0)
+    adversarial: float = ranged(0.5, 0)
+    cycle: float = ranged(0.0, 0)
+    real_embedding: float = ranged(0.0, 0)
+    priors: float = ranged(0.0, 0)
 
 
 @dataclass
 class LossConfig:
-    id_weight: float = 1.0
-    label_smoothing: float = 0.1
-    triplet_weight: float = 1.0
-    triplet_margin: float = 0.3
+    id_weight: float = ranged(1.0, 0)
+    label_smoothing: float = ranged(0.1, 0, 1, high_open=True)
+    triplet_weight: float = ranged(1.0, 0)
+    triplet_margin: float = ranged(0.3, 0)
     restoration: str = "l1"          # l1 | mse
     # Restoration against ReID: with 1 / 0 (L1 only) a 40-epoch demo run's defog output had a
     # lower SSIM than the foggy input; 10 / 10 beats the input and the dark channel prior on
     # PSNR and SSIM with no loss of mAP (README, "Defog quality").
-    restoration_weight: float = 10.0
-    ssim_weight: float = 10.0        # (1 - SSIM) of both defog outputs against the clear image
-    real_weight: float = 1.0         # the real batch's id losses
+    restoration_weight: float = ranged(10.0, 0)
+    ssim_weight: float = ranged(10.0, 0)     # (1 - SSIM) of both defog outputs against the clear image
+    real_weight: float = ranged(1.0, 0)      # the real batch's id losses
     # SJDL's priors on the real batch. Upstream multiplies per-image pixel SUMS by 1e-5; ours
     # average over pixels, so the same strength at the published 384 px is 1e-5 * 384 * 384
     # (dark channel, one value per pixel) and 1e-5 * 3 * 384 * 384 (TV, per channel and pixel).
-    dark_channel_weight: float = 1.47
-    dark_channel_patch: int = 35
-    tv_weight: float = 4.42
+    dark_channel_weight: float = ranged(1.47, 0)
+    dark_channel_patch: int = ranged(35, 1, 511, integer=True)
+    tv_weight: float = ranged(4.42, 0)
     # RVSL (mode rvsl): the official weights of each stage (RVSL/losses, stage*_trainer.py)
     rvsl_stage1: RVSLWeights = field(default_factory=lambda: RVSLWeights(
         reid=1.0, translation=0.5, embedding=0.5, adversarial=0.5))
@@ -76,17 +77,19 @@ class LossConfig:
 
 @dataclass
 class OptimConfig:
-    epochs: int = 120                # rvsl: per stage
-    lr: float = 1e-4
-    weight_decay: float = 5e-4
+    epochs: int = ranged(120, 1, 100_000, integer=True)    # rvsl: per stage
+    lr: float = ranged(1e-4, 0, 10, low_open=True)
+    weight_decay: float = ranged(5e-4, 0, 1)
     schedule: str = "paper"          # a named schedule (fogreid/train/schedule.py), scaled to `epochs`
-    warmup_epochs: float | None = None         # None: the schedule's, scaled; else in this run's epochs
-    warmup_factor: float = 0.01
-    milestones: tuple[int, ...] | None = None  # None: the schedule's, scaled; else in this run's epochs
-    gamma: float | None = None                 # None: the schedule's
+    # None: the schedule's, scaled; else in this run's epochs
+    warmup_epochs: float | None = ranged(None, 0, 100_000)
+    warmup_factor: float = ranged(0.01, 0, 1, low_open=True)
+    # None: the schedule's, scaled; else in this run's epochs
+    milestones: tuple[int, ...] | None = ranged(None, 1, 100_000, integer=True)
+    gamma: float | None = ranged(None, 0, 1, low_open=True)   # None: the schedule's
     # Precise BatchNorm: re-estimate BN statistics over this many training batches (deployed
     # domain, no augmentation) before each validation and at the end; 0 turns it off.
-    precise_bn_batches: int = 40
+    precise_bn_batches: int = ranged(40, 0, 1_000_000, integer=True)
 
 
 @dataclass
@@ -99,9 +102,10 @@ class TrainConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     device: str = "auto"             # auto | cpu | cuda | cuda:N
-    seed: int = 0
-    eval_every: int = 1              # epochs between validations
-    save_every_steps: int = 0        # also save last.pt every N steps (0: end of epoch only)
+    seed: int = ranged(0, 0, 2**32 - 1, integer=True)
+    eval_every: int = ranged(1, 1, 100_000, integer=True)          # epochs between validations
+    # also save last.pt every N steps (0: end of epoch only)
+    save_every_steps: int = ranged(0, 0, 1_000_000_000, integer=True)
     stage: str = "all"               # rvsl: 1 | 2 | 3 | all (in order, each from the previous)
 
     def model_config(self, num_ids: int, num_ids_real: int) -> ModelConfig:
@@ -144,6 +148,7 @@ class TrainConfig:
             raise FogreidError(f"optim.schedule {self.optim.schedule!r}: choose one of {', '.join(SCHEDULES)}")
         if self.optim.precise_bn_batches < 0:
             raise FogreidError("optim.precise_bn_batches must be >= 0 (0 turns precise BatchNorm off)")
+        self.model_config(0, 0)  # the model overrides (model.input_size=...) checked now, not after the data loads
 
 
 def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
@@ -156,6 +161,38 @@ def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
     node[leaf] = value
 
 
+def _check_set(item: str, key: str, value: Any) -> None:
+    """`--set KEY=VALUE` with a number out of the setting's range (NaN and inf included, also
+    spelt as text: `nan`, `inf`): refused naming the key, the value and the range. Types and
+    unknown keys are left to from_dict, which names them too."""
+    import typing
+
+    from fogreid.config import FINITE
+
+    cls: Any = TrainConfig
+    parts = key.split(".")
+    for i, part in enumerate(parts):
+        if not dataclasses.is_dataclass(cls):
+            return
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        if part not in fields:
+            return
+        if i < len(parts) - 1:
+            cls = typing.get_type_hints(cls)[part]
+            continue
+        rng = fields[part].metadata.get("range")
+        for v in value if isinstance(value, list) else [value]:
+            if isinstance(v, str):  # YAML reads `nan`, `inf` and `1e-3` as text: what from_dict will convert
+                try:
+                    v = float(v)
+                except ValueError:
+                    continue
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                continue
+            if v not in (rng or FINITE) and (rng is not None or isinstance(v, float)):
+                raise FogreidError(f"--set {item}: out of range; {part} takes {(rng or FINITE).describe()}")
+
+
 def build_config(config_file: str | Path | None = None, sets: list[str] = (),
                  flags: dict[str, Any] | None = None) -> TrainConfig:
     import yaml
@@ -166,7 +203,14 @@ def build_config(config_file: str | Path | None = None, sets: list[str] = (),
         key, sep, raw = item.partition("=")
         if not sep:
             raise FogreidError(f"--set {item!r}: expected key=value, e.g. --set loss.tv_weight=0.02")
-        _set_dotted(data, key.strip(), yaml.safe_load(raw))
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            first = next(iter(str(exc).splitlines()), "")
+            raise FogreidError(f"--set {item}: the value is not valid YAML ({first}); quote it, e.g. "
+                               f"--set '{key.strip()}=\"...\"'") from None
+        _check_set(item, key.strip(), value)
+        _set_dotted(data, key.strip(), value)
     for key, value in (flags or {}).items():
         if value is not None:
             _set_dotted(data, key, value)

@@ -25,17 +25,18 @@ from pathlib import Path
 
 import numpy as np
 
+from fogreid.config import ranged
 from fogreid.errors import FogreidError
 
 
 @dataclass
 class Thresholds:
-    cosine_min: float
-    cosine_p1: float
-    nn_agreement: float          # fraction of images whose nearest neighbour is unchanged
-    psnr_db: float               # defogged frames vs PyTorch's
-    map_drop: float              # mAP points lost (0-100 scale), with --data
-    rank1_drop: float
+    cosine_min: float = ranged(low=-1, high=1)
+    cosine_p1: float = ranged(low=-1, high=1)
+    nn_agreement: float = ranged(low=0, high=1)     # fraction of images whose nearest neighbour is unchanged
+    psnr_db: float = ranged(low=0, high=200)        # defogged frames vs PyTorch's
+    map_drop: float = ranged(low=0, high=100)       # mAP points lost (0-100 scale), with --data
+    rank1_drop: float = ranged(low=0, high=100)
 
 
 DEFAULT_THRESHOLDS = {
@@ -48,18 +49,31 @@ DEFAULT_THRESHOLDS = {
 }
 
 
+def parse_threshold(item: str) -> tuple[str, float]:
+    """`NAME=VALUE` of `--threshold`, the value a finite number in NAME's range (a NaN threshold
+    compares False with every figure: "needs >= nan")."""
+    names = {f.name: f.metadata["range"] for f in fields(Thresholds)}
+    key, sep, raw = item.partition("=")
+    key = key.strip()
+    if not sep or key not in names:
+        raise FogreidError(f"--threshold {item!r}: expected NAME=VALUE with NAME one of {', '.join(names)}")
+    try:
+        value = float(raw)
+    except ValueError:
+        raise FogreidError(f"--threshold {item!r}: {raw!r} is not a number; {key} takes "
+                           f"{names[key].describe()}") from None
+    if value not in names[key]:
+        raise FogreidError(f"--threshold {item}: out of range; {key} takes {names[key].describe()}")
+    return key, value
+
+
 def thresholds_for(precision: str, overrides: list[str] = ()) -> Thresholds:
     if precision not in DEFAULT_THRESHOLDS:
         raise FogreidError(f"--precision {precision}: choose fp32, fp16 or int8")
     values = asdict(DEFAULT_THRESHOLDS[precision])
     for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep or key not in values:
-            raise FogreidError(f"--threshold {item!r}: expected NAME=VALUE with NAME one of {', '.join(values)}")
-        try:
-            values[key] = float(raw)
-        except ValueError:
-            raise FogreidError(f"--threshold {item!r}: {raw!r} is not a number") from None
+        key, value = parse_threshold(item)
+        values[key] = value
     return Thresholds(**values)
 
 
