@@ -204,14 +204,44 @@ def deploy_metadata(net, checkpoint_sha256: str, precision: str) -> dict[str, st
 
 
 def load(path: str | Path, load_weights: bool = True) -> onnx.ModelProto:
+    """The model, its weights checked finite (`check_finite`)."""
     path = Path(path)
     if not path.is_file():
         raise FogreidError(f"ONNX file not found: {path}")
     try:
-        return onnx.load(str(path), load_external_data=load_weights)
+        proto = onnx.load(str(path), load_external_data=load_weights)
     except Exception as exc:
         raise FogreidError(f"{path}: not a readable ONNX model ({type(exc).__name__}: {exc}); "
                            f"re-export it with `fogreid export`") from None
+    check_finite(proto, path)
+    return proto
+
+
+FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16}
+
+
+def check_finite(proto: onnx.ModelProto, path: str | Path = "model") -> None:
+    """Every float initializer (and Constant) of the graph is finite: a NaN weight makes every
+    output NaN, and the model still loads, benchmarks and matches (NaN scores) without a word.
+    Weights stored outside the file and not loaded are skipped. About 0.1 s per 100 MB."""
+    import numpy as np
+    from onnx import numpy_helper
+
+    tensors = [(t.name, t) for t in proto.graph.initializer]
+    tensors += [(node.name or node.output[0], attr.t) for node in proto.graph.node if node.op_type == "Constant"
+                for attr in node.attribute if attr.name == "value"]
+    for name, tensor in tensors:
+        if tensor.data_type not in FLOAT_TYPES or tensor.data_location == onnx.TensorProto.EXTERNAL:
+            continue
+        try:
+            values = numpy_helper.to_array(tensor)
+        except Exception:  # malformed tensor data: onnx.checker and the runtime say so in their words
+            continue
+        finite = np.isfinite(values.astype(np.float32, copy=False))
+        if not finite.all():
+            raise FogreidError(f"{path}: weight {name} holds {int(finite.size - finite.sum())} NaN or infinite "
+                               f"value(s) of {finite.size}; the model is damaged or was exported from a broken "
+                               f"checkpoint: export it again from a good one")
 
 
 def input_size(proto: onnx.ModelProto, path: str | Path = "model") -> tuple[int, int]:

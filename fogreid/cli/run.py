@@ -6,8 +6,8 @@ import argparse
 import os
 import sys
 
-from fogreid.cli.common import (add_backend_options, cosine_float, input_file, nonnegative_float, nonnegative_int,
-                                output_file, positive_float, positive_int, unit_float)
+from fogreid.cli.common import (add_backend_options, batch_size, cosine_float, fps, image_size, input_file, int_in,
+                                output_file, seconds, seconds_or_zero, unit_float)
 from fogreid.errors import FogreidError
 
 
@@ -26,10 +26,10 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     regions.add_argument("--full-frame", action="store_true", help="the whole frame is one crop (default)")
     p.add_argument("--det-conf", type=unit_float, default=0.25, help="detector score threshold (Ultralytics' conf)")
     p.add_argument("--det-iou", type=unit_float, default=0.7, help="NMS IoU threshold (Ultralytics' iou)")
-    p.add_argument("--max-det", type=positive_int, default=300, help="boxes kept per frame at most")
+    p.add_argument("--max-det", type=int_in(1, 30_000), default=300, help="boxes kept per frame at most")
     p.add_argument("--det-classes", nargs="+", help="classes to keep, by name or id (default: car, motorcycle, "
                    "bus, truck, van, ... from the model's names)")
-    p.add_argument("--det-imgsz", type=positive_int, nargs="+", metavar="PX", help="detector input H [W] for a dynamic "
+    p.add_argument("--det-imgsz", type=image_size, nargs="+", metavar="PX", help="detector input H [W] for a dynamic "
                    "model without imgsz metadata")
     p.add_argument("--detector-layout", default="auto", choices=["auto", "v8", "v5", "end2end"],
                    help="detector output layout (auto: from the names metadata and the shape)")
@@ -37,18 +37,18 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     track.add_argument("--track", dest="track", action="store_true", default=None,
                        help="track vehicles (ByteTrack) and identify per track (default with --detector)")
     track.add_argument("--no-track", dest="track", action="store_false", help="identify every crop on its own")
-    p.add_argument("--lost-seconds", type=positive_float, default=1.0, help="a track unseen this long ends")
-    p.add_argument("--fps", type=positive_float, default=25.0, help="frame rate of the sources, for the tracker")
+    p.add_argument("--lost-seconds", type=seconds, default=1.0, help="a track unseen this long ends")
+    p.add_argument("--fps", type=fps, default=25.0, help="frame rate of the sources, for the tracker")
     p.add_argument("--no-global-ids", action="store_true", help="no association of tracks across cameras")
     p.add_argument("--assoc-threshold", type=cosine_float, default=0.6, help="cosine for a track to join a vehicle seen "
                    "before (in another camera, or earlier)")
-    p.add_argument("--max-gap", type=positive_float, help="seconds a vehicle may take from one camera to the next")
-    p.add_argument("--min-transit", type=nonnegative_float, default=0.0, help="seconds a vehicle needs at least between cameras")
+    p.add_argument("--max-gap", type=seconds, help="seconds a vehicle may take from one camera to the next")
+    p.add_argument("--min-transit", type=seconds_or_zero, default=0.0, help="seconds a vehicle needs at least between cameras")
     p.add_argument("--overlapping-cameras", action="store_true", help="cameras see the same place at once")
     p.add_argument("--rtsp-transport", default="tcp", choices=["tcp", "udp"],
                    help="RTSP over TCP (default) or UDP (for cameras/servers that only send UDP)")
-    p.add_argument("--stall-seconds", type=positive_float, default=5.0, help="report a source silent this long")
-    p.add_argument("--max-backoff", type=positive_float, default=2.0, help="longest wait between reconnects (seconds)")
+    p.add_argument("--stall-seconds", type=seconds, default=5.0, help="report a source silent this long")
+    p.add_argument("--max-backoff", type=seconds, default=2.0, help="longest wait between reconnects (seconds)")
     p.add_argument("--serial", action="store_true", help="run the stages one after another (no pipelining)")
     p.add_argument("--events", help="write match events as JSON lines here (a new file; see --overwrite)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --events file (without it an "
@@ -60,15 +60,15 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
                    help="the saved video shows the defogged crops (crops, the default) or whole defogged "
                         "frames (frame: the model_defog_frame.onnx beside --model, or --defog-model)")
     p.add_argument("--defog-model", help="the whole-frame defog graph for --defog-view frame")
-    p.add_argument("--batch", type=positive_int, default=16, help="crops per inference batch")
-    p.add_argument("--top-k", type=positive_int, default=1, help="gallery matches kept per crop in the events")
+    p.add_argument("--batch", type=batch_size, default=16, help="crops per inference batch")
+    p.add_argument("--top-k", type=int_in(1, 1000), default=1, help="gallery matches kept per crop in the events")
     p.add_argument("--min-score", type=cosine_float, default=0.5, help="cosine below which a match is 'unknown'")
-    p.add_argument("--queue", type=positive_int, default=2, help="frames buffered per live source before the oldest drop")
-    p.add_argument("--max-frames", type=positive_int, help="stop after this many frames per source")
+    p.add_argument("--queue", type=int_in(1, 10_000), default=2, help="frames buffered per live source before the oldest drop")
+    p.add_argument("--max-frames", type=int_in(1), help="stop after this many frames per source")
     p.add_argument("--no-reconnect", action="store_true", help="end when a live source drops")
-    p.add_argument("--max-retries", type=nonnegative_int, help="give up on a live source after this many reconnects "
+    p.add_argument("--max-retries", type=int_in(0), help="give up on a live source after this many reconnects "
                    "(default: retry for ever, saying so on stderr: cameras come back)")
-    p.add_argument("--give-up-after", type=positive_float, metavar="SECONDS",
+    p.add_argument("--give-up-after", type=seconds, metavar="SECONDS",
                    help="give up on a live source after this long without a frame (default: never)")
     add_backend_options(p)
     p.set_defaults(run=run)
@@ -168,27 +168,36 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         stop.set()
 
-    signal.signal(signal.SIGINT, request_stop)
-    signal.signal(signal.SIGTERM, request_stop)
-    with load_model(args.model, args.backend, args.device) as model:
-        print(f"[run] {model.name} on {', '.join(args.source)}", file=sys.stderr)
-        if publisher is None:
-            stats = run_stream(model, opts, stop)
-        else:
-            from fogreid.runtime.bus import BusUnavailable
-
-            try:
+    # The handlers are this run's: put back afterwards (a caller in the same process keeps its own).
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with load_model(args.model, args.backend, args.device) as model:
+            print(f"[run] {model.name} on {', '.join(args.source)}", file=sys.stderr)
+            if publisher is None:
                 stats = run_stream(model, opts, stop)
-                from fogreid.runtime.sources import parse_source
+            else:
+                from fogreid.runtime.bus import BusUnavailable
 
-                for source in args.source:
-                    publisher.end(parse_source(source).name)
-                publisher.close()
-            except BusUnavailable as exc:
-                print(f"fogreid run: error: --publish: {exc}", file=sys.stderr)
-                return 1
-            print(f"[run] published {publisher.sent} events to {args.publish}", file=sys.stderr)
+                try:
+                    stats = run_stream(model, opts, stop)
+                    from fogreid.runtime.sources import parse_source
+
+                    for source in args.source:
+                        publisher.end(parse_source(source).name)
+                    publisher.close()
+                except BusUnavailable as exc:
+                    print(f"fogreid run: error: --publish: {exc}", file=sys.stderr)
+                    return 1
+                print(f"[run] published {publisher.sent} events to {args.publish}", file=sys.stderr)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     print(json.dumps(stats_dict(stats)))
+    if stats.invalid_boxes:
+        origin = (f"--detector {args.detector}" if args.detector else f"--detections {' '.join(args.detections)}"
+                  if args.detections else "the regions")
+        print(f"fogreid run: warning: dropped {stats.invalid_boxes} boxes with NaN or infinite values or no area, "
+              f"from {origin} (`invalid_boxes` above); check that it is a working detector", file=sys.stderr)
     for error in stats.errors:
         print(f"fogreid run: source error: {error}", file=sys.stderr)
     for source in stats.stalled:

@@ -77,7 +77,26 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if state.get("format_version", 0) > FORMAT_VERSION:
         raise FogreidError(f"{path}: written by a newer fogreid (format {state['format_version']}); "
                            f"upgrade fogreid to read it")
+    check_finite(state, path)
     return state
+
+
+def check_finite(state: dict[str, Any], path: str | Path = "checkpoint") -> None:
+    """Every float tensor of the weights (and of the BatchNorm statistics kept beside them) is
+    finite: a NaN weight (a diverged run, a damaged file) makes every embedding NaN, and the
+    model would still evaluate, export and pass its pre-flight check."""
+    for part in ("model", "bn_ema"):
+        tensors = state.get(part)
+        if not isinstance(tensors, dict):
+            continue
+        for name, tensor in tensors.items():
+            if isinstance(tensor, torch.Tensor) and tensor.is_floating_point() and tensor.numel():
+                finite = torch.isfinite(tensor)
+                if not bool(finite.all()):
+                    bad = int(finite.numel() - finite.sum())
+                    raise FogreidError(f"{path}: weight {part}.{name} holds {bad} NaN or infinite value(s) of "
+                                       f"{finite.numel()}; the checkpoint is damaged or from a run that diverged: "
+                                       f"use an earlier checkpoint (e.g. the run's best.pt) or retrain")
 
 
 def checkpoint_config(state: dict[str, Any], path: str | Path = "checkpoint") -> ModelConfig:

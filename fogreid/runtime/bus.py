@@ -88,7 +88,12 @@ class RedisPublisher:
         self._pipe = self.client.pipeline(transaction=False)
 
     def __call__(self, event: dict, embedding: np.ndarray) -> None:
-        self._pipe.xadd(self.url.stream, {"event": json.dumps(event), "model": self.model,
+        try:
+            text = json.dumps(event, allow_nan=False)   # strict JSON: never `NaN`
+        except ValueError:
+            raise FogreidError(f"--publish: an event of {event.get('source')} holds a non-finite number; "
+                               f"not sent") from None
+        self._pipe.xadd(self.url.stream, {"event": text, "model": self.model,
                                           "embedding": np.ascontiguousarray(embedding, np.float32).tobytes()})
         self.sent += 1
 
@@ -179,6 +184,7 @@ class Matcher:
         self.associator, self.feed = associator, EventFeed(associator, tracking, gallery)
         self.model = model_identity
         self.processed = self.claimed = self.replayed = 0
+        self.invalid = 0   # entries whose embedding held NaN / inf: given no global id, never associated
         self.held: dict[str, tuple[float, object, dict, float]] = {}   # key -> (clock, id, fields, arrival)
         self.latest: dict[str, float] = {}       # source -> newest clock seen
         self.ended: set[str] = set()
@@ -318,7 +324,7 @@ class Matcher:
             _, entry_id, fields, _ = self.held.pop(key)
             result = self._associate(key, fields)
             pipe = self.client.pipeline(transaction=True)   # MULTI: the result and the ack, or neither
-            pipe.xadd(self.url.results, {"input_id": key, "result": json.dumps(result)})
+            pipe.xadd(self.url.results, {"input_id": key, "result": json.dumps(result, allow_nan=False)})
             pipe.xack(self.url.stream, self.opts.group, entry_id)
             pipe.execute()
             self.processed += 1
@@ -328,7 +334,11 @@ class Matcher:
         if self.model and model and model != self.model:
             raise FogreidError(f"entry {key} of {self.url.stream} comes from model {model[:12]}, the gallery from "
                                f"{self.model[:12]}: publish with the gallery's model or rebuild the gallery")
-        global_id = self.feed.global_id(key, event, embedding)
+        if not np.isfinite(embedding).all():   # from a damaged model on some node: it would poison identities
+            self.invalid += 1
+            global_id = None
+        else:
+            global_id = self.feed.global_id(key, event, embedding)
         return {"input_id": key, "event": event.get("event", "detection"), "source": event.get("source"),
                 "frame": event.get("frame"), "time": event.get("time"), "track_id": event.get("track_id"),
                 "box": event.get("box"), "global_id": global_id}

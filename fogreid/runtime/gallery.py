@@ -156,6 +156,17 @@ class Gallery:
             raise FogreidError(f"{path}: not a fogreid gallery ({exc}); rebuild it with `fogreid gallery`") from None
         if gallery.embeddings.ndim != 2 or len(gallery.embeddings) != len(gallery.labels):
             raise FogreidError(f"{path}: embeddings and labels disagree; rebuild it with `fogreid gallery`")
+        if gallery.embeddings.dtype.kind != "f":
+            raise FogreidError(f"{path}: its embeddings are {gallery.embeddings.dtype}, not floats; rebuild it with "
+                               f"`fogreid gallery`")
+        finite = np.isfinite(gallery.embeddings).all(axis=1)
+        if not finite.all():  # a NaN row scores NaN against every query: matched, and written into the events
+            rows = np.flatnonzero(~finite)
+            first = gallery.paths[rows[0]] if rows[0] < len(gallery.paths) and gallery.paths[rows[0]] else ""
+            raise FogreidError(f"{path}: {len(rows)} of {len(finite)} embeddings hold NaN or infinite values (row "
+                               f"{', '.join(map(str, rows[:3]))}{', ...' if len(rows) > 3 else ''}"
+                               f"{f', image {first}' if first else ''}); rebuild it with `fogreid gallery`")
+        gallery.embeddings = gallery.embeddings.astype(np.float32, copy=False)
         return gallery
 
     def check_identity(self, identity: str | None) -> None:

@@ -29,9 +29,10 @@ from pathlib import Path
 import numpy as np
 
 from fogreid.data.image_io import resize_for_model
+from fogreid.errors import FogreidError
 from fogreid.runtime.association import AssociationConfig, CrossCameraAssociator
 from fogreid.runtime.gallery import Gallery
-from fogreid.runtime.regions import Region
+from fogreid.runtime.regions import Region, drop_invalid
 from fogreid.runtime.sources import Frame, SourceReader, parse_source
 from fogreid.runtime.tracking import SourceTracker, TrackBook, TrackingConfig, crop_quality
 
@@ -78,6 +79,7 @@ class RunStats:
     tracks: int = 0
     global_ids: int = 0
     dropped: int = 0
+    invalid_boxes: int = 0              # regions dropped for NaN / inf values or an empty box (regions.drop_invalid)
     reconnects: int = 0
     seconds: float = 0.0
     fps: float = 0.0
@@ -122,6 +124,18 @@ def open_events(path: str | Path, overwrite: bool = False):
     return open(path, "w" if overwrite else "x", buffering=1)
 
 
+def event_line(event: dict) -> str:
+    """One event as a JSON line. Strict JSON: a NaN or inf (which json.dumps would write as the
+    non-JSON `NaN`) is refused; the values are checked where they are made (models, galleries
+    and detectors refuse or drop non-finite numbers), so this is a last guard."""
+    try:
+        return json.dumps(event, allow_nan=False)
+    except ValueError:
+        bad = [k for k, v in event.items() if isinstance(v, float) and not np.isfinite(v)]
+        raise FogreidError(f"an event of {event.get('source')} frame {event.get('frame')} holds a non-finite number "
+                           f"({', '.join(bad) or 'nested'}); not written: the events file stays valid JSON") from None
+
+
 class Outputs:
     """The events file and one video writer per source, opened on first use, closed once.
     `draw` decides what a saved frame shows; extend it for other views."""
@@ -134,7 +148,7 @@ class Outputs:
     def write_events(self, events: list[dict]) -> None:
         if self.events:
             for event in events:
-                self.events.write(json.dumps(event) + "\n")
+                self.events.write(event_line(event) + "\n")
         if self.opts.publish is not None:   # a track's end tells the central matcher (runtime/bus.py)
             for event in events:
                 if event["event"] == "track_end":
@@ -199,11 +213,15 @@ class Pipeline:
         self.outputs = Outputs(opts)
         self.failure: BaseException | None = None
         self.last_report = time.perf_counter()
+        self.invalid_boxes = 0   # dropped here; a detector counts those it drops itself (`invalid`)
 
     # ------------------------------------------------------------------------------------------ stage 1: detect
     def detect(self, frames: list[Frame]) -> Work:
         opts = self.opts
         regions = opts.regions([f.image for f in frames], [f.source for f in frames], [f.index for f in frames])
+        checked = [drop_invalid(found) for found in regions]
+        regions = [found for found, _ in checked]
+        self.invalid_boxes += sum(bad for _, bad in checked)
         track_ids = []
         for frame, found in zip(frames, regions):
             if opts.tracking is None:
@@ -423,7 +441,8 @@ class Pipeline:
         s = self.stats
         print(f"[run] {s.fps:.1f} fps | latency p50 {s.latency_p50_ms:.0f} ms p95 {s.latency_p95_ms:.0f} ms | "
               f"{s.crops} crops, {s.matched} matched, {s.tracks} tracks | dropped {s.dropped} | reconnects "
-              f"{s.reconnects}", file=sys.stderr, flush=True)
+              f"{s.reconnects}" + (f" | invalid boxes {s.invalid_boxes}" if s.invalid_boxes else ""),
+              file=sys.stderr, flush=True)
         self.last_report = time.perf_counter()
 
     def _summarise(self) -> None:
@@ -433,6 +452,7 @@ class Pipeline:
         recent = np.array(self.latencies[-2000:]) * 1000 if self.latencies else np.zeros(1)
         s.latency_p50_ms, s.latency_p95_ms = float(np.percentile(recent, 50)), float(np.percentile(recent, 95))
         s.dropped = sum(r.dropped for r in self.readers)
+        s.invalid_boxes = self.invalid_boxes + int(getattr(self.opts.regions, "invalid", 0))
         s.reconnects = sum(r.reconnects for r in self.readers)
 
 

@@ -58,6 +58,24 @@ class Region:
         return int(round(x1)), int(round(y1)), int(round(x2)), int(round(y2))
 
 
+def drop_invalid(found: list[Region]) -> tuple[list[Region], int]:
+    """The regions with a finite box of positive width and height and a finite score, and how
+    many were dropped (NaN, inf, negative or empty boxes: nothing to crop, and a tracker fed one
+    breaks). The pipeline counts them into the run summary's `invalid_boxes`."""
+    kept = [r for r in found if all(np.isfinite(v) for v in (*r.xyxy, r.score))
+            and r.xyxy[2] > r.xyxy[0] and r.xyxy[3] > r.xyxy[1]]
+    return kept, len(found) - len(kept)
+
+
+def _invalid_rows(xyxy: np.ndarray, scores: np.ndarray, conf: float) -> np.ndarray:
+    """Detector rows to drop before selection: any non-finite value, or a box of zero or negative
+    width or height that scores above `conf` (below it, the row would be dropped anyway)."""
+    finite = np.isfinite(xyxy).all(axis=1) & np.isfinite(scores).all(axis=1)
+    empty = (xyxy[:, 2] <= xyxy[:, 0]) | (xyxy[:, 3] <= xyxy[:, 1])
+    best = np.where(finite, np.nan_to_num(scores).max(axis=1, initial=-np.inf), np.inf)
+    return ~finite | (empty & (best > conf))
+
+
 class FullFrame:
     def __call__(self, images: list[np.ndarray], sources: list[str], indices=None) -> list[list[Region]]:
         return [[Region((0.0, 0.0, float(im.shape[1]), float(im.shape[0])))] for im in images]
@@ -235,6 +253,7 @@ class OnnxDetector:
         if layout not in ("auto", "v8", "v5", "end2end"):
             raise FogreidError(f"--detector-layout {layout!r}: choose auto, v8, v5 or end2end")
         self.path, self.conf, self.iou, self.max_det, self.layout = path, conf, iou, max_det, layout
+        self.invalid = 0   # rows dropped for NaN / inf values or empty boxes (RunStats.invalid_boxes)
         self.session = onnxruntime_session(path, device)
         self.meta = _metadata(self.session)
         inp = self.session.get_inputs()[0]
@@ -310,6 +329,9 @@ class OnnxDetector:
         for i, image in enumerate(images):
             pred = raw[i]
             if layout == "end2end":
+                bad = _invalid_rows(pred[:, :4], pred[:, 4:6], self.conf)
+                self.invalid += int(bad.sum())
+                pred = pred[~bad]
                 keep = pred[:, 4] > self.conf
                 if self.classes is not None:
                     keep &= np.isin(pred[:, 5].astype(np.int64), self.classes)
@@ -321,9 +343,11 @@ class OnnxDetector:
                     cand = np.concatenate([xywh2xyxy(pred[:4].T), pred[4:4 + nc].T], axis=1)
                 else:               # v5: (N, 5 + C [+ extra]); objectness first, then class scores x objectness
                     nc = nc or pred.shape[1] - 5
-                    pred = pred[pred[:, 4] > self.conf]
+                    pred = pred[~(pred[:, 4] <= self.conf)]   # NaN objectness stays, to be counted below
                     cand = np.concatenate([xywh2xyxy(pred[:, :4]), pred[:, 5:5 + nc] * pred[:, 4:5]], axis=1)
-                found = select(cand, self.conf, self.iou, self.classes, self.max_det)
+                bad = _invalid_rows(cand[:, :4], cand[:, 4:], self.conf)
+                self.invalid += int(bad.sum())
+                found = select(cand[~bad], self.conf, self.iou, self.classes, self.max_det)
             found = found.copy()
             found[:, :4] = scale_boxes(boxed[i].shape[:2], found[:, :4], image.shape[:2])
             results.append(found)
