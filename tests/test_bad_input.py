@@ -307,7 +307,150 @@ CASES = {
     "doctor-unknown-option": t("doctor", "--json", says="--json"),
     "unknown-verb": t("serve", says="serve"),
     "unknown-option": t("info", "--checkpont", "x.pt", says="--checkpont"),
+    # ---------------------------------------------------------------- numbers out of range (issue 23, item 2):
+    # refused while the command line is read, NaN and inf included, the range in the message.
+    "synth-seed-negative": t("synth", "--out", "{tmp}/d", "--seed", "-1", says=("--seed", "4294967295"),
+                             absent=["{tmp}/d"]),
+    "synth-seed-above-32-bits": t("synth", "--out", "{tmp}/d", "--seed", "4294967296", says="--seed",
+                                  absent=["{tmp}/d"]),
+    "synth-video-seed-negative": t("synth-video", "--out", "{tmp}/city", "--seed", "-1", says="--seed",
+                                   absent=["{tmp}/city"]),
+    "demo-seed-above-32-bits": t("demo", "--out", "{tmp}/demo", "--seed", str(2**40), says="--seed",
+                                 absent=["{tmp}/demo"]),
+    "train-seed-negative": t("train", "--data", "{data}", "--out", "{tmp}/run", "--seed", "-1", says="--seed",
+                             absent=["{tmp}/run"]),
+    "synth-size-huge": t("synth", "--out", "{tmp}/d", "--size", "100000", says=("--size", "4096"),
+                         absent=["{tmp}/d"]),
+    "synth-video-size-huge": t("synth-video", "--out", "{tmp}/city", "--size", "100000", "100000",
+                               says="--size", absent=["{tmp}/city"]),
+    "train-imgsz-huge": t("train", "--data", "{data}", "--out", "{tmp}/run", "--imgsz", "100000",
+                          says=("--imgsz", "4096"), absent=["{tmp}/run"]),
+    "export-imgsz-huge": t("export", "--checkpoint", "{ckpt}", "--out", "{tmp}/x", "--imgsz", "100000",
+                           says="--imgsz", absent=["{tmp}/x"]),
+    "info-imgsz-huge": t("info", "--imgsz", "100000", says="--imgsz"),
+    "run-det-imgsz-huge": t("run", "--model", "{onnx}", "--source", "{video}", "--det-imgsz", "100000",
+                            says="--det-imgsz"),
+    "eval-batch-huge": t("eval", "--checkpoint", "{ckpt}", "--data", "{data}", "--batch", "100000000",
+                         says="--batch"),
+    "bench-batch-huge": t("bench", "--model", "{onnx}", "--batch", "1,100000000", says="--batch"),
+    "bench-seconds-inf": t("bench", "--model", "{onnx}", "--seconds", "inf", says="--seconds"),  # a hang before
+    "bench-seconds-nan": t("bench", "--model", "{onnx}", "--seconds", "nan", says="--seconds"),
+    "run-fps-inf": t("run", "--model", "{onnx}", "--source", "{video}", "--fps", "inf", says="--fps"),
+    "run-fps-tiny": t("run", "--model", "{onnx}", "--source", "{video}", "--fps", "1e-9", says="--fps"),
+    "run-lost-seconds-inf": t("run", "--model", "{onnx}", "--source", "{video}", "--lost-seconds", "inf",
+                              says="--lost-seconds"),
+    "run-give-up-after-inf": t("run", "--model", "{onnx}", "--source", "{video}", "--give-up-after", "inf",
+                               says="--give-up-after"),
+    "run-max-gap-nan": t("run", "--model", "{onnx}", "--source", "{video}", "--max-gap", "nan", says="--max-gap"),
+    "synth-video-fps-inf": t("synth-video", "--out", "{tmp}/city", "--fps", "inf", says="--fps",
+                             absent=["{tmp}/city"]),
+    "synth-video-fps-tiny": t("synth-video", "--out", "{tmp}/city", "--fps", "1e-9", says="--fps",
+                              absent=["{tmp}/city"]),
+    "synth-video-seconds-inf": t("synth-video", "--out", "{tmp}/city", "--seconds", "inf", says="--seconds",
+                                 absent=["{tmp}/city"]),
+    "synth-video-fog-nan": t("synth-video", "--out", "{tmp}/city", "--fog", "1", "nan", says="--fog",
+                             absent=["{tmp}/city"]),
+    "synth-video-fog-inf": t("synth-video", "--out", "{tmp}/city", "--fog", "inf", says="--fog",
+                             absent=["{tmp}/city"]),
+    "export-workspace-inf": t("export", "--checkpoint", "{ckpt}", "--out", "{tmp}/x", "--workspace", "inf",
+                              says="--workspace", absent=["{tmp}/x"]),
+    "export-int8-budget-nan": t("export", "--checkpoint", "{ckpt}", "--out", "{tmp}/x", "--int8-budget", "nan",
+                                says="--int8-budget", absent=["{tmp}/x"]),
+    "calibrate-int8-budget-above-1": t("calibrate", "--onnx", "{onnx}", "--images", "{images}", "--out", "{tmp}/c",
+                                       "--int8-budget", "1.5", says="--int8-budget", absent=["{tmp}/c"]),
+    "serve-http-port-above-65535": t("serve", "--model", "{onnx}", "--http-port", "70000",
+                                     says=("--http-port", "65535")),
+    "serve-grpc-port-0": t("serve", "--model", "{onnx}", "--grpc-port", "0", says="--grpc-port"),
+    "serve-queue-delay-negative": t("serve", "--model", "{onnx}", "--queue-delay-us", "-1",
+                                    says="--queue-delay-us"),
+    "serve-ports-equal": t("serve", "--model", "{onnx}", "--http-port", "8001", says=("--http-port", "--grpc-port")),
+    "associate-threshold-nan": t("associate", "--bus", "redis://127.0.0.1:9/x", "--threshold", "nan",
+                                 says="--threshold"),
+    "associate-min-score-nan": t("associate", "--bus", "redis://127.0.0.1:9/x", "--min-score", "nan",
+                                 says="--min-score"),
+    "associate-idle-exit-nan": t("associate", "--bus", "redis://127.0.0.1:9/x", "--idle-exit", "nan",
+                                 says="--idle-exit"),  # a hang before
+    "associate-max-delay-inf": t("associate", "--bus", "redis://127.0.0.1:9/x", "--max-delay", "inf",
+                                 says="--max-delay"),
+    "associate-expect-sources-0": t("associate", "--bus", "redis://127.0.0.1:9/x", "--expect-sources", "0",
+                                    says="--expect-sources"),
+    "validate-threshold-nan": t("validate", "--checkpoint", "{ckpt}", "--model", "{onnx}", "--images", "{images}",
+                                "--threshold", "cosine_min=nan", says=("--threshold", "cosine_min")),
+    "validate-threshold-inf": t("validate", "--checkpoint", "{ckpt}", "--model", "{onnx}", "--images", "{images}",
+                                "--threshold", "psnr_db=inf", says="psnr_db"),
+    # --set goes through the typed config's ranges: the key, the value and the range named.
+    "train-set-real-every-0": t("train", "--data", "{data}", "--out", "{tmp}/run", "--set", "data.real_every=0",
+                                says=("data.real_every=0", "from 1"), absent=["{tmp}/run"]),
+    "train-set-lr-nan": t("train", "--data", "{data}", "--out", "{tmp}/run", "--set", "optim.lr=nan",
+                          says="optim.lr", absent=["{tmp}/run"]),
+    "train-set-seed-above-32-bits": t("train", "--data", "{data}", "--out", "{tmp}/run", "--set", "seed=4294967296",
+                                      says="seed", absent=["{tmp}/run"]),
+    "train-set-input-size-huge": t("train", "--data", "{data}", "--out", "{tmp}/run", "--set",
+                                   "model.input_size=[100000, 100000]", says="input_size", absent=["{tmp}/run"]),
+    "train-set-broken-yaml": t("train", "--data", "{data}", "--out", "{tmp}/run", "--set", "optim.milestones=[1,",
+                               says="optim.milestones", absent=["{tmp}/run"]),
+    "train-config-nan": t("train", "--data", "{data}", "--out", "{tmp}/run", "--config", "{tmp}/c.yaml",
+                          says=("c.yaml", "loss.tv_weight"), absent=["{tmp}/run"],
+                          setup=lambda f, tmp: _write(tmp / "c.yaml", "loss:\n  tv_weight: .nan\n")),
+    # ---------------------------------------------------------------- NaN never passes (issue 23, item 3)
+    "eval-checkpoint-nan-weight": t("eval", "--checkpoint", "{tmp}/nan.pt", "--data", "{data}", says="nan.pt",
+                                    setup=lambda f, tmp: _nan_checkpoint(f, tmp / "nan.pt")),
+    "export-checkpoint-nan-weight": t("export", "--checkpoint", "{tmp}/nan.pt", "--out", "{tmp}/x", says="nan.pt",
+                                      setup=lambda f, tmp: _nan_checkpoint(f, tmp / "nan.pt"),
+                                      absent=["{tmp}/x/model.onnx"]),
+    "info-checkpoint-nan-weight": t("info", "--checkpoint", "{tmp}/nan.pt", says="nan.pt",
+                                    setup=lambda f, tmp: _nan_checkpoint(f, tmp / "nan.pt")),
+    "demo-checkpoint-nan-weight": t("demo", "--out", "{tmp}/demo", "--checkpoint", "{tmp}/nan.pt", says="nan.pt",
+                                    setup=lambda f, tmp: _nan_checkpoint(f, tmp / "nan.pt"), absent=["{tmp}/demo"]),
+    "gallery-model-nan-weight": t("gallery", "--model", "{tmp}/nan.onnx", "--images", "{images}", "--out",
+                                  "{tmp}/g.npz", says="nan.onnx", setup=lambda f, tmp: _nan_onnx(f, tmp / "nan.onnx"),
+                                  absent=["{tmp}/g.npz"]),
+    "bench-model-nan-weight": t("bench", "--model", "{tmp}/nan.onnx", says="nan.onnx",
+                                setup=lambda f, tmp: _nan_onnx(f, tmp / "nan.onnx")),
+    "calibrate-onnx-nan-weight": t("calibrate", "--onnx", "{tmp}/nan.onnx", "--images", "{images}", "--out",
+                                   "{tmp}/c", says="nan.onnx", setup=lambda f, tmp: _nan_onnx(f, tmp / "nan.onnx"),
+                                   absent=["{tmp}/c/model_int8.onnx"]),
+    "validate-model-nan-weight": t("validate", "--checkpoint", "{ckpt}", "--model", "{tmp}/nan.onnx", "--images",
+                                   "{images}", says="nan.onnx", setup=lambda f, tmp: _nan_onnx(f, tmp / "nan.onnx")),
+    "run-gallery-nan-row": t("run", "--model", "{onnx}", "--source", "{video}", "--gallery", "{tmp}/g.npz",
+                             "--events", "{tmp}/e.jsonl", says="g.npz", absent=["{tmp}/e.jsonl"],
+                             setup=lambda f, tmp: _nan_gallery(f, tmp / "g.npz")),
+    "associate-gallery-nan-row": t("associate", "--bus", "redis://127.0.0.1:9/x", "--gallery", "{tmp}/g.npz",
+                                   says="g.npz", setup=lambda f, tmp: _nan_gallery(f, tmp / "g.npz")),
 }
+
+
+def _nan_checkpoint(f: Files, path: Path) -> None:
+    """The shared checkpoint with one NaN in one weight, as a diverged run saves it."""
+    import torch
+
+    state = torch.load(f.ckpt, map_location="cpu", weights_only=True)
+    name = next(k for k, v in state["model"].items() if v.is_floating_point() and v.numel() > 1)
+    state["model"][name].view(-1)[1] = float("nan")
+    torch.save(state, path)
+
+
+def _nan_onnx(f: Files, path: Path) -> None:
+    """The shared ONNX export with one weight set to NaN."""
+    import onnx
+    from onnx import numpy_helper
+
+    proto = onnx.load(str(f.onnx))
+    index = next(i for i, t in enumerate(proto.graph.initializer)
+                 if t.data_type == onnx.TensorProto.FLOAT and np.prod(t.dims) > 1)
+    weights = numpy_helper.to_array(proto.graph.initializer[index]).copy()
+    weights.flat[0] = np.nan
+    proto.graph.initializer[index].CopyFrom(numpy_helper.from_array(weights, proto.graph.initializer[index].name))
+    onnx.save(proto, str(path))
+
+
+def _nan_gallery(f: Files, path: Path) -> None:
+    """The shared gallery with one embedding row NaN."""
+    with np.load(f.gallery, allow_pickle=False) as data:
+        arrays = {k: data[k] for k in data.files}
+    arrays["embeddings"] = arrays["embeddings"].copy()
+    arrays["embeddings"][1] = np.nan
+    np.savez(path, **arrays)
 
 
 def _previous_run(tmp: Path) -> None:
@@ -512,3 +655,236 @@ def test_events_are_replaced_with_overwrite_never_appended(files, tmp_path, caps
     assert main(argv + ["--overwrite"]) == 0
     again = events.read_text().splitlines()
     assert len(again) == len(first) and all(json.loads(line)["source"] == str(files.video) for line in again)
+
+
+# ------------------------------------------------------------------ every number has a range (issue 23, item 2)
+def test_every_numeric_option_is_range_checked():
+    """No option reads a bare int or float: each takes a type from fogreid/cli/common.py (or the
+    typed config) that carries its range, and `--help` shows that range."""
+    import argparse
+
+    from fogreid.cli import build_parser
+
+    verbs = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    bare = [(name, a.option_strings) for name, sub in verbs.choices.items() for a in sub._actions
+            if a.type in (int, float)]
+    assert bare == []
+    typed = [(name, a) for name, sub in verbs.choices.items() for a in sub._actions if hasattr(a.type, "range")]
+    assert len(typed) > 50
+    for name, action in typed:
+        help_text = verbs.choices[name].format_help().replace("\n", " ")
+        assert " ".join(action.type.range.describe().split()) in " ".join(help_text.split()), (name, action)
+
+
+@pytest.mark.parametrize("text", ["nan", "inf", "-inf", "1e400"])
+def test_no_float_type_takes_a_non_finite_number(text):
+    import argparse
+
+    from fogreid.cli import common
+
+    for name in ("finite_float", "positive_float", "nonnegative_float", "unit_float", "cosine_float", "fps",
+                 "seconds", "seconds_or_zero"):
+        with pytest.raises(argparse.ArgumentTypeError, match="out of range"):
+            getattr(common, name)(text)
+
+
+# ------------------------------------------------------------------ NaN never passes (issue 23, item 3)
+def test_loaders_refuse_non_finite_values_naming_the_file(files, tmp_path):
+    from fogreid.errors import FogreidError
+    from fogreid.model.checkpoint import read_checkpoint
+    from fogreid.onnx_graph import load
+    from fogreid.runtime import load_model
+    from fogreid.runtime.gallery import Gallery
+
+    _nan_checkpoint(files, tmp_path / "nan.pt")
+    with pytest.raises(FogreidError, match=r"nan\.pt: weight model\..* NaN or infinite"):
+        read_checkpoint(tmp_path / "nan.pt")
+    _nan_onnx(files, tmp_path / "nan.onnx")
+    with pytest.raises(FogreidError, match=r"nan\.onnx: weight .* NaN or infinite"):
+        load(tmp_path / "nan.onnx")
+    with pytest.raises(FogreidError, match=r"nan\.onnx"):
+        load_model(tmp_path / "nan.onnx")
+    _nan_gallery(files, tmp_path / "g.npz")
+    with pytest.raises(FogreidError, match=r"g\.npz: 1 of \d+ embeddings hold NaN or infinite values \(row 1"):
+        Gallery.load(tmp_path / "g.npz")
+    # the good files still load
+    read_checkpoint(files.ckpt), load(files.onnx), Gallery.load(files.gallery)
+
+
+def test_a_model_giving_nan_embeddings_is_stopped():
+    from collections import OrderedDict
+
+    from polygraphy.backend.base import BaseRunner
+    from polygraphy.common import TensorMetadata
+
+    from fogreid.errors import FogreidError
+    from fogreid.runtime.backends import DeployedModel
+
+    class NanRunner(BaseRunner):  # an engine whose outputs overflow: no weights to inspect at load
+        def activate_impl(self):
+            pass
+
+        def get_input_metadata_impl(self):
+            return TensorMetadata().add("frames", np.uint8, (-1, 32, 32, 3))
+
+        def infer_impl(self, feed_dict):
+            n = len(feed_dict["frames"])
+            embedding = np.ones((n, 8), np.float32)
+            embedding[-1, 3] = np.nan
+            return OrderedDict(defogged=feed_dict["frames"], embedding=embedding)
+
+        def deactivate_impl(self):
+            pass
+
+    with DeployedModel(NanRunner(name="nan-engine"), "model.engine") as model:
+        with pytest.raises(FogreidError, match=r"model\.engine: .*NaN or infinite embeddings for 1 of 3 crops"):
+            model(np.zeros((3, 32, 32, 3), np.uint8))
+
+
+def test_events_are_strict_json():
+    from fogreid.errors import FogreidError
+    from fogreid.runtime.pipeline import event_line
+
+    assert json.loads(event_line({"source": "cam", "score": 0.5})) == {"source": "cam", "score": 0.5}
+    with pytest.raises(FogreidError, match="score"):
+        event_line({"source": "cam", "frame": 3, "score": float("nan")})
+
+
+def _bad_box_detector(path: Path) -> Path:
+    """An end-to-end detector (x1, y1, x2, y2, score, class rows in input pixels) whose output holds one
+    good car and five broken rows above the score threshold; zero rows below it are padding."""
+    from test_detectors import make_detector
+
+    nan, inf = np.nan, np.inf
+    rows = [[8, 8, 40, 40, 0.9, 2],           # the good box
+            [nan, 8, 40, 40, 0.9, 2],         # NaN corner
+            [8, 8, inf, 40, 0.9, 2],          # infinite corner
+            [40, 8, 8, 40, 0.9, 2],           # negative width
+            [8, 20, 40, 20, 0.9, 2],          # zero height
+            [8, 8, 40, 40, nan, 2]]           # NaN score
+    out = np.zeros((1, 10, 6), np.float32)
+    out[0, :len(rows)] = rows
+    return make_detector(path, out, [1, 3, SIZE, SIZE], {"names": {2: "car"}, "end2end": True})
+
+
+def test_detector_boxes_that_are_not_boxes_are_dropped_and_counted(files, tmp_path, capsys):
+    from fogreid.runtime.regions import OnnxDetector
+
+    path = _bad_box_detector(tmp_path / "det.onnx")
+    detector = OnnxDetector(path, device="cpu")
+    found = detector([np.zeros((64, 96, 3), np.uint8)])[0]
+    assert len(found) == 1 and all(np.isfinite(found[0].xyxy)) and detector.invalid == 5
+
+    events = tmp_path / "events.jsonl"
+    capsys.readouterr()
+    code = main(["run", "--model", str(files.onnx), "--source", str(files.video), "--detector", str(path),
+                 "--no-track", "--max-frames", "3", "--events", str(events), "--device", "cpu"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["invalid_boxes"] == 15 and summary["crops"] == 3   # 5 per frame dropped, the car kept
+    assert "dropped 15 boxes" in err and str(path) in err and "Traceback" not in err
+
+    def no_constant(name):
+        raise AssertionError(f"{name} in the events file")
+
+    lines = events.read_text().splitlines()
+    assert len(lines) == 3 and all(json.loads(line, parse_constant=no_constant)["box"] for line in lines)
+
+
+def test_dropping_invalid_regions_from_any_source():
+    from fogreid.runtime.regions import Region, drop_invalid
+
+    good = Region((1.0, 2.0, 30.0, 40.0), 0.8)
+    kept, dropped = drop_invalid([good, Region((np.nan, 2.0, 30.0, 40.0)), Region((1.0, 2.0, np.inf, 40.0)),
+                                  Region((30.0, 2.0, 1.0, 40.0)), Region((1.0, 2.0, 30.0, 2.0)),
+                                  Region((1.0, 2.0, 30.0, 40.0), float("nan"))])
+    assert kept == [good] and dropped == 5
+
+
+# ------------------------------------------------------------------ no hang: serve (issue 23, item 5)
+def _free_ports(n: int) -> list[int]:
+    import socket
+
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def test_serve_refuses_a_port_in_use(files, capsys):
+    import socket
+
+    http, grpc, metrics = _free_ports(3)
+    with socket.socket() as holder:
+        holder.bind(("0.0.0.0", grpc))
+        holder.listen()
+        capsys.readouterr()
+        code = main(["serve", "--model", str(files.onnx), "--http-port", str(http), "--grpc-port", str(grpc),
+                     "--metrics-port", str(metrics)])
+    err = capsys.readouterr().err
+    assert code == 1 and f"--grpc-port {grpc}" in err and len(err.strip().splitlines()) == 1, err
+
+
+def _fake_pytriton(monkeypatch, server_alive: bool) -> None:
+    """Just enough of PyTriton for `fogreid serve`: a Triton whose server never comes up. With
+    `server_alive` False the tritonserver process has exited at once, logging why; PyTriton then
+    waits for its HTTP endpoint (two minutes, or for ever), as the fake does."""
+    import sys
+    import types
+
+    class Server:
+        _tritonserver_running_cmd = object()
+
+        def is_alive(self):
+            return server_alive
+
+        def logs(self):
+            return ("I0101 00:00:00 server.cc:1] Started\n"
+                    "E0101 00:00:00 main.cc:2] failed to start GRPC service: Address already in use\n")
+
+    class Triton:
+        def __init__(self, config=None):
+            self.config, self._triton_server = config, None
+
+        def __enter__(self):
+            self._triton_server = Server()
+            for _ in range(1200):   # PyTriton's wait_for_server_ready: a poll loop
+                time.sleep(0.1)
+            raise TimeoutError("Triton Inference Server is not ready after timeout.")
+
+        def stop(self):
+            return True
+
+    modules = {"pytriton": types.ModuleType("pytriton"), "pytriton.decorators": types.ModuleType("d"),
+               "pytriton.model_config": types.ModuleType("m"), "pytriton.triton": types.ModuleType("t")}
+    modules["pytriton.decorators"].batch = lambda f: f
+    modules["pytriton.model_config"].DynamicBatcher = modules["pytriton.model_config"].ModelConfig = dict
+    modules["pytriton.model_config"].Tensor = dict
+    modules["pytriton.triton"].Triton = Triton
+    modules["pytriton.triton"].TritonConfig = dict
+    for name, module in modules.items():
+        monkeypatch.setitem(sys.modules, name, module)
+    monkeypatch.setenv("LD_LIBRARY_PATH", os.environ.get("LD_LIBRARY_PATH", ""))
+
+
+@pytest.mark.parametrize("server_alive", [False, True], ids=["server-exits", "server-never-ready"])
+def test_serve_ends_with_the_reason_when_triton_does_not_start(files, monkeypatch, capsys, server_alive):
+    _fake_pytriton(monkeypatch, server_alive)
+    http, grpc, metrics = _free_ports(3)
+    capsys.readouterr()
+    start = time.perf_counter()
+    code = main(["serve", "--model", str(files.onnx), "--http-port", str(http), "--grpc-port", str(grpc),
+                 "--metrics-port", str(metrics), "--start-timeout", "2"])
+    seconds = time.perf_counter() - start
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 1 and len(lines) == 1 and "Traceback" not in err, err
+    if server_alive:
+        assert "not serving 2 s after it was started" in lines[0] and "--start-timeout" in lines[0]
+    else:
+        assert "exited while starting" in lines[0] and "Address already in use" in lines[0]
+    assert seconds < 10, f"took {seconds:.1f} s"
