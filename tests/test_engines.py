@@ -152,3 +152,16 @@ def test_every_onnxruntime_session_refuses_a_device_it_does_not_have(exported):
     with pytest.raises(EnvironmentProblem, match="--device cuda: this ONNX Runtime has no CUDAExecutionProvider"):
         FrameDefogger(result.files["onnx-defog-frame"], "cuda")
     assert FrameDefogger(result.files["onnx-defog-frame"], "cpu").session.get_providers() == ["CPUExecutionProvider"]
+
+
+def test_check_target_openvino_passes_every_exported_file_and_flags_the_defect(fogreid_cmd, exported, tmp_path):
+    _, result = exported
+    files = sorted({str(p) for p in result.files.values() if str(p).endswith(".onnx")})
+    assert len(files) >= 4    # model, model_fp16, model_int8, model_defog_frame
+    run = subprocess.run(fogreid_cmd + ["check", *files, "--target", "openvino"], capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert run.stdout.count("ok for openvino") == len(files)
+    onnx.save(reduce_max_quantize_conv(True), str(tmp_path / "reduce_max_qdq.onnx"))
+    run = subprocess.run(fogreid_cmd + ["check", str(tmp_path / "reduce_max_qdq.onnx"), "--target", "openvino"],
+                         capture_output=True, text=True)
+    assert run.returncode == 1 and "[openvino]" in run.stderr and "quantises the output of ReduceMax" in run.stderr

@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-TARGETS = ["trt10", "trt11", "dla", "ort-cpu", "ort-cuda"]
+TARGETS = ["trt10", "trt11", "dla", "ort-cpu", "ort-cuda", "openvino"]
 
 
 def add_parser(verbs: argparse._SubParsersAction) -> None:
-    p = verbs.add_parser("check", help="pre-flight check of ONNX artifacts for TensorRT 10/11, DLA, ONNX Runtime",
+    p = verbs.add_parser("check", help="pre-flight check of ONNX artifacts for TensorRT 10/11, DLA, ONNX Runtime, "
+                                       "OpenVINO",
                          description="Check each ONNX artifact against the documented rules of its targets "
                                      "(ops and their minimum TensorRT version, Q/DQ types, uint8 only at the "
                                      "network's I/O, DLA's static shapes and layers, opsets, external data), "

@@ -81,8 +81,9 @@ TYPE_NAMES = {v: k for k, v in TensorProto.DataType.items()}
 class Target:
     name: str
     description: str
-    trt_version: tuple[int, int, int] | None = None   # None: ONNX Runtime
+    trt_version: tuple[int, int, int] | None = None   # None: ONNX Runtime or OpenVINO
     dla: bool = False
+    openvino: bool = False
 
 
 def targets_for(trt_version: tuple[int, int, int] | None = None) -> dict[str, Target]:
@@ -96,6 +97,7 @@ def targets_for(trt_version: tuple[int, int, int] | None = None) -> dict[str, Ta
         "dla": Target("dla", f"DLA with TensorRT {'.'.join(map(str, v10))} (JetPack 6)", v10, dla=True),
         "ort-cpu": Target("ort-cpu", "ONNX Runtime, CPU provider"),
         "ort-cuda": Target("ort-cuda", "ONNX Runtime, CUDA provider"),
+        "openvino": Target("openvino", "OpenVINO, CPU plugin", openvino=True),
     }
 
 
@@ -166,6 +168,8 @@ def check_artifact(path: str | Path, targets: list[str] = DEFAULT_TARGETS,
                 "copy the .onnx.data file with the .onnx, or re-export (fogreid writes one self-contained file)")
         if target.trt_version is not None:
             _check_tensorrt(proto, typed, target, add)
+        elif target.openvino:
+            _check_openvino(path, proto, add)
         else:
             _check_onnxruntime(path, proto, target, add, skip_session=bool(missing))
     cache = Path(cache) if cache is not None else path.parent / "calibration.cache"
@@ -344,6 +348,32 @@ def _check_onnxruntime(path: Path, proto, target: Target, add, skip_session: boo
         if any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in proto.graph.node):
             add("warning", "ort-cuda-int8", "model", "Q/DQ INT8 on the CUDA provider runs the quantised layers in "
                 "float (Q/DQ are simulated)", "for INT8 speed on NVIDIA GPUs use TensorRT (or ORT's TensorRT provider)")
+
+
+def _check_openvino(path: Path, proto, add) -> None:
+    """OpenVINO reads the ONNX itself; its rules are its ONNX frontend and CPU plugin, so the
+    check compiles the model (as `fogreid validate --backend openvino` would), plus one rule
+    found by hand: a QuantizeLinear on a ReduceMax output is fused by the CPU plugin into a
+    Reduce node that returns other channels' maxima (OpenVINO 2026.4.1; reproduced in 5 nodes
+    by tests/test_engines.py::test_openvino_reduce_max_quantize_defect)."""
+    producer = {out: node for node in proto.graph.node for out in node.output}
+    for node in proto.graph.node:
+        source = producer.get(node.input[0]) if node.op_type == "QuantizeLinear" else None
+        if source is not None and source.op_type == "ReduceMax":
+            add("error", "reduce-max-qdq", _node_name(node), f"quantises the output of ReduceMax {_node_name(source)}, "
+                "which OpenVINO's CPU plugin computes wrongly once fused", "re-export with `fogreid export` (it keeps "
+                "the layers after a ReduceMax in float)")
+    try:
+        import openvino as ov
+    except ImportError:
+        add("error", "installed", "model", "OpenVINO is not installed here, so the model cannot be compiled",
+            "pip install 'fogreid[openvino]'")
+        return
+    try:
+        ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    except Exception as exc:
+        add("error", "compile", "model", f"OpenVINO {ov.get_version().split('-')[0]} cannot compile it: "
+            f"{str(exc).strip().splitlines()[-1][:200]}", "re-export with `fogreid export`, or upgrade openvino")
 
 
 def _type_list(types: set[int]) -> str:
