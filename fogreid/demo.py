@@ -89,7 +89,7 @@ class Steps:
 
 
 def run_demo(out: str | Path, quick: bool = False, checkpoint: str | None = None, seed: int = 0) -> dict:
-    from fogreid.export.tensorrt_engine import installed_tensorrt
+    from fogreid.tensorrt_version import installed_tensorrt
 
     out = Path(out)
     cfg = demo_settings(quick, seed)

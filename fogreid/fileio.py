@@ -137,8 +137,9 @@ def refuse_outputs_over_inputs(outputs: dict[str, str | Path | list | None],
     for i, (option, path) in enumerate(written):
         for other, source in named(inputs):
             if _same_file(path, source):
-                raise FogreidError(f"{option} {path}: is the {other} input; writing there would destroy it: "
-                                   f"choose another {option}")
+                harm = ("fogreid would write its files among what it reads" if source.is_dir()
+                        else "writing there would destroy it")
+                raise FogreidError(f"{option} {path}: is the {other} input; {harm}: choose another {option}")
         for other, earlier in written[:i]:
             if _same_file(path, earlier):
                 raise FogreidError(f"{option} {path}: is also {other}; give each output its own path")

@@ -11,7 +11,8 @@ from conftest import SIZE, compare, foggy_frames, make_checkpoint
 from fogreid.calibration.calibrate_onnx import calibrate
 from fogreid.calibration.images import build_calibration_set
 from fogreid.calibration.ranges import compute_ranges
-from fogreid.calibration.trt_cache import read_cache, version_tag, write_cache
+from fogreid.calibration.trt_cache import read_cache, write_cache
+from fogreid.tensorrt_version import version_tag
 from fogreid.errors import FogreidError
 from fogreid import onnx_graph
 from fogreid.export.formats import FORMATS, parse_batch, parse_formats
@@ -192,5 +193,5 @@ def test_export_cli_errors(fogreid_cmd, tmp_path, exported):
         [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 3])],
         [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 3])])), str(not_fogreid))
     run = subprocess.run(fogreid_cmd + ["calibrate", "--onnx", str(not_fogreid), "--images", str(tmp_path),
-                                        "--out", str(tmp_path)], capture_output=True, text=True)
+                                        "--out", str(tmp_path / "int8")], capture_output=True, text=True)
     assert run.returncode == 2 and "no input named 'frames'" in run.stderr

@@ -112,3 +112,28 @@ def test_lower_rooms_do_not_import_upper_ones():
         if name.startswith(("fogreid.model", "fogreid.data", "fogreid.onnx_graph")):
             bad = sorted(m for m in graph[name] if m.startswith(upper))
             assert not bad, f"{name} imports {bad}"
+
+
+def package_graph(graph: dict[str, set[str]]) -> dict[str, set[str]]:
+    """The same edges between fogreid's subpackages and top-level modules (fogreid.runtime,
+    fogreid.sessions, ...), imports inside functions included."""
+    def room(module: str) -> str:
+        return ".".join(module.split(".")[:2])
+
+    rooms: dict[str, set[str]] = {}
+    for name, targets in graph.items():
+        rooms.setdefault(room(name), set()).update(room(t) for t in targets if room(t) != room(name))
+    return rooms
+
+
+def test_no_cycle_between_subpackages():
+    """calibration -> validate -> runtime -> export -> calibration was one, hidden in functions:
+    ONNX Runtime sessions and TensorRT version knowledge now live on the ground floor
+    (fogreid/sessions.py, fogreid/tensorrt_version.py) and per-layer sensitivity in calibration."""
+    rooms = package_graph(import_graph())
+    found = cycles(rooms)
+    assert not found, "cycles between subpackages: " + "; ".join(" <-> ".join(c) for c in found)
+    for ground in ("fogreid.sessions", "fogreid.tensorrt_version"):
+        assert rooms[ground] <= {"fogreid.errors"}, (ground, rooms[ground])
+    assert "fogreid.validate" not in rooms["fogreid.calibration"]
+    assert "fogreid.export" not in rooms["fogreid.runtime"]

@@ -47,7 +47,7 @@ def test_budget_search_keeps_part_of_the_body_in_float_and_meets_it(trained, syn
     from fogreid.calibration.ranges import compute_ranges
     from fogreid.model.fused import FusedDefogReID
     from fogreid.onnx_graph import deploy_metadata, export_onnx
-    from fogreid.validate.per_layer import choose_float_layers
+    from fogreid.calibration.per_layer import choose_float_layers
 
     ckpt, _ = trained
     model = FusedDefogReID.from_checkpoint(ckpt)

@@ -26,8 +26,8 @@ from fogreid.errors import FogreidError
 from fogreid.export.exporter import ExportOptions, check_options, export
 from fogreid.export.formats import parse_formats
 from fogreid.export.preflight import check_artifact
-from fogreid.export.tensorrt_engine import (EngineSpec, check_dla_available, installed_tensorrt, parse_trt_version,
-                                            recipe, tail_layers, trtexec_command, trtexec_script)
+from fogreid.export.tensorrt_engine import EngineSpec, recipe, tail_layers, trtexec_command, trtexec_script
+from fogreid.tensorrt_version import check_dla_available, installed_tensorrt, parse_trt_version
 
 
 # ------------------------------------------------------------------ 1. Q/DQ types

@@ -94,7 +94,7 @@ def test_bad_input_is_explained(fogreid_cmd, exported, synth_root, tmp_path):
 def test_per_layer_writes_a_list_that_export_accepts(exported, synth_root, tmp_path, capsys):
     from fogreid.export.exporter import ExportOptions, export
     from fogreid.export.formats import parse_formats
-    from fogreid.validate.per_layer import rank_layers
+    from fogreid.calibration.per_layer import rank_layers
 
     ckpt, result = exported
     scores = rank_layers(ckpt, result.files["onnx-int8"], [str(synth_root / "FVRID_syn" / "train_foggy")],

@@ -20,6 +20,8 @@ _NAMES = {
     "write_cache": "trt_cache",
     "read_cache": "trt_cache",
     "CalibrationBatches": "trt_calibrator",
+    "choose_float_layers": "per_layer",
+    "rank_layers": "per_layer",
 }
 
 __getattr__, __dir__, __all__ = attach(__name__, _NAMES)

@@ -5,7 +5,7 @@
 
 With an INT8 budget (the default, cosine 0.99), layers are kept in float, most sensitive
 first, until the embedding of the Q/DQ model holds that cosine (1st percentile) against the
-FP32 graph on held-out calibration frames: `fogreid.validate.per_layer.choose_float_layers`.
+FP32 graph on held-out calibration frames: `fogreid.calibration.per_layer.choose_float_layers`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ import numpy as np
 from fogreid.calibration.images import build_calibration_set
 from fogreid.calibration.qdq import quantize_qdq
 from fogreid.calibration.ranges import compute_ranges
-from fogreid.calibration.trt_cache import DEFAULT_TRT_VERSION, scales_from_qdq, write_cache
+from fogreid.calibration.trt_cache import scales_from_qdq, write_cache
+from fogreid.tensorrt_version import DEFAULT_TRT_VERSION
 from fogreid import onnx_graph
 from fogreid.errors import FogreidError
 from fogreid.fileio import atomic_write, sha256_file
@@ -75,7 +76,7 @@ def calibrate(onnx_path: str | Path, image_folders: list[str | Path], out: str |
 
     chosen = None
     if budget:
-        from fogreid.validate.per_layer import choose_float_layers
+        from fogreid.calibration.per_layer import choose_float_layers
 
         frames = held_out if held_out is not None else calib.images
         chosen = choose_float_layers(onnx_path, ranges, method, frames, budget, list(keep_fp), progress)

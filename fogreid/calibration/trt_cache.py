@@ -22,15 +22,9 @@ from onnx import numpy_helper
 
 from fogreid.errors import FogreidError
 from fogreid.fileio import atomic_write
+from fogreid.tensorrt_version import DEFAULT_TRT_VERSION, version_tag
 
-DEFAULT_TRT_VERSION = (10, 3, 0)   # JetPack 6.x ships TensorRT 10.3
 SCALE_RTOL = 4e-7                  # a few float32 ulps: the cache stores each scale as float32
-
-
-def version_tag(version: tuple[int, int, int]) -> str:
-    major, minor, patch = version
-    # NV_TENSORRT_VERSION: major*1000+minor*100+patch up to 9.x, major*10000+minor*100+patch since 10.0
-    return str(major * (10000 if major >= 10 else 1000) + minor * 100 + patch)
 
 
 def write_cache(path: str | Path, scales: dict[str, float], version: tuple[int, int, int] = DEFAULT_TRT_VERSION,

@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     output_folder(args.out)
     from fogreid.calibration.calibrate_onnx import calibrate
     from fogreid.export.exporter import resolve_trt_version
-    from fogreid.export.tensorrt_engine import parse_trt_version
+    from fogreid.tensorrt_version import parse_trt_version
 
     trt_version = resolve_trt_version(parse_trt_version(args.trt_version) if args.trt_version else None)
     result = calibrate(args.onnx, args.images, args.out, args.method, args.num, args.data,

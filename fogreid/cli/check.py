@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
 
     from fogreid.errors import FogreidError
     from fogreid.export.preflight import DEFAULT_TARGETS, check_artifact
-    from fogreid.export.tensorrt_engine import parse_trt_version
+    from fogreid.tensorrt_version import parse_trt_version
 
     version = parse_trt_version(args.trt_version) if args.trt_version else None
     targets = args.target or list(DEFAULT_TARGETS)

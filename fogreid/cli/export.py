@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     from fogreid.export.exporter import ExportOptions, export
     from fogreid.export.formats import parse_batch, parse_formats
 
-    from fogreid.export.tensorrt_engine import parse_trt_version
+    from fogreid.tensorrt_version import parse_trt_version
     from fogreid.fileio import refuse_outputs_over_inputs
 
     formats = parse_formats(args.format)

@@ -112,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
         write_html(results, args.html)
         print(f"html report: {args.html}")
     if args.per_layer:
-        from fogreid.validate.per_layer import rank_layers
+        from fogreid.calibration.per_layer import rank_layers
 
         rank_layers(args.checkpoint, args.model[0], args.per_layer_images or args.images or [], args.per_layer,
                     top=args.top)

@@ -21,9 +21,7 @@ _NAMES = {
     "parse_batch": "formats",
     "check_artifact": "preflight",
     "CheckReport": "preflight",
-    "parse_trt_version": "tensorrt_engine",
     "trtexec_command": "tensorrt_engine",
-    "installed_tensorrt": "tensorrt_engine",
 }
 
 __getattr__, __dir__, __all__ = attach(__name__, _NAMES)

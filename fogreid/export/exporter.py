@@ -16,10 +16,10 @@ from fogreid.errors import FogreidError
 from fogreid import onnx_graph
 from fogreid.export.formats import Format
 from fogreid.export.preflight import check_artifact
-from fogreid.export.tensorrt_engine import (DEFAULT_TRT_VERSION, INSTALL_HINT, EngineSpec, build_engine,
-                                            check_dla_available, installed_tensorrt, recipe, tail_layers,
-                                            trtexec_command, trtexec_script)
+from fogreid.export.tensorrt_engine import (EngineSpec, build_engine, recipe, tail_layers, trtexec_command,
+                                            trtexec_script)
 from fogreid.fileio import atomic_write, sha256_file
+from fogreid.tensorrt_version import DEFAULT_TRT_VERSION, INSTALL_HINT, check_dla_available, installed_tensorrt
 
 
 @dataclass

@@ -30,7 +30,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from fogreid.calibration.trt_cache import DEFAULT_TRT_VERSION, cache_version, read_cache
+from fogreid.calibration.trt_cache import cache_version, read_cache
+from fogreid.tensorrt_version import DEFAULT_TRT_VERSION
 from fogreid.errors import FogreidError
 from fogreid.fileio import atomic_write
 

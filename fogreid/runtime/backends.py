@@ -195,7 +195,7 @@ def tensorrt_runner(path: Path) -> BaseRunner:
         from polygraphy.backend.common import BytesFromPath
         from polygraphy.backend.trt import EngineFromBytes, TrtRunner
     except ImportError:
-        from fogreid.export.tensorrt_engine import INSTALL_HINT
+        from fogreid.tensorrt_version import INSTALL_HINT
 
         raise FogreidError(f"cannot run {path}: {INSTALL_HINT}") from None
     engine = EngineFromBytes(BytesFromPath(str(path)))

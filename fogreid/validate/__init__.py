@@ -27,7 +27,6 @@ _NAMES = {
     "Check": "compare",
     "write_json": "report",
     "write_html": "report",
-    "rank_layers": "per_layer",
 }
 
 __getattr__, __dir__, __all__ = attach(__name__, _NAMES)
