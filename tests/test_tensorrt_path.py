@@ -19,7 +19,6 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from conftest import SIZE, compare, foggy_frames
 from fogreid import onnx_graph
 from fogreid.calibration.trt_cache import cache_version, check_cache_for, read_cache, write_cache
 from fogreid.errors import FogreidError
@@ -29,6 +28,7 @@ from fogreid.export.preflight import check_artifact
 from fogreid.export.tensorrt_engine import EngineSpec, recipe, tail_layers, trtexec_command, trtexec_script
 from fogreid.tensorrt_version import check_dla_available, installed_tensorrt, parse_trt_version
 
+from conftest import SIZE, compare, foggy_frames
 
 # ------------------------------------------------------------------ 1. Q/DQ types
 
@@ -157,7 +157,8 @@ def test_recipes_follow_each_tensorrt_version():
     implicit = EngineSpec("int8", (8, 8, 8), SIZE, dla_core=0, calibration="implicit")
     assert recipe(gpu16, 10).onnx == "onnx-fp16" and recipe(gpu16, 10).strongly_typed_flag
     assert recipe(gpu8, 11).onnx == "onnx-int8" and not recipe(gpu8, 11).strongly_typed_flag
-    assert recipe(implicit, 10).int8 and recipe(implicit, 10).calibration_cache and not recipe(implicit, 10).strongly_typed
+    assert (recipe(implicit, 10).int8 and recipe(implicit, 10).calibration_cache
+            and not recipe(implicit, 10).strongly_typed)
     with pytest.raises(FogreidError, match="removed in TensorRT 11"):
         recipe(implicit, 11)
     with pytest.raises(FogreidError, match="needs the embedding tail's layers"):   # never an unpinned FP16 tail
@@ -388,8 +389,8 @@ def test_check_rejects_each_broken_rule(tmp_path):
 def test_check_passes_our_artifacts_and_exit_codes(exported, fogreid_cmd, tmp_path):
     _, result = exported
     paths = [str(result.files[k]) for k in ("onnx", "onnx-fp16", "onnx-int8")]
-    run = subprocess.run(fogreid_cmd + ["check", *paths, "--target", "trt10", "--target", "trt11", "--target", "ort-cpu",
-                                        "--target", "ort-cuda"], capture_output=True, text=True)
+    run = subprocess.run(fogreid_cmd + ["check", *paths, "--target", "trt10", "--target", "trt11",
+                                        "--target", "ort-cpu", "--target", "ort-cuda"], capture_output=True, text=True)
     assert run.returncode == 0, run.stdout + run.stderr
     assert run.stdout.count(": ok for trt10, trt11, ort-cpu, ort-cuda") == 3
     dla = subprocess.run(fogreid_cmd + ["check", paths[0], "--target", "dla", "--json"], capture_output=True, text=True)
@@ -500,10 +501,13 @@ def test_no_recipe_builds_int8_without_qdq_or_cache_and_every_fp16_build_keeps_t
         trtexec_command("model.onnx", "m.engine", dla_explicit, recipe(dla_explicit, 10), None)
 
 
-def test_dla_explicit_int8_export_builds_from_the_cache(exported, synth_root, tmp_path):
+@pytest.mark.parametrize("mode", ["explicit", "auto"])
+def test_dla_explicit_int8_export_builds_from_the_cache(exported, synth_root, tmp_path, mode):
+    """TensorRT 10's DLA INT8 comes from the cache whatever the mode; TensorRT 11's (>= 11.4.1)
+    from the Q/DQ model, with --int8-mode auto too (auto once meant implicit there: no INT8 line)."""
     ckpt, _ = exported
     out = tmp_path / "dla8"
-    opts = ExportOptions(batch=(4, 4, 4), dla_core=0, int8_mode="explicit", int8_budget=None, calib_num=32,
+    opts = ExportOptions(batch=(4, 4, 4), dla_core=0, int8_mode=mode, int8_budget=None, calib_num=32,
                          calib_images=[str(synth_root / "FVRID_syn" / "train_foggy")], progress=False)
     export(ckpt, parse_formats("engine-int8"), out, opts)
     ten = [line for line in (out / "trtexec_trt10.sh").read_text().splitlines() if line.startswith('"$TRTEXEC"')]
@@ -560,9 +564,10 @@ def test_check_holds_the_cache_to_the_qdq_model(exported, fogreid_cmd, tmp_path)
         write_cache(tmp_path / file, content)
         report = check_artifact(qdq, ["trt10"], cache=tmp_path / file)
         problems = [p for p in report.problems if p.rule == "trt-cache"]
-        assert not report.ok and len(problems) == 1 and "disagrees with the Q/DQ model on 1 tensor" in problems[0].message
-    run = subprocess.run(fogreid_cmd + ["check", str(qdq), "--target", "trt10", "--cache", str(tmp_path / "extra.cache")],
-                         capture_output=True, text=True)
+        assert not report.ok and len(problems) == 1
+        assert "disagrees with the Q/DQ model on 1 tensor" in problems[0].message
+    run = subprocess.run(fogreid_cmd + ["check", str(qdq), "--target", "trt10",
+                                        "--cache", str(tmp_path / "extra.cache")], capture_output=True, text=True)
     assert run.returncode == 1 and "embedding: in the cache, but the Q/DQ model does not quantise it" in run.stderr
     run = subprocess.run(fogreid_cmd + ["check", str(qdq), "--cache", str(tmp_path / "none.cache")],
                          capture_output=True, text=True)
@@ -584,7 +589,8 @@ def test_trtexec_script_checks_the_full_version_before_any_calib_line(tmp_path):
     for number, version in ((100700, "10.7.0"), (100301, "10.3.1")):
         run = run_script(script, 10, tmp_path, number)
         assert run.returncode == 2 and not (tmp_path / "built.log").exists(), run.stderr
-        assert f"written for TensorRT 10.3.0, but" in run.stderr and f"fogreid export --trt-version {version}" in run.stderr
+        assert "written for TensorRT 10.3.0, but" in run.stderr
+        assert f"fogreid export --trt-version {version}" in run.stderr
     # A TensorRT 8.6 trtexec (NV_TENSORRT_VERSION 8601) is neither script's: not "use trtexec_trt11.sh".
     for major in (10, 11):
         other = tmp_path / f"other{major}.sh"
@@ -638,8 +644,8 @@ def test_polygraphy_pin_guards_tensorrt_11():
     """polygraphy 0.49.22-0.49.26's CreateConfig reads ILayer.precision_is_set unguarded, absent from
     TensorRT 11.1's Python ILayer (AttributeError); 0.50.3 wraps it in try/except AttributeError."""
     import re
-
     from importlib.metadata import version
+
     from packaging.version import Version
 
     pyproject = (Path(__file__).parent.parent / "pyproject.toml").read_text()
