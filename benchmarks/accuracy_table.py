@@ -120,8 +120,8 @@ def main() -> None:
     from fogreid.data.datasets import load_fvrid
     from fogreid.data.synth import SynthConfig
     from fogreid.demo import ensure_dataset
-    from fogreid.model.fused import FusedDefogReID
     from fogreid.model.checkpoint import load_model
+    from fogreid.model.fused import FusedDefogReID
     from fogreid.train.evaluation import evaluate
 
     out = Path(args.out)
@@ -129,7 +129,8 @@ def main() -> None:
     ensure_dataset(data, SynthConfig(ids=args.ids, seed=0))
     budget_name = f"{args.ids}ids-{args.imgsz}px-{args.epochs}ep-lr{args.lr:g}" + (
         "" if args.schedule == "paper" else f"-{args.schedule}")   # paper: the folder name runs had before --schedule
-    budget = [f"optim.lr={args.lr}", f"optim.schedule={args.schedule}", f"model.input_size=[{args.imgsz}, {args.imgsz}]",
+    budget = [f"optim.lr={args.lr}", f"optim.schedule={args.schedule}",
+              f"model.input_size=[{args.imgsz}, {args.imgsz}]",
               "data.ids_per_batch=6", "data.instances_per_id=6", "data.num_workers=0", "data.root=" + str(data)]
     # Trained in order of interest (fog-trained, SJDL, RVSL first), so that a run cut short
     # still holds the comparisons that matter most; printed in the paper's order.
@@ -164,7 +165,8 @@ def main() -> None:
             results.setdefault("b", {})[seed] = json.loads(cache.read_text())
 
     lines = [f"accuracy on the generated default ({args.ids} syn ids, {args.imgsz} px, {args.epochs} epochs per row, "
-             f"lr {args.lr:g} ({args.schedule} schedule), seeds {' '.join(map(str, args.seeds))}); mAP / Rank-1 in %, mean +- half-range",
+             f"lr {args.lr:g} ({args.schedule} schedule), seeds {' '.join(map(str, args.seeds))}); "
+             "mAP / Rank-1 in %, mean +- half-range",
              f"{'':4}{'method':<30}{'syn mAP':>13}{'syn R1':>8}{'real mAP':>13}{'real R1':>8}"
              f"{'syn/real mAP w/o precise BN':>29}"]
     table = {}
@@ -192,7 +194,8 @@ def main() -> None:
               "seconds per epoch of training (+ precise BN), minutes per run (all epochs, validation, tests)"]
     for key, row in table.items():
         if "cpu_s_per_epoch" in row and row["cpu_s_per_run"] == row["cpu_s_per_run"]:  # not NaN
-            lines.append(f"({key}) {row['name']:<30}{row['cpu_s_per_epoch']:>8.1f} (+{row['precise_bn_cpu_s_per_epoch']:.1f})"
+            lines.append(f"({key}) {row['name']:<30}{row['cpu_s_per_epoch']:>8.1f} "
+                         f"(+{row['precise_bn_cpu_s_per_epoch']:.1f})"
                          f"{row['cpu_s_per_run'] / 60:>8.1f} min" + ("   (per stage epoch)" if key == "f" else ""))
     total = sum(row["cpu_s_per_run"] * len(row["seeds"]) for row in table.values()
                 if row.get("cpu_s_per_run", float("nan")) == row.get("cpu_s_per_run", float("nan")))

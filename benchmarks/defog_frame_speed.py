@@ -35,7 +35,8 @@ def main() -> None:
     for _ in range(args.rounds):
         for size in SIZES:
             results[size].append(measure(lambda f: session.run(None, {"frames": f}), frames[size], args.seconds))
-    print(f"\nWhole-frame defog, ONNX Runtime CPU, {args.threads} threads, batch 1 ({args.rounds} interleaved rounds)\n")
+    print(f"\nWhole-frame defog, ONNX Runtime CPU, {args.threads} threads, batch 1 "
+          f"({args.rounds} interleaved rounds)\n")
     print("| frame     | frames/s (per round)  | median ms | p95 ms |")
     print("|-----------|-----------------------|-----------|--------|")
     for (h, w), timings in results.items():

@@ -101,7 +101,8 @@ def main() -> None:
 
     print(f"\nDefog quality at {args.imgsz} px, {args.epochs} epochs, seed {args.seed} "
           f"(test query + gallery; PSNR dB / SSIM against the clear images)\n")
-    print(f"| {'':<12} | {'syn PSNR':>8} | {'syn SSIM':>8} | {'real PSNR':>9} | {'real SSIM':>9} | {'mAP syn / real':>14} |")
+    print(f"| {'':<12} | {'syn PSNR':>8} | {'syn SSIM':>8} | {'real PSNR':>9} | {'real SSIM':>9} "
+          f"| {'mAP syn / real':>14} |")
     print(f"|{'-' * 14}|{'-' * 10}|{'-' * 10}|{'-' * 11}|{'-' * 11}|{'-' * 16}|")
     for name, row in table.items():
         m = f"{mAP[name]['syn']:.3f} / {mAP[name]['real']:.3f}" if name in mAP else ""

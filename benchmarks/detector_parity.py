@@ -31,7 +31,8 @@ LAYOUTS = [  # name, model config, export arguments
     ("v11 dynamic", "yolo11n.yaml", {"dynamic": True}),
     ("v11 batch 4", "yolo11n.yaml", {"batch": 4}),
     ("v8 nms=True", "yolov8n.yaml", {"nms": True}),
-    ("v10 end-to-end", "yolov10n.yaml", {"nms": False}),  # this Ultralytics keeps the one-to-one head only with nms=False
+    # this Ultralytics keeps the one-to-one head only with nms=False
+    ("v10 end-to-end", "yolov10n.yaml", {"nms": False}),
     ("yolo26 end-to-end", "yolo26n.yaml", {"nms": False}),
     ("yolo26 raw (one-to-many)", "yolo26n.yaml", {}),
 ]
@@ -69,12 +70,11 @@ def compare(ours: np.ndarray, theirs: np.ndarray) -> tuple[int, int, float]:
 
 def main() -> None:
     import torch
+    import ultralytics
     from ultralytics import YOLO
     from ultralytics.utils import YAML
 
     from fogreid.runtime.regions import OnnxDetector
-
-    import ultralytics
 
     work = Path(tempfile.mkdtemp(prefix="fogreid-detparity-"))
     os.chdir(work)  # Ultralytics writes exports of a model built from a config into the working directory
@@ -112,7 +112,7 @@ def main() -> None:
         for group in groups:
             results = theirs_model.predict(group, conf=conf, iou=iou, classes=VEHICLES, imgsz=imgsz, verbose=False)
             mine = ours.detect(group)
-            for res, m in zip(results, mine):
+            for res, m in zip(results, mine, strict=True):
                 t = np.concatenate([res.boxes.xyxy.numpy(), res.boxes.conf.numpy()[:, None],
                                     res.boxes.cls.numpy()[:, None]], axis=1)
                 matched, unmatched, diff = compare(m, t)

@@ -34,16 +34,16 @@ def main() -> None:
     import onnxruntime as ort
     import torch
 
+    from fogreid.calibration.images import build_calibration_set
     from fogreid.data.synth import SynthConfig, generate
     from fogreid.export.exporter import ExportOptions, export
     from fogreid.export.formats import parse_formats
-    from fogreid.model.checkpoint import save_checkpoint
-    from fogreid.model.fused import FusedDefogReID
-    from fogreid.model.config import preset
     from fogreid.model.build import build_sjdl
-    from fogreid.runtime.bench import measure
-    from fogreid.calibration.images import build_calibration_set
+    from fogreid.model.checkpoint import save_checkpoint
+    from fogreid.model.config import preset
+    from fogreid.model.fused import FusedDefogReID
     from fogreid.pixels import frames_to_images
+    from fogreid.runtime.bench import measure
 
     torch.set_num_threads(args.threads)
     work = Path(tempfile.mkdtemp(prefix="fogreid-bench-"))
@@ -78,7 +78,7 @@ def main() -> None:
     # Interleaved: round r runs every backend once per batch size, so slow spells of a shared
     # machine hit all of them alike; the per-call times of all rounds are pooled.
     times: dict[str, dict[int, list[float]]] = {name: {1: [], 8: []} for name in runners}
-    for name, run in runners.items():
+    for run in runners.values():
         for b in (1, 8):
             measure(run, np.ascontiguousarray(frames[:b]), 0.0, warmup=2, min_calls=1)
     for _ in range(args.rounds):

@@ -38,7 +38,8 @@ def chunks(n: int, dim: int, seed: int):
 
 def queries_for(centres: np.ndarray, num: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
-    q = centres[rng.integers(0, len(centres), num)] + NOISE * rng.standard_normal((num, centres.shape[1])).astype(np.float32)
+    q = (centres[rng.integers(0, len(centres), num)]
+         + NOISE * rng.standard_normal((num, centres.shape[1])).astype(np.float32))
     return np.ascontiguousarray(q / np.linalg.norm(q, axis=1, keepdims=True))
 
 

@@ -72,8 +72,8 @@ def main() -> None:
     print(f"{'fog':<7}{'beta':>5}  {'model':<22}{'IDF1/cam':>9}{'MOTA/cam':>9}{'IDsw/cam':>9}{'cross IDF1':>11}")
     for fog, beta, label, s in rows:
         cams = [v for k, v in s.items() if k.startswith("cam")]
-        mean = lambda key: sum(c[key] for c in cams) / len(cams)  # noqa: E731
-        print(f"{fog:<7}{beta:>5g}  {label:<22}{mean('idf1'):>9.1f}{mean('mota'):>9.1f}"
+        idf1, mota = (sum(c[key] for c in cams) / len(cams) for key in ("idf1", "mota"))
+        print(f"{fog:<7}{beta:>5g}  {label:<22}{idf1:>9.1f}{mota:>9.1f}"
               f"{sum(c['id_switches'] for c in cams):>9}{s['cross-camera']['idf1']:>11.1f}")
 
 

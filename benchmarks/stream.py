@@ -45,7 +45,7 @@ def standin_detector(path: Path, rois: list[list[int]], size: int = 320, frame=(
             super().__init__()
             chans = [3, 16, 32, 64, 128, 256]
             layers = []
-            for a, b in zip(chans, chans[1:]):
+            for a, b in zip(chans[:-1], chans[1:], strict=True):
                 layers += [torch.nn.Conv2d(a, b, 3, 2, 1), torch.nn.SiLU(), torch.nn.Conv2d(b, b, 3, 1, 1),
                            torch.nn.SiLU()]
             self.body = torch.nn.Sequential(*layers)
@@ -144,7 +144,8 @@ def main() -> None:
     print(f"{'stages':<12}{'fps (all sources)':>19}{'crops/s':>9}{'first event s':>15}")
     for mode, runs in results.items():
         fps = [s.fps for s in runs]
-        print(f"{mode:<12}{np.mean(fps):>13.1f} ±{np.std(fps):>4.1f}{np.mean([s.crops / s.seconds for s in runs]):>9.1f}"
+        print(f"{mode:<12}{np.mean(fps):>13.1f} ±{np.std(fps):>4.1f}"
+              f"{np.mean([s.crops / s.seconds for s in runs]):>9.1f}"
               f"{np.mean([s.first_event_s or float('nan') for s in runs]):>15.2f}")
 
 

@@ -158,7 +158,7 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
             return tuple(_convert(args[0], v, where) for v in value)
         if len(value) != len(args):
             raise FogreidError(f"{where}: expected {len(args)} values, got {len(value)}")
-        return tuple(_convert(a, v, where) for a, v in zip(args, value))
+        return tuple(_convert(a, v, where) for a, v in zip(args, value, strict=True))
     if hint is float:
         # YAML 1.1 reads "3e-4" (no dot) as a string: accept any spelling Python parses.
         if isinstance(value, bool):

@@ -41,9 +41,11 @@ def _defog_table(model, data: Path, split: str, clear_folder: str, n: int = 4) -
     with torch.no_grad():
         defogged = model(torch.from_numpy(frames))[0].numpy()
     rows = []
-    for path, foggy, ours in zip(paths, frames, defogged):
+    for path, foggy, ours in zip(paths, frames, defogged, strict=True):
         clear = data / split / clear_folder / path.name
-        cells = [foggy, dehaze_dcp(foggy), ours] + ([load_for_model(clear, model.input_size)] if clear.is_file() else [])
+        cells = [foggy, dehaze_dcp(foggy), ours]
+        if clear.is_file():
+            cells.append(load_for_model(clear, model.input_size))
         rows.append("<tr>" + "".join(f'<td><img src="{png_data_uri(c)}" width="128"></td>' for c in cells) + "</tr>")
     return ("<table><tr><th>foggy input</th><th>dark channel prior</th><th>defog head</th><th>clear</th></tr>"
             + "".join(rows) + "</table>")
@@ -105,7 +107,8 @@ def _stream_frames(stream: dict, count: int = 2) -> tuple[list[np.ndarray], str]
     chosen = (right[:1] + wrong[:1]) or sorted(by_frame)[:count]
     chosen = sorted(chosen + [f for f in sorted(by_frame) if f not in chosen][:max(count - len(chosen), 0)])
     frames = []
-    for index, frame in zip(chosen, _video_frames(raw, chosen)):
+    # not strict: _video_frames leaves out a frame it cannot read (see _video_frames)
+    for index, frame in zip(chosen, _video_frames(raw, chosen), strict=False):
         canvas = cv2.resize(frame, None, fx=2, fy=2, interpolation=cv2.INTER_CUBIC) if frame.shape[1] < 800 else frame
         k = canvas.shape[1] / frame.shape[1]
         for event in by_frame[index]:
@@ -195,7 +198,8 @@ def write_report(out: Path, summary: dict, scores: dict, verdicts: dict) -> Path
                          f'<td>{_badge(v["verdict"])}</td><td>{f["cosine_min"]:.4f}</td><td>{f["cosine_p1"]:.4f}</td>'
                          f"<td>{f['nn_agreement']:.3f}</td>"
                          f"<td>{f['defog_psnr_db']:.1f}</td><td>{f.get('map_drop', 0):+.2f}</td>"
-                         f'<td>{html.escape(failing) or "-"}</td><td><a href="validation/{v.get("html", name + ".html")}">report</a></td></tr>')
+                         f'<td>{html.escape(failing) or "-"}</td>'
+                         f'<td><a href="validation/{v.get("html", name + ".html")}">report</a></td></tr>')
     speed_rows = "".join(f"<tr><td>{n}</td><td>{s['batch1']}</td><td>{s['batch8']}</td></tr>"
                          for n, s in summary["speed"].items())
     stream = summary["stream"]
@@ -207,6 +211,7 @@ def write_report(out: Path, summary: dict, scores: dict, verdicts: dict) -> Path
     outputs = [("dataset (FVRID layout)", data), ("trained model", checkpoint), ("exported artifacts", out / "export"),
                ("validation reports", out / "validation"), ("annotated stream video", stream["video"]),
                ("match events (JSON lines)", stream["events"]), ("all figures", out / "summary.json")]
+    output_items = "".join(f"<li>{k}: <code>{html.escape(str(v))}</code></li>" for k, v in outputs)
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>fogreid demo report</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1100px;color:#222}} td,th{{padding:3px 10px;text-align:left}}
 h2{{margin-top:1.6em}}
@@ -218,8 +223,8 @@ h2{{margin-top:1.6em}}
 <h1>fogreid demo</h1>
 {_headline(summary, scores, verdicts, config)}
 <h2>Validation against PyTorch</h2>
-<table><tr><th>artifact</th><th>engine</th><th>verdict</th><th>cosine min</th><th>cosine p1</th><th>NN agreement</th><th>defog PSNR dB</th>
-<th>mAP drop (points)</th><th>failing figures</th><th></th></tr>{verdict_rows}</table>
+<table><tr><th>artifact</th><th>engine</th><th>verdict</th><th>cosine min</th><th>cosine p1</th><th>NN agreement</th>
+<th>defog PSNR dB</th><th>mAP drop (points)</th><th>failing figures</th><th></th></tr>{verdict_rows}</table>
 {"<p>Not built here:</p><ul>" + not_built + "</ul>" if not_built else ""}
 <h2>Re-identification accuracy</h2><p>mAP and Rank-k in percent.</p>
 <table><tr><th>model</th><th>syn mAP</th><th>syn R1</th><th>syn R5</th><th>real mAP</th><th>real R1</th>
@@ -243,7 +248,7 @@ h2{{margin-top:1.6em}}
 {_defog_table(model, data, "FVRID_real", "query_clear_eval")}
 <h2>Speed (images/s, this machine)</h2>
 <table><tr><th>model</th><th>batch 1</th><th>batch 8</th></tr>{speed_rows}</table>
-<h2>Where the outputs are</h2><ul>{"".join(f"<li>{k}: <code>{html.escape(str(v))}</code></li>" for k, v in outputs)}</ul>
+<h2>Where the outputs are</h2><ul>{output_items}</ul>
 </body></html>"""
     path = out / "report.html"
     with atomic_write(path, "w") as handle:

@@ -39,7 +39,8 @@ def read_mot(path: str | Path) -> dict[int, list[tuple[int, tuple[float, float, 
         try:
             f, i, x, y, w, h = (float(v) for v in line.split(",")[:6])
         except ValueError:
-            raise FogreidError(f"{path}:{n}: not a MOTChallenge row (frame, id, left, top, width, height, ...)") from None
+            raise FogreidError(f"{path}:{n}: not a MOTChallenge row "
+                               "(frame, id, left, top, width, height, ...)") from None
         frames.setdefault(int(f), []).append((int(i), (x, y, w, h)))
     return frames
 
@@ -124,9 +125,10 @@ def evaluate_city(city: str | Path, events_path: str | Path) -> dict:
     rows = {}
     for name, row in list(per_camera.iterrows()) + list(cross.iterrows()):
         rows[str(name)] = {"idf1": round(float(row["idf1"]) * 100, 1), "mota": round(float(row["mota"]) * 100, 1),
-                           "id_switches": int(row["num_switches"]), "precision": round(float(row["precision"]) * 100, 1),
+                           "id_switches": int(row["num_switches"]),
+                           "precision": round(float(row["precision"]) * 100, 1),
                            "recall": round(float(row["recall"]) * 100, 1)}
-    for name, beta in zip(info["cameras"], info["fog_beta"]):
+    for name, beta in zip(info["cameras"], info["fog_beta"], strict=True):
         rows[name]["fog_beta"] = beta
     return rows
 

@@ -29,7 +29,8 @@ def onnxruntime_session(path: str | Path, device: str = "auto"):
     if device != "auto" and wanted[0] not in available:
         # Never run on the CPU when a GPU was asked for: the figures would be the CPU's, silently.
         raise EnvironmentProblem(f"--device {device}: this ONNX Runtime has no {wanted[0]} (it has "
-                                 f"{', '.join(available)}); install onnxruntime-gpu (README, Install) or use --device cpu")
+                                 f"{', '.join(available)}); install onnxruntime-gpu (README, Install) "
+                                 "or use --device cpu")
     errors = []
     for first in [p for p in wanted if p in available][:None if device == "auto" else 1]:
         providers = wanted[wanted.index(first):]

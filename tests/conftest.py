@@ -39,9 +39,9 @@ def foggy_frames(root, n=24, split="query"):
 
 def make_checkpoint(path, root, **overrides):
     """A model whose BatchNorm statistics come from foggy images (as after training), not the init."""
+    from fogreid.model.build import build_sjdl
     from fogreid.model.checkpoint import save_checkpoint
     from fogreid.model.config import preset
-    from fogreid.model.build import build_sjdl
     from fogreid.pixels import frames_to_images
 
     torch.manual_seed(0)

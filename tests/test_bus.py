@@ -10,13 +10,13 @@ import subprocess
 import threading
 import time
 
-import numpy as np
 import pytest
 
-from conftest import make_checkpoint
 from fogreid.data.synth_video import CityConfig, make_city
 from fogreid.errors import FogreidError
 from fogreid.runtime.bus import GROUP, decode, parse_bus_url
+
+from conftest import make_checkpoint
 
 REDIS_SERVER = shutil.which("redis-server")
 redis = pytest.importorskip("redis", reason="redis-py is in the dev extra")
@@ -127,7 +127,7 @@ def test_two_edges_one_matcher_killed_and_restarted(city, redis_url, fogreid_cmd
     edges = [subprocess.Popen(fogreid_cmd + ["run", "--model", str(model), "--source", str(video), "--detections",
                                             str(det), "--fps", "8", "--publish", url],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for video, det in zip(cams["videos"], cams["det"])]
+             for video, det in zip(cams["videos"], cams["det"], strict=True)]
     reaper.extend(edges)
     deadline = time.time() + 240
     def holding() -> int:   # entries the matcher has read and not yet acknowledged

@@ -4,10 +4,10 @@ import torch
 from fogreid import __version__
 from fogreid.errors import FogreidError
 from fogreid.fileio import atomic_write
-from fogreid.model.checkpoint import load_model, load_weights, read_checkpoint, save_checkpoint
-from fogreid.model.fused import FusedDefogReID
-from fogreid.model.config import preset
 from fogreid.model.build import build_sjdl
+from fogreid.model.checkpoint import load_model, load_weights, read_checkpoint, save_checkpoint
+from fogreid.model.config import preset
+from fogreid.model.fused import FusedDefogReID
 
 
 @pytest.fixture

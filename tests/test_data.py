@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from fogreid.data.datasets import ReIDImages, load_dataset, load_fvrid, load_veri776, load_veriwild, \
-    parse_vehicle_name
+from fogreid.data.datasets import ReIDImages, load_dataset, load_fvrid, load_veri776, load_veriwild, parse_vehicle_name
 from fogreid.data.image_io import list_images, read_image, resize_for_model
 from fogreid.data.sampler import IdentitySampler
 from fogreid.errors import FogreidError
@@ -61,7 +60,7 @@ def test_veriwild_layout(synth_root, tmp_path):
     for name, records in (("train_list", real.train), ("test_3000_query", real.query),
                           ("test_3000", real.query + real.gallery)):
         keys = []
-        for i, r in enumerate(records):
+        for r in records:
             key = f"{r.pid:05d}/{r.path.stem}"
             (tmp_path / "images" / f"{r.pid:05d}").mkdir(parents=True, exist_ok=True)
             shutil.copy(r.path, tmp_path / "images" / f"{key}.jpg")

@@ -68,7 +68,7 @@ KEPT = [(A, 0.9, "car"), ((101, 100, 200, 181), 0.85, "truck"), ((600, 400, 640,
 
 def check(found, expected, tol=1e-3):
     assert len(found) == len(expected), found
-    for region, (xyxy, score, label) in zip(sorted(found, key=lambda r: -r.score), expected):
+    for region, (xyxy, score, label) in zip(sorted(found, key=lambda r: -r.score), expected, strict=True):
         assert np.abs(np.array(region.xyxy) - xyxy).max() <= tol and region.score == pytest.approx(score, abs=1e-6)
         assert region.label == label
 
@@ -135,7 +135,7 @@ def test_dynamic_input_size_from_metadata_and_batches(tmp_path):
     assert det.size == (320, 320) and det.batch is None
     frames = [np.full((*FRAME, 3), v, np.uint8) for v in (0, 10, 20)]
     found = det(frames)
-    for v, regions in zip((0, 10, 20), found):
+    for v, regions in zip((0, 10, 20), found, strict=True):
         # in the 256-row letterboxed input the mean is (240 * v + 16 * 114) / 256; x moves by that, x2 by it
         mean = (240 * v + 16 * 114) / 256
         assert len(regions) == 1

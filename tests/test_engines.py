@@ -11,8 +11,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from conftest import foggy_frames
 from fogreid.errors import FogreidError
+
+from conftest import foggy_frames
 
 
 def reduce_max_quantize_conv(quantize: bool) -> onnx.ModelProto:
@@ -123,7 +124,8 @@ def test_validate_tables_every_artifact_on_every_engine(fogreid_cmd, exported, s
 def test_validate_backend_that_cannot_read_the_file_is_refused(fogreid_cmd, exported, synth_root):
     ckpt, result = exported
     run = subprocess.run(fogreid_cmd + ["validate", "--checkpoint", str(ckpt), "--model", str(result.files["onnx"]),
-                                        "--backend", "tensorrt", "--images", str(synth_root / "FVRID_syn" / "query_foggy")],
+                                        "--backend", "tensorrt",
+                                        "--images", str(synth_root / "FVRID_syn" / "query_foggy")],
                          capture_output=True, text=True)
     assert run.returncode == 2 and "none of these runs" in run.stderr and "Traceback" not in run.stderr
 

@@ -7,18 +7,20 @@ import numpy as np
 import onnx
 import pytest
 
-from conftest import SIZE, compare, foggy_frames, make_checkpoint
+from fogreid import onnx_graph
 from fogreid.calibration.calibrate_onnx import calibrate
 from fogreid.calibration.images import build_calibration_set
 from fogreid.calibration.ranges import compute_ranges
 from fogreid.calibration.trt_cache import read_cache, write_cache
-from fogreid.tensorrt_version import version_tag
 from fogreid.errors import FogreidError
-from fogreid import onnx_graph
 from fogreid.export.formats import FORMATS, parse_batch, parse_formats
 from fogreid.export.preflight import check_artifact
 from fogreid.fileio import sha256_file
 from fogreid.model.fused import FusedDefogReID
+from fogreid.tensorrt_version import version_tag
+
+from conftest import SIZE, compare, foggy_frames, make_checkpoint
+
 
 @pytest.mark.parametrize("variant", [dict(backbone="resnet18", ibn=True), dict(backbone="resnet34", deform_branch=True),
                                      dict(backbone="resnet50", deform_branch=True, branch_channels=128)],
@@ -99,7 +101,8 @@ def test_cache_round_trip_and_version_tags(tmp_path):
 def test_calibration_methods_give_different_ranges(exported, synth_root):
     _, result = exported
     calib = build_calibration_set([synth_root / "FVRID_syn" / "train_foggy"], SIZE, num=16, progress=False)
-    ranges = {m: compute_ranges(result.files["onnx"], calib, m, num_bins=512) for m in ("entropy", "percentile", "minmax")}
+    ranges = {m: compute_ranges(result.files["onnx"], calib, m, num_bins=512)
+              for m in ("entropy", "percentile", "minmax")}
     def amax(method, key):
         low, high = ranges[method][key].range_value
         return float(np.max(np.abs(np.concatenate([np.ravel(low), np.ravel(high)]))))

@@ -125,7 +125,8 @@ def test_every_option_has_help_and_shows_its_default():
 
 
 @pytest.mark.parametrize("argv", [["train", "--out", "x", "--epochs", "0"],
-                                  ["train", "--out", "x", "--data", ".", "--set", "optim.epochs=0"],  # config checks too
+                                  # config checks too
+                                  ["train", "--out", "x", "--data", ".", "--set", "optim.epochs=0"],
                                   ["run", "--model", "m", "--source", "s", "--batch", "0"]])
 def test_argument_errors_come_before_heavy_imports(argv, fogreid_cmd):
     import time

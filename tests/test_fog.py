@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from fogreid.data.fog import (FogRanges, default_depth, gaussian_blur, load_depth, real_like_fog, scatter,
-                              synthetic_fog)
+from fogreid.data.fog import FogRanges, default_depth, gaussian_blur, load_depth, real_like_fog, scatter, synthetic_fog
 from fogreid.errors import FogreidError
 
 
@@ -21,7 +20,8 @@ def test_scattering_formula_on_constant_images():
 
 
 def test_coloured_airlight_per_channel():
-    foggy = scatter(torch.zeros(1, 3, 4, 4), torch.ones(1, 1, 4, 4), torch.tensor([1.0]), torch.tensor([[0.9, 0.8, 0.7]]))
+    foggy = scatter(torch.zeros(1, 3, 4, 4), torch.ones(1, 1, 4, 4), torch.tensor([1.0]),
+                    torch.tensor([[0.9, 0.8, 0.7]]))
     t = math.exp(-1.0)
     torch.testing.assert_close(foggy[0, :, 0, 0], torch.tensor([0.9, 0.8, 0.7]) * (1 - t))
 

@@ -33,8 +33,8 @@ def test_trained_checkpoint_exported_with_defaults_passes_validation(trained, sy
     report = json.loads(result.manifest.read_text())["calibration"]
     assert report["int8_budget"]["float_layers"] < report["int8_budget"]["body_layers"]
     # The same file on both engines that run here: OpenVINO reads the Q/DQ pairs itself.
-    outcomes = validate_many(ckpt, [(result.files["onnx-int8"], "onnxruntime"), (result.files["onnx-int8"], "openvino")],
-                             data_root=str(synth_root))
+    outcomes = validate_many(ckpt, [(result.files["onnx-int8"], "onnxruntime"),
+                                    (result.files["onnx-int8"], "openvino")], data_root=str(synth_root))
     for outcome in outcomes:
         assert outcome.precision == "int8"
         assert outcome.passed, (outcome.backend, [c.describe() for c in outcome.checks if not c.passed])
@@ -44,10 +44,10 @@ def test_trained_checkpoint_exported_with_defaults_passes_validation(trained, sy
 @pytest.mark.slow
 def test_budget_search_keeps_part_of_the_body_in_float_and_meets_it(trained, synth_root, tmp_path):
     from fogreid.calibration.images import build_calibration_set
+    from fogreid.calibration.per_layer import choose_float_layers
     from fogreid.calibration.ranges import compute_ranges
     from fogreid.model.fused import FusedDefogReID
     from fogreid.onnx_graph import deploy_metadata, export_onnx
-    from fogreid.calibration.per_layer import choose_float_layers
 
     ckpt, _ = trained
     model = FusedDefogReID.from_checkpoint(ckpt)
@@ -69,8 +69,9 @@ def test_budget_search_keeps_part_of_the_body_in_float_and_meets_it(trained, syn
 def test_layers_kept_in_float_read_float_inputs(exported, synth_root, tmp_path):
     import onnx
 
-    from conftest import foggy_frames, run_onnx
     from fogreid.calibration.calibrate_onnx import calibrate
+
+    from conftest import foggy_frames, run_onnx
 
     _, result = exported
     graph = onnx.load(str(result.files["onnx"])).graph
@@ -121,7 +122,8 @@ def test_int8_convs_run_as_int8_kernels_in_onnxruntime(exported, synth_root, tmp
     for node in graph.node:
         for name in set(node.input):
             readers[name] = readers.get(name, 0) + 1
-    qdq = [n for n in graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear") and n.input[0] not in initializers]
+    qdq = [n for n in graph.node
+           if n.op_type in ("QuantizeLinear", "DequantizeLinear") and n.input[0] not in initializers]
     assert qdq and all(readers.get(n.output[0], 0) == 1 for n in qdq)
     params = [name for n in qdq for name in n.input[1:]]
     assert len(params) == len(set(params))                      # no two share a scale by name

@@ -3,10 +3,10 @@ import torch
 from torch import nn
 
 from fogreid.errors import FogreidError
+from fogreid.model.build import build_sjdl
+from fogreid.model.config import ModelConfig, preset
 from fogreid.model.fused import FusedDefogReID
 from fogreid.model.resnet_ibn import IBN, ResNetIBN, load_imagenet_weights
-from fogreid.model.config import ModelConfig, preset
-from fogreid.model.build import build_sjdl
 from fogreid.model.summary import summarize
 
 VARIANTS = [
@@ -162,6 +162,6 @@ def test_precise_bn_changes_running_statistics_and_no_weight():
     assert update_bn_stats(net, iter(batches), num_batches=2) == 2
     assert not net.training, "the mode is restored"
     after = [bn.running_mean for bn in batchnorm_layers(net)]
-    assert all(not torch.allclose(a, b) for a, b in zip(before, after))
+    assert all(not torch.allclose(a, b) for a, b in zip(before, after, strict=True))
     assert all(torch.equal(v, net.state_dict()[k]) for k, v in weights.items())
     assert all(bn.momentum == 0.1 for bn in batchnorm_layers(net))

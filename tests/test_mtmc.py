@@ -31,7 +31,7 @@ def city(tmp_path_factory):
 def truth_events(city, relabel=None):
     """The ground truth written as `fogreid run` would: perfect tracks and global ids."""
     events = []
-    for c, (video, gt) in enumerate(zip(city["videos"], city["gt"])):
+    for c, (video, gt) in enumerate(zip(city["videos"], city["gt"], strict=True)):
         for frame, rows in read_mot(gt).items():
             for vid, (x, y, w, h) in rows:
                 gid = relabel(c, frame, vid) if relabel else vid

@@ -39,7 +39,7 @@ def test_two_nodes_c10d_rendezvous_on_loopback(fogreid_cmd, tmp_path):
     nodes = [subprocess.Popen(node, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
              for _ in range(2)]
     outputs = [n.communicate(timeout=400) for n in nodes]
-    for n, (_, err) in zip(nodes, outputs):
+    for n, (_, err) in zip(nodes, outputs, strict=True):
         assert n.returncode == 0, err[-3000:]
     steps_single = read_checkpoint(single / "last.pt")["global_step"]
     steps_multi = read_checkpoint(multi / "last.pt")["global_step"]

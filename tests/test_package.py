@@ -6,7 +6,8 @@ import fogreid
 
 def test_import_is_light():
     code = ("import sys, fogreid, fogreid.cli; "
-            "heavy = [m for m in ('torch', 'cv2', 'onnxruntime', 'tensorrt', 'onnx', 'polygraphy') if m in sys.modules]; "
+            "heavy = [m for m in ('torch', 'cv2', 'onnxruntime', 'tensorrt', 'onnx', 'polygraphy') "
+            "if m in sys.modules]; "
             "print(','.join(heavy))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "", f"import fogreid pulled in: {out.stdout}"

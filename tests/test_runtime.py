@@ -11,7 +11,6 @@ import time
 import numpy as np
 import pytest
 
-from conftest import SMALL
 from fogreid.data.synth_video import make_video
 from fogreid.errors import FogreidError
 from fogreid.runtime.backends import load_model
@@ -19,6 +18,8 @@ from fogreid.runtime.gallery import Gallery, build_gallery
 from fogreid.runtime.pipeline import RunOptions, run_stream
 from fogreid.runtime.regions import FixedRegions
 from fogreid.runtime.sources import SourceReader, parse_source
+
+from conftest import SMALL
 
 FFMPEG = shutil.which("ffmpeg")
 
@@ -43,7 +44,8 @@ def accuracy(events_path, video):
     truth = json.loads((video["video"].parent / "truth.json").read_text())
     events = [json.loads(line) for line in events_path.read_text().splitlines()]
     assert all(e["event"] == "detection" and e["track_id"] is None for e in events)  # fixed regions: no tracks
-    right = sum(e["match"] is not None and e["match"]["id"] == str(truth["ids"][e["frame"]][truth["rois"].index(e["box"])])
+    right = sum(e["match"] is not None
+                and e["match"]["id"] == str(truth["ids"][e["frame"]][truth["rois"].index(e["box"])])
                 for e in events)
     return events, right / max(len(events), 1)
 
@@ -79,7 +81,7 @@ def test_checkpoint_and_onnx_backends_agree(trained, onnx_model):
 
 def test_folder_source_and_bad_sources(video, tmp_path):
     folder = tmp_path / "frames"
-    for i, pid in enumerate(sorted((video["gallery"]).iterdir())[:3]):
+    for pid in sorted((video["gallery"]).iterdir())[:3]:
         shutil.copytree(pid, folder, dirs_exist_ok=True)
     reader = SourceReader(parse_source(str(folder)), queue_size=2)
     reader.start()

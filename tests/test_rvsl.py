@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import SIZE, compare
 from fogreid.train import losses as L
+
+from conftest import SIZE, compare
 
 
 def with_grad(fn, *tensors):
@@ -151,8 +152,8 @@ def test_rvsl_checkpoint_exports_and_matches_pytorch(rvsl_run, tmp_path):
 
 
 def test_rvsl_summary_counts_its_own_branches():
-    from fogreid.model.config import preset
     from fogreid.model.build import build_sjdl
+    from fogreid.model.config import preset
     from fogreid.model.summary import summarize
 
     rows = {r.name: r for r in summarize(build_sjdl(preset("edge", arch="rvsl", input_size=SIZE, num_ids=4)))}

@@ -8,10 +8,11 @@ import onnx
 import pytest
 import yaml
 
-from conftest import SIZE, foggy_frames, make_checkpoint
 from fogreid.calibration.trt_cache import write_cache
 from fogreid.errors import FogreidError
 from fogreid.fileio import sha256_file
+
+from conftest import SIZE, foggy_frames, make_checkpoint
 
 tritonclient = pytest.importorskip("tritonclient.grpc.model_config_pb2", reason="tritonclient is in the dev extra")
 
@@ -45,7 +46,7 @@ def check_against_onnx(config, onnx_path, max_batch):
     assert config.max_batch_size == max_batch
     for declared, actual in ((config.input, graph.input), (config.output, graph.output)):
         assert [t.name for t in declared] == [t.name for t in actual]
-        for t, v in zip(declared, actual):
+        for t, v in zip(declared, actual, strict=True):
             dims = v.type.tensor_type.shape.dim
             assert not dims[0].HasField("dim_value"), "the graph's batch must be dynamic"
             assert list(t.dims) == [d.dim_value for d in dims[1:]]

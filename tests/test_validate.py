@@ -8,9 +8,10 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from conftest import make_checkpoint
 from fogreid.errors import FogreidError
 from fogreid.validate.compare import thresholds_for, validate
+
+from conftest import make_checkpoint
 
 
 def validate_cli(fogreid_cmd, *args):
@@ -92,15 +93,15 @@ def test_bad_input_is_explained(fogreid_cmd, exported, synth_root, tmp_path):
 
 
 def test_per_layer_writes_a_list_that_export_accepts(exported, synth_root, tmp_path, capsys):
+    from fogreid.calibration.per_layer import rank_layers
     from fogreid.export.exporter import ExportOptions, export
     from fogreid.export.formats import parse_formats
-    from fogreid.calibration.per_layer import rank_layers
 
     ckpt, result = exported
     scores = rank_layers(ckpt, result.files["onnx-int8"], [str(synth_root / "FVRID_syn" / "train_foggy")],
                          tmp_path / "keep.txt", top=2, calib_num=32, eval_num=16)
     assert len(scores) > 10 and scores[0].cosine_mean <= scores[-1].cosine_mean  # most sensitive first
-    keep = [l for l in (tmp_path / "keep.txt").read_text().splitlines() if l and not l.startswith("#")]
+    keep = [line for line in (tmp_path / "keep.txt").read_text().splitlines() if line and not line.startswith("#")]
     assert len(keep) <= 2 and all(k in {s.node for s in scores} for k in keep)
     assert "Quantising one layer alone" in capsys.readouterr().out
     if keep:

@@ -31,7 +31,7 @@ def rows(demo: Path, model: FusedDefogReID, split: str, clear_folder: str, picks
     with torch.no_grad():
         defogged = model(torch.from_numpy(frames))[0].numpy()
     return [[f, dehaze_dcp(f), d, load_for_model(demo / "data" / split / clear_folder / p.name, model.input_size)]
-            for p, f, d in zip(paths, frames, defogged)]
+            for p, f, d in zip(paths, frames, defogged, strict=True)]
 
 
 def main(demo: str = "runs/demo", out: str = "docs/assets/defog.png") -> None:

@@ -16,14 +16,14 @@ from pathlib import Path
 
 import numpy as np
 
+from fogreid import onnx_graph
 from fogreid.calibration.images import build_calibration_set
 from fogreid.calibration.qdq import quantize_qdq
 from fogreid.calibration.ranges import compute_ranges
 from fogreid.calibration.trt_cache import scales_from_qdq, write_cache
-from fogreid.tensorrt_version import DEFAULT_TRT_VERSION
-from fogreid import onnx_graph
 from fogreid.errors import FogreidError
 from fogreid.fileio import atomic_write, sha256_file
+from fogreid.tensorrt_version import DEFAULT_TRT_VERSION
 
 DEFAULT_METHOD = "minmax"
 # Why minmax: entropy (KL) and percentile clip the rare large activations, and on a trained

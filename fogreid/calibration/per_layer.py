@@ -62,7 +62,8 @@ def _outputs(path: Path, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate([r[0] for r in results]), np.concatenate([r[1] for r in results])
 
 
-def _score(reference: tuple[np.ndarray, np.ndarray], candidate: tuple[np.ndarray, np.ndarray]) -> tuple[float, float, float]:
+def _score(reference: tuple[np.ndarray, np.ndarray],
+           candidate: tuple[np.ndarray, np.ndarray]) -> tuple[float, float, float]:
     """(mean cosine, 1st-percentile cosine, defog PSNR) of `candidate` against `reference`."""
     cosine = (reference[1] * candidate[1]).sum(axis=1)     # both L2-normalised
     mse = np.mean((reference[0].astype(np.float64) - candidate[0].astype(np.float64)) ** 2)
@@ -90,8 +91,8 @@ def _candidates(fp32: Path, embedding_only: bool = False) -> list[str]:
     return [n for n in names if n in upstream]
 
 
-def layer_sensitivity(fp32: Path, ranges, method: str, frames: np.ndarray, work: Path,
-                      progress: bool = True, embedding_only: bool = False) -> tuple[list[LayerScore], tuple[float, float, float]]:
+def layer_sensitivity(fp32: Path, ranges, method: str, frames: np.ndarray, work: Path, progress: bool = True,
+                      embedding_only: bool = False) -> tuple[list[LayerScore], tuple[float, float, float]]:
     """Every quantisable layer scored alone, most sensitive first; and the all-INT8 score."""
     from tqdm import tqdm
 
@@ -101,7 +102,8 @@ def layer_sensitivity(fp32: Path, ranges, method: str, frames: np.ndarray, work:
     baseline = _score(reference, _outputs(quantize_qdq(fp32, work / "all.onnx", ranges, method, check=False), frames))
     error = max(1 - baseline[0], 1e-9)
     scores = []
-    for node in tqdm(_candidates(fp32, embedding_only), desc="per-layer sensitivity", unit="layer", disable=not progress):
+    for node in tqdm(_candidates(fp32, embedding_only), desc="per-layer sensitivity", unit="layer",
+                     disable=not progress):
         mean, p1, psnr_db = _score(reference, _outputs(
             quantize_qdq(fp32, work / "trial.onnx", ranges, method, only=[node], check=False), frames))
         scores.append(LayerScore(node, mean, p1, psnr_db, (1 - mean) / error))
@@ -129,8 +131,8 @@ def choose_float_layers(fp32: str | Path, ranges, method: str, frames: np.ndarra
         steps: list[dict] = []
 
         def build(extra: list[str]) -> float:
-            p1 = _score(reference, _outputs(quantize_qdq(fp32, work / "q.onnx", ranges, method, base + extra, check=False),
-                                            frames))[1]
+            model = quantize_qdq(fp32, work / "q.onnx", ranges, method, base + extra, check=False)
+            p1 = _score(reference, _outputs(model, frames))[1]
             steps.append({"float_layers": len(base + extra), "cosine_p1": round(p1, 5)})
             if progress:
                 print(f"  {len(base + extra):3d} layers in float: embedding cosine p1 {p1:.4f}")

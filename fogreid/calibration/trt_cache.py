@@ -116,8 +116,10 @@ def cache_mismatches(qdq: onnx.ModelProto, cache_scales: dict[str, float]) -> li
     """What differs between a cache and the Q/DQ model it should mirror (empty: consistent):
     the same tensors, each with the same scale up to float32 rounding."""
     want = {name: s for name, s in scales_from_qdq(qdq).items() if s > 0}   # write_cache drops 0 scales
-    problems = [f"{name}: in the cache, but the Q/DQ model does not quantise it" for name in sorted(set(cache_scales) - set(want))]
-    problems += [f"{name}: quantised in the Q/DQ model, but not in the cache" for name in sorted(set(want) - set(cache_scales))]
+    problems = [f"{name}: in the cache, but the Q/DQ model does not quantise it"
+                for name in sorted(set(cache_scales) - set(want))]
+    problems += [f"{name}: quantised in the Q/DQ model, but not in the cache"
+                 for name in sorted(set(want) - set(cache_scales))]
     problems += [f"{name}: scale {cache_scales[name]:.9g} in the cache, {want[name]:.9g} in the Q/DQ model"
                  for name in sorted(set(want) & set(cache_scales))
                  if not np.isclose(cache_scales[name], want[name], rtol=SCALE_RTOL, atol=0)]

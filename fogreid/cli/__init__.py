@@ -14,8 +14,25 @@ import argparse
 import sys
 
 from fogreid import __version__
-from fogreid.cli import (associate, bench, calibrate, check, demo, doctor, eval_mtmc, evaluate, export, gallery, info,
-                         run, serve, synth, synth_video, train, validate)
+from fogreid.cli import (
+    associate,
+    bench,
+    calibrate,
+    check,
+    demo,
+    doctor,
+    eval_mtmc,
+    evaluate,
+    export,
+    gallery,
+    info,
+    run,
+    serve,
+    synth,
+    synth_video,
+    train,
+    validate,
+)
 from fogreid.errors import FogreidError
 
 # In the order `fogreid --help` lists them: the main job first, then the product's path.

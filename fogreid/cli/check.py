@@ -39,7 +39,8 @@ def run(args: argparse.Namespace) -> int:
     version = parse_trt_version(args.trt_version) if args.trt_version else None
     targets = args.target or list(DEFAULT_TARGETS)
     if args.cache and not Path(args.cache).is_file():
-        raise FogreidError(f"--cache {args.cache}: file not found; give the calibration.cache written by fogreid export")
+        raise FogreidError(f"--cache {args.cache}: file not found; "
+                           "give the calibration.cache written by fogreid export")
     reports = [check_artifact(path, targets, version, args.cache) for path in args.artifacts]
     if args.json:
         print(json.dumps([r.to_dict() for r in reports], indent=2))

@@ -125,7 +125,8 @@ def output_file(path: str | Path | None, option: str, suffixes: tuple[str, ...] 
         return
     path = Path(path)
     if path.is_dir() or str(path).endswith(os.sep):
-        raise FogreidError(f"{option} {path}: is a folder; give a file name, e.g. {path / ('out' + (suffixes[0] if suffixes else ''))}")
+        example = path / ("out" + (suffixes[0] if suffixes else ""))
+        raise FogreidError(f"{option} {path}: is a folder; give a file name, e.g. {example}")
     if suffixes and path.suffix.lower() not in suffixes:
         raise FogreidError(f"{option} {path}: expected a {' or '.join(suffixes)} file name")
     _writable_folder(path.parent, option, path)

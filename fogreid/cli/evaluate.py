@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-
 from pathlib import Path
 
 from fogreid.cli.common import batch_size, input_file
@@ -32,9 +31,9 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from fogreid.data.datasets import load_dataset
+    from fogreid.devices import pick_device
     from fogreid.model.fused import FusedDefogReID
     from fogreid.train.evaluation import evaluate
-    from fogreid.devices import pick_device
 
     device = pick_device(args.device)
     model = FusedDefogReID.from_checkpoint(args.checkpoint, map_location=device)

@@ -5,17 +5,28 @@ from __future__ import annotations
 import argparse
 import sys
 
-from fogreid.cli.common import (add_int8_budget, float_in, image_size, input_file, input_folders, int_in, names,
-                                output_folder, size)
+from fogreid.cli.common import (
+    add_int8_budget,
+    float_in,
+    image_size,
+    input_file,
+    input_folders,
+    int_in,
+    names,
+    output_folder,
+    size,
+)
 
 
 def add_parser(verbs: argparse._SubParsersAction) -> None:
     p = verbs.add_parser("export", help="export a checkpoint to ONNX (FP32/FP16/INT8) and TensorRT engines")
     p.add_argument("--checkpoint", required=True, help="a fogreid checkpoint (.pt), e.g. RUN/best.pt")
     p.add_argument("--format", default="onnx",
-                   help="comma list of onnx, onnx-fp16, onnx-int8, engine-fp16, engine-int8, triton, deepstream (default onnx)")
+                   help="comma list of onnx, onnx-fp16, onnx-int8, engine-fp16, engine-int8, triton, deepstream "
+                        "(default onnx)")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--imgsz", type=image_size, nargs="+", metavar="PX", help="input size H [W] (default: the checkpoint's)")
+    p.add_argument("--imgsz", type=image_size, nargs="+", metavar="PX",
+                   help="input size H [W] (default: the checkpoint's)")
     p.add_argument("--batch", help="TensorRT profile MIN:OPT:MAX (default 1:8:32); with --dla-core one size B, "
                    "meaning B:B:B (DLA has no dynamic shapes)")
     p.add_argument("--calib-images", nargs="+", metavar="DIR", help="folders of foggy images for INT8")
@@ -27,11 +38,13 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--int8-mode", default="auto", choices=["auto", "explicit", "implicit"],
                    help="TensorRT INT8: Q/DQ ONNX (explicit) or calibrator + cache (implicit; DLA, JetPack 6)")
     p.add_argument("--keep-fp", help="nodes to keep in floating point: a comma list or @FILE")
-    p.add_argument("--dla-core", type=int_in(0, 15), help="build for this DLA core (GPU fallback allowed; static batch)")
+    p.add_argument("--dla-core", type=int_in(0, 15),
+                   help="build for this DLA core (GPU fallback allowed; static batch)")
     p.add_argument("--trt-version", metavar="X.Y[.Z]",
                    help="TensorRT version that will read the calibration cache and build the engines (default: "
                         "the installed TensorRT, else 10.3.0 = JetPack 6)")
-    p.add_argument("--workspace", type=float_in(0, 1024, low_open=True), default=4.0, help="TensorRT workspace limit in GiB (default 4)")
+    p.add_argument("--workspace", type=float_in(0, 1024, low_open=True), default=4.0,
+                   help="TensorRT workspace limit in GiB (default 4)")
     add_int8_budget(p)
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(run=run)
@@ -40,9 +53,8 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from fogreid.export.exporter import ExportOptions, export
     from fogreid.export.formats import parse_batch, parse_formats
-
-    from fogreid.tensorrt_version import parse_trt_version
     from fogreid.fileio import refuse_outputs_over_inputs
+    from fogreid.tensorrt_version import parse_trt_version
 
     formats = parse_formats(args.format)
     batch = parse_batch(args.batch, dla=args.dla_core is not None)

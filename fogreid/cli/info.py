@@ -27,8 +27,8 @@ def run(args: argparse.Namespace) -> int:
 
         net, title = load_model(args.checkpoint), f"checkpoint {args.checkpoint}"
     else:
-        from fogreid.model.config import preset
         from fogreid.model.build import build_sjdl
+        from fogreid.model.config import preset
 
         net, title = build_sjdl(preset(args.preset)), f"preset {args.preset}"
     input_size = size(args.imgsz) if args.imgsz else net.config.input_size

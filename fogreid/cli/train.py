@@ -6,8 +6,8 @@ import argparse
 import shutil
 from pathlib import Path
 
-from fogreid.errors import FogreidError
 from fogreid.cli.common import image_size, input_file, output_folder, setting, size
+from fogreid.errors import FogreidError
 from fogreid.fileio import refuse_outputs_over_inputs
 
 # What `fogreid train` writes into --out (rvsl adds its stage folders): a previous run's traces.

@@ -35,7 +35,8 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
                    "to keep in float to OUT.txt (then: fogreid export --keep-fp @OUT.txt)")
     p.add_argument("--per-layer-images", nargs="+", metavar="DIR",
                    help="calibration images for --per-layer (default: --images)")
-    p.add_argument("--top", type=int_in(1, 10_000), default=5, help="layers to keep in float with --per-layer (default 5)")
+    p.add_argument("--top", type=int_in(1, 10_000), default=5,
+                   help="layers to keep in float with --per-layer (default 5)")
     p.set_defaults(run=run)
 
 

@@ -44,10 +44,13 @@ SHAPES: dict[str, dict] = {
                   wheels=(.2, .8), roof=(.37, .68)),
     "hatchback": dict(aspect=0.42, hull=[(0, .2), (0, .55), (.04, .6), (.3, .62), (.42, .96), (.88, .94),
                                          (.98, .6), (1, .2)],
-                      windows=[[(.34, .64), (.44, .9), (.6, .9), (.6, .64)], [(.62, .64), (.62, .9), (.86, .88), (.94, .64)]],
+                      windows=[[(.34, .64), (.44, .9), (.6, .9), (.6, .64)],
+                               [(.62, .64), (.62, .9), (.86, .88), (.94, .64)]],
                       wheels=(.18, .82), roof=(.42, .88)),
-    "suv": dict(aspect=0.46, hull=[(0, .18), (0, .58), (.04, .62), (.2, .64), (.28, .97), (.93, .97), (.98, .64), (1, .18)],
-                windows=[[(.24, .66), (.3, .92), (.55, .92), (.55, .66)], [(.57, .66), (.57, .92), (.9, .92), (.95, .66)]],
+    "suv": dict(aspect=0.46, hull=[(0, .18), (0, .58), (.04, .62), (.2, .64), (.28, .97), (.93, .97), (.98, .64),
+                                   (1, .18)],
+                windows=[[(.24, .66), (.3, .92), (.55, .92), (.55, .66)],
+                         [(.57, .66), (.57, .92), (.9, .92), (.95, .66)]],
                 wheels=(.19, .81), roof=(.28, .93)),
     "van": dict(aspect=0.52, hull=[(0, .16), (0, .97), (.82, .97), (.98, .55), (1, .16)],
                 windows=[[(.84, .6), (.84, .9), (.95, .6)], [(.55, .62), (.55, .9), (.78, .9), (.78, .62)]],
@@ -302,7 +305,8 @@ def check_target(out: str | Path, overwrite: bool = False) -> None:
     # Our own half-written folders from an interrupted run do not count (they are removed below).
     found = sorted(p.name for p in final.iterdir() if not p.name.startswith(".synth-"))
     if found:
-        raise FogreidError(f"--out {final}: the folder holds {', '.join(found[:4])}{', ...' if len(found) > 4 else ''}, "
+        listed = ", ".join(found[:4]) + (", ..." if len(found) > 4 else "")
+        raise FogreidError(f"--out {final}: the folder holds {listed}, "
                            f"which fogreid synth did not write (no {MARKER}); choose an empty or new folder, or pass "
                            f"--overwrite to replace {', '.join(OWN[:3])} there")
 
@@ -313,14 +317,14 @@ def generate(out: str | Path, cfg: SynthConfig = SynthConfig(), progress: bool =
     `overwrite`; then only FVRID_syn, FVRID_real, FVRID_clear and the marker are replaced."""
     cfg.check()
     check_target(out, overwrite)
+    import shutil
+    import tempfile
+
     import torch
 
     from fogreid.data.fog import jpeg_qualities, real_like_fog, synthetic_fog
     from fogreid.data.image_io import write_image
     from fogreid.pixels import frames_to_images, images_to_frames
-
-    import shutil
-    import tempfile
 
     final = Path(out)
     final.mkdir(parents=True, exist_ok=True)
@@ -353,7 +357,7 @@ def generate(out: str | Path, cfg: SynthConfig = SynthConfig(), progress: bool =
                 foggy = images_to_frames(real_like_fog(images, fog_rng, depth)).numpy()
                 qualities = jpeg_qualities(fog_rng, len(chunk))
             base = out / f"FVRID_{name}"
-            for item, clear_img, foggy_img, quality in zip(chunk, clear, foggy, qualities):
+            for item, clear_img, foggy_img, quality in zip(chunk, clear, foggy, qualities, strict=True):
                 # Clear images: paired with the foggy ones in FVRID_syn; for the real-like
                 # cameras, unpaired in FVRID_clear (RVSL's stage 2 learns from them).
                 clear_dir = base if name == "syn" else out / "FVRID_clear"

@@ -128,7 +128,7 @@ def _plan_city(cfg: CityConfig) -> list[dict]:
     return plans
 
 
-def make_city(out: str | Path, cfg: CityConfig = CityConfig()) -> dict:
+def make_city(out: str | Path, cfg: CityConfig | None = None) -> dict:
     """Writes out/cam<k>/{video.mp4, gt/gt.txt, det/det.txt, seqinfo.ini}, out/gallery/<id>/*.jpg and
     out/city.json. gt.txt and det.txt are in MOTChallenge's format (frame and box 1-based / pixels:
     frame, id, left, top, width, height, conf, class, visibility); the id of a vehicle is the same in
@@ -139,6 +139,7 @@ def make_city(out: str | Path, cfg: CityConfig = CityConfig()) -> dict:
     from fogreid.data.fog import scatter
     from fogreid.data.image_io import write_image
 
+    cfg = CityConfig() if cfg is None else cfg
     out = Path(out)
     h, w = cfg.height, cfg.width
     cams = [draw_camera(_rng(cfg.seed, 100 + cfg.domain, c), real=cfg.domain == 1) for c in range(cfg.cameras)]

@@ -162,7 +162,10 @@ def check_artifact(path: str | Path, targets: list[str] = DEFAULT_TARGETS,
     typed = _infer_types(proto)
     for name in targets:
         target = known[name]
-        add = lambda sev, rule, node, msg, fix: report.problems.append(Problem(sev, name, rule, node, msg, fix))
+
+        def add(sev, rule, node, msg, fix, target_name=name):  # this turn's name, bound when defined
+            report.problems.append(Problem(sev, target_name, rule, node, msg, fix))
+
         for node, file in missing:
             add("error", "external-data", node, f"weights stored in {file}, which is not beside the model",
                 "copy the .onnx.data file with the .onnx, or re-export (fogreid writes one self-contained file)")
@@ -246,7 +249,8 @@ def _check_tensorrt(proto, typed, target: Target, add) -> None:
         name = _node_name(node)
         ops[node.op_type] += 1
         if node.domain not in ("", "ai.onnx"):
-            add("error", "op", name, f"{node.domain}::{node.op_type} is not a standard ONNX op; TensorRT needs a plugin",
+            add("error", "op", name,
+                f"{node.domain}::{node.op_type} is not a standard ONNX op; TensorRT needs a plugin",
                 "export without custom-domain ops (no onnxruntime contrib ops)")
             continue
         if node.op_type not in PARSER_OPS:
@@ -299,7 +303,8 @@ def _check_tensorrt(proto, typed, target: Target, add) -> None:
         if node.op_type != "Cast" and any(t in graph_inputs and typed.get(t) == TensorProto.UINT8 for t in node.input):
             add("error", "uint8", name, f"{node.op_type} reads the UINT8 network input directly; TensorRT needs a "
                 "Cast to float first", "cast the uint8 input to float as the first op")
-        if node.op_type != "Cast" and any(t in graph_outputs and typed.get(t) == TensorProto.UINT8 for t in node.output):
+        if node.op_type != "Cast" and any(t in graph_outputs and typed.get(t) == TensorProto.UINT8
+                                          for t in node.output):
             add("error", "uint8", name, f"{node.op_type} writes the UINT8 network output; TensorRT needs a Cast "
                 "from float", "end the graph with a Cast to uint8")
         if typed.get(node.output[0] if node.output else "") == TensorProto.DOUBLE:

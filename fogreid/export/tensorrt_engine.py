@@ -49,6 +49,7 @@ from fogreid.errors import FogreidError
 from fogreid.fileio import atomic_write, sha256_file
 from fogreid.tensorrt_version import INSTALL_HINT
 
+
 @dataclass(frozen=True)
 class EngineSpec:
     precision: str                       # fp16 | int8
@@ -214,10 +215,12 @@ def trtexec_script(trt_major: int, lines: list[tuple[str, str]]) -> str:
             f"# {cache} must be written for exactly this TensorRT (major.minor.patch).",
             f"header=$(head -n1 {quoted})",
             'tag=${header#TRT-}; tag=${tag%%-*}',
-            'case "$tag" in ""|*[!0-9]*) written="an unknown TensorRT ($header)";; *) written="TensorRT $(version_text "$tag")";; esac',
+            'case "$tag" in ""|*[!0-9]*) written="an unknown TensorRT ($header)";; '
+            '*) written="TensorRT $(version_text "$tag")";; esac',
             'if [ "$tag" != "$number" ]; then',
-            f'    echo "{cache} was written for $written, but $TRTEXEC is TensorRT $version, which may reject it and fail the build. '
-            f'Write the cache for this TensorRT: fogreid export --trt-version $version ... (the same options as before; '
+            f'    echo "{cache} was written for $written, but $TRTEXEC is TensorRT $version, '
+            'which may reject it and fail the build. '
+            'Write the cache for this TensorRT: fogreid export --trt-version $version ... (the same options as before; '
             'export.json here names the checkpoint and batch profile)" >&2',
             "    exit 2",
             "fi",
@@ -235,11 +238,19 @@ def build_engine(onnx_path: Path, engine_path: Path, spec: EngineSpec, how: Reci
     ENGINE.json). Raises FogreidError when TensorRT is missing or the build fails."""
     try:
         import tensorrt as trt
-        from polygraphy.backend.trt import (Calibrator, CreateConfig, EngineBytesFromNetwork,
-                                            NetworkFromOnnxPath, PostprocessConfig, PostprocessNetwork, Profile)
+        from polygraphy.backend.trt import (
+            Calibrator,
+            CreateConfig,
+            EngineBytesFromNetwork,
+            NetworkFromOnnxPath,
+            PostprocessConfig,
+            PostprocessNetwork,
+            Profile,
+        )
     except ImportError:
         raise FogreidError(INSTALL_HINT) from None
-    if how.calibration_cache and calibration_batches is None and not (calibration_cache and calibration_cache.is_file()):
+    if (how.calibration_cache and calibration_batches is None
+            and not (calibration_cache and calibration_cache.is_file())):
         raise FogreidError(f"{engine_path.name}: INT8 without Q/DQ needs calibration images (--calib-images) or the "
                            f"calibration cache; with neither, TensorRT would have no INT8 scales")
 

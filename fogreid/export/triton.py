@@ -31,9 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fogreid.calibration.trt_cache import cache_version, read_cache
-from fogreid.tensorrt_version import DEFAULT_TRT_VERSION
 from fogreid.errors import FogreidError
 from fogreid.fileio import atomic_write
+from fogreid.tensorrt_version import DEFAULT_TRT_VERSION
 
 ONNX_MODEL = "fogreid"
 TRT_CACHE = "trt_cache"
@@ -78,7 +78,8 @@ def _tensor_block(kind: str, tensors: list[Tensor], batch_dim: int | None = None
     def dims(t):
         return ((batch_dim,) if batch_dim is not None else ()) + t.dims
 
-    items = ",\n".join(f'  {{\n    name: "{t.name}"\n    data_type: {t.data_type}\n    dims: [ {", ".join(map(str, dims(t)))} ]\n  }}'
+    items = ",\n".join(f'  {{\n    name: "{t.name}"\n    data_type: {t.data_type}\n'
+                       f'    dims: [ {", ".join(map(str, dims(t)))} ]\n  }}'
                        for t in tensors)
     return f"{kind} [\n{items}\n]\n"
 
@@ -115,7 +116,7 @@ def onnx_config(input_size: tuple[int, int], embedding_dim: int, batch: tuple[in
     h, w = input_size
     # The dynamic batcher forms batches of 1 to max_batch_size, so TensorRT's profile starts at 1.
     profile = {f"trt_profile_{name}_shapes": f"frames:{b}x{h}x{w}x3"
-               for name, b in zip(("min", "opt", "max"), (1, batch[1], batch[2]))}
+               for name, b in zip(("min", "opt", "max"), (1, batch[1], batch[2]), strict=True)}
     trt.update(profile)
     return (_comment(why) + f'name: "{ONNX_MODEL}"\nbackend: "onnxruntime"\ndefault_model_filename: "model.onnx"\n'
             f"max_batch_size: {batch[2]}\n" + _tensor_block("input", inputs) + _tensor_block("output", outputs)

@@ -22,8 +22,8 @@ from fogreid import __version__
 from fogreid.config import from_dict, to_dict
 from fogreid.errors import FogreidError
 from fogreid.fileio import atomic_write
-from fogreid.model.config import ModelConfig
 from fogreid.model.build import build_sjdl
+from fogreid.model.config import ModelConfig
 from fogreid.model.sjdl import SJDLNet
 
 FORMAT = "fogreid.checkpoint"

@@ -46,7 +46,7 @@ def update_bn_stats(model: nn.Module, batches: Iterable[torch.Tensor], num_batch
             (forward or (lambda m, b: m(b)))(model, batch)
             used += 1
     finally:
-        for bn, momentum in zip(layers, momenta):
+        for bn, momentum in zip(layers, momenta, strict=True):
             bn.momentum = momentum
         model.train(was_training)
     if used == 0:

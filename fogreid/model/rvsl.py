@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fogreid.model.resnet_ibn import ResNetIBN
 from fogreid.model.config import ModelConfig, SJDLOutput
+from fogreid.model.resnet_ibn import ResNetIBN
 
 
 class LightEncoder(nn.Module):

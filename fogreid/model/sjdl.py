@@ -22,7 +22,6 @@ from fogreid.errors import FogreidError
 from fogreid.model.config import ModelConfig, SJDLOutput
 from fogreid.model.resnet_ibn import ResNetIBN
 
-
 # --------------------------------------------------------------------------- ReID head
 
 class ChannelAttention(nn.Module):
@@ -216,7 +215,7 @@ class PyramidEnhancement(nn.Module):
         size = x.shape[-2:]
         # ceil_mode: a frame whose side is not a multiple of the scale keeps its border cells.
         pooled = [F.interpolate(conv(F.avg_pool2d(x, s, ceil_mode=True)), size=size, mode="nearest")
-                  for s, conv in zip(self.SCALES, self.pool_convs)]
+                  for s, conv in zip(self.SCALES, self.pool_convs, strict=True)]
         out = self.fuse(torch.cat([*pooled, x], dim=1))
         if self.residual:
             return (decoded + out).clamp(0.0, 1.0)
@@ -259,8 +258,8 @@ class SJDLNet(nn.Module):
         coarse, defogged = self.defog(image, (fine, stem, l1))
         return SJDLOutput(global_feat, bn_feat, coarse, defogged)
 
-    def defog(self, image: torch.Tensor,
-              early: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def defog(self, image: torch.Tensor, early: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor]:
         """(coarse, defogged) images in [0, 1]. Alone, it runs only the encoder's stem and
         layer1: the whole-frame defog graph (fogreid/export/frame_graph.py) is this call."""
         if self.decoder is None:

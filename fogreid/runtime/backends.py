@@ -103,8 +103,8 @@ def make_runner(path: str | Path, backend: str = "auto", device: str = "auto") -
         raise FogreidError(f"model file not found: {path}")
     kind = artifact_kind(path, backend)
     if kind == "torch":
-        from fogreid.model.fused import FusedDefogReID
         from fogreid.devices import pick_device
+        from fogreid.model.fused import FusedDefogReID
 
         torch_device = pick_device("auto" if device in ("auto", "tensorrt") else device)
         return TorchRunner(lambda: FusedDefogReID.from_checkpoint(path, map_location=torch_device),
@@ -122,7 +122,7 @@ def make_runner(path: str | Path, backend: str = "auto", device: str = "auto") -
                 start = time.perf_counter()
                 outputs = self.sess.run(None, dict(feed_dict))
                 self.inference_time = time.perf_counter() - start
-                return OrderedDict((node.name, out) for node, out in zip(self.sess.get_outputs(), outputs))
+                return OrderedDict((node.name, out) for node, out in zip(self.sess.get_outputs(), outputs, strict=True))
 
         return NumpyOnnxrtRunner(onnxruntime_session(path, device), name=f"onnxruntime:{path.name}")
     if kind == "openvino":
@@ -183,7 +183,8 @@ class OpenVinoRunner(BaseRunner):
         start = time.perf_counter()
         results = self.compiled(dict(feed_dict))
         self.inference_time = time.perf_counter() - start
-        return OrderedDict((name, results[port]) for name, port in zip(self.output_names, self.compiled.outputs))
+        return OrderedDict((name, results[port])
+                           for name, port in zip(self.output_names, self.compiled.outputs, strict=True))
 
     def deactivate_impl(self) -> None:
         del self.compiled

@@ -18,7 +18,8 @@ def _torch() -> str:
 
     cuda = "no CUDA device"
     if torch.cuda.is_available():
-        cuda = ", ".join(f"cuda:{i} {torch.cuda.get_device_name(i)} (sm {'.'.join(map(str, torch.cuda.get_device_capability(i)))})"
+        cuda = ", ".join(f"cuda:{i} {torch.cuda.get_device_name(i)} "
+                         f"(sm {'.'.join(map(str, torch.cuda.get_device_capability(i)))})"
                          for i in range(torch.cuda.device_count()))
     return f"{torch.__version__} (built for CUDA {torch.version.cuda or 'none'}); {cuda}"
 

@@ -152,7 +152,8 @@ class Gallery:
                     gallery._index = _faiss().deserialize_index(data["faiss_index"])
                     gallery._index_n = gallery._index.ntotal
                     _set_search_params(gallery._index, gallery.index_spec)
-        except (ValueError, KeyError, OSError, EOFError, TypeError, zipfile.BadZipFile) as exc:  # a half-copied file too
+        # a half-copied file raises one of these too
+        except (ValueError, KeyError, OSError, EOFError, TypeError, zipfile.BadZipFile) as exc:
             raise FogreidError(f"{path}: not a fogreid gallery ({exc}); rebuild it with `fogreid gallery`") from None
         if gallery.embeddings.ndim != 2 or len(gallery.embeddings) != len(gallery.labels):
             raise FogreidError(f"{path}: embeddings and labels disagree; rebuild it with `fogreid gallery`")
@@ -184,7 +185,8 @@ class Gallery:
         """Refuse a model other than the one that built the gallery: its identity (checkpoint
         SHA-256) when both sides know it, and its embedding and input sizes."""
         self.check_identity(identity)
-        if self.embeddings.shape[1] != embedding_dim or tuple(self.model.get("input_size", input_size)) != tuple(input_size):
+        if (self.embeddings.shape[1] != embedding_dim
+                or tuple(self.model.get("input_size", input_size)) != tuple(input_size)):
             raise FogreidError(f"the gallery holds {self.embeddings.shape[1]}-d embeddings of a "
                                f"{self.model.get('input_size')} model ({self.model.get('name')}); this model gives "
                                f"{embedding_dim}-d at {input_size}: rebuild the gallery with this model")
@@ -262,8 +264,7 @@ def build_gallery(model, images: str | Path, batch_size: int = 32, progress: boo
     """Embed ROOT/<id>/*.jpg (or VeRi/FVRID-named files); `identity` is `model_identity(artifact)`."""
     from tqdm import tqdm
 
-    from fogreid.data.image_io import list_images
-    from fogreid.data.image_io import image_batches
+    from fogreid.data.image_io import image_batches, list_images
 
     root = Path(images)
     paths = list_images(root)

@@ -105,7 +105,7 @@ class FixedRegions:
 
     def __call__(self, images: list[np.ndarray], sources: list[str], indices=None) -> list[list[Region]]:
         out = []
-        for image, source in zip(images, sources):
+        for image, source in zip(images, sources, strict=True):
             h, w = image.shape[:2]
             boxes = self.regions.get(source, self.regions.get("default", []))
             for box in boxes:  # a region outside the frame would be an empty crop
@@ -126,7 +126,7 @@ class PublicDetections:
         if len(files) != len(sources):
             raise FogreidError(f"--detections: {len(files)} file(s) for {len(sources)} source(s); give one per source")
         self.by_source: dict[str, dict[int, list[Region]]] = {}
-        for path, source in zip(files, sources):
+        for path, source in zip(files, sources, strict=True):
             path = Path(path)
             if not path.is_file():
                 raise FogreidError(f"--detections file not found: {path}")
@@ -147,7 +147,7 @@ class PublicDetections:
         if indices is None:
             raise FogreidError("public detections need the frame numbers of the frames")
         out = []
-        for image, source, index in zip(images, sources, indices):
+        for image, source, index in zip(images, sources, indices, strict=True):
             h, w = image.shape[:2]
             out.append([Region((max(r.xyxy[0], 0.0), max(r.xyxy[1], 0.0), min(r.xyxy[2], float(w)),
                                 min(r.xyxy[3], float(h))), r.score, r.label)

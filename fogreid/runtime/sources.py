@@ -73,7 +73,8 @@ def parse_source(spec: str) -> SourceSpec:
                 w, h = (int(x) for x in size.split("x"))
                 fps = int(rate or fps)
             except ValueError:
-                raise FogreidError(f"source {spec!r}: expected csi:N[:WIDTHxHEIGHT@FPS], e.g. csi:0:1280x720@30") from None
+                raise FogreidError(f"source {spec!r}: expected csi:N[:WIDTHxHEIGHT@FPS], "
+                                   "e.g. csi:0:1280x720@30") from None
         return SourceSpec(spec, "gstreamer", CSI_PIPELINE.format(sensor=sensor, w=w, h=h, fps=fps))
     if spec.startswith("gst:"):
         return SourceSpec(spec, "gstreamer", spec[4:])

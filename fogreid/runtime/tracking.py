@@ -63,7 +63,7 @@ class SourceTracker:
         tracked = self.tracker.update(detections)  # reorders, and drops low-score boxes that start nothing
         ids = [-1] * len(regions)
         if len(tracked) and "index" in tracked.data:
-            for index, track_id in zip(tracked.data["index"], tracked.tracker_id):
+            for index, track_id in zip(tracked.data["index"], tracked.tracker_id, strict=True):
                 ids[int(index)] = int(track_id)
         return ids
 
@@ -125,7 +125,8 @@ class TrackBook:
             track = self.tracks[key] = Track(camera, track_id, frame, time)
         track.last_frame, track.end, track.crops = frame, time, track.crops + 1
         track.weight += quality
-        track.embedding_sum = embedding * quality if track.embedding_sum is None else track.embedding_sum + embedding * quality
+        weighted = embedding * quality
+        track.embedding_sum = weighted if track.embedding_sum is None else track.embedding_sum + weighted
         if track.crops < self.config.min_crops:
             return events
         decided = track.crops == self.config.min_crops
@@ -157,7 +158,7 @@ class TrackBook:
         best, best_score = str(self.gallery.labels[int(indices[0, 0])]), float(scores[0, 0])
         if best_score < self.config.min_score:
             best = None
-        current = next((float(s) for i, s in zip(indices[0], scores[0])
+        current = next((float(s) for i, s in zip(indices[0], scores[0], strict=True)
                         if str(self.gallery.labels[int(i)]) == track.identity), 0.0)
         if best == track.identity:
             track.identity_score = best_score

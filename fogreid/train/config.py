@@ -119,7 +119,8 @@ class TrainConfig:
         try:
             cfg = preset(self.preset, **overrides)
         except TypeError as exc:
-            raise FogreidError(f"model overrides: {exc}; known: {', '.join(f.name for f in dataclasses.fields(ModelConfig))}") from None
+            known = ", ".join(f.name for f in dataclasses.fields(ModelConfig))
+            raise FogreidError(f"model overrides: {exc}; known: {known}") from None
         return dataclasses.replace(cfg, num_ids=num_ids, num_ids_real=num_ids_real if self.mode == "sjdl" else 0)
 
     def check(self) -> None:
@@ -135,7 +136,8 @@ class TrainConfig:
             raise FogreidError("--stage is for --mode rvsl")
         if self.optim.epochs < 1:
             raise FogreidError(f"optim.epochs {self.optim.epochs}: train at least 1 epoch (--epochs N)")
-        for key, value in (("ids_per_batch", self.data.ids_per_batch), ("instances_per_id", self.data.instances_per_id)):
+        for key, value in (("ids_per_batch", self.data.ids_per_batch),
+                           ("instances_per_id", self.data.instances_per_id)):
             if value < 2:  # the batch-hard triplet loss needs 2 identities and 2 images of each
                 raise FogreidError(f"data.{key} {value}: give at least 2 (--{key.replace('_', '-')})")
         if self.data.num_workers < 0 or not 0 <= self.data.val_fraction < 1:

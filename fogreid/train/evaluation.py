@@ -11,9 +11,9 @@ import numpy as np
 import torch
 
 from fogreid.data.datasets import ReIDSplit
+from fogreid.data.image_io import image_batches
 from fogreid.metrics import cosine_distance, evaluate_rank, psnr, ssim
 from fogreid.model.fused import FusedDefogReID
-from fogreid.data.image_io import image_batches
 from fogreid.pixels import frames_to_images
 
 

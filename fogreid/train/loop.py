@@ -32,8 +32,14 @@ from torch import nn
 from fogreid.devices import pick_device
 from fogreid.errors import FogreidError
 from fogreid.model.build import build_sjdl
-from fogreid.model.checkpoint import DEPLOY_EXTRAS, checkpoint_config, describe_mismatch, load_weights, \
-    read_checkpoint, save_checkpoint
+from fogreid.model.checkpoint import (
+    DEPLOY_EXTRAS,
+    checkpoint_config,
+    describe_mismatch,
+    load_weights,
+    read_checkpoint,
+    save_checkpoint,
+)
 from fogreid.model.fused import FusedDefogReID, Preprocess
 from fogreid.model.sjdl import SJDLNet
 from fogreid.train.config import TrainConfig, config_dict
@@ -99,7 +105,8 @@ def fit(cfg: TrainConfig, job: Job, step: Step, out: Path, progress: bool = True
     """The training loop of every mode: returns (best, history)."""
     from tqdm import tqdm
 
-    net, optimizer, scaler, schedule, data, procs = job.net, job.optimizer, job.scaler, job.schedule, job.data, job.procs
+    net, optimizer, scaler, schedule = job.net, job.optimizer, job.scaler, job.schedule
+    data, procs = job.data, job.procs
     autocast = (lambda: torch.autocast("cuda", dtype=torch.float16)) if scaler.is_enabled() else contextlib.nullcontext
     preprocess, epochs, prefix = Preprocess(), cfg.optim.epochs, f"{step.name} " if step.name else ""
     global_step, best, history = job.start.global_step, job.start.best, []

@@ -99,7 +99,8 @@ def estimate_airlight(hazy: torch.Tensor, patch: int = 15, fraction: float = 0.0
         return pixels.mean(dim=2)
 
 
-def haze_line_colinearity(hazy: torch.Tensor, clear: torch.Tensor, airlight: torch.Tensor | None = None) -> torch.Tensor:
+def haze_line_colinearity(hazy: torch.Tensor, clear: torch.Tensor,
+                          airlight: torch.Tensor | None = None) -> torch.Tensor:
     """Haze lines (Berman et al. 2016): a hazy pixel lies on the line from its clear colour
     to the airlight, I - A = t (J - A). Penalise 1 - cos(I - A, J - A) per pixel."""
     airlight = estimate_airlight(hazy) if airlight is None else airlight

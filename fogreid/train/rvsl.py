@@ -185,8 +185,10 @@ class RVSLStep(Step):
         """The discriminators' update: real images against replayed fakes."""
         device = batch.foggy.device
         fakes_clear, fakes_hazy = torch.cat(self.fakes_clear), torch.cat(self.fakes_hazy)
-        d_loss = (L.lsgan_discriminator(self.d_clear(batch.clear), self.d_clear(self.pool_clear.query(fakes_clear).to(device)))
-                  + L.lsgan_discriminator(self.d_hazy(batch.foggy), self.d_hazy(self.pool_hazy.query(fakes_hazy).to(device))))
+        d_loss = (L.lsgan_discriminator(self.d_clear(batch.clear),
+                                        self.d_clear(self.pool_clear.query(fakes_clear).to(device)))
+                  + L.lsgan_discriminator(self.d_hazy(batch.foggy),
+                                          self.d_hazy(self.pool_hazy.query(fakes_hazy).to(device))))
         self.d_opt.zero_grad(set_to_none=True)
         d_loss.backward()
         self.d_opt.step()

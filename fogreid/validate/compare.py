@@ -228,9 +228,10 @@ def validate_many(checkpoint: str | Path, candidates: list[tuple[str | Path, str
     # Polygraphy's Comparator runs the runners one after the other on the same batches.
     results = Comparator.run([reference] + [r[1] for r in runners], data_loader=loader)
     ref_emb, ref_img = _outputs(results[0][1])
+    runner_results = [results[i + 1] for i in range(len(runners))]
     return [_judge(checkpoint, artifact, candidate.name.split(":")[0], precision, limits, frames, split,
                    ref_emb, ref_img, *_outputs(iters))
-            for (artifact, candidate, precision, limits), (_, iters) in zip(runners, [results[i + 1] for i in range(len(runners))])]
+            for (artifact, candidate, precision, limits), (_, iters) in zip(runners, runner_results, strict=True)]
 
 
 def _outputs(iterations) -> tuple[np.ndarray, np.ndarray]:
@@ -239,7 +240,8 @@ def _outputs(iterations) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _judge(checkpoint: Path, artifact: Path, backend: str, precision: str, limits: Thresholds, frames: np.ndarray,
-           split, ref_emb: np.ndarray, ref_img: np.ndarray, art_emb: np.ndarray, art_img: np.ndarray) -> ValidationResult:
+           split, ref_emb: np.ndarray, ref_img: np.ndarray, art_emb: np.ndarray,
+           art_img: np.ndarray) -> ValidationResult:
     import torch
 
     from fogreid.metrics import cosine_distance, evaluate_rank, psnr, ssim
@@ -260,7 +262,8 @@ def _judge(checkpoint: Path, artifact: Path, backend: str, precision: str, limit
     ref_t, art_t = frames_to_images(torch.from_numpy(ref_img)), frames_to_images(torch.from_numpy(art_img))
     defog_psnr = float(psnr(art_t, ref_t).clamp(max=100).mean())
     figures = {"cosine_min": float(cosine.min()), "cosine_mean": float(cosine.mean()),
-               "cosine_p1": float(np.percentile(cosine, 1)), "embedding_max_abs_diff": float(np.abs(ref_emb - art_emb).max()),
+               "cosine_p1": float(np.percentile(cosine, 1)),
+               "embedding_max_abs_diff": float(np.abs(ref_emb - art_emb).max()),
                "nn_agreement": agreement, "nn_agreement_strict": strict, "defog_psnr_db": defog_psnr,
                "defog_ssim": float(ssim(art_t, ref_t).mean()),
                "defog_max_grey_diff": int(np.abs(ref_img.astype(int) - art_img.astype(int)).max())}

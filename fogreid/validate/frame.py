@@ -47,7 +47,7 @@ def foggy_frames(images: list[str] | None, data_root: str | None, per_size: int 
         raise FogreidError(f"no images found in {data_root or ', '.join(images)}")
     picks = [paths[i] for i in np.linspace(0, len(paths) - 1, per_size * len(FRAME_SIZES)).astype(int)]
     return [cv2.resize(read_image(p), (w, h), interpolation=cv2.INTER_LINEAR)
-            for p, (h, w) in zip(picks, [s for s in FRAME_SIZES for _ in range(per_size)])]
+            for p, (h, w) in zip(picks, [s for s in FRAME_SIZES for _ in range(per_size)], strict=True)]
 
 
 def validate_frame_graph(checkpoint: str | Path, artifact: str | Path, images: list[str] | None = None,

@@ -51,7 +51,7 @@ def cross_engine_table(results: list[ValidationResult]) -> str:
                         (("cosine_min", 4), ("cosine_p1", 4), ("nn_agreement", 3), ("map_drop", 2),
                          ("defog_psnr_db", 1))), row["verdict"]))
     widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
-    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(line, widths)).rstrip() for line in lines)
+    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in lines)
 
 
 def png_data_uri(image: np.ndarray) -> str:
@@ -91,7 +91,8 @@ def _figure(width: float, height: float):
     return fig, fig.add_subplot()
 
 
-def histogram_svg(values: np.ndarray, threshold: float | None = None, title: str = "Embedding cosine, PyTorch vs artifact") -> str:
+def histogram_svg(values: np.ndarray, threshold: float | None = None,
+                  title: str = "Embedding cosine, PyTorch vs artifact") -> str:
     """Histogram of per-image cosine similarities, with the pass threshold as a line."""
     values = np.asarray(values, dtype=np.float64)
     fig, ax = _figure(5.6, 2.6)
@@ -184,11 +185,13 @@ def _result_section(result: ValidationResult, titled: bool) -> str:
     for i in range(len(samples.get("foggy", []))):
         cells = [samples["foggy"][i], samples["pytorch"][i], samples["artifact"][i],
                  _difference_map(samples["pytorch"][i], samples["artifact"][i])]
-        frames += "<tr>" + "".join(f'<td><img src="{png_data_uri(c)}" width="160" alt="frame {i}"></td>' for c in cells) + "</tr>"
+        frames += ("<tr>" + "".join(f'<td><img src="{png_data_uri(c)}" width="160" alt="frame {i}"></td>'
+                                    for c in cells) + "</tr>")
     cmc = f"<h2>CMC curves (query/gallery)</h2>{cmc_svg(result.cmc)}" if result.cmc else ""
     title = (f"<h1>{html.escape(Path(result.artifact).name)} on {result.backend}: "
              f"{'PASS' if result.passed else 'FAIL'}</h1>" if titled else "")
-    return f"""{title}<p>{html.escape(result.artifact)} ({result.backend}, {result.precision}) against {html.escape(result.checkpoint)}
+    subject = f"{html.escape(result.artifact)} ({result.backend}, {result.precision})"
+    return f"""{title}<p>{subject} against {html.escape(result.checkpoint)}
 (PyTorch), on {result.images} foggy images.</p>
 {"<p><b>Failing:</b> " + html.escape("; ".join(failing)) + "</p>" if failing else ""}
 <h2>Checks</h2><table><tr><th>figure</th><th>value</th><th>threshold</th><th></th></tr>{checks}</table>
