@@ -6,8 +6,19 @@ import argparse
 import os
 import sys
 
-from fogreid.cli.common import (add_backend_options, batch_size, cosine_float, fps, image_size, input_file, int_in,
-                                output_file, seconds, seconds_or_zero, unit_float)
+from fogreid.cli.common import (
+    add_backend_options,
+    batch_size,
+    cosine_float,
+    fps,
+    image_size,
+    input_file,
+    int_in,
+    output_file,
+    seconds,
+    seconds_or_zero,
+    unit_float,
+)
 from fogreid.errors import FogreidError
 
 
@@ -40,10 +51,12 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--lost-seconds", type=seconds, default=1.0, help="a track unseen this long ends")
     p.add_argument("--fps", type=fps, default=25.0, help="frame rate of the sources, for the tracker")
     p.add_argument("--no-global-ids", action="store_true", help="no association of tracks across cameras")
-    p.add_argument("--assoc-threshold", type=cosine_float, default=0.6, help="cosine for a track to join a vehicle seen "
+    p.add_argument("--assoc-threshold", type=cosine_float, default=0.6,
+                   help="cosine for a track to join a vehicle seen "
                    "before (in another camera, or earlier)")
     p.add_argument("--max-gap", type=seconds, help="seconds a vehicle may take from one camera to the next")
-    p.add_argument("--min-transit", type=seconds_or_zero, default=0.0, help="seconds a vehicle needs at least between cameras")
+    p.add_argument("--min-transit", type=seconds_or_zero, default=0.0,
+                   help="seconds a vehicle needs at least between cameras")
     p.add_argument("--overlapping-cameras", action="store_true", help="cameras see the same place at once")
     p.add_argument("--rtsp-transport", default="tcp", choices=["tcp", "udp"],
                    help="RTSP over TCP (default) or UDP (for cameras/servers that only send UDP)")
@@ -63,7 +76,8 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--batch", type=batch_size, default=16, help="crops per inference batch")
     p.add_argument("--top-k", type=int_in(1, 1000), default=1, help="gallery matches kept per crop in the events")
     p.add_argument("--min-score", type=cosine_float, default=0.5, help="cosine below which a match is 'unknown'")
-    p.add_argument("--queue", type=int_in(1, 10_000), default=2, help="frames buffered per live source before the oldest drop")
+    p.add_argument("--queue", type=int_in(1, 10_000), default=2,
+                   help="frames buffered per live source before the oldest drop")
     p.add_argument("--max-frames", type=int_in(1), help="stop after this many frames per source")
     p.add_argument("--no-reconnect", action="store_true", help="end when a live source drops")
     p.add_argument("--max-retries", type=int_in(0), help="give up on a live source after this many reconnects "
@@ -75,7 +89,42 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    # Files and options first: a mistake is reported before the model loads.
+    check_files(args)   # a mistake is reported before the model loads
+    import importlib
+    import json
+    import threading
+
+    from fogreid.runtime.gallery import Gallery
+    from fogreid.runtime.pipeline import stats_dict
+
+    tracked = bool(args.detector or args.detections) if args.track is None else args.track
+    if tracked:  # ByteTrack's imports take seconds: load them while the models load
+        threading.Thread(target=importlib.import_module, args=("trackers",), daemon=True).start()
+    regions = build_regions(args)
+    gallery = Gallery.load(args.gallery) if args.gallery else None
+    if gallery is not None:
+        from fogreid.runtime.gallery import model_identity
+
+        gallery.check_identity(model_identity(args.model))   # before the model loads: a cheap refusal
+    publisher = None
+    if args.publish:
+        from fogreid.runtime.bus import BusUnavailable, RedisPublisher, parse_bus_url
+        from fogreid.runtime.gallery import model_identity
+
+        try:
+            publisher = RedisPublisher(parse_bus_url(args.publish, "--publish"), model_identity(args.model))
+        except BusUnavailable as exc:
+            print(f"fogreid run: error: --publish: {exc}", file=sys.stderr)
+            return 1
+    stats = stream(args, run_options(args, regions, gallery, publisher, tracked), publisher)
+    if stats is None:
+        return 1
+    print(json.dumps(stats_dict(stats)))
+    return report_problems(args, stats)
+
+
+def check_files(args: argparse.Namespace) -> None:
+    """Every file the run reads or writes, and the options that only make sense together."""
     input_file(args.model, "--model", "model")
     input_file(args.gallery, "--gallery", "gallery")
     input_file(args.detector, "--detector", "ONNX detector")
@@ -100,48 +149,28 @@ def run(args: argparse.Namespace) -> int:
     if args.defog_model and args.defog_view != "frame":
         raise FogreidError("--defog-model is for --defog-view frame")
     input_file(args.defog_model, "--defog-model", "defog frame graph")
-    import importlib
-    import json
-    import signal
-    import threading
-
-    from fogreid.runtime.association import AssociationConfig
-    from fogreid.runtime.backends import load_model
-    from fogreid.runtime.gallery import Gallery
-    from fogreid.runtime.pipeline import RunOptions, run_stream, stats_dict
-    from fogreid.runtime.regions import FixedRegions, FullFrame, OnnxDetector, PublicDetections
-    from fogreid.runtime.tracking import TrackingConfig
-
-    tracked = bool(args.detector or args.detections) if args.track is None else args.track
-    if tracked:  # ByteTrack's imports take seconds: load them while the models load
-        threading.Thread(target=importlib.import_module, args=("trackers",), daemon=True).start()
     if args.det_imgsz is not None and len(args.det_imgsz) not in (1, 2):
         raise FogreidError("--det-imgsz takes H or H W")
+
+
+def build_regions(args: argparse.Namespace):
+    """Where the vehicles are: a detector, public detections, fixed ROIs or the whole frame."""
+    from fogreid.runtime.regions import FixedRegions, FullFrame, OnnxDetector, PublicDetections
+
     if args.detector:
         imgsz = (args.det_imgsz[0], args.det_imgsz[-1]) if args.det_imgsz else None
-        regions = OnnxDetector(args.detector, conf=args.det_conf, iou=args.det_iou, max_det=args.max_det,
-                               classes=args.det_classes, imgsz=imgsz, layout=args.detector_layout, device=args.device)
-    elif args.detections:
-        regions = PublicDetections(args.detections, args.source)
-    elif args.rois:
-        regions = FixedRegions(args.rois)
-    else:
-        regions = FullFrame()
-    gallery = Gallery.load(args.gallery) if args.gallery else None
-    if gallery is not None:
-        from fogreid.runtime.gallery import model_identity
+        return OnnxDetector(args.detector, conf=args.det_conf, iou=args.det_iou, max_det=args.max_det,
+                            classes=args.det_classes, imgsz=imgsz, layout=args.detector_layout, device=args.device)
+    if args.detections:
+        return PublicDetections(args.detections, args.source)
+    return FixedRegions(args.rois) if args.rois else FullFrame()
 
-        gallery.check_identity(model_identity(args.model))   # before the model loads: a cheap refusal
-    publisher = None
-    if args.publish:
-        from fogreid.runtime.bus import BusUnavailable, RedisPublisher, parse_bus_url
-        from fogreid.runtime.gallery import model_identity
 
-        try:
-            publisher = RedisPublisher(parse_bus_url(args.publish, "--publish"), model_identity(args.model))
-        except BusUnavailable as exc:
-            print(f"fogreid run: error: --publish: {exc}", file=sys.stderr)
-            return 1
+def run_options(args: argparse.Namespace, regions, gallery, publisher, tracked: bool):
+    from fogreid.runtime.association import AssociationConfig
+    from fogreid.runtime.pipeline import RunOptions
+    from fogreid.runtime.tracking import TrackingConfig
+
     tracking = (TrackingConfig(fps=args.fps, lost_seconds=args.lost_seconds, min_score=args.min_score)
                 if tracked else None)
     association = (AssociationConfig(threshold=args.assoc_threshold, gallery_threshold=args.min_score,
@@ -153,14 +182,25 @@ def run(args: argparse.Namespace) -> int:
         from fogreid.runtime.frame_defog import FrameDefogger, find_frame_graph
 
         defog_frames = FrameDefogger(args.defog_model or find_frame_graph(args.model), args.device)
-    opts = RunOptions(args.source, regions, gallery, args.events, args.save_video, args.defog_view == "crops", args.batch,
-                      queue_size=args.queue, top_k=args.top_k, min_score=args.min_score, max_frames=args.max_frames,
-                      reconnect=not args.no_reconnect, max_retries=args.max_retries,
+    return RunOptions(args.source, regions, gallery, args.events, args.save_video, args.defog_view == "crops",
+                      args.batch, queue_size=args.queue, top_k=args.top_k, min_score=args.min_score,
+                      max_frames=args.max_frames, reconnect=not args.no_reconnect, max_retries=args.max_retries,
                       give_up_after=args.give_up_after, video_fps=args.fps,
                       tracking=tracking, association=association, pipelined=not args.serial,
                       stall_seconds=args.stall_seconds, backoff=(min(0.5, args.max_backoff), args.max_backoff),
                       rtsp_transport=args.rtsp_transport, defog_frames=defog_frames, publish=publisher,
                       overwrite=args.overwrite)
+
+
+def stream(args: argparse.Namespace, opts, publisher):
+    """Load the model and run the sources until they end or SIGINT / SIGTERM; None when the
+    bus went away (the error is printed)."""
+    import signal
+    import threading
+
+    from fogreid.runtime.backends import load_model
+    from fogreid.runtime.pipeline import run_stream
+
     stop = threading.Event()
 
     def request_stop(signum, _frame):
@@ -174,25 +214,27 @@ def run(args: argparse.Namespace) -> int:
         with load_model(args.model, args.backend, args.device) as model:
             print(f"[run] {model.name} on {', '.join(args.source)}", file=sys.stderr)
             if publisher is None:
+                return run_stream(model, opts, stop)
+            from fogreid.runtime.bus import BusUnavailable
+            from fogreid.runtime.sources import parse_source
+
+            try:
                 stats = run_stream(model, opts, stop)
-            else:
-                from fogreid.runtime.bus import BusUnavailable
-
-                try:
-                    stats = run_stream(model, opts, stop)
-                    from fogreid.runtime.sources import parse_source
-
-                    for source in args.source:
-                        publisher.end(parse_source(source).name)
-                    publisher.close()
-                except BusUnavailable as exc:
-                    print(f"fogreid run: error: --publish: {exc}", file=sys.stderr)
-                    return 1
-                print(f"[run] published {publisher.sent} events to {args.publish}", file=sys.stderr)
+                for source in args.source:
+                    publisher.end(parse_source(source).name)
+                publisher.close()
+            except BusUnavailable as exc:
+                print(f"fogreid run: error: --publish: {exc}", file=sys.stderr)
+                return None
+            print(f"[run] published {publisher.sent} events to {args.publish}", file=sys.stderr)
+            return stats
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    print(json.dumps(stats_dict(stats)))
+
+
+def report_problems(args: argparse.Namespace, stats) -> int:
+    """Warnings and source errors on stderr; the exit code."""
     if stats.invalid_boxes:
         origin = (f"--detector {args.detector}" if args.detector else f"--detections {' '.join(args.detections)}"
                   if args.detections else "the regions")

@@ -171,7 +171,7 @@ class Outputs:
 
         canvas = frame.image.copy() if self.opts.defog_frames is None else self.opts.defog_frames(frame.image)
         if self.opts.defog_view:
-            for (x1, y1, x2, y2), crop in zip(boxes, defogged):
+            for (x1, y1, x2, y2), crop in zip(boxes, defogged, strict=True):
                 if x2 > x1 and y2 > y1:
                     canvas[y1:y2, x1:x2] = cv2.resize(crop, (x2 - x1, y2 - y1))
         return annotate(canvas, boxes, labels, colours)
@@ -187,7 +187,7 @@ class Outputs:
 def annotate(image: np.ndarray, boxes, labels: list[str], colours: list[tuple[int, int, int]]) -> np.ndarray:
     import cv2
 
-    for (x1, y1, x2, y2), label, colour in zip(boxes, labels, colours):
+    for (x1, y1, x2, y2), label, colour in zip(boxes, labels, colours, strict=True):
         cv2.rectangle(image, (x1, y1), (x2, y2), colour, 2)
         cv2.putText(image, label, (x1 + 2, max(y1 - 5, 12)), cv2.FONT_HERSHEY_SIMPLEX, 0.5, colour, 1, cv2.LINE_AA)
     return image
@@ -223,7 +223,7 @@ class Pipeline:
         regions = [found for found, _ in checked]
         self.invalid_boxes += sum(bad for _, bad in checked)
         track_ids = []
-        for frame, found in zip(frames, regions):
+        for frame, found in zip(frames, regions, strict=True):
             if opts.tracking is None:
                 track_ids.append([-2] * len(found))   # -2: not tracked at all
                 continue
@@ -231,8 +231,8 @@ class Pipeline:
                 self.trackers[frame.source] = SourceTracker(opts.tracking)
             track_ids.append(self.trackers[frame.source].update(found))
         crops, owners = [], []
-        for i, (frame, found, ids) in enumerate(zip(frames, regions, track_ids)):
-            for j, (region, tid) in enumerate(zip(found, ids)):
+        for i, (frame, found, ids) in enumerate(zip(frames, regions, track_ids, strict=True)):
+            for j, (region, tid) in enumerate(zip(found, ids, strict=True)):
                 x1, y1, x2, y2 = region.box
                 if tid == -1 or min(x2 - x1, y2 - y1) < opts.min_crop:
                     continue  # a tentative track, or a crop too small to identify
@@ -260,9 +260,9 @@ class Pipeline:
         opts, stats = self.opts, self.stats
         crop_of = {owner: k for k, owner in enumerate(work.owners)}
         done = time.time()
-        for i, (frame, found, ids) in enumerate(zip(work.frames, work.regions, work.track_ids)):
+        for i, (frame, found, ids) in enumerate(zip(work.frames, work.regions, work.track_ids, strict=True)):
             events, boxes, labels, colours, defogged = [], [], [], [], []
-            for j, (region, tid) in enumerate(zip(found, ids)):
+            for j, (region, tid) in enumerate(zip(found, ids, strict=True)):
                 k = crop_of.get((i, j))
                 if k is None:
                     continue
@@ -274,7 +274,7 @@ class Pipeline:
                 if work.matches is not None:
                     idx, score = work.matches[0][k], work.matches[1][k]
                     event["top_k"] = [{"id": opts.gallery.labels[m], "score": round(float(s), 4)}
-                                      for m, s in zip(idx, score)]
+                                      for m, s in zip(idx, score, strict=True)]
                 if self.book is not None and tid >= 0:
                     quality = crop_quality(region, frame.image.shape[:2], self.model.input_size)
                     track_events = self.book.observe(frame.source, tid, frame.index, frame.clock,
