@@ -137,3 +137,13 @@ def test_no_cycle_between_subpackages():
         assert rooms[ground] <= {"fogreid.errors"}, (ground, rooms[ground])
     assert "fogreid.validate" not in rooms["fogreid.calibration"]
     assert "fogreid.export" not in rooms["fogreid.runtime"]
+
+
+def test_no_function_over_120_lines():
+    """Code a newcomer reads top to bottom: orchestrators call one function per job."""
+    long = []
+    for path in ROOT.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 120:
+                long.append(f"{path.relative_to(ROOT.parent)}:{node.name} ({node.end_lineno - node.lineno + 1} lines)")
+    assert not long, long
