@@ -54,6 +54,19 @@ def make_checkpoint(path, root, **overrides):
     return path
 
 
+def free_ports(n: int) -> list[int]:
+    """n TCP ports free on loopback right now (bound, read, released), for servers a test starts."""
+    import socket
+
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
 def run_onnx(path, frames):
     import onnxruntime as ort
 

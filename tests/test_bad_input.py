@@ -21,6 +21,8 @@ import pytest
 
 from fogreid.cli import main
 
+from conftest import free_ports
+
 SIZE = 64
 
 
@@ -802,22 +804,10 @@ def test_dropping_invalid_regions_from_any_source():
 
 
 # ------------------------------------------------------------------ no hang: serve (issue 23, item 5)
-def _free_ports(n: int) -> list[int]:
-    import socket
-
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 def test_serve_refuses_a_port_in_use(files, capsys):
     import socket
 
-    http, grpc, metrics = _free_ports(3)
+    http, grpc, metrics = free_ports(3)
     with socket.socket() as holder:
         holder.bind(("0.0.0.0", grpc))
         holder.listen()
@@ -873,7 +863,7 @@ def _fake_pytriton(monkeypatch, server_alive: bool) -> None:
 @pytest.mark.parametrize("server_alive", [False, True], ids=["server-exits", "server-never-ready"])
 def test_serve_ends_with_the_reason_when_triton_does_not_start(files, monkeypatch, capsys, server_alive):
     _fake_pytriton(monkeypatch, server_alive)
-    http, grpc, metrics = _free_ports(3)
+    http, grpc, metrics = free_ports(3)
     capsys.readouterr()
     start = time.perf_counter()
     code = main(["serve", "--model", str(files.onnx), "--http-port", str(http), "--grpc-port", str(grpc),

@@ -5,7 +5,6 @@ PyTriton pins numpy < 2, so it lives in its own environment: `.venv-serve` besid
 
 import os
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -13,22 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import SIZE, foggy_frames, make_checkpoint, run_onnx
+from conftest import SIZE, foggy_frames, free_ports, make_checkpoint, run_onnx
 
 http = pytest.importorskip("tritonclient.http", reason="tritonclient[http] is in the dev extra")
 SERVE_PYTHON = os.environ.get("FOGREID_SERVE_PYTHON") or str(Path(__file__).parents[1] / ".venv-serve/bin/python")
 pytestmark = pytest.mark.skipif(not Path(SERVE_PYTHON).exists(),
                                 reason=f"no PyTriton environment at {SERVE_PYTHON} (.ci/run makes it)")
-
-
-def free_ports(n):
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 def test_serve_answers_like_the_artifact(synth_root, tmp_path):
