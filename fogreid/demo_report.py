@@ -51,7 +51,9 @@ def _defog_table(model, data: Path, split: str, clear_folder: str, n: int = 4) -
             + "".join(rows) + "</table>")
 
 
-def _video_frames(path: Path, indices) -> list[np.ndarray]:
+def _video_frames(path: Path, indices) -> list[tuple[int, np.ndarray]]:
+    """(index, frame) for each index the video could be read at: a frame that fails to decode is
+    left out with its index, so the boxes of the others stay on their own frames."""
     import cv2
 
     capture = cv2.VideoCapture(str(path))
@@ -60,7 +62,7 @@ def _video_frames(path: Path, indices) -> list[np.ndarray]:
         capture.set(cv2.CAP_PROP_POS_FRAMES, int(index))
         ok, frame = capture.read()
         if ok:
-            frames.append(frame)
+            frames.append((int(index), frame))
     capture.release()
     return frames
 
@@ -97,7 +99,8 @@ def _stream_frames(stream: dict, count: int = 2) -> tuple[list[np.ndarray], str]
         events = [json.loads(line) for line in Path(stream["events"]).read_text().splitlines() if line.strip()]
     except (OSError, KeyError, ValueError):
         total = int(cv2.VideoCapture(str(stream["video"])).get(cv2.CAP_PROP_FRAME_COUNT))
-        return _video_frames(Path(stream["video"]), np.linspace(0, max(total - 1, 0), count).astype(int)), ""
+        picks = np.linspace(0, max(total - 1, 0), count).astype(int)
+        return [frame for _, frame in _video_frames(Path(stream["video"]), picks)], ""
     by_frame: dict[int, list[dict]] = {}
     for event in events:
         by_frame.setdefault(event["frame"], []).append(event)
@@ -107,8 +110,7 @@ def _stream_frames(stream: dict, count: int = 2) -> tuple[list[np.ndarray], str]
     chosen = (right[:1] + wrong[:1]) or sorted(by_frame)[:count]
     chosen = sorted(chosen + [f for f in sorted(by_frame) if f not in chosen][:max(count - len(chosen), 0)])
     frames = []
-    # not strict: _video_frames leaves out a frame it cannot read (see _video_frames)
-    for index, frame in zip(chosen, _video_frames(raw, chosen), strict=False):
+    for index, frame in _video_frames(raw, chosen):
         canvas = cv2.resize(frame, None, fx=2, fy=2, interpolation=cv2.INTER_CUBIC) if frame.shape[1] < 800 else frame
         k = canvas.shape[1] / frame.shape[1]
         for event in by_frame[index]:
