@@ -257,67 +257,80 @@ class Pipeline:
 
     # ------------------------------------------------------------------------------------------ stage 3: write
     def write(self, work: Work) -> None:
-        opts, stats = self.opts, self.stats
+        """Events, published messages and video frames for one batch of frames, then the flushes."""
         crop_of = {owner: k for k, owner in enumerate(work.owners)}
         done = time.time()
         for i, (frame, found, ids) in enumerate(zip(work.frames, work.regions, work.track_ids, strict=True)):
-            events, boxes, labels, colours, defogged = [], [], [], [], []
+            events, drawn = [], []   # drawn: (box, label, colour, defogged crop) per identified region
             for j, (region, tid) in enumerate(zip(found, ids, strict=True)):
                 k = crop_of.get((i, j))
                 if k is None:
                     continue
-                event = {"event": "detection", "time": round(frame.time, 3), "source": frame.source,
-                         "frame": frame.index, "box": list(region.box), "detection_score": round(region.score, 4),
-                         "label": region.label, "track_id": tid if tid >= 0 else None, "global_id": None,
-                         "match": None}
-                label, colour = region.label, (200, 200, 200)
-                if work.matches is not None:
-                    idx, score = work.matches[0][k], work.matches[1][k]
-                    event["top_k"] = [{"id": opts.gallery.labels[m], "score": round(float(s), 4)}
-                                      for m, s in zip(idx, score, strict=True)]
-                if self.book is not None and tid >= 0:
-                    quality = crop_quality(region, frame.image.shape[:2], self.model.input_size)
-                    track_events = self.book.observe(frame.source, tid, frame.index, frame.clock,
-                                                     work.embeddings[k], quality)
-                    events += track_events
-                    stats.tracks += sum(e["event"] == "track_start" for e in track_events)
-                    track = self.book.tracks[(frame.source, tid)]
-                    event["global_id"] = track.global_id
-                    if track.identity is not None:
-                        event["match"] = {"id": track.identity, "score": round(track.identity_score, 4)}
-                    label = f"#{tid}" + (f" g{track.global_id}" if track.global_id is not None else "")
-                elif work.matches is not None and event["top_k"][0]["score"] >= opts.min_score:
-                    event["match"] = event["top_k"][0]
-                if event["match"] is not None:
-                    stats.matched += 1
-                    label, colour = f"{label} {event['match']['id']} {event['match']['score']:.2f}", (60, 220, 60)
-                events.append(event)
-                if opts.publish is not None:   # the event, its crop's embedding, and what the tracker used
-                    opts.publish(dict(event, clock=float(frame.clock), quality=float(quality))
-                                 if self.book is not None and tid >= 0 else event, work.embeddings[k])
-                boxes.append(region.box)
-                labels.append(label)
-                colours.append(colour)
-                defogged.append(work.defogged[k])
-            self.outputs.write_events(events)
-            if events and stats.first_event_s is None:
-                stats.first_event_s = time.perf_counter() - self.started
-            writer = self.outputs.video(frame.source, frame.image.shape[:2])
-            if writer is not None:
-                writer.write(self.outputs.draw(frame, boxes, labels, colours, defogged))
-            self.latencies.append(done - frame.time)
-            stats.frames += 1
-            stats.crops += len(boxes)
-        if self.book is not None:  # tracks ByteTrack dropped during these frames end now
+                event, track_events, label, colour, quality = self.identify(work, frame, region, tid, k)
+                events += track_events + [event]
+                if self.opts.publish is not None:   # the event, its crop's embedding, and what the tracker used
+                    self.opts.publish(event if quality is None else
+                                      dict(event, clock=float(frame.clock), quality=float(quality)),
+                                      work.embeddings[k])
+                drawn.append((region.box, label, colour, work.defogged[k]))
+            self.emit_frame(frame, events, drawn, done)
+        self.flush(work)
+
+    def identify(self, work: Work, frame, region, tid: int, k: int):
+        """The detection event of one region (crop k): gallery top-k, and with tracking its track's
+        global id and identity. Returns (event, track events, label, colour, tracker quality or None)."""
+        opts, stats = self.opts, self.stats
+        event = {"event": "detection", "time": round(frame.time, 3), "source": frame.source,
+                 "frame": frame.index, "box": list(region.box), "detection_score": round(region.score, 4),
+                 "label": region.label, "track_id": tid if tid >= 0 else None, "global_id": None,
+                 "match": None}
+        label, colour, track_events, quality = region.label, (200, 200, 200), [], None
+        if work.matches is not None:
+            idx, score = work.matches[0][k], work.matches[1][k]
+            event["top_k"] = [{"id": opts.gallery.labels[m], "score": round(float(s), 4)}
+                              for m, s in zip(idx, score, strict=True)]
+        if self.book is not None and tid >= 0:
+            quality = crop_quality(region, frame.image.shape[:2], self.model.input_size)
+            track_events = self.book.observe(frame.source, tid, frame.index, frame.clock, work.embeddings[k], quality)
+            stats.tracks += sum(e["event"] == "track_start" for e in track_events)
+            track = self.book.tracks[(frame.source, tid)]
+            event["global_id"] = track.global_id
+            if track.identity is not None:
+                event["match"] = {"id": track.identity, "score": round(track.identity_score, 4)}
+            label = f"#{tid}" + (f" g{track.global_id}" if track.global_id is not None else "")
+        elif work.matches is not None and event["top_k"][0]["score"] >= opts.min_score:
+            event["match"] = event["top_k"][0]
+        if event["match"] is not None:
+            stats.matched += 1
+            label, colour = f"{label} {event['match']['id']} {event['match']['score']:.2f}", (60, 220, 60)
+        return event, track_events, label, colour, quality
+
+    def emit_frame(self, frame, events: list[dict], drawn: list[tuple], done: float) -> None:
+        """One frame's events to the events file and its annotated image to the saved video."""
+        stats = self.stats
+        self.outputs.write_events(events)
+        if events and stats.first_event_s is None:
+            stats.first_event_s = time.perf_counter() - self.started
+        writer = self.outputs.video(frame.source, frame.image.shape[:2])
+        if writer is not None:
+            boxes, labels, colours, defogged = map(list, zip(*drawn, strict=True)) if drawn else ([], [], [], [])
+            writer.write(self.outputs.draw(frame, boxes, labels, colours, defogged))
+        self.latencies.append(done - frame.time)
+        stats.frames += 1
+        stats.crops += len(drawn)
+
+    def flush(self, work: Work) -> None:
+        """End the tracks ByteTrack dropped during the batch, flush the outputs, report now and then."""
+        if self.book is not None:
             for source, alive in work.alive.items():
                 self.outputs.write_events(self.book.end(source, alive))
         if self.outputs.events:
             self.outputs.events.flush()
-        if opts.publish is not None:
-            opts.publish.flush()
+        if self.opts.publish is not None:
+            self.opts.publish.flush()
         if self.associator is not None:
-            stats.global_ids = len(self.associator.identities)
-        if time.perf_counter() - self.last_report >= opts.stats_every:
+            self.stats.global_ids = len(self.associator.identities)
+        if time.perf_counter() - self.last_report >= self.opts.stats_every:
             self.report()
 
     # ------------------------------------------------------------------------------------------ driving
