@@ -150,7 +150,7 @@ def run_demo(out: str | Path, quick: bool = False, checkpoint: str | None = None
             results = validate_many(ckpt, candidates([path]), data_root=str(data))
             write_html(results, out / "validation" / f"{name}.html")
             for result in results:
-                key = name if result.backend in ("onnxruntime", "tensorrt") else f"{name}@{result.backend}"
+                key = row_name(name, result.backend)
                 write_json(result, out / "validation" / f"{key}.json")
                 verdicts[key] = result.to_json() | {"html": f"{name}.html", "engine": result.backend}
                 print(f"[validate] {name} on {result.backend}: {'PASS' if result.passed else 'FAIL'}" + "".join(
@@ -169,7 +169,7 @@ def run_demo(out: str | Path, quick: bool = False, checkpoint: str | None = None
         runs = {"pytorch": (ckpt, "auto")}
         for name, path in artifacts.items():
             for engine in engines_for(path):
-                runs[name if engine in ("onnxruntime", "tensorrt") else f"{name}@{engine}"] = (path, engine)
+                runs[row_name(name, engine)] = (path, engine)
         scores = {}
         for name, (path, engine) in runs.items():
             with load_model(path, backend=engine) as model:
@@ -244,3 +244,9 @@ def _stream(out: Path, cfg: DemoSettings, data: Path, ckpt: Path, model_path: Pa
     print(f"[stream] {stats.frames} frames at {stats.fps:.1f} fps; right vehicle for {right} of {len(lines)} crops")
     return {"model": model_path.name, "figures": stats_dict(stats), "crops": len(lines), "correct": right,
             "identities": len(test_ids), "video": str(out / "stream" / "annotated.mp4"), "events": str(events)}
+
+
+def row_name(artifact: str, engine: str) -> str:
+    """The demo's name for an artifact on an engine: the artifact's own on its default engine
+    (ONNX Runtime for .onnx, TensorRT for engines), artifact@engine on another (onnx-int8@openvino)."""
+    return artifact if engine in ("onnxruntime", "tensorrt") else f"{artifact}@{engine}"

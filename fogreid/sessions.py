@@ -1,7 +1,8 @@
-"""The one place fogreid opens an ONNX Runtime session, with the provider rule every caller
-shares: `auto` takes the best provider that really creates a session here (onnxruntime-gpu
-lists CUDA even on machines without a GPU); a named device never falls back to another one,
-because figures measured on the CPU when a GPU was asked for would be wrong without a word.
+"""The one place fogreid opens an ONNX Runtime session or compiles an OpenVINO model.
+ONNX Runtime's provider rule, which every caller shares: `auto` takes the best provider that
+really creates a session here (onnxruntime-gpu lists CUDA even on machines without a GPU); a
+named device never falls back to another one, because figures measured on the CPU when a GPU
+was asked for would be wrong without a word.
 
 A ground-floor module: it imports nothing of fogreid but its errors, so runtime, validation,
 calibration and export can all use it without importing each other.
@@ -43,3 +44,25 @@ def onnxruntime_session(path: str | Path, device: str = "auto"):
             return session
         errors.append(f"{first}: fell back to {session.get_providers()[0]}")
     raise FogreidError(f"ONNX Runtime could not open {path} on {device}: {'; '.join(errors) or 'no provider'}")
+
+
+OPENVINO_HINT = "OpenVINO is not installed: `pip install 'fogreid[openvino]'` (x86 and ARM CPUs, Intel GPUs and NPUs)"
+
+
+def openvino_model(path: str | Path, device: str = "CPU"):
+    """An OpenVINO CompiledModel of an ONNX file. The CPU plugin is pinned to f32: its
+    INFERENCE_PRECISION_HINT defaults to bf16 on CPUs with AMX / AVX-512 BF16, which would make
+    a second engine's reading of an FP32 or INT8 file differ for a reason of its own."""
+    try:
+        import openvino as ov
+    except ImportError:
+        raise EnvironmentProblem(OPENVINO_HINT) from None
+    core = ov.Core()
+    if device.split(".")[0] not in {d.split(".")[0] for d in core.available_devices}:
+        raise EnvironmentProblem(f"--device {device.lower()}: OpenVINO sees only "
+                                 f"{', '.join(core.available_devices)} on this machine")
+    try:
+        return core.compile_model(str(path), device, {"INFERENCE_PRECISION_HINT": "f32"} if device == "CPU" else {})
+    except Exception as exc:
+        raise FogreidError(f"{path}: OpenVINO {ov.get_version().split('-')[0]} cannot compile this model on "
+                           f"{device} ({str(exc).strip().splitlines()[-1][:200]})") from None

@@ -23,7 +23,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, numpy_helper
 
-from fogreid.errors import FogreidError
+from fogreid.errors import EnvironmentProblem, FogreidError
+from fogreid.sessions import openvino_model
 
 # ---------------------------------------------------------------------------------- the rules
 
@@ -369,16 +370,12 @@ def _check_openvino(path: Path, proto, add) -> None:
                 "which OpenVINO's CPU plugin computes wrongly once fused", "re-export with `fogreid export` (it keeps "
                 "the layers after a ReduceMax in float)")
     try:
-        import openvino as ov
-    except ImportError:
-        add("error", "installed", "model", "OpenVINO is not installed here, so the model cannot be compiled",
-            "pip install 'fogreid[openvino]'")
-        return
-    try:
-        ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-    except Exception as exc:
-        add("error", "compile", "model", f"OpenVINO {ov.get_version().split('-')[0]} cannot compile it: "
-            f"{str(exc).strip().splitlines()[-1][:200]}", "re-export with `fogreid export`, or upgrade openvino")
+        openvino_model(path, "CPU")   # compiled as `--backend openvino` compiles it
+    except EnvironmentProblem as exc:
+        add("error", "installed", "model", str(exc), "pip install 'fogreid[openvino]'")
+    except FogreidError as exc:
+        add("error", "compile", "model", str(exc).split(": ", 1)[-1], "re-export with `fogreid export`, or upgrade "
+            "openvino")
 
 
 def _type_list(types: set[int]) -> str:

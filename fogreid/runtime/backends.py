@@ -26,8 +26,8 @@ import numpy as np
 from polygraphy.backend.base import BaseRunner
 from polygraphy.common import TensorMetadata
 
-from fogreid.errors import EnvironmentProblem, FogreidError
-from fogreid.sessions import onnxruntime_session
+from fogreid.errors import FogreidError
+from fogreid.sessions import onnxruntime_session, openvino_model
 
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 
@@ -63,7 +63,6 @@ class TorchRunner(BaseRunner):
 
 
 BACKENDS = ("torch", "onnxruntime", "openvino", "tensorrt")
-OPENVINO_HINT = "OpenVINO is not installed: `pip install 'fogreid[openvino]'` (x86 and ARM CPUs, Intel GPUs and NPUs)"
 
 
 def artifact_kind(path: str | Path, backend: str = "auto") -> str:
@@ -109,12 +108,15 @@ def make_runner(path: str | Path, backend: str = "auto", device: str = "auto") -
         torch_device = pick_device("auto" if device in ("auto", "tensorrt") else device)
         return TorchRunner(lambda: FusedDefogReID.from_checkpoint(path, map_location=torch_device),
                            str(torch_device), name=f"torch:{path.name}")
-    if kind == "onnxruntime":
-        from polygraphy.backend.onnxrt import OnnxrtRunner
-
+    if kind in ("onnxruntime", "openvino"):
         from fogreid.onnx_graph import input_size, load
 
         input_size(load(path, load_weights=False), path)  # a clear error for graphs not exported by fogreid
+    if kind == "openvino":
+        return OpenVinoRunner(path, openvino_device(device), name=f"openvino:{path.name}")
+    if kind == "onnxruntime":
+        from polygraphy.backend.onnxrt import OnnxrtRunner
+
         class NumpyOnnxrtRunner(OnnxrtRunner):
             # OnnxrtRunner.infer_impl asks whether any input is a torch tensor, which imports torch (seconds)
             # on the first call; fogreid feeds numpy only, so run the session directly.
@@ -125,11 +127,6 @@ def make_runner(path: str | Path, backend: str = "auto", device: str = "auto") -
                 return OrderedDict((node.name, out) for node, out in zip(self.sess.get_outputs(), outputs, strict=True))
 
         return NumpyOnnxrtRunner(onnxruntime_session(path, device), name=f"onnxruntime:{path.name}")
-    if kind == "openvino":
-        from fogreid.onnx_graph import input_size, load
-
-        input_size(load(path, load_weights=False), path)
-        return OpenVinoRunner(path, openvino_device(device), name=f"openvino:{path.name}")
     return tensorrt_runner(path)
 
 
@@ -148,28 +145,14 @@ def openvino_device(device: str) -> str:
 class OpenVinoRunner(BaseRunner):
     """An ONNX file compiled by OpenVINO. It reads the graph itself (uint8 NHWC input, Q/DQ
     pairs as FakeQuantize), so agreeing with ONNX Runtime is evidence about the file, not
-    about one engine. The accuracy hint is pinned on: the CPU plugin may otherwise run FP32
-    layers in bf16 on CPUs with AMX / AVX-512 BF16 (its default "PERFORMANCE" hint)."""
+    about one engine (compiled by fogreid.sessions.openvino_model, f32 on the CPU)."""
 
     def __init__(self, path: str | Path, device: str = "CPU", name: str | None = None) -> None:
         super().__init__(name=name, prefix="openvino-runner")
         self.path, self.device = Path(path), device
 
     def activate_impl(self) -> None:
-        try:
-            import openvino as ov
-        except ImportError:
-            raise EnvironmentProblem(OPENVINO_HINT) from None
-        core = ov.Core()
-        if self.device.split(".")[0] not in {d.split(".")[0] for d in core.available_devices}:
-            raise EnvironmentProblem(f"--device {self.device.lower()}: OpenVINO sees only "
-                                     f"{', '.join(core.available_devices)} on this machine")
-        config = {"INFERENCE_PRECISION_HINT": "f32"} if self.device == "CPU" else {}
-        try:
-            self.compiled = core.compile_model(str(self.path), self.device, config)
-        except Exception as exc:
-            raise FogreidError(f"{self.path}: OpenVINO cannot compile this model on {self.device} "
-                               f"({str(exc).strip().splitlines()[-1][:200]})") from None
+        self.compiled = openvino_model(self.path, self.device)
         self.output_names = [port.get_any_name() for port in self.compiled.outputs]
 
     def get_input_metadata_impl(self):
