@@ -38,7 +38,7 @@ def main() -> None:
     from fogreid.data.synth import SynthConfig, generate
     from fogreid.export.exporter import ExportOptions, export
     from fogreid.export.formats import parse_formats
-    from fogreid.model.build import build_sjdl
+    from fogreid.model.build import build_model
     from fogreid.model.checkpoint import save_checkpoint
     from fogreid.model.config import preset
     from fogreid.model.fused import FusedDefogReID
@@ -53,7 +53,7 @@ def main() -> None:
     frames = build_calibration_set(calib_dirs, size, num=8, progress=False).images
     checkpoint = args.checkpoint
     if checkpoint is None:
-        net = build_sjdl(preset(args.preset, input_size=size)).train()
+        net = build_model(preset(args.preset, input_size=size)).train()
         with torch.no_grad():
             net(frames_to_images(torch.from_numpy(build_calibration_set(calib_dirs, size, 64, progress=False).images)))
         checkpoint = work / "model.pt"

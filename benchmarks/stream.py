@@ -75,7 +75,7 @@ def main() -> None:
     from fogreid.data.synth_video import make_video
     from fogreid.export.exporter import ExportOptions, export
     from fogreid.export.formats import parse_formats
-    from fogreid.model.build import build_sjdl
+    from fogreid.model.build import build_model
     from fogreid.model.checkpoint import save_checkpoint
     from fogreid.model.config import preset
     from fogreid.runtime.backends import load_model
@@ -91,7 +91,7 @@ def main() -> None:
     if checkpoint is None:
         torch.manual_seed(0)
         checkpoint = work / "edge.pt"
-        save_checkpoint(checkpoint, build_sjdl(preset("edge", input_size=(args.imgsz, args.imgsz))).eval())
+        save_checkpoint(checkpoint, build_model(preset("edge", input_size=(args.imgsz, args.imgsz))).eval())
     files = export(checkpoint, parse_formats("onnx,onnx-int8"), work / "export",
                    ExportOptions(imgsz=(args.imgsz, args.imgsz), calib_num=128, progress=False,
                                  calib_images=[str(work / "data" / "FVRID_syn" / "train_foggy")])).files

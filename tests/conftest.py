@@ -39,13 +39,13 @@ def foggy_frames(root, n=24, split="query"):
 
 def make_checkpoint(path, root, **overrides):
     """A model whose BatchNorm statistics come from foggy images (as after training), not the init."""
-    from fogreid.model.build import build_sjdl
+    from fogreid.model.build import build_model
     from fogreid.model.checkpoint import save_checkpoint
     from fogreid.model.config import preset
     from fogreid.pixels import frames_to_images
 
     torch.manual_seed(0)
-    net = build_sjdl(preset("edge", input_size=SIZE, **overrides)).train()
+    net = build_model(preset("edge", input_size=SIZE, **overrides)).train()
     with torch.no_grad():
         images = frames_to_images(torch.from_numpy(foggy_frames(root, 64, "train")))
         for batch in images.split(16):

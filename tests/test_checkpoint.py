@@ -4,7 +4,7 @@ import torch
 from fogreid import __version__
 from fogreid.errors import FogreidError
 from fogreid.fileio import atomic_write
-from fogreid.model.build import build_sjdl
+from fogreid.model.build import build_model
 from fogreid.model.checkpoint import load_model, load_weights, read_checkpoint, save_checkpoint
 from fogreid.model.config import preset
 from fogreid.model.fused import FusedDefogReID
@@ -13,7 +13,7 @@ from fogreid.model.fused import FusedDefogReID
 @pytest.fixture
 def net():
     torch.manual_seed(0)
-    net = build_sjdl(preset("edge", input_size=(64, 64), num_ids=6))
+    net = build_model(preset("edge", input_size=(64, 64), num_ids=6))
     net.train()
     net(torch.rand(4, 3, 64, 64))  # move the BN running statistics away from their init
     return net.eval()
@@ -41,7 +41,7 @@ def test_mismatched_config_names_the_difference(net, tmp_path):
     with pytest.raises(FogreidError, match=r"backbone: expected 'resnet34', checkpoint has 'resnet18'"):
         load_model(path, expect=other)
     with pytest.raises(FogreidError, match=r"shapes differ: classifier.weight \(6, 512\) vs \(9, 512\)"):
-        load_weights(build_sjdl(preset("edge", input_size=(64, 64), num_ids=9)), read_checkpoint(path)["model"], path)
+        load_weights(build_model(preset("edge", input_size=(64, 64), num_ids=9)), read_checkpoint(path)["model"], path)
 
 
 def test_truncated_or_foreign_files(net, tmp_path):

@@ -8,13 +8,13 @@ import pytest
 import torch
 
 from fogreid.errors import FogreidError
-from fogreid.model.build import build_sjdl
+from fogreid.model.build import build_model
 from fogreid.model.config import preset
 from fogreid.model.sjdl import PaperDecoder, ResidualBlock, ScatterDecoder
 
 
 def test_paper_preset_builds_the_published_decoder():
-    net = build_sjdl(preset("paper"))
+    net = build_model(preset("paper"))
     assert isinstance(net.decoder, PaperDecoder) and not net.enhance.residual
     # A residual block before each of the three stages, at 256, 128 and 64 channels.
     blocks = [m for m in net.decoder.children() if isinstance(m, ResidualBlock)]
@@ -26,7 +26,7 @@ def test_scatter_head_starts_from_the_dark_channel_prior():
     from fogreid.data.fog import scatter
 
     torch.manual_seed(0)
-    net = build_sjdl(preset("edge", input_size=(64, 64))).eval()
+    net = build_model(preset("edge", input_size=(64, 64))).eval()
     assert isinstance(net.decoder, ScatterDecoder) and net.enhance.residual
     clear = torch.rand(2, 3, 64, 64) * 0.6  # dark pixels in every patch, as the prior assumes
     depth = torch.linspace(1.0, 0.1, 64).view(1, 1, 64, 1).expand(2, 1, 64, 64)  # far at the top
@@ -49,14 +49,14 @@ def test_defog_runs_on_any_frame_size():
     from fogreid.export.frame_graph import DefogFrame
 
     torch.manual_seed(0)
-    frame_model = DefogFrame(build_sjdl(preset("edge", input_size=(64, 64))))
+    frame_model = DefogFrame(build_model(preset("edge", input_size=(64, 64))))
     for h, w in ((37, 53), (96, 128)):
         frames = torch.randint(0, 256, (1, h, w, 3), dtype=torch.uint8)
         assert frame_model(frames).shape == frames.shape
     with pytest.raises(FogreidError, match="only the scatter head"):
-        DefogFrame(build_sjdl(preset("edge", defog_head="paper")))
+        DefogFrame(build_model(preset("edge", defog_head="paper")))
     with pytest.raises(FogreidError, match="no defog head"):
-        DefogFrame(build_sjdl(preset("edge", defog=False)))
+        DefogFrame(build_model(preset("edge", defog=False)))
 
 
 def test_frame_graph_beside_the_fused_graph_matches_pytorch(exported, synth_root):

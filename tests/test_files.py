@@ -62,9 +62,9 @@ def test_cleanup_never_touches_a_users_temp_files(tmp_path):
 def test_deploy_checkpoint_drops_training_state(tmp_path):
     import torch
 
-    from fogreid.model import build_sjdl, preset, read_checkpoint, save_checkpoint
+    from fogreid.model import build_model, preset, read_checkpoint, save_checkpoint
 
-    net = build_sjdl(preset("edge", input_size=(64, 64), num_ids=4))
+    net = build_model(preset("edge", input_size=(64, 64), num_ids=4))
     optimiser = torch.optim.Adam(net.parameters())
     net(torch.zeros(2, 3, 64, 64)).bn_feat.sum().backward()
     optimiser.step()

@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from fogreid.errors import FogreidError
-from fogreid.model.build import build_sjdl
+from fogreid.model.build import build_model
 from fogreid.model.config import ModelConfig, preset
 from fogreid.model.fused import FusedDefogReID
 from fogreid.model.resnet_ibn import IBN, ResNetIBN, load_imagenet_weights
@@ -23,7 +23,7 @@ EXPECTED_DIM = {"resnet18": 512, "resnet34": 512, "resnet50": 2048}
 def test_shapes_and_ranges(variant):
     torch.manual_seed(0)
     cfg = ModelConfig(input_size=(64, 64), num_ids=5, num_ids_real=3, **variant)
-    net = build_sjdl(cfg).train()
+    net = build_model(cfg).train()
     out = net(torch.rand(4, 3, 64, 64))
     dim = EXPECTED_DIM[cfg.backbone] + (cfg.branch_channels if cfg.deform_branch else 0)
     assert net.embedding_dim == dim
@@ -39,7 +39,7 @@ def test_shapes_and_ranges(variant):
 
 
 def test_bnneck_bias_is_frozen():
-    net = build_sjdl(preset("edge", input_size=(64, 64)))
+    net = build_model(preset("edge", input_size=(64, 64)))
     assert not net.reid.bnneck.bias.requires_grad
 
 
@@ -50,7 +50,7 @@ def test_input_size_must_fit_the_stride():
 
 def _fused(**overrides):
     torch.manual_seed(0)
-    return FusedDefogReID(build_sjdl(preset("edge", input_size=(64, 64), **overrides)))
+    return FusedDefogReID(build_model(preset("edge", input_size=(64, 64), **overrides)))
 
 
 def test_fused_uint8_contract():
@@ -96,13 +96,13 @@ def test_presets_and_costs():
     assert paper.backbone == "resnet50" and paper.deform_branch and paper.input_size == (384, 384)
     assert edge.backbone == "resnet18" and not edge.deform_branch
     assert 128 <= edge.input_size[0] <= 256
-    rows = {r.name: r for r in summarize(build_sjdl(paper))}
+    rows = {r.name: r for r in summarize(build_model(paper))}
     assert 36e6 < sum(r.params for n, r in rows.items() if "training" not in n) < 40e6  # paper: ~38 M
     # The published decoder costs about as much as the encoder at full resolution ...
     assert rows["defog decoder"].gflops > 0.5 * rows["encoder (ResNet-IBN)"].gflops
     assert rows["ReID head"].gflops > 1.0  # the deformable branch is counted
     # ... the edge preset slims it.
-    edge_rows = {r.name: r for r in summarize(build_sjdl(edge))}
+    edge_rows = {r.name: r for r in summarize(build_model(edge))}
     assert edge_rows["defog decoder"].gflops < 0.35 * edge_rows["encoder (ResNet-IBN)"].gflops
     with pytest.raises(FogreidError, match="unknown preset"):
         preset("large")
@@ -155,7 +155,7 @@ def test_precise_bn_changes_running_statistics_and_no_weight():
     from fogreid.model.precise_bn import batchnorm_layers, update_bn_stats
 
     torch.manual_seed(0)
-    net = build_sjdl(preset("edge", input_size=(64, 64))).eval()
+    net = build_model(preset("edge", input_size=(64, 64))).eval()
     weights = {k: v.clone() for k, v in net.state_dict().items() if "running" not in k and "num_batches" not in k}
     before = [bn.running_mean.clone() for bn in batchnorm_layers(net)]
     batches = [torch.rand(4, 3, 64, 64) * 0.5 + 0.4 for _ in range(3)]

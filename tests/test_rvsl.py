@@ -123,10 +123,10 @@ def test_rvsl_lr_warms_up_at_each_stage_and_decays(rvsl_run):
 
 
 def test_rvsl_encoders_start_alike():
-    from fogreid.model.build import build_sjdl
+    from fogreid.model.build import build_model
     from fogreid.model.config import preset
 
-    net = build_sjdl(preset("edge", arch="rvsl", input_size=SIZE, num_ids=4))
+    net = build_model(preset("edge", arch="rvsl", input_size=SIZE, num_ids=4))
     hazy, clear = net.enc_hazy.state_dict(), net.enc_clear.state_dict()
     assert hazy.keys() == clear.keys() and all(torch.equal(hazy[k], clear[k]) for k in hazy)
     assert net.enc_hazy.conv1.weight.data_ptr() != net.enc_clear.conv1.weight.data_ptr()  # alike, not shared
@@ -152,11 +152,11 @@ def test_rvsl_checkpoint_exports_and_matches_pytorch(rvsl_run, tmp_path):
 
 
 def test_rvsl_summary_counts_its_own_branches():
-    from fogreid.model.build import build_sjdl
+    from fogreid.model.build import build_model
     from fogreid.model.config import preset
     from fogreid.model.summary import summarize
 
-    rows = {r.name: r for r in summarize(build_sjdl(preset("edge", arch="rvsl", input_size=SIZE, num_ids=4)))}
+    rows = {r.name: r for r in summarize(build_model(preset("edge", arch="rvsl", input_size=SIZE, num_ids=4)))}
     assert set(rows) == {"hazy encoder (stem+layer1)", "ReID trunk (layer2-4)", "hazy->clear translator",
                          "clear side (training only)"}
     assert all(rows[n].gflops > 0 for n in ("hazy encoder (stem+layer1)", "ReID trunk (layer2-4)",

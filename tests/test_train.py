@@ -138,7 +138,7 @@ def test_ddp_gloo_two_processes(fogreid_cmd, train_root, tmp_path):
 def test_precise_bn_changes_running_statistics_not_weights(train_root):
     from fogreid.data.datasets import ReIDImages, load_fvrid
     from fogreid.data.sampler import IdentitySampler
-    from fogreid.model.build import build_sjdl
+    from fogreid.model.build import build_model
     from fogreid.model.config import preset
     from fogreid.model.fused import Preprocess
     from fogreid.train.precise import bn_buffers, domain_batches, reestimate
@@ -147,7 +147,7 @@ def test_precise_bn_changes_running_statistics_not_weights(train_root):
     labels = syn.train_labels()
     dataset = ReIDImages(syn.train, (64, 64), labels)
     torch.manual_seed(0)
-    net = build_sjdl(preset("edge", input_size=(64, 64), num_ids=len(set(labels))))
+    net = build_model(preset("edge", input_size=(64, 64), num_ids=len(set(labels))))
     with torch.no_grad():  # stale statistics, as after training: from other images
         net.train()(torch.rand(8, 3, 64, 64) * 0.2)
     net.eval()

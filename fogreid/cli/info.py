@@ -27,10 +27,10 @@ def run(args: argparse.Namespace) -> int:
 
         net, title = load_model(args.checkpoint), f"checkpoint {args.checkpoint}"
     else:
-        from fogreid.model.build import build_sjdl
+        from fogreid.model.build import build_model
         from fogreid.model.config import preset
 
-        net, title = build_sjdl(preset(args.preset)), f"preset {args.preset}"
+        net, title = build_model(preset(args.preset)), f"preset {args.preset}"
     input_size = size(args.imgsz) if args.imgsz else net.config.input_size
     cfg = net.config
     print(f"{title}: {cfg.backbone}{'-IBN-a' if cfg.ibn else ''}, deformable branch "

@@ -1,8 +1,8 @@
 """The SJDL / RVSL networks, their deploy wrapper and their checkpoints.
 
-    from fogreid.model import preset, build_sjdl, FusedDefogReID, load_model, save_checkpoint
+    from fogreid.model import preset, build_model, FusedDefogReID, load_model, save_checkpoint
 
-    net = build_sjdl(preset("edge", num_ids=100))      # a fresh network from a named preset
+    net = build_model(preset("edge", num_ids=100))     # a fresh network from a named preset
     save_checkpoint("net.pt", net)                     # atomic; loading never runs pickled code
     deployed = FusedDefogReID.from_checkpoint("net.pt")  # uint8 BGR NHWC in, (defogged, embeddings) out
 
@@ -15,7 +15,8 @@ _NAMES = {
     "ModelConfig": "config",
     "SJDLOutput": "config",
     "preset": "config",
-    "build_sjdl": "build",
+    "build_model": "build",
+    "build_sjdl": "build",          # deprecated: build_model
     "SJDLNet": "sjdl",
     "RVSLNet": "rvsl",
     "FusedDefogReID": "fused",

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from torch import nn
 
+from fogreid._deprecated import renamed
 from fogreid.model.config import ModelConfig
 from fogreid.model.resnet_ibn import load_imagenet_weights
 from fogreid.model.rvsl import RVSLNet
 from fogreid.model.sjdl import SJDLNet
 
 
-def build_sjdl(cfg: ModelConfig, pretrained: str | None = None) -> nn.Module:
+def build_model(cfg: ModelConfig, pretrained: str | None = None) -> nn.Module:
     """The network for `cfg` (SJDL, or RVSL when cfg.arch == "rvsl"); `pretrained`
     ("imagenet" or a weights file) initialises the encoder from ImageNet, otherwise it starts
     from a (deliberate) random initialisation."""
@@ -24,3 +25,9 @@ def build_sjdl(cfg: ModelConfig, pretrained: str | None = None) -> nn.Module:
     if pretrained:
         load_imagenet_weights(net.backbone, pretrained)
     return net
+
+
+def build_sjdl(cfg: ModelConfig, pretrained: str | None = None) -> nn.Module:
+    """Deprecated (it builds RVSL too): `build_model`."""
+    renamed("fogreid.model.build_sjdl", "fogreid.model.build_model")
+    return build_model(cfg, pretrained)

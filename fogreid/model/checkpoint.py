@@ -22,7 +22,7 @@ from fogreid import __version__
 from fogreid.config import from_dict, to_dict
 from fogreid.errors import FogreidError
 from fogreid.fileio import atomic_write
-from fogreid.model.build import build_sjdl
+from fogreid.model.build import build_model
 from fogreid.model.config import ModelConfig
 from fogreid.model.sjdl import SJDLNet
 
@@ -114,7 +114,7 @@ def load_model(path: str | Path, expect: ModelConfig | None = None,
                            f"Use the config the checkpoint was trained with, or retrain.")
     if input_size is not None:
         cfg = dataclasses.replace(cfg, input_size=tuple(input_size))
-    net = build_sjdl(cfg)
+    net = build_model(cfg)
     load_weights(net, state["model"], path)
     return net.eval()
 

@@ -31,7 +31,7 @@ from torch import nn
 
 from fogreid.devices import pick_device
 from fogreid.errors import FogreidError
-from fogreid.model.build import build_sjdl
+from fogreid.model.build import build_model
 from fogreid.model.checkpoint import (
     DEPLOY_EXTRAS,
     checkpoint_config,
@@ -194,11 +194,13 @@ def train(cfg: TrainConfig, out: str | Path, resume: str | Path | None = None, p
     out.mkdir(parents=True, exist_ok=True)
 
     data, model_cfg = training_data(cfg, device, procs.rank, procs.world)
-    net = build_sjdl(model_cfg, cfg.pretrained or None).to(device)
-    optimizer = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=cfg.optim.lr,
+    net = build_model(model_cfg, cfg.pretrained or None).to(device)
+    schedule = resolve_schedule(cfg.optim, pretrained=bool(cfg.pretrained))
+    optimizer = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=schedule.lr,
                                  weight_decay=cfg.optim.weight_decay)
-    job = Job(net, optimizer, torch.amp.GradScaler("cuda", enabled=device.type == "cuda"), resolve_schedule(cfg.optim),
-              data, device, meta={"trained_on": str(cfg.data.root), "mode": cfg.mode}, checkpoints=RESUMABLE,
+    job = Job(net, optimizer, torch.amp.GradScaler("cuda", enabled=device.type == "cuda"), schedule,
+              data, device, meta={"trained_on": str(cfg.data.root), "mode": cfg.mode, "schedule": schedule.describe()},
+              checkpoints=RESUMABLE,
               procs=procs)
     if resume:
         job.start = resume_from(resume, job)
@@ -209,7 +211,8 @@ def train(cfg: TrainConfig, out: str | Path, resume: str | Path | None = None, p
         describe(cfg, job)
     best, history = fit(cfg, job, step, out, progress)
 
-    summary: dict = {"config": config_dict(cfg), "best": best, "history": history}
+    summary: dict = {"config": config_dict(cfg), "schedule": dataclasses.asdict(job.schedule), "best": best,
+                     "history": history}
     if procs.master:
         summary.update(test_checkpoint(out / "best.pt", cfg.data.root, device, progress))
         (out / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")

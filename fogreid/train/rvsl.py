@@ -35,7 +35,7 @@ from fogreid.data.datasets import ImageRecord, ReIDImages
 from fogreid.data.image_io import list_images
 from fogreid.devices import pick_device
 from fogreid.errors import FogreidError
-from fogreid.model.build import build_sjdl
+from fogreid.model.build import build_model
 from fogreid.model.checkpoint import load_weights, read_checkpoint
 from fogreid.model.fused import Preprocess
 from fogreid.model.rvsl import PatchDiscriminator
@@ -213,9 +213,9 @@ def train_stage(stage: int, cfg: TrainConfig, out: Path, init: Path | None, prog
     out.mkdir(parents=True, exist_ok=True)
     data, model_cfg = training_data(cfg, device)
     real = real_images(stage, Path(cfg.data.root), model_cfg.input_size)
-    schedule = resolve_schedule(cfg.optim)
+    schedule = resolve_schedule(cfg.optim, pretrained=bool(cfg.pretrained))  # every stage: the same peak lr
     pretrained = (cfg.pretrained or None) if stage == 1 and init is None else None  # later stages start from init
-    net = build_sjdl(model_cfg, pretrained).to(device)
+    net = build_model(model_cfg, pretrained).to(device)
     if init is not None:
         load_weights(net, read_checkpoint(init, device)["model"], init)
     step = RVSLStep(stage, cfg, net, data, real, device)
