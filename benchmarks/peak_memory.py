@@ -6,7 +6,8 @@
 Two figures per command, both of the child process this script starts:
 
 * peak RSS: the kernel's high-water mark of the command's own process (`ru_maxrss` from
-  `os.wait4`, exact; worker processes it starts are not added in);
+  `os.wait4`, exact; worker processes it starts are not added in; taken by a small shim
+  process, see SHIM);
 * peak PSS of the tree: every 0.1 s, the proportional set size (`/proc/PID/smaps_rollup`:
   shared pages split among the processes sharing them) of the command and all its descendants,
   summed (DataLoader workers included); sampled, so a spike shorter than 0.1 s can be missed.
@@ -55,30 +56,48 @@ def tree_pss_kib(root: int) -> int:
     return total
 
 
+# The command runs as the grandchild of a small Python process that reaps it and writes its
+# rusage: Linux adds the memory of the process that forked and exec'ed it (its whole RSS, e.g. a
+# benchmark holding models) into the exec'ed process's ru_maxrss, so the forking process must be
+# small. The shim's own ~10 MiB is the most it can add.
+SHIM = """import json, os, sys
+pid = os.fork()
+if pid == 0:
+    try:
+        os.execvp(sys.argv[2], sys.argv[2:])
+    finally:
+        os._exit(127)
+_, status, usage = os.wait4(pid, 0)
+with open(sys.argv[1], "w") as f:
+    json.dump({"maxrss_kib": usage.ru_maxrss}, f)
+code = os.waitstatus_to_exitcode(status)
+sys.exit(code if code >= 0 else 128 - code)
+"""
+
+
 def run_measured(cmd: list[str], **popen) -> dict:
     """Run `cmd` to its end: exit code, seconds, peak RSS of its process and sampled peak PSS of
     its process tree (MiB), and its stdout/stderr when captured (popen: as subprocess.Popen's)."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, **popen)
-    peak = [0]
-    done = threading.Event()
+    import json
 
-    def sample():
-        while not done.is_set():
-            peak[0] = max(peak[0], tree_pss_kib(proc.pid))
-            done.wait(0.1)
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    out = err = None
-    if popen.get("stdout") == subprocess.PIPE or popen.get("stderr") == subprocess.PIPE:
-        # Read the pipes to their end first (a full pipe would stall the child), then reap it here.
-        out = proc.stdout.read() if proc.stdout else None
-        err = proc.stderr.read() if proc.stderr else None
-    _, status, usage = os.wait4(proc.pid, 0)
-    done.set()
-    sampler.join()
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return {"rc": proc.returncode, "seconds": time.perf_counter() - start, "peak_rss_mib": usage.ru_maxrss / 1024,
+    with tempfile.TemporaryDirectory(prefix="fogreid-rusage-") as tmp:
+        report = Path(tmp) / "rusage.json"
+        start = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, "-S", "-c", SHIM, str(report), *cmd], **popen)
+        peak = [0]
+        done = threading.Event()
+
+        def sample():
+            while not done.is_set():
+                peak[0] = max(peak[0], tree_pss_kib(proc.pid))
+                done.wait(0.1)
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        out, err = proc.communicate()
+        done.set()
+        sampler.join()
+        maxrss = json.loads(report.read_text())["maxrss_kib"] if report.is_file() else float("nan")
+    return {"rc": proc.returncode, "seconds": time.perf_counter() - start, "peak_rss_mib": maxrss / 1024,
             "peak_tree_pss_mib": peak[0] / 1024, "stdout": out, "stderr": err}
 
 
