@@ -29,11 +29,18 @@ class CameraTruth:
 
 
 def read_mot(path: str | Path) -> dict[int, list[tuple[int, tuple[float, float, float, float]]]]:
+    from fogreid.file_kinds import expect
+
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise FogreidError(f"ground truth not found: {path}")
+    expect(path, "", "text", "MOTChallenge gt.txt")
     frames: dict[int, list] = {}
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise FogreidError(f"{path}: not a text file; give MOTChallenge gt.txt rows") from None
+    for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
@@ -41,23 +48,101 @@ def read_mot(path: str | Path) -> dict[int, list[tuple[int, tuple[float, float, 
         except ValueError:
             raise FogreidError(f"{path}:{n}: not a MOTChallenge row "
                                "(frame, id, left, top, width, height, ...)") from None
+        if not all(np.isfinite(v) for v in (f, i, x, y, w, h)) or f != int(f) or i != int(i) or abs(f) > 1e9:
+            raise FogreidError(f"{path}:{n}: {line[:60]!r} holds NaN, an infinite value or a frame or id that is "
+                               f"not a whole number; fix the row")
         frames.setdefault(int(f), []).append((int(i), (x, y, w, h)))
     return frames
 
 
 def read_events(path: str | Path) -> list[dict]:
+    """The detection events of a `fogreid run --events` file, each checked for what scoring reads:
+    a JSON object per line with `source` (text), `frame` (a whole number from 0), `box` (four
+    finite numbers) and `track_id` / `global_id` (whole numbers or null)."""
+    from fogreid.file_kinds import expect
+
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise FogreidError(f"events file not found: {path}; write one with `fogreid run ... --events FILE`")
+    expect(path, "--events", "jsonl", "events (JSON lines) file", {"json": "--city (its folder)"})
     events = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise FogreidError(f"--events {path}: not a text file; give the JSON-lines events of `fogreid run`") from None
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
         try:
-            event = json.loads(line)
-        except json.JSONDecodeError:
-            raise FogreidError(f"{path}:{n}: not a JSON line") from None
+            event = json.loads(line, parse_constant=_no_constant)
+        except ValueError:
+            raise FogreidError(f"{path}:{n}: not a JSON line (strict JSON: no NaN or Infinity); give the events "
+                               f"file of `fogreid run --events`") from None
+        if not isinstance(event, dict):
+            raise FogreidError(f"{path}:{n}: a JSON {type(event).__name__}, not an event object; give the events "
+                               f"file of `fogreid run --events`")
         if event.get("event", "detection") == "detection":
+            _check_event(event, f"{path}:{n}")
             events.append(event)
     return events
+
+
+def _no_constant(name: str):
+    raise ValueError(name)
+
+
+def _whole(value, low: int = 0) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def _check_event(event: dict, where: str) -> None:
+    problems = []
+    if not isinstance(event.get("source"), str) or not event.get("source"):
+        problems.append("no 'source' (the video it came from)")
+    if not _whole(event.get("frame")):
+        problems.append(f"'frame' is {json.dumps(event.get('frame'))}, not a whole number from 0")
+    box = event.get("box")
+    if not (isinstance(box, list) and len(box) == 4 and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in box)):
+        problems.append(f"'box' is {json.dumps(box)[:40]}, not [x1, y1, x2, y2]")
+    for key in ("track_id", "global_id"):
+        if event.get(key) is not None and not _whole(event.get(key), -(2**62)):
+            problems.append(f"'{key}' is {json.dumps(event.get(key))[:20]}, not a whole number or null")
+    if problems:
+        raise FogreidError(f"{where}: not a detection event of `fogreid run`: {'; '.join(problems)}")
+
+
+def read_city(city: Path) -> dict:
+    """city.json of `fogreid synth-video`: cameras (names of its folders), frames, fog_beta per camera."""
+    from fogreid.file_kinds import FOLDER, describe, expect, sniff
+
+    if sniff(city) != FOLDER:
+        kind = sniff(city)
+        raise FogreidError(f"--city {city}: {'not found' if kind == 'missing' else 'is ' + describe(kind)}; give "
+                           f"the folder `fogreid synth-video --out` wrote")
+    info_path = city / "city.json"
+    if not info_path.exists():
+        raise FogreidError(f"{city}: no city.json; generate a city with `fogreid synth-video --out {city}`")
+    expect(info_path, "--city", "json", "city.json")
+    fix = f"regenerate the city with `fogreid synth-video --out {city}`"
+    try:
+        info = json.loads(info_path.read_text(encoding="utf-8"), parse_constant=_no_constant)
+    except ValueError:
+        raise FogreidError(f"{info_path}: not valid JSON; {fix}") from None
+    if not isinstance(info, dict):
+        raise FogreidError(f"{info_path}: holds a JSON {type(info).__name__}, not the city's description; {fix}")
+    cameras, frames, betas = info.get("cameras"), info.get("frames"), info.get("fog_beta")
+    if not (isinstance(cameras, list) and cameras and all(
+            isinstance(c, str) and c and c == Path(c).name and c not in (".", "..") for c in cameras)):
+        raise FogreidError(f"{info_path}: 'cameras' is {json.dumps(cameras)[:60]}, not a list of camera folder "
+                           f"names; {fix}")
+    if not _whole(frames, 1) or frames > 10**8:
+        raise FogreidError(f"{info_path}: 'frames' is {json.dumps(frames)[:30]}, not a whole number from 1; {fix}")
+    if not (isinstance(betas, list) and len(betas) == len(cameras) and all(
+            isinstance(b, (int, float)) and not isinstance(b, bool) and np.isfinite(b) for b in betas)):
+        raise FogreidError(f"{info_path}: 'fog_beta' is {json.dumps(betas)[:60]}, not one finite number per "
+                           f"camera ({len(cameras)}); {fix}")
+    return info
 
 
 def iou_distance(objs: np.ndarray, hyps: np.ndarray) -> np.ndarray:
@@ -108,10 +193,7 @@ def score(truth: list[CameraTruth], events: list[dict], sources: dict[str, str],
 def evaluate_city(city: str | Path, events_path: str | Path) -> dict:
     """Scores the events of `fogreid run` on a generated city (fogreid synth-video)."""
     city = Path(city)
-    info_path = city / "city.json"
-    if not info_path.is_file():
-        raise FogreidError(f"{city}: no city.json; generate a city with `fogreid synth-video --out {city}`")
-    info = json.loads(info_path.read_text())
+    info = read_city(city)
     truth = [CameraTruth(name, read_mot(city / name / "gt" / "gt.txt")) for name in info["cameras"]]
     events = read_events(events_path)
     sources = {}

@@ -18,6 +18,7 @@ def run(args: argparse.Namespace) -> int:
 
     from fogreid.mtmc import evaluate_city, format_table
 
+    # the city is read first, then the events (fogreid.mtmc checks both: kind, then schema)
     rows = evaluate_city(args.city, args.events)
     print(json.dumps(rows, indent=1) if args.json else format_table(rows))
     return 0

@@ -156,7 +156,7 @@ def check_artifact(path: str | Path, targets: list[str] = DEFAULT_TARGETS,
     try:
         proto = onnx.load(str(path), load_external_data=False)
     except Exception as exc:
-        raise FogreidError(f"{path}: not an ONNX model ({str(exc).splitlines()[0][:120]}); "
+        raise FogreidError(f"{path}: not an ONNX model ({next(iter(str(exc).splitlines()), '')[:120]}); "
                            f"`fogreid check` takes the .onnx files that `fogreid export` writes") from None
     report = CheckReport(path.name, list(targets))
     missing = _missing_external_data(proto, path)

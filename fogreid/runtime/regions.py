@@ -81,26 +81,41 @@ class FullFrame:
         return [[Region((0.0, 0.0, float(im.shape[1]), float(im.shape[0])))] for im in images]
 
 
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def _whole(value) -> bool:
+    """A finite pixel coordinate (a bool is not one), within what a frame can have."""
+    return (isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
+            and abs(value) <= 1_000_000)
+
+
 class FixedRegions:
     """Regions from a JSON file: {"default": [[x1, y1, x2, y2], ...], "<source>": [...]}."""
 
     def __init__(self, path: str | Path) -> None:
+        from fogreid.file_kinds import expect
+
         path = Path(path)
+        expect(path, "--rois", "json", "JSON ROI file", {"npz": "--gallery", "onnx": "--model or --detector"})
+        form = "give [[x1, y1, x2, y2], ...] or {\"default\": [[x1, y1, x2, y2], ...], \"<source>\": [...]}"
         try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise FogreidError(f"--rois file not found: {path}") from None
-        except json.JSONDecodeError as exc:
-            raise FogreidError(f"--rois {path}: not valid JSON ({exc})") from None
+            data = json.loads(path.read_text(encoding="utf-8"), parse_constant=_no_constant)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise FogreidError(f"--rois {path}: not valid JSON ({str(exc).splitlines()[0][:100]}); {form}") from None
         if isinstance(data, list):
             data = {"default": data}
+        if not isinstance(data, dict):
+            raise FogreidError(f"--rois {path}: holds a {type(data).__name__}, not regions; {form}")
         self.regions: dict[str, list[Box]] = {}
         for source, boxes in data.items():
-            try:
-                self.regions[source] = [tuple(int(v) for v in box) for box in boxes]
-            except (TypeError, ValueError):
-                raise FogreidError(f"--rois {path}: {source}: expected lists of [x1, y1, x2, y2]") from None
-            if any(len(b) != 4 or b[2] <= b[0] or b[3] <= b[1] for b in self.regions[source]):
+            if not isinstance(boxes, list) or not all(
+                    isinstance(b, list) and len(b) == 4 and all(_whole(v) for v in b) for b in boxes):
+                raise FogreidError(f"--rois {path}: {source}: expected a list of [x1, y1, x2, y2] pixel numbers, got "
+                                   f"{json.dumps(boxes)[:60]}; {form}")
+            self.regions[source] = [tuple(int(v) for v in box) for box in boxes]
+            if any(b[2] <= b[0] or b[3] <= b[1] for b in self.regions[source]):
                 raise FogreidError(f"--rois {path}: {source}: each region is [x1, y1, x2, y2] with x2 > x1, y2 > y1")
 
     def __call__(self, images: list[np.ndarray], sources: list[str], indices=None) -> list[list[Region]]:
@@ -127,11 +142,16 @@ class PublicDetections:
             raise FogreidError(f"--detections: {len(files)} file(s) for {len(sources)} source(s); give one per source")
         self.by_source: dict[str, dict[int, list[Region]]] = {}
         for path, source in zip(files, sources, strict=True):
+            from fogreid.file_kinds import expect
+
             path = Path(path)
-            if not path.is_file():
-                raise FogreidError(f"--detections file not found: {path}")
+            expect(path, "--detections", "text", "det.txt", {"onnx": "--detector"})
             table: dict[int, list[Region]] = {}
-            for n, line in enumerate(path.read_text().splitlines(), 1):
+            try:
+                text = path.read_text(encoding="utf-8")
+            except UnicodeDecodeError:
+                raise FogreidError(f"--detections {path}: not a text file; give MOTChallenge det.txt rows") from None
+            for n, line in enumerate(text.splitlines(), 1):
                 if not line.strip():
                     continue
                 try:
@@ -139,6 +159,9 @@ class PublicDetections:
                 except ValueError:
                     raise FogreidError(f"--detections {path}:{n}: expected MOTChallenge rows 'frame, id, left, top, "
                                        f"width, height, conf, ...', got {line[:60]!r}") from None
+                if not all(np.isfinite(v) for v in (f, x, y, w, h, conf)) or f != int(f) or f < 1 or f > 1e9:
+                    raise FogreidError(f"--detections {path}:{n}: {line[:60]!r} holds NaN, an infinite value or a "
+                                       f"frame that is not a whole number from 1; fix or drop the row")
                 if conf >= min_conf:
                     table.setdefault(int(f), []).append(Region((x, y, x + w, y + h), conf))
             self.by_source[source] = table

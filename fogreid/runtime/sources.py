@@ -84,11 +84,22 @@ def parse_source(spec: str) -> SourceSpec:
         return SourceSpec(spec, "device", int(spec))
     if spec.startswith("/dev/video"):
         return SourceSpec(spec, "device", spec)
+    from fogreid import file_kinds
+
     path = Path(spec)
-    if path.is_dir():
+    kind = file_kinds.sniff(path)
+    if kind == file_kinds.FOLDER:
+        if not any(p.suffix.lower() in IMAGE_SUFFIXES for p in path.iterdir()):
+            raise FogreidError(f"source {spec!r}: a folder with no images ({', '.join(IMAGE_SUFFIXES)}); give a "
+                               f"video file or a folder of images")
         return SourceSpec(spec, "folder", str(path))
-    if path.is_file():
+    if kind in (file_kinds.VIDEO, file_kinds.IMAGE, file_kinds.BINARY):
         return SourceSpec(spec, "file", str(path))
+    if kind != file_kinds.MISSING:
+        what = ("the file is empty (0 bytes), probably an interrupted copy" if kind == file_kinds.EMPTY
+                else f"is {file_kinds.describe(kind)}, not a video")
+        raise FogreidError(f"source {spec!r}: {what}; give a video file, a folder of images, a camera (/dev/videoN, "
+                           f"N) or a stream URL")
     raise FogreidError(f"source {spec!r}: no such file or folder, and not a camera (/dev/videoN, N), a stream URL "
                        f"(rtsp://, http://, udp://), gst:PIPELINE or csi:N")
 
