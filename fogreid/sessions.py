@@ -34,9 +34,10 @@ def onnxruntime_session(path: str | Path, device: str = "auto"):
                                  "or use --device cpu")
     errors = []
     for first in [p for p in wanted if p in available][:None if device == "auto" else 1]:
-        providers = wanted[wanted.index(first):]
+        providers = [p for p in wanted[wanted.index(first):] if p in available]
         try:
-            session = ort.InferenceSession(str(path), providers=[p for p in providers if p in available])
+            session = ort.InferenceSession(str(path), cpu_options(ort) if providers == ["CPUExecutionProvider"]
+                                           else None, providers=providers)
         except Exception as exc:  # a provider whose libraries are missing fails here, not in the list
             errors.append(f"{first}: {str(exc).splitlines()[0][:160]}")
             continue
@@ -44,6 +45,18 @@ def onnxruntime_session(path: str | Path, device: str = "auto"):
             return session
         errors.append(f"{first}: fell back to {session.get_providers()[0]}")
     raise FogreidError(f"ONNX Runtime could not open {path} on {device}: {'; '.join(errors) or 'no provider'}")
+
+
+def cpu_options(ort):
+    """SessionOptions of a CPU-only session: intra-op threads that sleep between ops instead of
+    spinning (ONNX Runtime's default). Spinning threads take the cores from the threads that have
+    work whenever the cores are shared, and `fogreid run`'s stages (decoding, detector, ReID,
+    writing) share them by design: on the 2-core development VM with other jobs running (load
+    average 3.6), every call of the demo's FP32 and INT8 files at batch 1 and 8 took 1.7-2.4x
+    longer with spinning (docs/benchmarks.md, CPU engines)."""
+    options = ort.SessionOptions()
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
 
 
 OPENVINO_HINT = "OpenVINO is not installed: `pip install 'fogreid[openvino]'` (x86 and ARM CPUs, Intel GPUs and NPUs)"
