@@ -14,8 +14,7 @@ Two figures per command, both of the child process this script starts:
 
 `fogreid train` runs the demo's training settings (`fogreid demo`: edge preset at 64 px,
 lr 1e-3, warm-up a tenth of the epochs, a x0.1 step at two thirds, seed 0, the default data
-loader's 2 workers) for --epochs epochs, then its test evaluation: the peak does not grow with
-more epochs, as nothing is kept from one epoch to the next but the metrics history.
+loader's 2 workers) for --epochs epochs, then its test evaluation.
 `benchmarks/stream.py` uses `run_measured` for `fogreid run` with 4 sources.
 """
 

@@ -1,0 +1,227 @@
+"""The CPU engines side by side, and what `--backend auto` picks among them.
+
+    python benchmarks/cpu_engines.py [--export runs/demo/export] [--checkpoint CKPT] [--seconds 12]
+
+For the FP32 and the INT8 (Q/DQ) ONNX file at batch 1 and 8: ONNX Runtime (CPU provider),
+OpenVINO (CPU plugin, f32 inference precision, where installed) and, for FP32, PyTorch eager
+on the checkpoint: every engine loaded as fogreid runs it (`load_deployed(..., backend=...)`,
+one `DeployedModel` call from uint8 crops to the defogged image and the embedding), each in a
+process of its own (engines sharing a process slow each other with their idle thread pools).
+The engines take turns, one process running at a time (--rounds slices of --seconds / --rounds
+per engine, shared by the batches), so a busy spell of a shared machine hits every engine alike;
+each cell's figure is the median of its rounds' medians.
+
+Columns: img/s, ms per batch, the ratio to the fastest engine of the cell, and the share of the
+roofline: the model's FLOPs per image (torch's FlopCounterMode on the checkpoint, a
+multiply-add counted as 2) times img/s, over the FP32 GEMM throughput measured here (a 2048^3
+float32 torch matmul on as many threads as the engines use). INT8 rows are set against the
+same FP32 roofline: above 100 % would mean the integer kernels beat the float peak.
+
+Then, per cell, what `--backend auto` chose in --auto-repeats fresh processes (each one
+measures for itself, fogreid/runtime/auto_engine.py) and the chosen engine's ratio to the best.
+Goals (issue 24): auto >= 0.95x the best engine in every cell; FP32 >= 75 % of the roofline at
+batch 8. Default inputs: the demo's artifacts (runs/demo), else a fresh edge model at --imgsz
+exported here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def gemm_gflops(seconds: float = 2.0, n: int = 2048) -> float:
+    """Measured FP32 GEMM throughput of this machine (torch's BLAS, its default threads)."""
+    import torch
+
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    for _ in range(2):
+        a @ b
+    calls, start = 0, time.perf_counter()
+    while calls < 3 or time.perf_counter() - start < seconds:
+        a @ b
+        calls += 1
+    return 2 * n ** 3 * calls / (time.perf_counter() - start) / 1e9
+
+
+def fresh_artifacts(imgsz: int) -> tuple[Path, dict[str, Path]]:
+    """A fresh edge model (BatchNorm statistics from generated foggy images), exported here."""
+    import torch
+
+    from fogreid.calibration.images import build_calibration_set
+    from fogreid.data.synth import SynthConfig, generate
+    from fogreid.export.exporter import ExportOptions, export
+    from fogreid.export.formats import parse_formats
+    from fogreid.model.build import build_model
+    from fogreid.model.checkpoint import save_checkpoint
+    from fogreid.model.config import preset
+    from fogreid.pixels import frames_to_images
+
+    work = Path(tempfile.mkdtemp(prefix="fogreid-cpu-engines-"))
+    size = (imgsz, imgsz)
+    generate(work / "data", SynthConfig(ids=24, cams=3, imgsz=imgsz), progress=False)
+    calib = [str(work / "data" / "FVRID_syn" / "train_foggy"), str(work / "data" / "FVRID_real" / "train_foggy")]
+    torch.manual_seed(0)
+    net = build_model(preset("edge", imgsz=size)).train()
+    with torch.no_grad():
+        net(frames_to_images(torch.from_numpy(build_calibration_set(calib, size, 64, progress=False).images)))
+    checkpoint = work / "model.pt"
+    save_checkpoint(checkpoint, net.eval())
+    files = export(checkpoint, parse_formats("onnx,onnx-int8"), work / "export",
+                   ExportOptions(imgsz=size, calib_images=calib, calib_num=128, progress=False)).files
+    return checkpoint, {"FP32": files["onnx"], "INT8": files["onnx-int8"]}
+
+
+def engine_worker(conn, path: str, engine: str, batches: list[int]) -> None:
+    """In its own process: one engine on one file; per request, a slice of timed calls at each
+    batch (after 2 warm-up calls at each, once); answers {batch: median ms of the slice}."""
+    from fogreid.runtime.backends import load_deployed
+    from fogreid.runtime.bench import measure
+
+    model = load_deployed(path, engine, "cpu")
+    h, w = model.imgsz
+    rng = np.random.default_rng(0)
+    frames = {b: rng.integers(0, 256, (b, h, w, 3), dtype=np.uint8) for b in batches}
+    for b in batches:
+        measure(model, frames[b], 0.0, warmup=2, min_calls=1)
+    conn.send((h, w))
+    while (seconds := conn.recv()) is not None:
+        conn.send({b: measure(model, frames[b], seconds / len(batches), warmup=1).p50_ms for b in batches})
+    model.close()
+
+
+def auto_choice(path: Path, batch: int) -> str:
+    """The engine `--backend auto` picks in a fresh process (it measures both there)."""
+    code = ("from fogreid.runtime.backends import load_deployed\n"
+            f"with load_deployed({str(path)!r}, batch={batch}) as m:\n    print('CHOSE', m.name.split(':')[0])")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return next(line.split()[1] for line in run.stdout.splitlines() if line.startswith("CHOSE "))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--export", default="runs/demo/export", help="folder of model.onnx and model_int8.onnx")
+    parser.add_argument("--checkpoint", help="for PyTorch eager and the FLOP count (default: the export's)")
+    parser.add_argument("--imgsz", type=int, default=64, help="side of the fresh model, without --export files")
+    parser.add_argument("--seconds", type=float, default=12.0,
+                        help="timed seconds per engine and file, over all rounds, shared by the batches")
+    parser.add_argument("--rounds", type=int, default=6, help="interleaved slices per cell")
+    parser.add_argument("--batches", default="1,8")
+    parser.add_argument("--auto-repeats", type=int, default=3, help="fresh `--backend auto` loads per cell")
+    args = parser.parse_args()
+
+    from fogreid.model.fused import FusedDefogReID
+    from fogreid.model.summary import summarize
+    from fogreid.runtime.auto_engine import openvino_installed
+
+    export_dir = Path(args.export)
+    if (export_dir / "model.onnx").is_file() and (export_dir / "model_int8.onnx").is_file():
+        files = {"FP32": export_dir / "model.onnx", "INT8": export_dir / "model_int8.onnx"}
+        checkpoint = args.checkpoint
+        if checkpoint is None and (export_dir / "export.json").is_file():
+            checkpoint = json.loads((export_dir / "export.json").read_text()).get("checkpoint")
+        source = f"{export_dir} (checkpoint {checkpoint})"
+    else:
+        checkpoint, files = fresh_artifacts(args.imgsz)
+        source = f"a fresh edge model at {args.imgsz} px, exported to {files['FP32'].parent}"
+    batches = [int(b) for b in args.batches.split(",")]
+    net = FusedDefogReID.from_checkpoint(checkpoint).net if checkpoint else None
+    gflops = sum(r.gflops for r in summarize(net) if "training only" not in r.name) if net is not None else None
+    roof = gemm_gflops()
+
+    # One process per engine and file, as a deployment has one ReID engine in its process:
+    # engines sharing a process keep each other's thread pools spinning. Only one process runs
+    # at a time (the others wait on their pipe), in interleaved rounds.
+    engines = ["onnxruntime"] + (["openvino"] if openvino_installed() else [])
+    jobs = {(precision, engine): (str(path), engine) for precision, path in files.items() for engine in engines}
+    if checkpoint:
+        jobs[("FP32", "torch")] = (str(checkpoint), "torch")
+    context = multiprocessing.get_context("spawn")
+    workers = {}
+    for key, (path, engine) in jobs.items():
+        parent, child = context.Pipe()
+        proc = context.Process(target=engine_worker, args=(child, path, engine, batches), daemon=True)
+        proc.start()
+        workers[key] = (proc, parent)
+    h, w = [conn.recv() for _, conn in workers.values()][-1]
+
+    # What auto picks: fresh processes, each `load_deployed(path, batch=B)` measuring for itself.
+    picks: dict[tuple[str, int], Counter] = {}
+    for precision, path in files.items():
+        for b in batches:
+            picks[(precision, b)] = Counter(auto_choice(path, b) for _ in range(args.auto_repeats))
+
+    times: dict[tuple[str, str, int], list[float]] = {(p, e, b): [] for (p, e) in workers for b in batches}
+    load_before = os.getloadavg()
+    for _ in range(args.rounds):
+        for (precision, engine), (_, conn) in workers.items():
+            conn.send(args.seconds / args.rounds)
+            for b, ms in conn.recv().items():
+                times[(precision, engine, b)].append(ms)
+    load_after = os.getloadavg()
+    for proc, conn in workers.values():
+        conn.send(None)
+        proc.join()
+
+    import onnxruntime
+    import torch
+
+    versions = f"ONNX Runtime {onnxruntime.__version__}, PyTorch {torch.__version__}"
+    if "openvino" in engines:
+        import openvino
+
+        versions += f", OpenVINO {openvino.get_version().split('-')[0]}"
+    print(f"\n{time.strftime('%Y-%m-%d %H:%M')}  {cpu_name()}, {os.cpu_count()} CPUs, torch threads "
+          f"{torch.get_num_threads()}; {versions}")
+    print(f"model: {source}, input {h}x{w}" + (f", {gflops:.3f} GFLOPs per image" if gflops else ""))
+    print(f"roofline: FP32 GEMM (2048^3 torch matmul) {roof:.0f} GFLOP/s; load average "
+          f"{load_before[0]:.2f} before the timed rounds, {load_after[0]:.2f} after "
+          f"({args.rounds} interleaved rounds, {args.seconds / len(batches):.0f} s per cell)")
+    print(f"\n{'precision':<10}{'batch':>6}  {'engine':<13}{'img/s':>9}{'ms/batch':>10}{'vs best':>9}"
+          f"{'% FP32 roof':>13}")
+    ratios, roofs = {}, {}
+    for precision in files:
+        for b in batches:
+            cell = {e: float(np.median(times[(precision, e, b)])) for (p, e, bb) in times if p == precision and bb == b}
+            best = min(cell.values())
+            for engine, ms in sorted(cell.items(), key=lambda kv: kv[1]):
+                ips = b * 1000 / ms
+                share = gflops * ips / roof * 100 if gflops else float("nan")
+                roofs[(precision, engine, b)] = share
+                print(f"{precision:<10}{b:>6}  {engine:<13}{ips:>9.1f}{ms:>10.2f}{best / ms:>8.2f}x{share:>12.1f}%")
+            chosen = picks[(precision, b)].most_common()
+            ratios[(precision, b)] = min(best / cell[e] for e, _ in chosen)
+            print(f"{'':<16}auto chose {', '.join(f'{e} {n}/{args.auto_repeats}' for e, n in chosen)}: "
+                  f"{ratios[(precision, b)]:.2f}x the best (worst of its choices)")
+    met = all(r >= 0.95 for r in ratios.values())
+    print(f"\ngoal auto >= 0.95x the best in every cell: {'met' if met else 'NOT met'} "
+          f"(lowest {min(ratios.values()):.2f}x)")
+    if 8 in batches and gflops:
+        best8 = max(v for (p, e, b), v in roofs.items() if p == "FP32" and b == 8 and e != "torch")
+        print(f"goal FP32 >= 75 % of the roofline at batch 8: {'met' if best8 >= 75 else 'NOT met'} "
+              f"(best ONNX engine {best8:.1f} %)")
+
+
+if __name__ == "__main__":
+    main()
