@@ -22,7 +22,7 @@ from pathlib import Path
 
 def train_settings(data: Path, imgsz: int, epochs: int, seed: int) -> list[str]:
     """The demo's schedule (fogreid/demo.py) at another size."""
-    return [f"data.root={data}", f"model.input_size=[{imgsz}, {imgsz}]", f"optim.epochs={epochs}", "optim.lr=1e-3",
+    return [f"data.root={data}", f"model.imgsz=[{imgsz}, {imgsz}]", f"optim.epochs={epochs}", "optim.lr=1e-3",
             f"optim.warmup_epochs={max(epochs // 10, 1)}", f"optim.milestones=[{epochs * 2 // 3}]", "optim.gamma=0.1",
             f"seed={seed}"]
 

@@ -48,12 +48,12 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     work = Path(tempfile.mkdtemp(prefix="fogreid-bench-"))
     size = (args.imgsz, args.imgsz)
-    generate(work / "data", SynthConfig(ids=24, cams=3, size=args.imgsz), progress=False)
+    generate(work / "data", SynthConfig(ids=24, cams=3, imgsz=args.imgsz), progress=False)
     calib_dirs = [str(work / "data" / "FVRID_syn" / "train_foggy"), str(work / "data" / "FVRID_real" / "train_foggy")]
     frames = build_calibration_set(calib_dirs, size, num=8, progress=False).images
     checkpoint = args.checkpoint
     if checkpoint is None:
-        net = build_model(preset(args.preset, input_size=size)).train()
+        net = build_model(preset(args.preset, imgsz=size)).train()
         with torch.no_grad():
             net(frames_to_images(torch.from_numpy(build_calibration_set(calib_dirs, size, 64, progress=False).images)))
         checkpoint = work / "model.pt"
@@ -61,7 +61,7 @@ def main() -> None:
     result = export(checkpoint, parse_formats("onnx,onnx-int8"), work / "export",
                     ExportOptions(imgsz=size, calib_images=calib_dirs, calib_num=128,
                                   int8_budget=args.int8_budget or None, progress=False))
-    model = FusedDefogReID.from_checkpoint(checkpoint, input_size=size)
+    model = FusedDefogReID.from_checkpoint(checkpoint, imgsz=size)
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = args.threads

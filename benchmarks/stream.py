@@ -10,6 +10,10 @@
    small YOLO at 320 px, built here, whose boxes are the video's four vehicles), ByteTrack and
    track-level ReID: frames per second with the stages one after another (`--serial`, before)
    and pipelined (after), interleaved `--rounds` times.
+3. **Peak memory of `fogreid run` with 4 sources**: the same run as (2), pipelined, as a
+   `fogreid run` child process (benchmarks/peak_memory.py: peak RSS of the process, sampled peak
+   PSS of its tree), with `--backend auto` (which loads both CPU engines to measure them when
+   OpenVINO is installed) and with `--backend onnxruntime`.
 """
 
 from __future__ import annotations
@@ -78,20 +82,20 @@ def main() -> None:
     from fogreid.model.build import build_model
     from fogreid.model.checkpoint import save_checkpoint
     from fogreid.model.config import preset
-    from fogreid.runtime.backends import load_model
+    from fogreid.runtime.backends import load_deployed
     from fogreid.runtime.pipeline import RunOptions, run_stream
     from fogreid.runtime.regions import FixedRegions, OnnxDetector
     from fogreid.runtime.tracking import TrackingConfig
 
     work = Path(tempfile.mkdtemp(prefix="fogreid-stream-"))
-    data = SynthConfig(ids=24, cams=3, size=args.imgsz)
+    data = SynthConfig(ids=24, cams=3, imgsz=args.imgsz)
     generate(work / "data", data, progress=False)
     video = make_video(work / "video", data, list(range(12)), frames=250, hold=25)
     checkpoint = args.checkpoint
     if checkpoint is None:
         torch.manual_seed(0)
         checkpoint = work / "edge.pt"
-        save_checkpoint(checkpoint, build_model(preset("edge", input_size=(args.imgsz, args.imgsz))).eval())
+        save_checkpoint(checkpoint, build_model(preset("edge", imgsz=(args.imgsz, args.imgsz))).eval())
     files = export(checkpoint, parse_formats("onnx,onnx-int8"), work / "export",
                    ExportOptions(imgsz=(args.imgsz, args.imgsz), calib_num=128, progress=False,
                                  calib_images=[str(work / "data" / "FVRID_syn" / "train_foggy")])).files
@@ -111,7 +115,7 @@ def main() -> None:
             stop = threading.Event()
             timer = threading.Timer(args.seconds, stop.set)
             try:
-                with load_model(model_path) as model:
+                with load_deployed(model_path, "torch" if label.startswith("PyTorch") else "onnxruntime") as model:
                     opts = RunOptions([f"http://127.0.0.1:{port}"], FixedRegions(video["rois"]), batch=args.batch,
                                       stats_every=1e9)
                     timer.start()
@@ -132,7 +136,7 @@ def main() -> None:
     detector_path = standin_detector(work / "detector.onnx", rois)
     sources = [str(video["video"])] * 4
     results: dict[str, list] = {"serial": [], "pipelined": []}
-    with load_model(files["onnx-int8"]) as model:
+    with load_deployed(files["onnx-int8"], "onnxruntime") as model:
         for _ in range(args.rounds):
             for mode in ("serial", "pipelined"):
                 opts = RunOptions(sources, OnnxDetector(detector_path, device="cpu"), batch=args.batch,
@@ -147,6 +151,24 @@ def main() -> None:
         print(f"{mode:<12}{np.mean(fps):>13.1f} ±{np.std(fps):>4.1f}"
               f"{np.mean([s.crops / s.seconds for s in runs]):>9.1f}"
               f"{np.mean([s.first_event_s or float('nan') for s in runs]):>15.2f}")
+
+    import os
+
+    from peak_memory import fogreid_cli, run_measured
+
+    print(f"\npeak memory of `fogreid run`, the run above as a child process (pipelined, --batch {args.batch}), "
+          f"load average {os.getloadavg()[0]:.2f}")
+    print(f"{'--backend':<12}{'engine':<13}{'exit':>5}{'s':>6}{'peak RSS MiB':>14}{'peak PSS tree MiB':>19}")
+    for backend in ("auto", "onnxruntime"):
+        r = run_measured(fogreid_cli() + ["run", "--model", str(files["onnx-int8"]), "--backend", backend, "--source",
+                                          *sources, "--detector", str(detector_path), "--max-frames", "150",
+                                          "--batch", str(args.batch),
+                                          "--events", str(work / f"events-{backend}.jsonl")],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        engine = next((line.split()[1].split(":")[0] for line in (r["stderr"] or "").splitlines()
+                       if line.startswith("[run] ")), "?")
+        print(f"{backend:<12}{engine:<13}{r['rc']:>5}{r['seconds']:>6.0f}{r['peak_rss_mib']:>14.0f}"
+              f"{r['peak_tree_pss_mib']:>19.0f}")
 
 
 if __name__ == "__main__":

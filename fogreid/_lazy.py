@@ -2,7 +2,7 @@
 
 A package's `__init__.py` lists the names it offers and the module each lives in; the
 module is imported the first time the name is used. `import fogreid.runtime` therefore
-costs nothing, and `fogreid.runtime.load_model` imports only the backends module.
+costs nothing, and `fogreid.runtime.load_deployed` imports only the backends module.
 """
 
 from __future__ import annotations

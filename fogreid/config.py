@@ -1,4 +1,4 @@
-"""Typed configuration: dataclasses filled from plain dicts or YAML files.
+"""Typed-config machinery, no settings of its own: dataclasses filled from plain dicts or YAML files.
 
 Unknown keys and wrong types are errors that name the key and the file, so a typo in a
 YAML file never silently falls back to a default. Numbers are range-checked: a field declared
@@ -97,10 +97,25 @@ def _check_numbers(rng: Range | None, value: Any, where: str) -> None:
             FINITE.check(item, where)
 
 
+def renamed_keys(cls: type, data: dict[str, Any], where: str = "config", stacklevel: int = 3) -> dict[str, Any]:
+    """`data` with the old name of each renamed field of dataclass `cls` (its `RENAMED_FIELDS`,
+    old -> new, kept for one release) replaced by the new one, with a DeprecationWarning."""
+    from fogreid._deprecated import renamed
+
+    for old, new in getattr(cls, "RENAMED_FIELDS", {}).items():
+        if old in data:
+            if new in data:
+                raise FogreidError(f"{where}: both {old} and {new} are set; {old} is the old name of {new}: keep {new}")
+            renamed(f"{where}: {old}", new, stacklevel=stacklevel + 1)
+            data = {(new if key == old else key): value for key, value in data.items()}
+    return data
+
+
 def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
     """Build dataclass `cls` from `data`, checking keys and converting lists to tuples."""
     if not isinstance(data, dict):
         raise FogreidError(f"{where}: expected a mapping of settings, got {type(data).__name__}")
+    data = renamed_keys(cls, data, where)
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(data) - set(fields))
@@ -129,13 +144,19 @@ def to_dict(obj: Any) -> dict[str, Any]:
 def load_yaml(path: str | Path) -> dict[str, Any]:
     import yaml
 
+    from fogreid.file_kinds import expect
+
     path = Path(path)
-    if not path.is_file():
-        raise FogreidError(f"config file not found: {path}")
+    expect(path, "", "text", "YAML config")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError:
+        raise FogreidError(f"{path}: not a text file (not UTF-8); give a YAML config") from None
     except yaml.YAMLError as exc:
-        raise FogreidError(f"{path}: not valid YAML ({exc})") from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise FogreidError(f"{path}: not valid YAML ({problem}{where}); fix the file") from None
     if not isinstance(data, dict):
         raise FogreidError(f"{path}: the top level must be a mapping of settings")
     return data

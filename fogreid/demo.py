@@ -106,7 +106,7 @@ def run_demo(out: str | Path, quick: bool = False, checkpoint: str | None = None
         from fogreid.train.config import build_config
         from fogreid.train.loop import train
 
-        settings = [f"data.root={data}", f"model.input_size=[{cfg.imgsz}, {cfg.imgsz}]", f"optim.epochs={cfg.epochs}",
+        settings = [f"data.root={data}", f"model.imgsz=[{cfg.imgsz}, {cfg.imgsz}]", f"optim.epochs={cfg.epochs}",
                     "optim.lr=1e-3", f"optim.warmup_epochs={max(cfg.epochs // 10, 1)}",
                     f"optim.milestones=[{cfg.epochs * 2 // 3}]", "optim.gamma=0.1", f"seed={cfg.seed}"]
         summary = train(build_config(None, settings), out / "train")
@@ -162,7 +162,7 @@ def run_demo(out: str | Path, quick: bool = False, checkpoint: str | None = None
 
     def do_accuracy():
         from fogreid.data.datasets import load_fvrid
-        from fogreid.runtime.backends import engines_for, load_model
+        from fogreid.runtime.backends import engines_for, load_deployed
         from fogreid.train.evaluation import evaluate
 
         # Each artifact on each installed engine (ONNX files on OpenVINO too), both splits.
@@ -172,7 +172,7 @@ def run_demo(out: str | Path, quick: bool = False, checkpoint: str | None = None
                 runs[row_name(name, engine)] = (path, engine)
         scores = {}
         for name, (path, engine) in runs.items():
-            with load_model(path, backend=engine) as model:
+            with load_deployed(path, backend=engine) as model:
                 scores[name] = {split: evaluate(model, load_fvrid(data, split), progress=False, desc=name)
                                 for split in ("syn", "real")}
             print(f"[accuracy] {name}: syn mAP {100 * scores[name]['syn']['mAP']:.1f}, real mAP "
@@ -209,11 +209,11 @@ def run_demo(out: str | Path, quick: bool = False, checkpoint: str | None = None
 def _speed(path: Path, seconds: float = 1.5) -> dict:
     import numpy as np
 
-    from fogreid.runtime.backends import load_model
+    from fogreid.runtime.backends import load_deployed
     from fogreid.runtime.bench import measure
 
-    with load_model(path) as model:
-        frames = np.random.default_rng(0).integers(0, 256, (8, *model.input_size, 3), dtype=np.uint8)
+    with load_deployed(path) as model:
+        frames = np.random.default_rng(0).integers(0, 256, (8, *model.imgsz, 3), dtype=np.uint8)
         rows = {f"batch{b}": round(measure(model, frames[:b], seconds, warmup=1).images_per_s, 1) for b in (1, 8)}
     print(f"[speed] {path.name}: {rows['batch1']} img/s at batch 1, {rows['batch8']} at batch 8")
     return rows
@@ -222,8 +222,8 @@ def _speed(path: Path, seconds: float = 1.5) -> dict:
 def _stream(out: Path, cfg: DemoSettings, data: Path, ckpt: Path, model_path: Path) -> dict:
     from fogreid.data.datasets import load_fvrid
     from fogreid.data.synth_video import make_video
-    from fogreid.runtime.backends import load_model
-    from fogreid.runtime.gallery import build_gallery
+    from fogreid.runtime.backends import load_deployed
+    from fogreid.runtime.gallery import build_gallery, model_identity
     from fogreid.runtime.pipeline import RunOptions, run_stream, stats_dict
     from fogreid.runtime.regions import FixedRegions
 
@@ -232,8 +232,8 @@ def _stream(out: Path, cfg: DemoSettings, data: Path, ckpt: Path, model_path: Pa
     video = make_video(out / "stream", cfg.data, test_ids, frames=cfg.video_frames, hold=15, seed=cfg.seed)
     events = out / "stream" / "events.jsonl"
     events.unlink(missing_ok=True)
-    with load_model(model_path) as model:
-        gallery = build_gallery(model, video["gallery"], progress=False)
+    with load_deployed(model_path) as model:
+        gallery = build_gallery(model, video["gallery"], progress=False, identity=model_identity(model_path))
         gallery.save(out / "stream" / "gallery.npz")
         stats = run_stream(model, RunOptions([str(video["video"])], FixedRegions(video["rois"]), gallery, events,
                                              out / "stream" / "annotated.mp4", min_score=0.0))

@@ -37,7 +37,7 @@ def _defog_table(model, data: Path, split: str, clear_folder: str, n: int = 4) -
     from fogreid.data.image_io import load_for_model
 
     paths = sorted((data / split / "query_foggy").iterdir())[:: 7][:n]
-    frames = np.stack([load_for_model(p, model.input_size) for p in paths])
+    frames = np.stack([load_for_model(p, model.imgsz) for p in paths])
     with torch.no_grad():
         defogged = model(torch.from_numpy(frames))[0].numpy()
     rows = []
@@ -45,7 +45,7 @@ def _defog_table(model, data: Path, split: str, clear_folder: str, n: int = 4) -
         clear = data / split / clear_folder / path.name
         cells = [foggy, dehaze_dcp(foggy), ours]
         if clear.is_file():
-            cells.append(load_for_model(clear, model.input_size))
+            cells.append(load_for_model(clear, model.imgsz))
         rows.append("<tr>" + "".join(f'<td><img src="{png_data_uri(c)}" width="128"></td>' for c in cells) + "</tr>")
     return ("<table><tr><th>foggy input</th><th>dark channel prior</th><th>defog head</th><th>clear</th></tr>"
             + "".join(rows) + "</table>")

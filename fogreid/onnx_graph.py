@@ -27,7 +27,7 @@ def export_onnx(model, path: str | Path, metadata: dict[str, str], max_batch: in
     """Export a `FusedDefogReID` to `path` (one file), fold constants and check it."""
     import torch
 
-    h, w = model.input_size
+    h, w = model.imgsz
     example = torch.zeros((2, h, w, 3), dtype=torch.uint8)
     batch = torch.export.Dim("batch", min=1, max=max_batch)
     with warnings.catch_warnings():
@@ -197,7 +197,7 @@ def read_metadata(path: str | Path) -> dict[str, str]:
 def deploy_metadata(net, checkpoint_sha256: str, precision: str) -> dict[str, str]:
     from dataclasses import asdict
 
-    h, w = net.config.input_size
+    h, w = net.config.imgsz
     return {"fogreid_version": __version__, "precision": precision, "input": f"{INPUT}: uint8 (B,{h},{w},3) BGR",
             "input_size": f"{h},{w}", "embedding_dim": str(net.embedding_dim),
             "checkpoint_sha256": checkpoint_sha256, "model_config": json.dumps(asdict(net.config))}
@@ -205,14 +205,16 @@ def deploy_metadata(net, checkpoint_sha256: str, precision: str) -> dict[str, st
 
 def load(path: str | Path, load_weights: bool = True) -> onnx.ModelProto:
     """The model, its weights checked finite (`check_finite`)."""
+    from fogreid.file_kinds import expect
+
     path = Path(path)
-    if not path.is_file():
-        raise FogreidError(f"ONNX file not found: {path}")
+    expect(path, "", "onnx", "ONNX model")
     try:
         proto = onnx.load(str(path), load_external_data=load_weights)
     except Exception as exc:
-        raise FogreidError(f"{path}: not a readable ONNX model ({type(exc).__name__}: {exc}); "
-                           f"re-export it with `fogreid export`") from None
+        first = next(iter(str(exc).splitlines()), "")[:160]
+        raise FogreidError(f"{path}: not a readable ONNX model ({type(exc).__name__}: {first}); the file is cut "
+                           f"short or damaged: re-export it with `fogreid export`") from None
     check_finite(proto, path)
     return proto
 
@@ -244,7 +246,7 @@ def check_finite(proto: onnx.ModelProto, path: str | Path = "model") -> None:
                                f"checkpoint: export it again from a good one")
 
 
-def input_size(proto: onnx.ModelProto, path: str | Path = "model") -> tuple[int, int]:
+def imgsz(proto: onnx.ModelProto, path: str | Path = "model") -> tuple[int, int]:
     """(H, W) of the `frames` input; an error if this is not a fogreid-style graph."""
     inputs = [i for i in proto.graph.input if i.name == INPUT]
     if not inputs:
@@ -254,6 +256,35 @@ def input_size(proto: onnx.ModelProto, path: str | Path = "model") -> tuple[int,
     if len(dims) != 4 or dims[3].dim_value != 3 or not dims[1].dim_value or not dims[2].dim_value:
         raise FogreidError(f"{path}: input '{INPUT}' must be (B, H, W, 3) with fixed H and W")
     return dims[1].dim_value, dims[2].dim_value
+
+
+def check_reid_io(proto: onnx.ModelProto, path: str | Path = "model") -> None:
+    """The interface every verb that runs the model relies on: `frames` uint8 (B, H, W, 3) in,
+    `defogged` uint8 and `embedding` float (B, D) out. A graph with the right input but other
+    outputs or types is refused here, naming what differs, instead of a KeyError or a runtime's
+    InvalidArgument mid-run."""
+    imgsz(proto, path)
+    elem = {v.name: v.type.tensor_type.elem_type for v in [*proto.graph.input, *proto.graph.output]}
+    name = onnx.TensorProto.DataType.Name
+    if elem[INPUT] != onnx.TensorProto.UINT8:
+        raise FogreidError(f"{path}: input '{INPUT}' is {name(elem[INPUT]).lower()}, fogreid feeds uint8 frames; "
+                           f"give a model exported by `fogreid export`")
+    outputs = [o.name for o in proto.graph.output]
+    missing = [o for o in OUTPUTS if o not in outputs]
+    if missing:
+        raise FogreidError(f"{path}: no output named {' or '.join(repr(m) for m in missing)} (it has "
+                           f"{', '.join(outputs) or 'none'}); fogreid needs {' and '.join(OUTPUTS)}: give a model "
+                           f"exported by `fogreid export`")
+    wanted = {"defogged": {onnx.TensorProto.UINT8}, "embedding": FLOAT_TYPES}
+    for output in OUTPUTS:
+        if elem[output] not in wanted[output]:
+            kind = "uint8" if output == "defogged" else "float"
+            raise FogreidError(f"{path}: output '{output}' is {name(elem[output]).lower()}, not {kind}; give a "
+                               f"model exported by `fogreid export`")
+    dims = next(o for o in proto.graph.output if o.name == "embedding").type.tensor_type.shape.dim
+    if len(dims) != 2:
+        raise FogreidError(f"{path}: output 'embedding' has {len(dims)} dimensions, not 2 (B, D); give a model "
+                           f"exported by `fogreid export`")
 
 
 def save(proto: onnx.ModelProto, path: str | Path) -> None:

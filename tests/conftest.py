@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import torch
 
 from fogreid.data.synth import SynthConfig, generate
 
-SMALL = SynthConfig(ids=40, cams=4, per_cam=2, size=128, seed=7)
+SMALL = SynthConfig(ids=40, cams=4, per_cam=2, imgsz=128, seed=7)
 
 
 @pytest.fixture(scope="session")
@@ -45,7 +46,7 @@ def make_checkpoint(path, root, **overrides):
     from fogreid.pixels import frames_to_images
 
     torch.manual_seed(0)
-    net = build_model(preset("edge", input_size=SIZE, **overrides)).train()
+    net = build_model(preset("edge", imgsz=SIZE, **overrides)).train()
     with torch.no_grad():
         images = frames_to_images(torch.from_numpy(foggy_frames(root, 64, "train")))
         for batch in images.split(16):
@@ -107,7 +108,7 @@ def trained(synth_root, tmp_path_factory):
     from fogreid.train.loop import train
 
     out = tmp_path_factory.mktemp("trained")
-    cfg = build_config(None, ["mode=jdl", f"data.root={synth_root}", "model.input_size=[64, 64]", "optim.epochs=15",
+    cfg = build_config(None, ["mode=jdl", f"data.root={synth_root}", "model.imgsz=[64, 64]", "optim.epochs=15",
                               "optim.lr=1e-3", "optim.warmup_epochs=1", "optim.milestones=[12]", "optim.gamma=0.1",
                               "data.ids_per_batch=4", "data.instances_per_id=4", "data.num_workers=0",
                               "data.val_fraction=0"])
@@ -138,3 +139,53 @@ def pytest_sessionfinish(session, exitstatus):
 def pytest_terminal_summary(terminalreporter):
     for line in _unexpected_skips:
         terminalreporter.write_line(f"SKIPPED WHERE CI MUST RUN IT (FOGREID_NO_SKIPS=1): {line}", red=True)
+
+
+# The small artifacts that tests/test_bad_input.py and tests/test_battery.py damage and misuse:
+# built once per session here, since a fixture imported into two test modules is built twice.
+@dataclass
+class Files:
+    root: Path
+    ckpt: Path
+    onnx: Path
+    empty: Path
+    text: Path
+    images: Path
+    video: Path
+    gallery: Path
+    data: Path
+
+
+@pytest.fixture(scope="session")
+def files(tmp_path_factory) -> Files:
+    import cv2
+    import torch
+
+    from fogreid.export import ExportOptions, export, parse_formats
+    from fogreid.model import build_model, preset, save_checkpoint
+
+    root = tmp_path_factory.mktemp("bad_input")
+    torch.manual_seed(0)
+    ckpt = root / "edge.pt"
+    save_checkpoint(ckpt, build_model(preset("edge", imgsz=(64, 64), num_ids=4)).eval())
+    onnx = export(ckpt, parse_formats("onnx"), root / "deploy", ExportOptions(progress=False)).files["onnx"]
+    (root / "empty.pt").write_bytes(b"")
+    (root / "notes.txt").write_text("not a model\n")
+    images = root / "images" / "car1"
+    images.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(16):  # the fewest INT8 calibration takes
+        cv2.imwrite(str(images / f"{i}.jpg"), rng.integers(0, 255, (48, 64, 3), dtype=np.uint8))
+    video = root / "clip.mp4"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 10, (96, 64))
+    for i in range(20):
+        writer.write(np.full((64, 96, 3), 10 * i, np.uint8))
+    writer.release()
+    from fogreid.runtime import build_gallery, load_deployed
+
+    with load_deployed(onnx) as model:
+        build_gallery(model, images.parent, progress=False).save(root / "gallery.npz")
+    data = root / "data"
+    (data / "FVRID_syn").mkdir(parents=True)
+    return Files(root, ckpt, onnx, root / "empty.pt", root / "notes.txt", images.parent, video,
+                 root / "gallery.npz", data)

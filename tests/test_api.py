@@ -49,7 +49,7 @@ def test_faces_import_nothing_heavy():
 
 
 def test_runtime_face_does_not_import_train():
-    code = ("import sys, fogreid.runtime as r; r.load_model; r.Gallery; r.run_stream; "
+    code = ("import sys, fogreid.runtime as r; r.load_deployed; r.Gallery; r.run_stream; "
             "print([m for m in sys.modules if m.startswith('fogreid.train')])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

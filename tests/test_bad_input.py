@@ -21,57 +21,11 @@ import pytest
 
 from fogreid.cli import main
 
-from conftest import free_ports
+from conftest import Files, free_ports  # noqa: F401  (Files: what the shared `files` fixture holds)
 
 SIZE = 64
 
 
-@dataclass
-class Files:
-    root: Path
-    ckpt: Path
-    onnx: Path
-    empty: Path
-    text: Path
-    images: Path
-    video: Path
-    gallery: Path
-    data: Path
-
-
-@pytest.fixture(scope="session")
-def files(tmp_path_factory) -> Files:
-    import cv2
-    import torch
-
-    from fogreid.export import ExportOptions, export, parse_formats
-    from fogreid.model import build_sjdl, preset, save_checkpoint
-
-    root = tmp_path_factory.mktemp("bad_input")
-    torch.manual_seed(0)
-    ckpt = root / "edge.pt"
-    save_checkpoint(ckpt, build_sjdl(preset("edge", input_size=(SIZE, SIZE), num_ids=4)).eval())
-    onnx = export(ckpt, parse_formats("onnx"), root / "deploy", ExportOptions(progress=False)).files["onnx"]
-    (root / "empty.pt").write_bytes(b"")
-    (root / "notes.txt").write_text("not a model\n")
-    images = root / "images" / "car1"
-    images.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for i in range(16):  # the fewest INT8 calibration takes
-        cv2.imwrite(str(images / f"{i}.jpg"), rng.integers(0, 255, (48, 64, 3), dtype=np.uint8))
-    video = root / "clip.mp4"
-    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 10, (96, 64))
-    for i in range(20):
-        writer.write(np.full((64, 96, 3), 10 * i, np.uint8))
-    writer.release()
-    from fogreid.runtime import build_gallery, load_model
-
-    with load_model(onnx) as model:
-        build_gallery(model, images.parent, progress=False).save(root / "gallery.npz")
-    data = root / "data"
-    (data / "FVRID_syn").mkdir(parents=True)
-    return Files(root, ckpt, onnx, root / "empty.pt", root / "notes.txt", images.parent, video,
-                 root / "gallery.npz", data)
 
 
 @dataclass
@@ -387,7 +341,7 @@ CASES = {
     "train-set-seed-above-32-bits": t("train", "--data", "{data}", "--out", "{tmp}/run", "--set", "seed=4294967296",
                                       says="seed", absent=["{tmp}/run"]),
     "train-set-input-size-huge": t("train", "--data", "{data}", "--out", "{tmp}/run", "--set",
-                                   "model.input_size=[100000, 100000]", says="input_size", absent=["{tmp}/run"]),
+                                   "model.imgsz=[100000, 100000]", says="model.imgsz", absent=["{tmp}/run"]),
     "train-set-broken-yaml": t("train", "--data", "{data}", "--out", "{tmp}/run", "--set", "optim.milestones=[1,",
                                says="optim.milestones", absent=["{tmp}/run"]),
     "train-config-nan": t("train", "--data", "{data}", "--out", "{tmp}/run", "--config", "{tmp}/c.yaml",
@@ -694,7 +648,7 @@ def test_loaders_refuse_non_finite_values_naming_the_file(files, tmp_path):
     from fogreid.errors import FogreidError
     from fogreid.model.checkpoint import read_checkpoint
     from fogreid.onnx_graph import load
-    from fogreid.runtime import load_model
+    from fogreid.runtime import load_deployed
     from fogreid.runtime.gallery import Gallery
 
     _nan_checkpoint(files, tmp_path / "nan.pt")
@@ -704,7 +658,7 @@ def test_loaders_refuse_non_finite_values_naming_the_file(files, tmp_path):
     with pytest.raises(FogreidError, match=r"nan\.onnx: weight .* NaN or infinite"):
         load(tmp_path / "nan.onnx")
     with pytest.raises(FogreidError, match=r"nan\.onnx"):
-        load_model(tmp_path / "nan.onnx")
+        load_deployed(tmp_path / "nan.onnx")
     _nan_gallery(files, tmp_path / "g.npz")
     with pytest.raises(FogreidError, match=r"g\.npz: 1 of \d+ embeddings hold NaN or infinite values \(row 1"):
         Gallery.load(tmp_path / "g.npz")
@@ -866,8 +820,8 @@ def test_serve_ends_with_the_reason_when_triton_does_not_start(files, monkeypatc
     http, grpc, metrics = free_ports(3)
     capsys.readouterr()
     start = time.perf_counter()
-    code = main(["serve", "--model", str(files.onnx), "--http-port", str(http), "--grpc-port", str(grpc),
-                 "--metrics-port", str(metrics), "--start-timeout", "2"])
+    code = main(["serve", "--model", str(files.onnx), "--backend", "onnxruntime", "--http-port", str(http),
+                 "--grpc-port", str(grpc), "--metrics-port", str(metrics), "--start-timeout", "2"])
     seconds = time.perf_counter() - start
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.strip()]

@@ -6,11 +6,11 @@ from fogreid.train.config import build_config
 
 def test_yaml_sets_and_flags_in_order(tmp_path):
     path = tmp_path / "run.yaml"
-    path.write_text("mode: jdl\noptim:\n  lr: 3e-4\n  milestones: [5, 8]\nmodel:\n  input_size: [64, 64]\n")
+    path.write_text("mode: jdl\noptim:\n  lr: 3e-4\n  milestones: [5, 8]\nmodel:\n  imgsz: [64, 64]\n")
     cfg = build_config(path, ["optim.lr=1e-3", "loss.tv_weight=0.5"], {"optim.epochs": 7, "seed": None})
     assert cfg.mode == "jdl" and cfg.optim.lr == 1e-3 and cfg.optim.epochs == 7
     assert cfg.optim.milestones == (5, 8) and cfg.loss.tv_weight == 0.5 and cfg.seed == 0
-    assert cfg.model_config(10, 4).input_size == (64, 64)
+    assert cfg.model_config(10, 4).imgsz == (64, 64)
 
 
 @pytest.mark.parametrize("sets, message", [
@@ -27,7 +27,7 @@ def test_bad_settings_are_named(sets, message):
 
 
 def test_missing_or_broken_yaml(tmp_path):
-    with pytest.raises(FogreidError, match="config file not found"):
+    with pytest.raises(FogreidError, match="nope.yaml: not found"):
         build_config(tmp_path / "nope.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("optim: [unclosed\n")
@@ -38,7 +38,8 @@ def test_missing_or_broken_yaml(tmp_path):
 def test_paper_schedule_is_the_official_one_and_scales_to_short_runs():
     from fogreid.train.schedule import resolve_schedule
 
-    full = resolve_schedule(build_config(None).optim)
+    # With pretrained weights, the defaults are the published solver.
+    full = resolve_schedule(build_config(None).optim, pretrained=True)
     assert full.epochs == 120 and full.warmup_epochs == 10 and full.gamma == 0.6
     assert full.milestones == (20, 30, 45, 60, 75, 90, 105) and not full.notes
     assert full.lr_at(0) == pytest.approx(1e-6) and full.lr_at(10) == pytest.approx(1e-4)
@@ -47,11 +48,23 @@ def test_paper_schedule_is_the_official_one_and_scales_to_short_runs():
     # An 8-epoch run: the warmup (10 epochs at full length) no longer eats the whole run.
     short = resolve_schedule(build_config(None, ["optim.epochs=8"]).optim)
     assert short.warmup_epochs == 1 and short.milestones[0] >= 1 and short.milestones[-1] < 8
-    assert max(short.lr_at(e / 10) for e in range(80)) == pytest.approx(1e-4)  # the peak is reached
+    assert max(short.lr_at(e / 10) for e in range(80)) == pytest.approx(1e-3)  # the peak is reached
     assert any("scaled to 8" in n for n in short.notes)
 
     long_steps = resolve_schedule(build_config(None, ["optim.schedule=long-steps"]).optim)
     assert long_steps.milestones == (40, 70, 100)
+
+
+def test_default_lr_follows_from_pretrained_weights_and_an_explicit_lr_wins():
+    from fogreid.train.schedule import resolve_schedule
+
+    optim = build_config(None).optim
+    assert optim.lr is None
+    scratch, pretrained = resolve_schedule(optim), resolve_schedule(optim, pretrained=True)
+    assert scratch.lr == pytest.approx(1e-3) and pretrained.lr == pytest.approx(1e-4)
+    assert "from scratch" in scratch.describe() and "pretrained" in pretrained.describe()
+    given = resolve_schedule(build_config(None, ["optim.lr=3e-4"]).optim, pretrained=True)
+    assert given.lr == pytest.approx(3e-4) and "optim.lr" in given.describe()
 
 
 def test_explicit_schedule_that_cannot_act_is_reported():

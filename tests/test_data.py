@@ -31,8 +31,12 @@ def test_fvrid_readers(synth_root):
     assert real.paired and all(r.clear_path is None for r in real.train)
     assert all(r.clear_path.parent.name == "query_clear_eval" for r in real.query)
     assert len(real.query) == counts["real/query"]
+    clear = load_fvrid(synth_root, "clear")   # the syn test vehicles without fog: same ids, cameras, names
+    assert [r.path.name for r in clear.query] == [r.path.name for r in syn.query]
+    assert [r.pid for r in clear.gallery] == [r.pid for r in syn.gallery]
+    assert all(r.path.parent.name == "query_clear" for r in clear.query) and not clear.paired
     with pytest.raises(FogreidError, match="unknown FVRID split"):
-        load_fvrid(synth_root, "clear")
+        load_fvrid(synth_root, "haze")
 
 
 def test_missing_layout_is_explained(tmp_path):

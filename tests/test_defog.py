@@ -26,7 +26,7 @@ def test_scatter_head_starts_from_the_dark_channel_prior():
     from fogreid.data.fog import scatter
 
     torch.manual_seed(0)
-    net = build_model(preset("edge", input_size=(64, 64))).eval()
+    net = build_model(preset("edge", imgsz=(64, 64))).eval()
     assert isinstance(net.decoder, ScatterDecoder) and net.enhance.residual
     clear = torch.rand(2, 3, 64, 64) * 0.6  # dark pixels in every patch, as the prior assumes
     depth = torch.linspace(1.0, 0.1, 64).view(1, 1, 64, 1).expand(2, 1, 64, 64)  # far at the top
@@ -49,7 +49,7 @@ def test_defog_runs_on_any_frame_size():
     from fogreid.export.frame_graph import DefogFrame
 
     torch.manual_seed(0)
-    frame_model = DefogFrame(build_model(preset("edge", input_size=(64, 64))))
+    frame_model = DefogFrame(build_model(preset("edge", imgsz=(64, 64))))
     for h, w in ((37, 53), (96, 128)):
         frames = torch.randint(0, 256, (1, h, w, 3), dtype=torch.uint8)
         assert frame_model(frames).shape == frames.shape

@@ -174,12 +174,14 @@ def test_shell_commands_parse(block, capsys):
                                  f"parse: {error or exc}") from None
 
 
-def verb_options() -> dict[str, set[str]]:
+def verb_options(hidden: bool = True) -> dict[str, set[str]]:
+    """Each verb's options; `hidden=False` leaves out those `--help` does not show (deprecated aliases)."""
     from fogreid.cli import build_parser
 
     parser = build_parser()
     action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    return {name: {o for a in sub._actions for o in a.option_strings} for name, sub in action.choices.items()}
+    return {name: {o for a in sub._actions for o in a.option_strings if hidden or a.help != argparse.SUPPRESS}
+            for name, sub in action.choices.items()}
 
 
 def test_inline_commands_name_real_verbs_and_options():
@@ -220,7 +222,7 @@ def test_cli_reference_is_generated_not_copied():
     assert "docs/scripts/cli_reference.py" in (ROOT / "mkdocs.yml").read_text(), "the hook is registered"
 
     text = generator.markdown()
-    for verb, options in verb_options().items():
+    for verb, options in verb_options(hidden=False).items():
         section = text.split(f"## `fogreid {verb}`\n", 1)
         assert len(section) == 2, f"no section for {verb}"
         body = section[1].split("\n## ", 1)[0]

@@ -77,13 +77,13 @@ def test_int8_graph_never_quantizes_a_reduce_max(exported):
 
 
 def test_openvino_backend_matches_onnxruntime_on_every_onnx(exported, synth_root):
-    from fogreid.runtime.backends import load_model
+    from fogreid.runtime.backends import load_deployed
 
     _, result = exported
     frames = foggy_frames(synth_root, 16)
     for name, min_cosine in (("onnx", 0.9999), ("onnx-fp16", 0.999), ("onnx-int8", 0.99)):
-        with load_model(result.files[name], backend="onnxruntime") as ort_model, \
-                load_model(result.files[name], backend="openvino") as ov_model:
+        with load_deployed(result.files[name], backend="onnxruntime") as ort_model, \
+                load_deployed(result.files[name], backend="openvino") as ov_model:
             assert ov_model.name.startswith("openvino:")
             ort_img, ort_emb = ort_model(frames)
             ov_img, ov_emb = ov_model(frames)

@@ -19,7 +19,7 @@ from fogreid.fileio import sha256_file
 from fogreid.model.fused import FusedDefogReID
 from fogreid.tensorrt_version import version_tag
 
-from conftest import SIZE, compare, foggy_frames, make_checkpoint
+from conftest import SIZE, compare, foggy_frames, make_checkpoint, run_onnx
 
 
 @pytest.mark.parametrize("variant", [dict(backbone="resnet18", ibn=True), dict(backbone="resnet34", deform_branch=True),
@@ -198,3 +198,38 @@ def test_export_cli_errors(fogreid_cmd, tmp_path, exported):
     run = subprocess.run(fogreid_cmd + ["calibrate", "--onnx", str(not_fogreid), "--images", str(tmp_path),
                                         "--out", str(tmp_path / "int8")], capture_output=True, text=True)
     assert run.returncode == 2 and "no input named 'frames'" in run.stderr
+
+
+def test_reid_only_checkpoint_exports_passes_the_check_and_passes_frames_through(fogreid_cmd, synth_root, tmp_path):
+    """A `--mode reid` model has no defog head: its `defogged` output is the input frames, made in
+    the graph (Cast, not an Identity on the uint8 input, which TensorRT cannot build), and the
+    export runs the TensorRT pre-flight check like any other. Checked on both engines."""
+    import torch
+
+    from fogreid.sessions import openvino_model
+
+    ckpt = make_checkpoint(tmp_path / "reid.pt", synth_root, defog=False)
+    out = tmp_path / "artifacts"
+    calib = synth_root / "FVRID_syn" / "train_foggy"
+    run = subprocess.run(fogreid_cmd + ["export", "--checkpoint", str(ckpt), "--format", "onnx,onnx-int8",
+                                        "--out", str(out), "--calib-images", str(calib), "--calib-num", "64",
+                                        "--quiet"], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    for target in ("trt10", "trt11", "openvino"):
+        check = subprocess.run(fogreid_cmd + ["check", str(out / "model.onnx"), str(out / "model_int8.onnx"),
+                                              "--target", target], capture_output=True, text=True)
+        assert check.returncode == 0, check.stdout + check.stderr
+    graph = onnx.load(str(out / "model.onnx")).graph
+    assert not any(n.op_type == "Identity" and "frames" in n.input for n in graph.node)
+
+    model, frames = FusedDefogReID.from_checkpoint(ckpt), foggy_frames(synth_root, 8)
+    with torch.no_grad():
+        _, want = model(torch.from_numpy(frames))
+    for name, floor in (("model.onnx", 0.9999), ("model_int8.onnx", 0.98)):
+        compiled = openvino_model(out / name)
+        engines = {"onnxruntime": run_onnx(out / name, frames),
+                   "openvino": [compiled(frames)[o] for o in compiled.outputs]}
+        for engine, (defogged, embedding) in engines.items():
+            assert np.array_equal(defogged, frames), f"{name} on {engine}: frames not passed through"
+            cosine = (embedding * want.numpy()).sum(axis=1)
+            assert cosine.min() >= floor, f"{name} on {engine}: cosine {cosine.min():.4f}"

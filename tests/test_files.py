@@ -64,7 +64,7 @@ def test_deploy_checkpoint_drops_training_state(tmp_path):
 
     from fogreid.model import build_model, preset, read_checkpoint, save_checkpoint
 
-    net = build_model(preset("edge", input_size=(64, 64), num_ids=4))
+    net = build_model(preset("edge", imgsz=(64, 64), num_ids=4))
     optimiser = torch.optim.Adam(net.parameters())
     net(torch.zeros(2, 3, 64, 64)).bn_feat.sum().backward()
     optimiser.step()
@@ -82,12 +82,12 @@ def test_synth_overwrite_replaces_only_its_own_folders(tmp_path):
     (tmp_path / "FVRID_syn").mkdir()
     (tmp_path / "FVRID_syn" / "old.jpg").write_bytes(b"old")
     (tmp_path / "thesis.tex").write_text("draft")
-    generate(tmp_path, SynthConfig(ids=4, cams=2, per_cam=2, queries_per_id=1, size=32), progress=False,
+    generate(tmp_path, SynthConfig(ids=4, cams=2, per_cam=2, queries_per_id=1, imgsz=32), progress=False,
              overwrite=True)
     assert (tmp_path / "thesis.tex").read_text() == "draft"
     assert not (tmp_path / "FVRID_syn" / "old.jpg").exists() and (tmp_path / "fogreid_synth.json").is_file()
     # Its own folder (marker present) is regenerated without --overwrite.
-    generate(tmp_path, SynthConfig(ids=4, cams=2, per_cam=2, queries_per_id=1, size=32, seed=1), progress=False)
+    generate(tmp_path, SynthConfig(ids=4, cams=2, per_cam=2, queries_per_id=1, imgsz=32, seed=1), progress=False)
 
 
 def test_float_tiff_is_scaled_not_black(tmp_path):
@@ -146,7 +146,7 @@ def test_train_refuses_a_previous_run_and_overwrite_starts_afresh(tmp_path, caps
     from fogreid.data.synth import SynthConfig, generate
 
     data, run = tmp_path / "data", tmp_path / "run"
-    generate(data, SynthConfig(ids=8, cams=2, per_cam=2, size=64, seed=5), progress=False)
+    generate(data, SynthConfig(ids=8, cams=2, per_cam=2, imgsz=64, seed=5), progress=False)
     argv = ["train", "--data", str(data), "--out", str(run), "--mode", "reid", "--imgsz", "64", "--epochs", "1",
             "--ids-per-batch", "2", "--instances-per-id", "2", "--set", "data.num_workers=0", "--quiet"]
     assert main(argv) == 0

@@ -22,7 +22,7 @@ EXPECTED_DIM = {"resnet18": 512, "resnet34": 512, "resnet50": 2048}
 @pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: "-".join(str(x) for x in v.values()))
 def test_shapes_and_ranges(variant):
     torch.manual_seed(0)
-    cfg = ModelConfig(input_size=(64, 64), num_ids=5, num_ids_real=3, **variant)
+    cfg = ModelConfig(imgsz=(64, 64), num_ids=5, num_ids_real=3, **variant)
     net = build_model(cfg).train()
     out = net(torch.rand(4, 3, 64, 64))
     dim = EXPECTED_DIM[cfg.backbone] + (cfg.branch_channels if cfg.deform_branch else 0)
@@ -39,18 +39,18 @@ def test_shapes_and_ranges(variant):
 
 
 def test_bnneck_bias_is_frozen():
-    net = build_model(preset("edge", input_size=(64, 64)))
+    net = build_model(preset("edge", imgsz=(64, 64)))
     assert not net.reid.bnneck.bias.requires_grad
 
 
-def test_input_size_must_fit_the_stride():
+def test_imgsz_must_fit_the_stride():
     with pytest.raises(FogreidError, match="multiples of 32"):
-        ModelConfig(input_size=(100, 100))
+        ModelConfig(imgsz=(100, 100))
 
 
 def _fused(**overrides):
     torch.manual_seed(0)
-    return FusedDefogReID(build_model(preset("edge", input_size=(64, 64), **overrides)))
+    return FusedDefogReID(build_model(preset("edge", imgsz=(64, 64), **overrides)))
 
 
 def test_fused_uint8_contract():
@@ -93,9 +93,9 @@ def test_reid_only_model_passes_frames_through():
 
 def test_presets_and_costs():
     paper, edge = preset("paper"), preset("edge")
-    assert paper.backbone == "resnet50" and paper.deform_branch and paper.input_size == (384, 384)
+    assert paper.backbone == "resnet50" and paper.deform_branch and paper.imgsz == (384, 384)
     assert edge.backbone == "resnet18" and not edge.deform_branch
-    assert 128 <= edge.input_size[0] <= 256
+    assert 128 <= edge.imgsz[0] <= 256
     rows = {r.name: r for r in summarize(build_model(paper))}
     assert 36e6 < sum(r.params for n, r in rows.items() if "training" not in n) < 40e6  # paper: ~38 M
     # The published decoder costs about as much as the encoder at full resolution ...
@@ -155,7 +155,7 @@ def test_precise_bn_changes_running_statistics_and_no_weight():
     from fogreid.model.precise_bn import batchnorm_layers, update_bn_stats
 
     torch.manual_seed(0)
-    net = build_model(preset("edge", input_size=(64, 64))).eval()
+    net = build_model(preset("edge", imgsz=(64, 64))).eval()
     weights = {k: v.clone() for k, v in net.state_dict().items() if "running" not in k and "num_batches" not in k}
     before = [bn.running_mean.clone() for bn in batchnorm_layers(net)]
     batches = [torch.rand(4, 3, 64, 64) * 0.5 + 0.4 for _ in range(3)]

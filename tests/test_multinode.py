@@ -25,7 +25,7 @@ def free_port() -> int:
 @pytest.mark.slow
 def test_two_nodes_c10d_rendezvous_on_loopback(fogreid_cmd, tmp_path):
     root = tmp_path / "data"
-    generate(root, SynthConfig(ids=16, cams=3, per_cam=2, size=64, seed=5), progress=False)
+    generate(root, SynthConfig(ids=16, cams=3, per_cam=2, imgsz=64, seed=5), progress=False)
     single, multi = tmp_path / "single", tmp_path / "multi"
     proc = subprocess.run(fogreid_cmd + ["train", "--data", str(root), "--out", str(single), *TINY],
                           capture_output=True, text=True, timeout=300)

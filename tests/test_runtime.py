@@ -13,7 +13,7 @@ import pytest
 
 from fogreid.data.synth_video import make_video
 from fogreid.errors import FogreidError
-from fogreid.runtime.backends import load_model
+from fogreid.runtime.backends import load_deployed
 from fogreid.runtime.gallery import Gallery, build_gallery
 from fogreid.runtime.pipeline import RunOptions, run_stream
 from fogreid.runtime.regions import FixedRegions
@@ -51,7 +51,7 @@ def accuracy(events_path, video):
 
 
 def test_video_with_gallery_finds_the_right_vehicles(onnx_model, video, tmp_path):
-    with load_model(onnx_model) as model:
+    with load_deployed(onnx_model) as model:
         gallery = build_gallery(model, video["gallery"], progress=False)
         gallery.save(tmp_path / "g.npz")
         opts = RunOptions([str(video["video"])], FixedRegions(video["rois"]), Gallery.load(tmp_path / "g.npz"),
@@ -71,9 +71,9 @@ def test_video_with_gallery_finds_the_right_vehicles(onnx_model, video, tmp_path
 def test_checkpoint_and_onnx_backends_agree(trained, onnx_model):
     ckpt, _ = trained
     frames = np.random.default_rng(0).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
-    with load_model(ckpt) as a, load_model(onnx_model) as b:
+    with load_deployed(ckpt) as a, load_deployed(onnx_model) as b:
         (da, ea), (db, eb) = a(frames), b(frames)
-        assert a.input_size == b.input_size == (64, 64)
+        assert a.imgsz == b.imgsz == (64, 64)
         assert (ea * eb).sum(axis=1).min() > 0.9999 and np.abs(da.astype(int) - db.astype(int)).max() <= 1
         with pytest.raises(FogreidError, match=r"expected uint8 crops \(B, 64, 64, 3\)"):
             b(frames.astype(np.float32))
@@ -179,7 +179,7 @@ def test_gallery_from_another_model_is_refused(onnx_model, video, tmp_path):
     gallery = Gallery(np.ones((2, 128), np.float32) / np.sqrt(128), ["a", "b"], ["x", "y"],
                       {"name": "other", "input_size": [64, 64], "embedding_dim": 128})
     gallery.save(tmp_path / "other.npz")
-    with load_model(onnx_model) as model:
+    with load_deployed(onnx_model) as model:
         opts = RunOptions([str(video["video"])], FixedRegions(video["rois"]), Gallery.load(tmp_path / "other.npz"))
         with pytest.raises(FogreidError, match="rebuild the gallery with this model"):
             run_stream(model, opts)

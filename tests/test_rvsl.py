@@ -75,9 +75,9 @@ def rvsl_run(tmp_path_factory):
     from fogreid.train.rvsl import train_rvsl
 
     root = tmp_path_factory.mktemp("rvsl_data")
-    generate(root, SynthConfig(ids=16, cams=3, per_cam=2, size=64, seed=5), progress=False)
+    generate(root, SynthConfig(ids=16, cams=3, per_cam=2, imgsz=64, seed=5), progress=False)
     out = tmp_path_factory.mktemp("rvsl")
-    cfg = build_config(None, ["mode=rvsl", f"data.root={root}", "model.input_size=[32, 32]",
+    cfg = build_config(None, ["mode=rvsl", f"data.root={root}", "model.imgsz=[32, 32]",
                               "optim.epochs=2", "data.ids_per_batch=4", "data.instances_per_id=2",
                               "data.num_workers=0", "model.decoder_width=16", "optim.precise_bn_batches=2"])
     return out, train_rvsl(cfg, out, progress=False)
@@ -126,7 +126,7 @@ def test_rvsl_encoders_start_alike():
     from fogreid.model.build import build_model
     from fogreid.model.config import preset
 
-    net = build_model(preset("edge", arch="rvsl", input_size=SIZE, num_ids=4))
+    net = build_model(preset("edge", arch="rvsl", imgsz=SIZE, num_ids=4))
     hazy, clear = net.enc_hazy.state_dict(), net.enc_clear.state_dict()
     assert hazy.keys() == clear.keys() and all(torch.equal(hazy[k], clear[k]) for k in hazy)
     assert net.enc_hazy.conv1.weight.data_ptr() != net.enc_clear.conv1.weight.data_ptr()  # alike, not shared
@@ -144,7 +144,7 @@ def test_rvsl_checkpoint_exports_and_matches_pytorch(rvsl_run, tmp_path):
     from fogreid.calibration.images import build_calibration_set
 
     root = Path(rvsl_run[1]["config"]["data"]["root"])
-    frames = build_calibration_set([root / "FVRID_syn" / "query_foggy"], model.input_size, num=8,
+    frames = build_calibration_set([root / "FVRID_syn" / "query_foggy"], model.imgsz, num=8,
                                    progress=False).images
     cosine, grey = compare(path, model, frames)
     assert cosine.min() >= 0.9999 and grey.max() <= 1
@@ -156,7 +156,7 @@ def test_rvsl_summary_counts_its_own_branches():
     from fogreid.model.config import preset
     from fogreid.model.summary import summarize
 
-    rows = {r.name: r for r in summarize(build_model(preset("edge", arch="rvsl", input_size=SIZE, num_ids=4)))}
+    rows = {r.name: r for r in summarize(build_model(preset("edge", arch="rvsl", imgsz=SIZE, num_ids=4)))}
     assert set(rows) == {"hazy encoder (stem+layer1)", "ReID trunk (layer2-4)", "hazy->clear translator",
                          "clear side (training only)"}
     assert all(rows[n].gflops > 0 for n in ("hazy encoder (stem+layer1)", "ReID trunk (layer2-4)",

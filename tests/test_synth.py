@@ -8,7 +8,7 @@ from fogreid.data.datasets import parse_vehicle_name
 from fogreid.data.synth import SynthConfig, generate
 from fogreid.errors import FogreidError
 
-TINY = SynthConfig(ids=8, cams=3, per_cam=2, size=64, seed=11)
+TINY = SynthConfig(ids=8, cams=3, per_cam=2, imgsz=64, seed=11)
 
 
 def tree_digest(root):
@@ -65,7 +65,7 @@ def test_bad_settings():
 
 def test_cli(fogreid_cmd, tmp_path):
     out = subprocess.run(fogreid_cmd + ["synth", "--out", str(tmp_path), "--ids", "6", "--cams", "2",
-                                        "--size", "64", "--quiet"], capture_output=True, text=True, check=True)
+                                        "--imgsz", "64", "--quiet"], capture_output=True, text=True, check=True)
     assert "wrote" in out.stdout
     assert json.loads((tmp_path / "fogreid_synth.json").read_text())["config"]["ids"] == 6
 

@@ -19,7 +19,7 @@ TINY_TRAIN = ["--imgsz", "64", "--ids-per-batch", "4", "--instances-per-id", "2"
 @pytest.fixture(scope="module")
 def train_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("train_data")
-    generate(root, SynthConfig(ids=16, cams=3, per_cam=2, size=64, seed=5), progress=False)
+    generate(root, SynthConfig(ids=16, cams=3, per_cam=2, imgsz=64, seed=5), progress=False)
     return root
 
 
@@ -147,7 +147,7 @@ def test_precise_bn_changes_running_statistics_not_weights(train_root):
     labels = syn.train_labels()
     dataset = ReIDImages(syn.train, (64, 64), labels)
     torch.manual_seed(0)
-    net = build_model(preset("edge", input_size=(64, 64), num_ids=len(set(labels))))
+    net = build_model(preset("edge", imgsz=(64, 64), num_ids=len(set(labels))))
     with torch.no_grad():  # stale statistics, as after training: from other images
         net.train()(torch.rand(8, 3, 64, 64) * 0.2)
     net.eval()

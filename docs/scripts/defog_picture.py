@@ -27,10 +27,10 @@ HEADERS = ("foggy input", "dark channel prior", "fogreid defog head", "clear")
 def rows(demo: Path, model: FusedDefogReID, split: str, clear_folder: str, picks: list[int]) -> list[list[np.ndarray]]:
     paths = sorted((demo / "data" / split / "query_foggy").iterdir())
     paths = [paths[i] for i in picks]
-    frames = np.stack([load_for_model(p, model.input_size) for p in paths])
+    frames = np.stack([load_for_model(p, model.imgsz) for p in paths])
     with torch.no_grad():
         defogged = model(torch.from_numpy(frames))[0].numpy()
-    return [[f, dehaze_dcp(f), d, load_for_model(demo / "data" / split / clear_folder / p.name, model.input_size)]
+    return [[f, dehaze_dcp(f), d, load_for_model(demo / "data" / split / clear_folder / p.name, model.imgsz)]
             for p, f, d in zip(paths, frames, defogged, strict=True)]
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from fogreid import onnx_graph
+from fogreid.calibration.defaults import DEFAULT_BUDGET, DEFAULT_IMAGES, DEFAULT_METHOD  # noqa: F401
 from fogreid.calibration.images import build_calibration_set
 from fogreid.calibration.qdq import quantize_qdq
 from fogreid.calibration.ranges import compute_ranges
@@ -25,8 +26,8 @@ from fogreid.errors import FogreidError
 from fogreid.fileio import atomic_write, sha256_file
 from fogreid.tensorrt_version import DEFAULT_TRT_VERSION
 
-DEFAULT_METHOD = "minmax"
-# Why minmax: entropy (KL) and percentile clip the rare large activations, and on a trained
+# The defaults live in fogreid/calibration/defaults.py. Why minmax (DEFAULT_METHOD): entropy
+# (KL) and percentile clip the rare large activations, and on a trained
 # ReID model those carry identity: on the demo's checkpoint entropy collapses the embedding
 # and percentile 99.99 drops its cosine p1 from 0.91 to 0.79 (README, INT8 section).
 METHOD_WHY = {"minmax": "keeps every activation's full range: clipping (entropy, percentile) costs ReID "
@@ -37,9 +38,8 @@ METHOD_WHY = {"minmax": "keeps every activation's full range: clipping (entropy,
 # Calibration images: on the demo-trained checkpoint with the budget's float layers, MinMax
 # ranges from 64, 128, 256 and 512 images gave test cosine p1 0.986, 0.986, 0.984, 0.983
 # (min 0.982-0.972): flat, since MinMax ranges only widen with more images. 256 keeps four
-# times the smallest count that already holds, 64 per fog-density bin, at half 512's cost.
-DEFAULT_IMAGES = 256
-DEFAULT_BUDGET = 0.99        # embedding cosine p1 vs FP32; validation asks 0.98 on the test split
+# times the smallest count that already holds, 64 per fog-density bin, at half 512's cost:
+# DEFAULT_IMAGES. DEFAULT_BUDGET: the embedding cosine p1 vs FP32 the INT8 model holds.
 HOLDOUT = 64                 # calibration frames kept out of the ranges, to measure the budget on
 
 
@@ -56,7 +56,8 @@ def calibrate(onnx_path: str | Path, image_folders: list[str | Path], out: str |
               progress: bool = True, budget: float | None = DEFAULT_BUDGET) -> CalibrationResult:
     onnx_path, out = Path(onnx_path), Path(out)
     proto = onnx_graph.load(onnx_path)
-    size = onnx_graph.input_size(proto, onnx_path)
+    onnx_graph.check_reid_io(proto, onnx_path)   # frames uint8 in, defogged and embedding out
+    size = onnx_graph.imgsz(proto, onnx_path)
     precision = {p.key: p.value for p in proto.metadata_props}.get("precision", "fp32")
     if precision != "fp32" or any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in proto.graph.node):
         raise FogreidError(f"--onnx {onnx_path}: this model is already {precision.upper()}; calibrate the FP32 "

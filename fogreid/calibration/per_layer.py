@@ -178,7 +178,7 @@ def rank_layers(checkpoint: str | Path, int8_model: str | Path, image_folders: l
     with tempfile.TemporaryDirectory(prefix="fogreid-per-layer-") as tmp:
         work = Path(tmp)
         fp32 = export_onnx(model, work / "model.onnx", deploy_metadata(model.net, "", "fp32"))
-        calib = build_calibration_set(image_folders, model.input_size, num=calib_num + eval_num, progress=False)
+        calib = build_calibration_set(image_folders, model.imgsz, num=calib_num + eval_num, progress=False)
         frames = calib.images[calib_num:] if len(calib.images) > calib_num else calib.images
         calib.images = calib.images[:calib_num]
         ranges = compute_ranges(fp32, calib, method)

@@ -38,11 +38,13 @@ def run(args: argparse.Namespace) -> int:
     import signal
     import threading
 
+    from fogreid.cli.common import input_file
     from fogreid.runtime.association import AssociationConfig, CrossCameraAssociator
     from fogreid.runtime.bus import BusUnavailable, Matcher, MatcherOptions, parse_bus_url
     from fogreid.runtime.gallery import Gallery
     from fogreid.runtime.tracking import TrackingConfig
 
+    input_file(args.gallery, "--gallery", "gallery", "gallery", {"onnx": "`fogreid run --model`"})
     url = parse_bus_url(args.bus)
     gallery = Gallery.load(args.gallery) if args.gallery else None
     # the same settings `fogreid run` gives its own TrackBook and associator

@@ -18,20 +18,27 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    input_file(args.model, "--model", "model")
+    input_file(args.model, "--model", "model", "model")
 
     import numpy as np
 
-    from fogreid.runtime.backends import load_model
+    from fogreid.runtime.backends import load_deployed
     from fogreid.runtime.bench import measure
 
     batches = args.batch if isinstance(args.batch, list) else int_list(args.batch)
-    with load_model(args.model, args.backend, args.device) as model:
-        h, w = model.input_size
-        print(f"{model.name}, input {h}x{w}")
-        print(f"{'batch':>6}{'img/s':>10}{'ms/batch p50':>14}{'p95':>8}")
-        rng = np.random.default_rng(0)
-        for batch in batches:
-            timing = measure(model, rng.integers(0, 256, (batch, h, w, 3), dtype=np.uint8), args.seconds, args.warmup)
-            print(f"{batch:>6}{timing.images_per_s:>10.1f}{timing.p50_ms:>14.2f}{timing.p95_ms:>8.2f}")
+    # `--backend auto` on an .onnx measures which CPU engine is faster at the batch it is told
+    # (fogreid.runtime.auto_engine): one load per batch size, each batch on its own choice.
+    per_batch = args.backend == "auto" and str(args.model).lower().endswith(".onnx")
+    rng = np.random.default_rng(0)
+    for i, group in enumerate([[b] for b in batches] if per_batch else [batches]):
+        with load_deployed(args.model, args.backend, args.device, batch=group[0]) as model:
+            h, w = model.imgsz
+            if i == 0:
+                print(f"{model.name}, input {h}x{w}")
+                print(f"{'batch':>6}{'img/s':>10}{'ms/batch p50':>14}{'p95':>8}  engine")
+            for batch in group:
+                frames = rng.integers(0, 256, (batch, h, w, 3), dtype=np.uint8)
+                timing = measure(model, frames, args.seconds, args.warmup)
+                print(f"{batch:>6}{timing.images_per_s:>10.1f}{timing.p50_ms:>14.2f}{timing.p95_ms:>8.2f}  "
+                      f"{model.name.split(':')[0]}", flush=True)
     return 0

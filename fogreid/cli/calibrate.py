@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from fogreid.calibration.defaults import DEFAULT_IMAGES, DEFAULT_METHOD, METHODS
 from fogreid.cli.common import add_int8_budget, input_file, input_folders, int_in, names, output_folder
 from fogreid.fileio import refuse_outputs_over_inputs
 
@@ -14,10 +15,10 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--images", required=True, nargs="+", metavar="DIR", help="folders of foggy images")
     p.add_argument("--data", help="dataset root: refuse images of its test query/gallery identities")
     p.add_argument("--out", required=True, help="output folder: model_int8.onnx, calibration.cache, calibration.json")
-    p.add_argument("--method", default="minmax", choices=["minmax", "entropy", "percentile"],
-                   help="activation ranges (default minmax: entropy's clipping costs ReID embeddings most)")
-    p.add_argument("--num", type=int_in(1, 1_000_000), default=256,
-                   help="calibration images (default 256; 64 more are held out to check --int8-budget)")
+    p.add_argument("--method", default=DEFAULT_METHOD, choices=METHODS,
+                   help=f"activation ranges (default {DEFAULT_METHOD}: entropy's clipping costs ReID embeddings most)")
+    p.add_argument("--num", type=int_in(1, 1_000_000), default=DEFAULT_IMAGES,
+                   help=f"calibration images (default {DEFAULT_IMAGES}; 64 more are held out to check --int8-budget)")
     p.add_argument("--keep-fp", help="nodes to keep in floating point: a comma list or @FILE")
     p.add_argument("--trt-version", metavar="X.Y[.Z]",
                    help="TensorRT version that will read calibration.cache (default: the installed TensorRT, "
@@ -28,7 +29,8 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    input_file(args.onnx, "--onnx", "ONNX model")
+    input_file(args.onnx, "--onnx", "ONNX model", "onnx",
+               {"checkpoint": "export it first: `fogreid export --checkpoint ... --format onnx`"})
     input_folders(args.images, "--images")
     keep_fp_file = args.keep_fp[1:] if args.keep_fp and args.keep_fp.startswith("@") else None
     refuse_outputs_over_inputs({"--out": args.out}, {"--onnx": args.onnx, "--images": args.images, "--data": args.data,

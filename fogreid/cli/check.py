@@ -32,10 +32,14 @@ def run(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
+    from fogreid.cli.common import input_file
     from fogreid.errors import FogreidError
     from fogreid.export.preflight import DEFAULT_TARGETS, check_artifact
     from fogreid.tensorrt_version import parse_trt_version
 
+    for path in args.artifacts:
+        input_file(path, "", "ONNX model", "onnx",
+                   {"checkpoint": "export it first (`fogreid export --checkpoint ...`), then check the .onnx"})
     version = parse_trt_version(args.trt_version) if args.trt_version else None
     targets = args.target or list(DEFAULT_TARGETS)
     if args.cache and not Path(args.cache).is_file():

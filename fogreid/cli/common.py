@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 from fogreid.config import Range
 from fogreid.errors import FogreidError
-from fogreid.model.config import MAX_INPUT_SIZE
+from fogreid.model.config import MAX_IMGSZ
 
 
-def size(values: list[int]) -> tuple[int, int]:
+def parse_imgsz(values: list[int]) -> tuple[int, int]:
     """`--imgsz H [W]` as (height, width)."""
     if len(values) > 2:
         raise FogreidError(f"--imgsz {' '.join(map(str, values))}: give H or H W")
@@ -64,11 +65,25 @@ cosine_float = float_in(-1, 1, name="a cosine similarity in [-1, 1]")
 port = int_in(1, 65535)
 seed = int_in(0, 2**32 - 1)                  # numpy's and torch's seeds take 32 bits
 batch_size = int_in(1, 65536)
-image_size = int_in(32, MAX_INPUT_SIZE)      # the model's limits (fogreid/model/config.py)
+imgsz_px = int_in(32, MAX_IMGSZ)             # an image side: the model's limits (fogreid/model/config.py)
 fps = float_in(0.1, 1000)                    # frames per second: a frame every 10 s to 1000 a second
 MAX_SECONDS = 7 * 24 * 3600                  # a week: longer waits are typos (and inf never ends)
 seconds = float_in(0, MAX_SECONDS, low_open=True)
 seconds_or_zero = float_in(0, MAX_SECONDS)
+
+
+class DeprecatedAlias(argparse.Action):
+    """An option's old name, kept for one release and left out of `--help`: it sets the new
+    option's value and prints one line to stderr naming the new option."""
+
+    def __init__(self, option_strings: list[str], dest: str, new: str, **kwargs) -> None:
+        super().__init__(option_strings, dest, help=argparse.SUPPRESS, **kwargs)
+        self.new = new
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        print(f"{parser.prog}: warning: {option_string} is deprecated and will be removed in the next release; "
+              f"use {self.new}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
 
 
 def setting(cls: type, name: str):
@@ -142,37 +157,42 @@ def output_folder(path: str | Path | None, option: str = "--out") -> None:
     _writable_folder(path, option, path)
 
 
-def input_file(path: str | Path | None, option: str, what: str = "file") -> None:
-    """A file the verb will read must exist and be non-empty (checked before heavy imports)."""
-    if not path:
-        return
-    path = Path(path)
-    if path.is_dir():
-        raise FogreidError(f"{option} {path}: is a folder; give the {what} file")
-    if not path.exists():
-        raise FogreidError(f"{option} {path}: not found; check the path")
-    if path.is_file() and path.stat().st_size == 0:
-        raise FogreidError(f"{option} {path}: the file is empty (0 bytes), probably an interrupted copy or "
-                           f"write; re-create it")
+def input_file(path: str | Path | None, option: str, what: str = "file", kind: str = "any",
+               elsewhere: dict[str, str] | None = None) -> None:
+    """A file the verb will read must be there, a regular file, not empty, and (`kind`, one of
+    fogreid.file_kinds.ACCEPTS) of the kind the verb reads: a folder, a FIFO, /dev/null or a
+    file of another kind is named as what it is (checked before heavy imports). `elsewhere`
+    maps another kind to the option that takes it, for the fix ("pass it as --model")."""
+    from fogreid.file_kinds import expect
+
+    expect(path, option, kind, what, elsewhere)
 
 
 def input_folders(paths: list[str] | None, option: str) -> None:
+    from fogreid.file_kinds import FOLDER, MISSING, describe, sniff
+
     for path in paths or []:
-        if not Path(path).is_dir():
+        kind = sniff(path)
+        if kind == MISSING:
             raise FogreidError(f"{option} {path}: folder not found; give folders of images")
+        if kind != FOLDER:
+            raise FogreidError(f"{option} {path}: is {describe(kind)}, not a folder; give folders of images")
 
 
 def add_int8_budget(parser) -> None:
     """--int8-budget, shared by `export` and `calibrate`."""
-    parser.add_argument("--int8-budget", type=unit_float, default=0.99, metavar="COSINE",
+    from fogreid.calibration.defaults import DEFAULT_BUDGET
+
+    parser.add_argument("--int8-budget", type=unit_float, default=DEFAULT_BUDGET, metavar="COSINE",
                         help="keep the fewest layers in float (most sensitive first) for the INT8 embedding to hold "
                              "this cosine (1st percentile) vs FP32 on held-out calibration images; 0: every layer "
-                             "INT8 (default 0.99)")
+                             "INT8")
 
 
 def add_backend_options(parser) -> None:
     """--backend and --device, shared by the verbs that run a deployed model."""
     parser.add_argument("--backend", default="auto", choices=["auto", "torch", "onnxruntime", "openvino", "tensorrt"],
-                        help="inference backend (auto: from the file type; .onnx runs on ONNX Runtime)")
+                        help="inference backend (auto: from the file type; an .onnx on the CPU runs on the "
+                             "engine measured faster here, ONNX Runtime or an installed OpenVINO, and says which)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (OpenVINO: auto, cpu, gpu, gpu.N "
                                                           "or npu)")

@@ -22,11 +22,11 @@ def run(args: argparse.Namespace) -> int:
 
     refuse_outputs_over_inputs({"--out": args.out}, {"--checkpoint": args.checkpoint})
     output_folder(args.out)
-    input_file(args.checkpoint, "--checkpoint", "checkpoint")
-    if args.checkpoint:  # read it now, not after generating the dataset
-        from fogreid.model.checkpoint import read_checkpoint
+    input_file(args.checkpoint, "--checkpoint", "checkpoint", "checkpoint")
+    if args.checkpoint:  # build it now (config, weights), not after generating the dataset
+        from fogreid.model.checkpoint import load_network
 
-        read_checkpoint(args.checkpoint)
+        load_network(args.checkpoint)
     from fogreid.demo import run_demo
 
     run_demo(args.out, quick=args.quick, checkpoint=args.checkpoint, seed=args.seed)

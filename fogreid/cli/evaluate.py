@@ -15,7 +15,9 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, help="dataset root")
     p.add_argument("--dataset", default="fvrid", choices=["fvrid", "veri776", "veriwild"],
                    help="dataset layout under --data")
-    p.add_argument("--split", default="syn", choices=["syn", "real"], help="FVRID part")
+    p.add_argument("--split", default="syn", choices=["syn", "real", "clear"],
+                   help="FVRID part: syn (synthetic fog), real (real-like fog), "
+                   "clear (the syn test vehicles without fog)")
     p.add_argument("--batch", type=batch_size, default=64, help="images per inference batch")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON (mAP and ranks as fractions 0-1)")
@@ -23,7 +25,8 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    input_file(args.checkpoint, "--checkpoint", "checkpoint")
+    input_file(args.checkpoint, "--checkpoint", "checkpoint", "checkpoint",
+               {"onnx": "evaluate its checkpoint (.pt); an exported model is compared with `fogreid validate`"})
     if not Path(args.data).is_dir():
         raise FogreidError(f"--data {args.data}: folder not found; give the dataset root (e.g. from `fogreid synth`)")
     import json

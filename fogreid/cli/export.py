@@ -5,16 +5,17 @@ from __future__ import annotations
 import argparse
 import sys
 
+from fogreid.calibration.defaults import DEFAULT_IMAGES, DEFAULT_METHOD, METHODS
 from fogreid.cli.common import (
     add_int8_budget,
     float_in,
-    image_size,
+    imgsz_px,
     input_file,
     input_folders,
     int_in,
     names,
     output_folder,
-    size,
+    parse_imgsz,
 )
 
 
@@ -25,15 +26,15 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
                    help="comma list of onnx, onnx-fp16, onnx-int8, engine-fp16, engine-int8, triton, deepstream "
                         "(default onnx)")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--imgsz", type=image_size, nargs="+", metavar="PX",
-                   help="input size H [W] (default: the checkpoint's)")
+    p.add_argument("--imgsz", type=imgsz_px, nargs="+", metavar="PX",
+                   help="image size H [W] (default: the checkpoint's)")
     p.add_argument("--batch", help="TensorRT profile MIN:OPT:MAX (default 1:8:32); with --dla-core one size B, "
                    "meaning B:B:B (DLA has no dynamic shapes)")
     p.add_argument("--calib-images", nargs="+", metavar="DIR", help="folders of foggy images for INT8")
-    p.add_argument("--calib-method", default="minmax", choices=["minmax", "entropy", "percentile"],
-                   help="activation ranges (default minmax: entropy's clipping costs ReID embeddings most)")
-    p.add_argument("--calib-num", type=int_in(1, 1_000_000), default=256,
-                   help="calibration images (default 256; 64 more are held out to check --int8-budget)")
+    p.add_argument("--calib-method", default=DEFAULT_METHOD, choices=METHODS,
+                   help=f"activation ranges (default {DEFAULT_METHOD}: entropy's clipping costs ReID embeddings most)")
+    p.add_argument("--calib-num", type=int_in(1, 1_000_000), default=DEFAULT_IMAGES,
+                   help=f"calibration images (default {DEFAULT_IMAGES}; 64 more are held out to check --int8-budget)")
     p.add_argument("--data", help="dataset root: refuse calibration images of its test identities")
     p.add_argument("--int8-mode", default="auto", choices=["auto", "explicit", "implicit"],
                    help="TensorRT INT8: Q/DQ ONNX (explicit) or calibrator + cache (implicit; DLA, JetPack 6)")
@@ -59,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
     formats = parse_formats(args.format)
     batch = parse_batch(args.batch, dla=args.dla_core is not None)
     # Everything the export will need, checked before the FP32 export starts (it takes a while).
-    input_file(args.checkpoint, "--checkpoint", "checkpoint")
+    input_file(args.checkpoint, "--checkpoint", "checkpoint", "checkpoint",
+               {"onnx": "it is exported already; give the checkpoint (.pt) it came from"})
     keep_fp_file = args.keep_fp[1:] if args.keep_fp and args.keep_fp.startswith("@") else None
     refuse_outputs_over_inputs({"--out": args.out}, {"--checkpoint": args.checkpoint, "--data": args.data,
                                                      "--calib-images": args.calib_images, "--keep-fp": keep_fp_file})
@@ -70,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
 
         for folder in args.calib_images or []:
             list_images(folder)
-    opts = ExportOptions(imgsz=size(args.imgsz) if args.imgsz else None, batch=batch,
+    opts = ExportOptions(imgsz=parse_imgsz(args.imgsz) if args.imgsz else None, batch=batch,
                          trt_version=parse_trt_version(args.trt_version) if args.trt_version else None,
                          calib_images=args.calib_images or [], calib_method=args.calib_method,
                          calib_num=args.calib_num, data_root=args.data, int8_mode=args.int8_mode,

@@ -23,18 +23,18 @@ def run(args: argparse.Namespace) -> int:
     from fogreid.cli.common import input_file, input_folders, output_file
     from fogreid.fileio import refuse_outputs_over_inputs
 
-    input_file(args.model, "--model", "model")
+    input_file(args.model, "--model", "model", "model")
     input_folders([args.images], "--images")
     refuse_outputs_over_inputs({"--out": args.out}, {"--model": args.model, "--images": args.images})
     output_file(args.out, "--out", (".npz",))
-    from fogreid.runtime.backends import load_model
+    from fogreid.runtime.backends import load_deployed
     from fogreid.runtime.gallery import IndexSpec, build_gallery, model_identity
 
     index = IndexSpec(kind=args.index)
-    with load_model(args.model, args.backend, args.device) as model:
+    with load_deployed(args.model, args.backend, args.device, batch=32) as model:  # build_gallery's
         gallery = build_gallery(model, args.images, progress=not args.quiet, identity=model_identity(args.model),
                                 index=index)
     gallery.save(args.out)
     print(f"wrote {args.out}: {len(gallery.labels)} images of {len(set(gallery.labels))} identities, "
-          f"{gallery.embeddings.shape[1]}-d, {gallery.index_kind} index")
+          f"{gallery.embeddings.shape[1]}-d, {gallery.index_kind} index, embedded by {model.name}")
     return 0

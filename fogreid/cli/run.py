@@ -11,7 +11,7 @@ from fogreid.cli.common import (
     batch_size,
     cosine_float,
     fps,
-    image_size,
+    imgsz_px,
     input_file,
     int_in,
     output_file,
@@ -40,7 +40,7 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--max-det", type=int_in(1, 30_000), default=300, help="boxes kept per frame at most")
     p.add_argument("--det-classes", nargs="+", help="classes to keep, by name or id (default: car, motorcycle, "
                    "bus, truck, van, ... from the model's names)")
-    p.add_argument("--det-imgsz", type=image_size, nargs="+", metavar="PX", help="detector input H [W] for a dynamic "
+    p.add_argument("--det-imgsz", type=imgsz_px, nargs="+", metavar="PX", help="detector input H [W] for a dynamic "
                    "model without imgsz metadata")
     p.add_argument("--detector-layout", default="auto", choices=["auto", "v8", "v5", "end2end"],
                    help="detector output layout (auto: from the names metadata and the shape)")
@@ -125,12 +125,18 @@ def run(args: argparse.Namespace) -> int:
 
 def check_files(args: argparse.Namespace) -> None:
     """Every file the run reads or writes, and the options that only make sense together."""
-    input_file(args.model, "--model", "model")
-    input_file(args.gallery, "--gallery", "gallery")
-    input_file(args.detector, "--detector", "ONNX detector")
-    input_file(args.rois, "--rois", "JSON")
+    input_file(args.model, "--model", "model", "model", {"npz": "--gallery", "json": "--rois", "text": "--detections"})
+    input_file(args.gallery, "--gallery", "gallery", "gallery", {"onnx": "--model", "checkpoint": "--model"})
+    input_file(args.detector, "--detector", "ONNX detector", "onnx", {"npz": "--gallery"})
+    input_file(args.rois, "--rois", "JSON", "json", {"onnx": "--model or --detector", "npz": "--gallery",
+                                                  "jsonl": "an events file? give the ROI JSON"})
+    from fogreid.runtime.sources import parse_source
+
+    for source in args.source:  # a FIFO, /dev/null or a text file: refused here, not after the model loads
+        if os.path.lexists(source):
+            parse_source(source)
     for path in args.detections or []:
-        input_file(path, "--detections", "det.txt")
+        input_file(path, "--detections", "det.txt", "text", {"onnx": "--detector"})
     from fogreid.fileio import refuse_outputs_over_inputs
     from fogreid.runtime.pipeline import saved_video_paths
 
@@ -148,7 +154,7 @@ def check_files(args: argparse.Namespace) -> None:
         raise FogreidError("--defog-view draws into the saved video: add --save-video OUT.mp4")
     if args.defog_model and args.defog_view != "frame":
         raise FogreidError("--defog-model is for --defog-view frame")
-    input_file(args.defog_model, "--defog-model", "defog frame graph")
+    input_file(args.defog_model, "--defog-model", "defog frame graph", "onnx")
     if args.det_imgsz is not None and len(args.det_imgsz) not in (1, 2):
         raise FogreidError("--det-imgsz takes H or H W")
 
@@ -198,7 +204,7 @@ def stream(args: argparse.Namespace, opts, publisher):
     import signal
     import threading
 
-    from fogreid.runtime.backends import load_model
+    from fogreid.runtime.backends import load_deployed
     from fogreid.runtime.pipeline import run_stream
 
     stop = threading.Event()
@@ -211,7 +217,7 @@ def stream(args: argparse.Namespace, opts, publisher):
     # The handlers are this run's: put back afterwards (a caller in the same process keeps its own).
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        with load_model(args.model, args.backend, args.device) as model:
+        with load_deployed(args.model, args.backend, args.device, batch=args.batch) as model:
             print(f"[run] {model.name} on {', '.join(args.source)}", file=sys.stderr)
             if publisher is None:
                 return run_stream(model, opts, stop)

@@ -51,6 +51,22 @@ def python_library_path() -> None:
 PORTS = ("http_port", "grpc_port", "metrics_port")
 
 
+def check_model_file(path: str, backend: str) -> None:
+    """The model's file read as the backend will read it (an ONNX graph's interface, a checkpoint's
+    entries), before PyTriton and the ports: a damaged file is the user's to fix (exit 2)."""
+    from fogreid.runtime.backends import artifact_kind
+
+    kind = artifact_kind(path, backend)
+    if kind in ("onnxruntime", "openvino"):
+        from fogreid.onnx_graph import check_reid_io, load
+
+        check_reid_io(load(path, load_weights=False), path)
+    elif kind == "torch":
+        from fogreid.model.checkpoint import read_checkpoint
+
+        read_checkpoint(path)
+
+
 def check_ports(args: argparse.Namespace) -> None:
     """Three different ports (Triton binds each; two equal ones made it fail while fogreid waited
     for ever), each free now: a port in use is refused here, before the model loads."""
@@ -128,6 +144,10 @@ def server_error(server) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from fogreid.cli.common import input_file
+
+    input_file(args.model, "--model", "model", "model")
+    check_model_file(args.model, args.backend)
     check_ports(args)
     import numpy as np
 
@@ -140,12 +160,12 @@ def run(args: argparse.Namespace) -> int:
         print("fogreid serve: error: needs PyTriton: pip install 'fogreid[serve]' (it pins numpy < 2: use its own "
               "environment, see README 'Scaling out')", file=sys.stderr)
         return 1
-    from fogreid.runtime.backends import load_model
+    from fogreid.runtime.backends import load_deployed
 
     python_library_path()
-    with load_model(args.model, args.backend, args.device) as model:
-        probe = model(np.zeros((1, *model.input_size, 3), np.uint8))[1]
-        h, w = model.input_size
+    with load_deployed(args.model, args.backend, args.device, batch=args.max_batch) as model:
+        probe = model(np.zeros((1, *model.imgsz, 3), np.uint8))[1]
+        h, w = model.imgsz
 
         @batch
         def infer(frames):
@@ -163,7 +183,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def serve_until_stopped(triton, args: argparse.Namespace, infer, model_name: str, size: tuple[int, int], dim: int,
+def serve_until_stopped(triton, args: argparse.Namespace, infer, model_name: str, imgsz: tuple[int, int], dim: int,
                         asked: list[str]) -> None:
     """Start Triton (bounded by a `StartWatch`), bind the model, serve until a stop request or
     until the server or its model dies."""
@@ -172,7 +192,7 @@ def serve_until_stopped(triton, args: argparse.Namespace, infer, model_name: str
 
     from fogreid.errors import EnvironmentProblem
 
-    h, w = size
+    h, w = imgsz
     watch = StartWatch(args.start_timeout)
     watch.triton = triton
     watch.start()

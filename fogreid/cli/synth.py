@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from fogreid.cli.common import image_size, int_in, seed
+from fogreid.cli.common import DeprecatedAlias, imgsz_px, int_in, seed
 
 
 def add_parser(verbs: argparse._SubParsersAction) -> None:
@@ -14,7 +14,8 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--cams", type=int_in(2, 1000), default=5, help="cameras per domain")
     p.add_argument("--per-cam", type=int_in(1, 1000), default=2, help="frames per identity and camera")
     p.add_argument("--queries-per-id", type=int_in(1, 1000), default=2, help="query images per test identity")
-    p.add_argument("--size", type=image_size, default=128, help="image size in pixels (square)")
+    p.add_argument("--imgsz", type=imgsz_px, default=128, metavar="PX", help="image size in pixels (square)")
+    p.add_argument("--size", type=imgsz_px, dest="imgsz", action=DeprecatedAlias, new="--imgsz")
     p.add_argument("--seed", type=seed, default=0, help="random seed: the same seed gives the same dataset")
     p.add_argument("--overwrite", action="store_true",
                    help="replace FVRID_syn/, FVRID_real/, FVRID_clear/ in a folder fogreid synth did not write")
@@ -30,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     check_target(args.out, args.overwrite)
 
     cfg = SynthConfig(ids=args.ids, cams=args.cams, per_cam=args.per_cam, queries_per_id=args.queries_per_id,
-                      size=args.size, seed=args.seed)
+                      imgsz=args.imgsz, seed=args.seed)
     manifest = generate(args.out, cfg, progress=not args.quiet, overwrite=args.overwrite)
     total = sum(manifest["images"].values())
     print(f"wrote {total} images ({', '.join(f'{k}: {v}' for k, v in sorted(manifest['images'].items()))}) "

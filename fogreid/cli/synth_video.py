@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from fogreid.cli.common import float_in, fps, image_size, int_in, seconds, seed
+from fogreid.cli.common import DeprecatedAlias, float_in, fps, imgsz_px, int_in, seconds, seed
 
 
 def add_parser(verbs: argparse._SubParsersAction) -> None:
@@ -14,8 +14,9 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--vehicles", type=int_in(1, 10_000), default=8, help="vehicles driving through")
     p.add_argument("--seconds", type=seconds, default=16.0, help="length of each video, seconds")
     p.add_argument("--fps", type=fps, default=10.0, help="frame rate")
-    p.add_argument("--size", type=image_size, nargs=2, default=[240, 416], metavar=("H", "W"),
+    p.add_argument("--imgsz", type=imgsz_px, nargs=2, default=[240, 416], metavar=("H", "W"),
                    help="frame size in pixels")
+    p.add_argument("--size", type=imgsz_px, nargs=2, dest="imgsz", action=DeprecatedAlias, new="--imgsz")
     p.add_argument("--fog", type=float_in(0, 20), nargs="+", default=[1.0, 2.5, 4.0],
                    help="scattering beta per camera, cycled (0: clear; FVRID_syn draws 1 to 5)")
     p.add_argument("--real-like", action="store_true", help="vehicles and cameras of the real-like domain")
@@ -34,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
         raise FogreidError(f"--seconds {args.seconds:g} at --fps {args.fps:g} is less than one frame; give a longer "
                            f"video or a higher frame rate")
     cfg = CityConfig(cameras=args.cameras, vehicles=args.vehicles, seconds=args.seconds, fps=args.fps,
-                     height=args.size[0], width=args.size[1], fog=tuple(args.fog), seed=args.seed,
+                     height=args.imgsz[0], width=args.imgsz[1], fog=tuple(args.fog), seed=args.seed,
                      domain=1 if args.real_like else 0)
     out = make_city(args.out, cfg)
     print(f"wrote {cfg.cameras} cameras x {int(round(cfg.seconds * cfg.fps))} frames to {args.out}")

@@ -6,7 +6,7 @@ import argparse
 import shutil
 from pathlib import Path
 
-from fogreid.cli.common import image_size, input_file, output_folder, setting, size
+from fogreid.cli.common import imgsz_px, input_file, output_folder, parse_imgsz, setting
 from fogreid.errors import FogreidError
 from fogreid.fileio import refuse_outputs_over_inputs
 
@@ -30,7 +30,7 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
 
     p.add_argument("--preset", choices=list(PRESETS), help="model preset (default edge)")
     p.add_argument("--backbone", choices=["resnet18", "resnet34", "resnet50"], help="encoder (default: the preset's)")
-    p.add_argument("--imgsz", type=image_size, nargs="+", metavar="PX", help="input size H [W] (default: the preset's)")
+    p.add_argument("--imgsz", type=imgsz_px, nargs="+", metavar="PX", help="image size H [W] (default: the preset's)")
     from fogreid.train.config import DataConfig, OptimConfig, TrainConfig
 
     p.add_argument("--epochs", type=setting(OptimConfig, "epochs"),
@@ -55,10 +55,10 @@ def run(args: argparse.Namespace) -> int:
     from fogreid.fileio import folder_lock
     from fogreid.train.config import build_config
 
-    input_file(args.config, "--config", "YAML")
+    input_file(args.config, "--config", "YAML", "text")
     explicit_resume = args.resume if args.resume not in (None, "auto") else None
     if explicit_resume:
-        input_file(args.resume, "--resume", "checkpoint")
+        input_file(args.resume, "--resume", "checkpoint", "checkpoint")
     pretrained_file = None if args.pretrained == "imagenet" else args.pretrained
     refuse_outputs_over_inputs({"--out": args.out}, {"--config": args.config, "--resume": explicit_resume,
                                                      "--init": args.init, "--data": args.data,
@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     output_folder(args.out)
 
     flags = {"mode": args.mode, "model.backbone": args.backbone, "preset": args.preset,
-             "model.input_size": list(size(args.imgsz)) if args.imgsz else None,
+             "model.imgsz": list(parse_imgsz(args.imgsz)) if args.imgsz else None,
              "optim.epochs": args.epochs, "data.ids_per_batch": args.ids_per_batch,
              "data.instances_per_id": args.instances_per_id, "device": args.device, "seed": args.seed,
              "data.root": args.data, "pretrained": args.pretrained, "stage": args.stage}

@@ -55,9 +55,9 @@ def threshold(text: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     # Every file the verb reads or writes is checked before the comparison runs.
-    input_file(args.checkpoint, "--checkpoint", "checkpoint")
+    input_file(args.checkpoint, "--checkpoint", "checkpoint", "checkpoint", {"onnx": "--model"})
     for model in args.model:
-        input_file(model, "--model", "model")
+        input_file(model, "--model", "model", "model")
     input_folders(args.images, "--images")
     input_folders(args.per_layer_images, "--per-layer-images")
     refuse_outputs_over_inputs({"--report": args.report, "--html": args.html, "--per-layer": args.per_layer},

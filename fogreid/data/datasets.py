@@ -96,7 +96,8 @@ def _from_folder(folder: Path, clear_folder: Path | None = None) -> list[ImageRe
 
 
 def load_fvrid(root: str | Path, split: str = "syn") -> ReIDSplit:
-    """FVRID's synthetic (paired clear/foggy) or real (foggy only) part under `root`."""
+    """FVRID's synthetic (paired clear/foggy), real (foggy only) or clear (the synthetic part's
+    clear images alone) part under `root`."""
     root = Path(root)
     if split == "syn":
         base = root / "FVRID_syn"
@@ -116,7 +117,16 @@ def load_fvrid(root: str | Path, split: str = "syn") -> ReIDSplit:
         sets.update({s: _from_folder(base / f"{s}_foggy", base / f"{s}_clear_eval" if scored else None)
                      for s in ("query", "gallery")})
         return ReIDSplit("FVRID_real", **sets, paired=scored)
-    raise FogreidError(f"unknown FVRID split {split!r}; choose syn or real")
+    if split == "clear":
+        # The synthetic test vehicles without fog: the same identities, cameras and file names as
+        # `syn`, so syn vs clear isolates what fog costs a model (and what defogging costs it
+        # on clear cameras). Not FVRID_clear, whose unlabelled clear images are RVSL's.
+        base = root / "FVRID_syn"
+        parts = [f"{s}_clear" for s in ("train", "query", "gallery")]
+        _require_dirs(base, parts, "FVRID_syn/{train,query,gallery}_clear")
+        sets = {s: _from_folder(base / f"{s}_clear") for s in ("train", "query", "gallery")}
+        return ReIDSplit("FVRID_syn_clear", **sets)
+    raise FogreidError(f"unknown FVRID split {split!r}; choose syn, real or clear")
 
 
 def load_veri776(root: str | Path) -> ReIDSplit:
@@ -156,6 +166,7 @@ def load_veriwild(root: str | Path, test_size: int = 3000) -> ReIDSplit:
 
 DATASETS = {"fvrid-syn": lambda root: load_fvrid(root, "syn"),
             "fvrid-real": lambda root: load_fvrid(root, "real"),
+            "fvrid-clear": lambda root: load_fvrid(root, "clear"),
             "veri776": load_veri776,
             "veriwild": load_veriwild}
 

@@ -23,11 +23,11 @@ def guided_filter(guide: np.ndarray, source: np.ndarray, radius: int, eps: float
     return _box(a, radius) * guide + _box(b, radius)
 
 
-def dehaze_dcp(image: np.ndarray, patch: int = 15, omega: float = 0.95, t_min: float = 0.1) -> np.ndarray:
-    """uint8 BGR in, uint8 BGR out."""
+def coarse_transmission(hazy: np.ndarray, patch: int = 15, omega: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+    """The dark channel prior's estimate before refinement: (transmission (H, W), airlight (3,)) of
+    a float BGR image in [0, 1]. Shared by the dehazer and the runtime's fog gate."""
     import cv2
 
-    hazy = image.astype(np.float32) / 255.0
     kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (patch, patch))
     dark = cv2.erode(hazy.min(axis=2), kernel)
     # Airlight: the brightest input pixel among the 0.1% haziest (highest dark channel).
@@ -35,7 +35,15 @@ def dehaze_dcp(image: np.ndarray, patch: int = 15, omega: float = 0.95, t_min: f
     haziest = np.argpartition(dark.ravel(), -count)[-count:]
     candidates = hazy.reshape(-1, 3)[haziest]
     airlight = np.maximum(candidates[candidates.sum(axis=1).argmax()], 1e-3)
-    transmission = 1.0 - omega * cv2.erode((hazy / airlight).min(axis=2), kernel)
+    return 1.0 - omega * cv2.erode((hazy / airlight).min(axis=2), kernel), airlight
+
+
+def dehaze_dcp(image: np.ndarray, patch: int = 15, omega: float = 0.95, t_min: float = 0.1) -> np.ndarray:
+    """uint8 BGR in, uint8 BGR out."""
+    import cv2
+
+    hazy = image.astype(np.float32) / 255.0
+    transmission, airlight = coarse_transmission(hazy, patch, omega)
     grey = cv2.cvtColor(hazy, cv2.COLOR_BGR2GRAY)
     transmission = guided_filter(grey, transmission, radius=max(patch * 2, 8), eps=1e-3)
     restored = (hazy - airlight) / np.maximum(transmission, t_min)[..., None] + airlight

@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import InitVar, asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
+from fogreid._deprecated import renamed
 from fogreid.errors import FogreidError
 
 BODY_TYPES = ("sedan", "hatchback", "suv", "van", "pickup", "bus")
@@ -245,13 +246,19 @@ class SynthConfig:
     cams: int = 5
     per_cam: int = 2              # frames of each identity in each camera that sees it
     queries_per_id: int = 2
-    size: int = 128
+    imgsz: int = 128              # image size: the side of the square images, pixels
     seed: int = 0
     train_fraction: float = 0.5
+    size: InitVar[int | None] = None   # deprecated: imgsz
+
+    def __post_init__(self, size: int | None) -> None:
+        if size is not None:
+            renamed("SynthConfig(size=...)", "SynthConfig(imgsz=...)", stacklevel=4)
+            object.__setattr__(self, "imgsz", size)
 
     def check(self) -> None:
-        if self.ids < 4 or self.cams < 2 or self.per_cam < 1 or self.size < 32:
-            raise FogreidError("synth needs --ids >= 4, --cams >= 2, --per-cam >= 1 and --size >= 32")
+        if self.ids < 4 or self.cams < 2 or self.per_cam < 1 or self.imgsz < 32:
+            raise FogreidError("synth needs --ids >= 4, --cams >= 2, --per-cam >= 1 and --imgsz >= 32")
         if self.queries_per_id >= self.cams * self.per_cam:
             raise FogreidError("--queries-per-id must leave gallery images of each test identity")
 
@@ -341,12 +348,12 @@ def generate(out: str | Path, cfg: SynthConfig = SynthConfig(), progress: bool =
         items = _plan(cfg, domain, pids)
         looks = {pid: draw_vehicle(_rng(cfg.seed, domain, pid)) for pid in pids}
         cams = {c: draw_camera(_rng(cfg.seed, domain + 100, c), real=name == "real") for c in range(cfg.cams)}
-        backgrounds = {c: _background(cam, 2 * cfg.size) for c, cam in cams.items()}
+        backgrounds = {c: _background(cam, 2 * cfg.imgsz) for c, cam in cams.items()}
         fog_rng = torch.Generator().manual_seed(cfg.seed * 1000 + domain)
         for start in range(0, len(items), 64):  # fixed chunks: the fog draws stay reproducible
             chunk = items[start:start + 64]
             rendered = [render(looks[i.pid], cams[i.cam], _rng(cfg.seed, domain, i.pid, i.cam, i.frame),
-                               cfg.size, backgrounds[i.cam]) for i in chunk]
+                               cfg.imgsz, backgrounds[i.cam]) for i in chunk]
             clear = np.stack([r[0] for r in rendered])
             depth = torch.from_numpy(np.stack([r[1] for r in rendered]))[:, None]
             images = frames_to_images(torch.from_numpy(clear))

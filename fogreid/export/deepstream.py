@@ -71,9 +71,9 @@ class ReIDSection:
         return "ReID:\n" + "\n".join(lines) + "\n"
 
 
-def reid_section(input_size: tuple[int, int], embedding_dim: int, max_batch: int, precision: str = "fp16",
+def reid_section(imgsz: tuple[int, int], embedding_dim: int, max_batch: int, precision: str = "fp16",
                  reid_type: int = 2) -> ReIDSection:
-    h, w = input_size
+    h, w = imgsz
     engine = f"{ONNX_NAME}_b{max_batch}_gpu0_{precision}.engine"   # DeepStream's own naming
     return ReIDSection(reidType=reid_type, batchSize=max_batch, workspaceSize=1000, reidFeatureSize=embedding_dim,
                        reidHistorySize=100, inferDims=(3, h, w), networkMode=NETWORK_MODES[precision],
@@ -103,7 +103,7 @@ def export_embedding_onnx(fused, path: str | Path, metadata: dict[str, str], max
 
     from fogreid import onnx_graph
 
-    h, w = fused.input_size
+    h, w = fused.imgsz
     batch = torch.export.Dim("batch", min=1, max=max_batch)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the exporter's notes on its own internals
@@ -124,7 +124,7 @@ def write_deepstream(fused, out: str | Path, metadata: dict[str, str], max_batch
                      precision: str = "fp16") -> dict[str, Path]:
     out = Path(out)
     onnx_path = export_embedding_onnx(fused, out / ONNX_NAME, metadata, max_batch=max(max_batch, 64))
-    section = reid_section(fused.input_size, fused.embedding_dim, max_batch, precision)
+    section = reid_section(fused.imgsz, fused.embedding_dim, max_batch, precision)
     config = out / CONFIG_NAME
     with atomic_write(config, "w") as handle:
         handle.write("# The ReID section for DeepStream's NvDCF / NvDeepSORT tracker (ll-config-file), written by\n"

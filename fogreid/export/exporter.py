@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fogreid import onnx_graph
+from fogreid.calibration.defaults import DEFAULT_BUDGET, DEFAULT_IMAGES, DEFAULT_METHOD
 from fogreid.errors import FogreidError
 from fogreid.export.formats import Format
 from fogreid.export.preflight import check_artifact
@@ -33,15 +34,15 @@ class ExportOptions:
     imgsz: tuple[int, int] | None = None
     batch: tuple[int, int, int] = (1, 8, 32)
     calib_images: list[str] = field(default_factory=list)
-    calib_method: str = "minmax"
-    calib_num: int = 256               # enough: see DEFAULT_IMAGES in fogreid/calibration/calibrate_onnx.py
+    calib_method: str = DEFAULT_METHOD
+    calib_num: int = DEFAULT_IMAGES    # enough: why in fogreid/calibration/calibrate_onnx.py
     data_root: str | None = None
     int8_mode: str = "auto"            # auto | explicit | implicit (auto: implicit for DLA, else explicit)
     dla_core: int | None = None
     workspace_gib: float = 4.0
     keep_fp: list[str] = field(default_factory=list)
     trt_version: tuple[int, int, int] | None = None   # of the calibration cache; None: installed, else 10.3.0
-    int8_budget: float | None = 0.99   # embedding cosine p1 the INT8 model must hold (None: every layer INT8)
+    int8_budget: float | None = DEFAULT_BUDGET   # embedding cosine p1 the INT8 model must hold (None: every layer INT8)
     progress: bool = True
 
 
@@ -104,7 +105,7 @@ def export(checkpoint: str | Path, formats: list[Format], out: str | Path, opts:
     engines = [f for f in formats if f.needs_tensorrt]
     log = print if opts.progress else (lambda msg: None)
 
-    model = FusedDefogReID.from_checkpoint(checkpoint, input_size=opts.imgsz)
+    model = FusedDefogReID.from_checkpoint(checkpoint, imgsz=opts.imgsz)
     ckpt_hash = sha256_file(checkpoint)
     fp16 = bool({"onnx-fp16", "engine-fp16"} & names or engines)   # the strongly typed FP16 builds parse it
     files = write_onnx(model, ckpt_hash, out, opts, fp16, log)
@@ -112,14 +113,14 @@ def export(checkpoint: str | Path, formats: list[Format], out: str | Path, opts:
     if {"onnx-int8", "engine-int8"} & names:
         calibration = write_int8(files, out, opts, trt_version, log)
     checks = preflight(files, opts, trt_version, log)
-    not_built, records = ({}, {}) if not engines else write_engines(engines, model.input_size, files, calibration,
+    not_built, records = ({}, {}) if not engines else write_engines(engines, model.imgsz, files, calibration,
                                                                      checks, out, opts, log)
     if "triton" in names:
         from fogreid.export.triton import write_repository
 
         built = {name: (files[name], records[name]) for name in records}
-        write_repository(out / "triton", files["onnx"], model.input_size, model.embedding_dim, opts.batch,
-                         {"checkpoint_sha256": ckpt_hash, "input_size": list(model.input_size),
+        write_repository(out / "triton", files["onnx"], model.imgsz, model.embedding_dim, opts.batch,
+                         {"checkpoint_sha256": ckpt_hash, "input_size": list(model.imgsz),
                           "embedding_dim": model.embedding_dim},
                          calibration.cache if calibration else None, built, opts.workspace_gib,
                          trt_version=trt_version)
@@ -135,7 +136,7 @@ def export(checkpoint: str | Path, formats: list[Format], out: str | Path, opts:
     manifest = out / "export.json"
     with atomic_write(manifest, "w") as handle:
         installed = installed_tensorrt()
-        json.dump({"checkpoint": str(checkpoint), "checkpoint_sha256": ckpt_hash, "input_size": list(model.input_size),
+        json.dump({"checkpoint": str(checkpoint), "checkpoint_sha256": ckpt_hash, "input_size": list(model.imgsz),
                    "embedding_dim": model.embedding_dim, "batch_profile": list(opts.batch),
                    "tensorrt_version": ".".join(map(str, trt_version)),
                    "tensorrt_installed": ".".join(map(str, installed)) if installed else None,
@@ -150,7 +151,7 @@ def write_onnx(model, ckpt_hash: str, out: Path, opts: ExportOptions, fp16: bool
     defog graph where the head supports it, and the FP16 graph the strongly typed builds parse."""
     from fogreid.export import frame_graph
 
-    size = model.input_size
+    size = model.imgsz
     fp32 = out / "model.onnx"
     log(f"[onnx] exporting {size[0]}x{size[1]} fused graph -> {fp32}")
     metadata = onnx_graph.deploy_metadata(model.net, ckpt_hash, "fp32")
@@ -234,7 +235,7 @@ def write_engines(engines: list[Format], size: tuple[int, int], files: dict[str,
             from fogreid.calibration.trt_calibrator import CalibrationBatches
 
             check_cache_for(calibration.cache, installed)
-            calib = build_calibration_set(opts.calib_images, spec.input_size, opts.calib_num, opts.data_root,
+            calib = build_calibration_set(opts.calib_images, spec.imgsz, opts.calib_num, opts.data_root,
                                           progress=False)
             batches = CalibrationBatches(calib.images, opts.batch[1])
         log(f"[{fmt.name}] building with TensorRT {'.'.join(map(str, installed))} from {source.name}")

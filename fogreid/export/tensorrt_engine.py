@@ -54,7 +54,7 @@ from fogreid.tensorrt_version import INSTALL_HINT
 class EngineSpec:
     precision: str                       # fp16 | int8
     batch: tuple[int, int, int]          # min, opt, max of the optimisation profile
-    input_size: tuple[int, int]
+    imgsz: tuple[int, int]
     workspace_gib: float = 4.0
     dla_core: int | None = None
     calibration: str = "explicit"        # int8: explicit (Q/DQ ONNX) | implicit (calibrator + cache)
@@ -125,7 +125,7 @@ def trtexec_command(onnx_file: str, engine_file: str, spec: EngineSpec, how: Rec
     name:DxDxD, --memPoolSize=workspace:<MiB>M, --useDLACore=N, --allowGPUFallback.
     `fp32_layers` (`tail_layers(model.onnx)`) are pinned to FP32 on a weakly typed line."""
     def dims(b):
-        return "x".join(str(d) for d in _shape(b, spec.input_size))
+        return "x".join(str(d) for d in _shape(b, spec.imgsz))
 
     parts = ["trtexec", f"--onnx={onnx_file}", f"--saveEngine={engine_file}",
              f"--minShapes=frames:{dims(spec.batch[0])}", f"--optShapes=frames:{dims(spec.batch[1])}",
@@ -254,8 +254,8 @@ def build_engine(onnx_path: Path, engine_path: Path, spec: EngineSpec, how: Reci
         raise FogreidError(f"{engine_path.name}: INT8 without Q/DQ needs calibration images (--calib-images) or the "
                            f"calibration cache; with neither, TensorRT would have no INT8 scales")
 
-    profile = Profile().add("frames", min=_shape(spec.batch[0], spec.input_size),
-                            opt=_shape(spec.batch[1], spec.input_size), max=_shape(spec.batch[2], spec.input_size))
+    profile = Profile().add("frames", min=_shape(spec.batch[0], spec.imgsz),
+                            opt=_shape(spec.batch[1], spec.imgsz), max=_shape(spec.batch[2], spec.imgsz))
     calibrator = None
     if how.calibration_cache:
         # Polygraphy's Calibrator (polygraphy/backend/trt/calibrator.py) hands TensorRT one

@@ -66,9 +66,9 @@ class Tensor:
     dims: tuple[int, ...]  # without the batch dimension
 
 
-def io_tensors(input_size: tuple[int, int], embedding_dim: int) -> tuple[list[Tensor], list[Tensor]]:
+def io_tensors(imgsz: tuple[int, int], embedding_dim: int) -> tuple[list[Tensor], list[Tensor]]:
     """The fused graph's contract (fogreid/onnx_graph.py), without the batch dimension."""
-    h, w = input_size
+    h, w = imgsz
     return ([Tensor("frames", "TYPE_UINT8", (h, w, 3))],
             [Tensor("defogged", "TYPE_UINT8", (h, w, 3)), Tensor("embedding", "TYPE_FP32", (embedding_dim,))])
 
@@ -100,12 +100,12 @@ def _comment(text: str) -> str:
     return "".join(f"# {line}\n" for line in textwrap.wrap(text, 100))
 
 
-def onnx_config(input_size: tuple[int, int], embedding_dim: int, batch: tuple[int, int, int], precision: str | None,
+def onnx_config(imgsz: tuple[int, int], embedding_dim: int, batch: tuple[int, int, int], precision: str | None,
                 calibration_table: str | None, cache_path: str, workspace_bytes: int, why: str = "") -> str:
     """config.pbtxt of the ONNX Runtime model. `precision` is the TensorRT accelerator's
     precision_mode (FP16, INT8, or None: no precision flag, as on TensorRT 11); INT8 with a
     table reads TensorRT's native calibration table from `cache_path`."""
-    inputs, outputs = io_tensors(input_size, embedding_dim)
+    inputs, outputs = io_tensors(imgsz, embedding_dim)
     trt = {"max_workspace_size_bytes": str(workspace_bytes), "trt_engine_cache_enable": "1",
            "trt_engine_cache_path": cache_path}
     if precision:
@@ -113,7 +113,7 @@ def onnx_config(input_size: tuple[int, int], embedding_dim: int, batch: tuple[in
     if calibration_table:
         # Our table is written in TensorRT's own format (calibration/trt_cache.py), hence "native".
         trt.update(int8_calibration_table_name=calibration_table, int8_use_native_calibration_table="1")
-    h, w = input_size
+    h, w = imgsz
     # The dynamic batcher forms batches of 1 to max_batch_size, so TensorRT's profile starts at 1.
     profile = {f"trt_profile_{name}_shapes": f"frames:{b}x{h}x{w}x3"
                for name, b in zip(("min", "opt", "max"), (1, batch[1], batch[2]), strict=True)}
@@ -126,7 +126,7 @@ def onnx_config(input_size: tuple[int, int], embedding_dim: int, batch: tuple[in
             + '      name: "tensorrt"\n' + _parameters(trt) + "    } ]\n  }\n}\n")
 
 
-def plan_config(name: str, input_size: tuple[int, int], embedding_dim: int, batch: tuple[int, int, int],
+def plan_config(name: str, imgsz: tuple[int, int], embedding_dim: int, batch: tuple[int, int, int],
                 compute_capability: str | None) -> str:
     """config.pbtxt of a TensorRT engine. A plan runs only on the compute capability that built
     it; `cc_model_filenames` records which one. It does not keep other GPUs away: for a GPU it
@@ -138,7 +138,7 @@ def plan_config(name: str, input_size: tuple[int, int], embedding_dim: int, batc
     src/tensorrt_utils.cc) and the dynamic batcher forms batches of 1 to max_batch_size, so
     batching is configured only for a profile that starts at 1. Otherwise (a DLA engine's
     static B:B:B profile) max_batch_size is 0: clients send whole batches of the profile's size."""
-    inputs, outputs = io_tensors(input_size, embedding_dim)
+    inputs, outputs = io_tensors(imgsz, embedding_dim)
     cc = (f'cc_model_filenames [\n  {{ key: "{compute_capability}"\n    value: "model.plan" }}\n]\n'
           if compute_capability and compute_capability != "unknown" else "")
     head = f'name: "{name}"\nplatform: "tensorrt_plan"\ndefault_model_filename: "model.plan"\n' + cc
@@ -159,7 +159,7 @@ def _copy(src: Path, dst: Path) -> None:
         shutil.copyfileobj(source, handle)
 
 
-def write_repository(out: str | Path, onnx: Path, input_size: tuple[int, int], embedding_dim: int,
+def write_repository(out: str | Path, onnx: Path, imgsz: tuple[int, int], embedding_dim: int,
                      batch: tuple[int, int, int], identity: dict, calibration_cache: Path | None = None,
                      engines: dict[str, tuple[Path, dict]] | None = None, workspace_gib: float = 4.0,
                      mount: str = "/models", trt_version: tuple[int, int, int] | None = None,
@@ -196,7 +196,7 @@ def write_repository(out: str | Path, onnx: Path, input_size: tuple[int, int], e
         half = onnx_graph.to_fp16(onnx_graph.load(onnx))
         onnx_graph.set_metadata(half, {"precision": "fp16"})
         onnx_graph.save(half, model_dir / "1" / "model.onnx")
-    text = onnx_config(input_size, embedding_dim, batch, precision, table,
+    text = onnx_config(imgsz, embedding_dim, batch, precision, table,
                        f"{mount.rstrip('/')}/{ONNX_MODEL}/{TRT_CACHE}", int(workspace_gib * (1 << 30)),
                        WHY[("int8" if int8 else "fp16", major)])
     with atomic_write(model_dir / "config.pbtxt", "w") as handle:
@@ -207,7 +207,7 @@ def write_repository(out: str | Path, onnx: Path, input_size: tuple[int, int], e
         _copy(engine, repo / name / "1" / "model.plan")
         profile = tuple(record.get("batch", batch))
         with atomic_write(repo / name / "config.pbtxt", "w") as handle:
-            handle.write(plan_config(name, input_size, embedding_dim, profile, record.get("compute_capability")))
+            handle.write(plan_config(name, imgsz, embedding_dim, profile, record.get("compute_capability")))
         configs[name] = repo / name / "config.pbtxt"
     with atomic_write(model_dir / "fogreid.json", "w") as handle:
         json.dump({**identity, "models": sorted(configs), "mount": mount, "served_onnx": served,

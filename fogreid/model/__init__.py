@@ -1,6 +1,6 @@
 """The SJDL / RVSL networks, their deploy wrapper and their checkpoints.
 
-    from fogreid.model import preset, build_model, FusedDefogReID, load_model, save_checkpoint
+    from fogreid.model import preset, build_model, FusedDefogReID, load_network, save_checkpoint
 
     net = build_model(preset("edge", num_ids=100))     # a fresh network from a named preset
     save_checkpoint("net.pt", net)                     # atomic; loading never runs pickled code
@@ -22,7 +22,8 @@ _NAMES = {
     "FusedDefogReID": "fused",
     "save_checkpoint": "checkpoint",
     "read_checkpoint": "checkpoint",
-    "load_model": "checkpoint",
+    "load_network": "checkpoint",
+    "load_model": "checkpoint",     # deprecated: load_network
     "checkpoint_config": "checkpoint",
     "summarize": "summary",
     "format_summary": "summary",

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from fogreid import __version__
+from fogreid._deprecated import renamed
 from fogreid.config import from_dict, to_dict
 from fogreid.errors import FogreidError
 from fogreid.fileio import atomic_write
@@ -57,28 +58,57 @@ def save_checkpoint(path: str | Path, net: SJDLNet, meta: dict[str, Any] | None 
 
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """The checkpoint's contents, checked to be a fogreid checkpoint."""
+    from fogreid.file_kinds import expect
+
     path = Path(path)
-    if not path.is_file():
-        raise FogreidError(f"checkpoint not found: {path}")
-    if path.stat().st_size == 0:
-        raise FogreidError(f"{path}: the checkpoint is empty (0 bytes), probably an interrupted copy; copy it again "
-                           f"or use the run's other checkpoint (best.pt / last.pt)")
+    expect(path, "", "checkpoint", elsewhere={"onnx": "a checkpoint (.pt) is needed here; an .onnx goes to "
+                                                      "--model"})
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:
-        first_line = next(iter(str(exc).splitlines()), "")[:200]
-        raise FogreidError(
-            f"{path}: cannot be read as a fogreid checkpoint ({type(exc).__name__}: {first_line}). The file may "
-            f"be truncated or corrupt, or it holds pickled objects, which are never loaded; re-save it with "
-            f"fogreid.") from None
+        # torch's own message advises weights_only=False, which would run the file's code: never repeated
+        if "weights_only" in str(exc) or "Unpickl" in type(exc).__name__:
+            raise FogreidError(f"{path}: holds Python objects besides weights and plain values; fogreid never "
+                               f"unpickles those (loading them could run code): re-save the weights with "
+                               f"fogreid (save_checkpoint)") from None
+        raise FogreidError(f"{path}: cannot be read as a checkpoint: the file is cut short or damaged "
+                           f"({type(exc).__name__}), probably an interrupted copy; copy it again or use the run's "
+                           f"other checkpoint (best.pt / last.pt)") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise FogreidError(f"{path}: not a fogreid checkpoint (no '{FORMAT}' marker); "
                            f"checkpoints are written by `fogreid train` or save_checkpoint()")
-    if state.get("format_version", 0) > FORMAT_VERSION:
-        raise FogreidError(f"{path}: written by a newer fogreid (format {state['format_version']}); "
-                           f"upgrade fogreid to read it")
-    check_finite(state, path)
+    check_schema(state, path)
     return state
+
+
+def check_schema(state: dict[str, Any], path: str | Path = "checkpoint") -> None:
+    """The entries every reader uses, of the types it uses them as: a checkpoint with the marker
+    but a missing or mistyped entry (hand-edited, or written by something else) is refused here,
+    naming the entry, instead of failing later with a KeyError deep in a verb."""
+    version = state.get("format_version", 0)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise FogreidError(f"{path}: format_version is {version!r}, not a whole number; the checkpoint is damaged: "
+                           f"re-save it with fogreid")
+    if version > FORMAT_VERSION:
+        raise FogreidError(f"{path}: written by a newer fogreid (format {version}); upgrade fogreid to read it")
+    for key, what in (("model_config", "the model config"), ("model", "the weights")):
+        if key not in state:
+            raise FogreidError(f"{path}: has no '{key}' entry ({what}); it is not a complete fogreid checkpoint: "
+                               f"use the run's best.pt / last.pt or re-save it with fogreid")
+        if not isinstance(state[key], dict):
+            raise FogreidError(f"{path}: '{key}' ({what}) is a {type(state[key]).__name__}, not a mapping; the "
+                               f"checkpoint is damaged: re-save it with fogreid")
+    for part in ("model", "bn_ema"):
+        bad = [k for k, v in (state.get(part) or {}).items()
+               if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
+        if bad:
+            raise FogreidError(f"{path}: {part} entry {bad[0]!r} is not a tensor; the checkpoint is damaged: "
+                               f"re-save it with fogreid")
+    for key in ("meta", "bn_ema"):
+        if key in state and not isinstance(state[key], dict):
+            raise FogreidError(f"{path}: '{key}' is a {type(state[key]).__name__}, not a mapping; the checkpoint "
+                               f"is damaged: re-save it with fogreid")
+    check_finite(state, path)
 
 
 def check_finite(state: dict[str, Any], path: str | Path = "checkpoint") -> None:
@@ -103,20 +133,28 @@ def checkpoint_config(state: dict[str, Any], path: str | Path = "checkpoint") ->
     return from_dict(ModelConfig, state["model_config"], where=f"{path}: model_config")
 
 
-def load_model(path: str | Path, expect: ModelConfig | None = None,
-               map_location: str | torch.device = "cpu", input_size: tuple[int, int] | None = None) -> SJDLNet:
-    """Build the network stored in `path`. With `expect`, the stored config must equal it.
-    `input_size` deploys the (fully convolutional) network at another resolution."""
+def load_network(path: str | Path, expect: ModelConfig | None = None,
+                 map_location: str | torch.device = "cpu", imgsz: tuple[int, int] | None = None) -> SJDLNet:
+    """The network stored in checkpoint `path`, built and loaded, in eval mode. With `expect`,
+    the stored config must equal it. `imgsz` deploys the (fully convolutional) network at
+    another image size."""
     state = read_checkpoint(path, map_location)
     cfg = checkpoint_config(state, path)
     if expect is not None and expect != cfg:
         raise FogreidError(f"{path}: checkpoint is for another model config: {describe_mismatch(expect, cfg)}. "
                            f"Use the config the checkpoint was trained with, or retrain.")
-    if input_size is not None:
-        cfg = dataclasses.replace(cfg, input_size=tuple(input_size))
+    if imgsz is not None:
+        cfg = dataclasses.replace(cfg, imgsz=tuple(imgsz))
     net = build_model(cfg)
     load_weights(net, state["model"], path)
     return net.eval()
+
+
+def load_model(path: str | Path, expect: ModelConfig | None = None,
+               map_location: str | torch.device = "cpu", input_size: tuple[int, int] | None = None) -> SJDLNet:
+    """Deprecated: `load_network` (fogreid.runtime.load_deployed loads a deployed artifact)."""
+    renamed("fogreid.model.load_model", "fogreid.model.load_network")
+    return load_network(path, expect, map_location, input_size)
 
 
 def load_weights(net: SJDLNet, weights: dict[str, torch.Tensor], path: str | Path = "checkpoint") -> None:

@@ -7,14 +7,14 @@ It sits below the network files (sjdl.py, rvsl.py), which both import it; only t
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, ClassVar, NamedTuple
 
-from fogreid.config import check_ranges, ranged
+from fogreid.config import check_ranges, ranged, renamed_keys
 from fogreid.errors import FogreidError
 
 # The largest input side a model is built for: 4096 px holds a 4K frame's width; an input of
 # 100000 px would ask for terabytes before any check could run.
-MAX_INPUT_SIZE = 4096
+MAX_IMGSZ = 4096
 # Classes of a classifier head: VeRi-Wild, the largest public vehicle ReID set, has about 40k.
 MAX_IDS = 200_000
 
@@ -38,13 +38,17 @@ class ModelConfig:
     defog_head: str = "scatter"         # scatter (invert the scattering model) | paper (as published)
     decoder_width: int = ranged(64, 1, 1024, integer=True)   # channels of the decoder at stride 4
     enhance_width: int = ranged(20, 1, 1024, integer=True)   # channels of the pyramid enhancement
-    # (height, width) of the deployed graph
-    input_size: tuple[int, int] = ranged((384, 384), 32, MAX_INPUT_SIZE, integer=True)
+    # the image size, (height, width), of the crops the network takes and the deployed graph's input
+    imgsz: tuple[int, int] = ranged((384, 384), 32, MAX_IMGSZ, integer=True)
     pixel_mean: tuple[float, float, float] = ranged((0.0, 0.0, 0.0), -1, 1)  # RGB, on [0, 1] pixels
     pixel_std: tuple[float, float, float] = ranged((1.0, 1.0, 1.0), 0, 10, low_open=True)
     num_ids: int = ranged(0, 0, MAX_IDS, integer=True)        # classes of the synthetic (labelled) domain
     # classes of the real foggy domain (SJDL's 2nd classifier)
     num_ids_real: int = ranged(0, 0, MAX_IDS, integer=True)
+
+    # Old field names still read (with a DeprecationWarning) from YAML, --set, preset() and
+    # older checkpoints, for one release: fogreid/config.py, renamed_keys.
+    RENAMED_FIELDS: ClassVar[dict[str, str]] = {"input_size": "imgsz"}
 
     def __post_init__(self) -> None:
         if self.arch not in ("sjdl", "rvsl"):
@@ -52,9 +56,9 @@ class ModelConfig:
         if self.defog_head not in ("scatter", "paper"):
             raise FogreidError(f"model defog_head {self.defog_head!r}: choose scatter or paper")
         check_ranges(self, "model")
-        h, w = self.input_size
+        h, w = self.imgsz
         if h < 32 or w < 32 or h % 32 or w % 32:
-            raise FogreidError(f"input_size {self.input_size}: height and width must be "
+            raise FogreidError(f"imgsz {self.imgsz}: height and width must be "
                                f"multiples of 32 and at least 32 (the encoder's stride)")
 
 
@@ -79,11 +83,11 @@ PRESETS: dict[str, ModelConfig] = {
     # target runs it), a decoder slim enough not to outweigh the encoder at full size, and
     # layer4 at stride 32: at 128 px, stride 16 would cost a third of the encoder for 4x4 more cells.
     "edge": ModelConfig(backbone="resnet18", last_stride=2, deform_branch=False, decoder_width=32,
-                        enhance_width=8, input_size=(128, 128)),
+                        enhance_width=8, imgsz=(128, 128)),
 }
 
 
 def preset(name: str, **overrides: object) -> ModelConfig:
     if name not in PRESETS:
         raise FogreidError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
-    return replace(PRESETS[name], **overrides)
+    return replace(PRESETS[name], **renamed_keys(ModelConfig, overrides, f"preset({name!r})"))

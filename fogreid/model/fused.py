@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from fogreid._deprecated import renamed
 from fogreid.errors import FogreidError
 from fogreid.model.sjdl import SJDLNet
 from fogreid.pixels import frames_to_images, images_to_frames
@@ -50,19 +51,31 @@ class FusedDefogReID(nn.Module):
         self.net = net.eval()
         self.preprocess = Preprocess()
         self.postprocess = Postprocess()
-        self.input_size = tuple(net.config.input_size)
+        self.imgsz = tuple(net.config.imgsz)   # (height, width) of the frames it takes
         self.embedding_dim = net.embedding_dim
         self.eval()  # a deploy module: BN running statistics, never batch statistics
 
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """Deprecated: `imgsz`."""
+        renamed("FusedDefogReID.input_size", "FusedDefogReID.imgsz")
+        return self.imgsz
+
     @classmethod
     def from_checkpoint(cls, path: str | Path, map_location: str | torch.device = "cpu",
+                        imgsz: tuple[int, int] | None = None, *,
                         input_size: tuple[int, int] | None = None) -> "FusedDefogReID":
-        from fogreid.model.checkpoint import load_model
+        """The network of checkpoint `path`, wrapped; `imgsz` deploys it at another image size
+        (`input_size`: its deprecated name)."""
+        from fogreid.model.checkpoint import load_network
 
-        return cls(load_model(path, map_location=map_location, input_size=input_size))
+        if input_size is not None:
+            renamed("FusedDefogReID.from_checkpoint(input_size=...)", "imgsz=...")
+            imgsz = input_size if imgsz is None else imgsz
+        return cls(load_network(path, map_location=map_location, imgsz=imgsz))
 
     def check_input(self, frames: torch.Tensor) -> None:
-        h, w = self.input_size
+        h, w = self.imgsz
         if frames.dtype != torch.uint8 or frames.dim() != 4 or tuple(frames.shape[1:]) != (h, w, 3):
             raise FogreidError(
                 f"FusedDefogReID expects uint8 frames of shape (B, {h}, {w}, 3) in BGR order, got "
@@ -72,6 +85,10 @@ class FusedDefogReID(nn.Module):
     def forward(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if not (torch.jit.is_tracing() or torch.compiler.is_compiling()):
             self.check_input(frames)
-        out = self.net(self.preprocess(frames))
-        defogged = frames if out.defogged is None else self.postprocess(out.defogged)
+        images = self.preprocess(frames)
+        out = self.net(images)
+        # Without a defog head the frames pass through, as the preprocessed images made uint8
+        # again (exact: x / 255 * 255 rounds back to x): an output that were the input itself
+        # would export as an Identity on the uint8 input, which TensorRT cannot build.
+        defogged = self.postprocess(images if out.defogged is None else out.defogged)
         return defogged, l2_normalize(out.bn_feat)

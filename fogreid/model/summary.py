@@ -35,11 +35,11 @@ def _deform_conv_flops(input_shape, weight_shape, *args, out_shape=None, **kwarg
     return 2 * (macs + sampling)
 
 
-def summarize(net: SJDLNet, input_size: tuple[int, int] | None = None) -> list[BranchCost]:
+def summarize(net: SJDLNet, imgsz: tuple[int, int] | None = None) -> list[BranchCost]:
     """Parameters and GFLOPs (of the deployed forward) of each branch."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    h, w = input_size or net.config.input_size
+    h, w = imgsz or net.config.imgsz
     mapping = {}
     if net.config.deform_branch:
         mapping[torch.ops.torchvision.deform_conv2d.default] = _deform_conv_flops

@@ -1,8 +1,8 @@
 """Inference on deployed models (PyTorch, ONNX Runtime, OpenVINO, TensorRT) and the stream pipeline.
 
-    from fogreid.runtime import load_model, build_gallery, Gallery
+    from fogreid.runtime import load_deployed, build_gallery, Gallery
 
-    with load_model("deploy/model.onnx") as model:       # .pt, .onnx or a TensorRT engine
+    with load_deployed("deploy/model.onnx") as model:    # .pt, .onnx or a TensorRT engine
                                                           # (backend="openvino": the .onnx on OpenVINO)
         defogged, embeddings = model(crops)                # uint8 (N, H, W, 3) BGR
         build_gallery(model, "gallery_images/").save("gallery.npz")
@@ -15,7 +15,8 @@ this package never imports `fogreid.train`.
 from fogreid._lazy import attach
 
 _NAMES = {
-    "load_model": "backends",
+    "load_deployed": "backends",
+    "load_model": "backends",       # deprecated: load_deployed
     "DeployedModel": "backends",
     "make_runner": "backends",
     "engines_for": "backends",

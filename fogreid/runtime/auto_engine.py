@@ -102,20 +102,21 @@ def choice_line(winner: str, ms: dict[str, float], batch: int) -> str:
             f"[measured here; --backend to choose]")
 
 
-def fastest_cpu_engine(model, path: str | Path, device: str = "auto", batch: int | None = None,
-                       probe: Probe | None = None, out=None):
+def fastest_cpu_engine(model, path: str | Path, open_openvino: Callable[[], object], device: str = "auto",
+                       batch: int | None = None, probe: Probe | None = None, out=None):
     """`model` (a DeployedModel on ONNX Runtime, as make_runner's auto gives it) or, when
-    OpenVINO is measured faster at `batch` on this CPU, the same file on OpenVINO; the loser is
-    closed. Anything else (another backend, a GPU provider, no OpenVINO) is returned as it is."""
+    OpenVINO is measured faster at `batch` on this CPU, the same file on OpenVINO (opened by
+    `open_openvino`, which the caller passes so this module needs nothing from backends.py);
+    the loser is closed. Anything else (another backend, a GPU provider, no OpenVINO) is
+    returned as it is."""
     from fogreid.errors import FogreidError
-    from fogreid.runtime.backends import DeployedModel, make_runner
 
     session = getattr(model.runner, "sess", None)
     if (Path(path).suffix.lower() != ".onnx" or session is None or device not in ("auto", "cpu")
             or session.get_providers()[0] != "CPUExecutionProvider" or not openvino_installed()):
         return model
     try:
-        other = DeployedModel(make_runner(path, "openvino", "cpu"), path)
+        other = open_openvino()
     except FogreidError as exc:  # EnvironmentProblem too: OpenVINO cannot compile it here
         model.choice = f"backend auto: onnxruntime (OpenVINO cannot run {Path(path).name}: {exc})"
         print(model.choice, file=out or sys.stderr, flush=True)

@@ -11,9 +11,10 @@
                 wrapped in ProfileBatchRunner: a batch above the engine's profile is split
                 into chunks the profile takes, one below it is refused
 
-`load_model(path)` wraps the right one in `DeployedModel`: one call from a uint8 batch of
-crops to (defogged, embeddings). Validation feeds the same runners to Polygraphy's
-Comparator, so what is validated is what runs.
+`load_deployed(path)` wraps the right one in `DeployedModel`: one call from a uint8 batch of
+crops to (defogged, embeddings); with backend `auto`, an ONNX file on the CPU runs on the
+engine measured faster at load time, ONNX Runtime or an installed OpenVINO (auto_engine.py).
+Validation feeds the same runners to Polygraphy's Comparator, so what is validated is what runs.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import numpy as np
 from polygraphy.backend.base import BaseRunner
 from polygraphy.common import TensorMetadata
 
+from fogreid._deprecated import renamed
 from fogreid.errors import FogreidError
 from fogreid.sessions import onnxruntime_session, openvino_model
 
@@ -44,7 +46,7 @@ class TorchRunner(BaseRunner):
         self.model = model.to(self.device).eval()
 
     def get_input_metadata_impl(self):
-        h, w = self.model.input_size
+        h, w = self.model.imgsz
         return TensorMetadata().add("frames", np.uint8, (-1, h, w, 3))
 
     def infer_impl(self, feed_dict):
@@ -97,9 +99,10 @@ def engines_for(path: str | Path) -> list[str]:
 
 
 def make_runner(path: str | Path, backend: str = "auto", device: str = "auto") -> BaseRunner:
+    from fogreid.file_kinds import expect
+
     path = Path(path)
-    if not path.is_file():
-        raise FogreidError(f"model file not found: {path}")
+    expect(path, "", "model")
     kind = artifact_kind(path, backend)
     if kind == "torch":
         from fogreid.devices import pick_device
@@ -109,9 +112,9 @@ def make_runner(path: str | Path, backend: str = "auto", device: str = "auto") -
         return TorchRunner(lambda: FusedDefogReID.from_checkpoint(path, map_location=torch_device),
                            str(torch_device), name=f"torch:{path.name}")
     if kind in ("onnxruntime", "openvino"):
-        from fogreid.onnx_graph import input_size, load
+        from fogreid.onnx_graph import check_reid_io, load
 
-        input_size(load(path, load_weights=False), path)  # a clear error for graphs not exported by fogreid
+        check_reid_io(load(path, load_weights=False), path)  # a clear error for graphs not exported by fogreid
     if kind == "openvino":
         return OpenVinoRunner(path, openvino_device(device), name=f"openvino:{path.name}")
     if kind == "onnxruntime":
@@ -262,11 +265,18 @@ class DeployedModel:
             runner.deactivate()
             raise FogreidError(f"{runner.name}: the model has no 'frames' input; export it with `fogreid export`")
         shape = meta["frames"].shape
-        self.input_size = (int(shape[1]), int(shape[2]))
+        self.imgsz = (int(shape[1]), int(shape[2]))   # (height, width) of the crops it takes
         self.name = runner.name
+        self.choice: str | None = None   # how `--backend auto` chose this engine, when it measured (auto_engine)
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """Deprecated: `imgsz`."""
+        renamed("DeployedModel.input_size", "DeployedModel.imgsz")
+        return self.imgsz
 
     def __call__(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        h, w = self.input_size
+        h, w = self.imgsz
         if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[1:] != (h, w, 3):
             raise FogreidError(f"{self.name}: expected uint8 crops (B, {h}, {w}, 3) BGR, got "
                                f"{frames.dtype} {frames.shape}; resize with fogreid.data.image_io.resize_for_model")
@@ -297,5 +307,23 @@ class DeployedModel:
         self.close()
 
 
-def load_model(path: str | Path, backend: str = "auto", device: str = "auto") -> DeployedModel:
-    return DeployedModel(make_runner(path, backend, device), path)
+def load_deployed(path: str | Path, backend: str = "auto", device: str = "auto", batch: int | None = None,
+                  probe=None) -> DeployedModel:
+    """A deployed artifact (a .pt checkpoint, an .onnx file or a TensorRT engine) as a DeployedModel.
+    With backend `auto`, an .onnx file on the CPU runs on the engine measured fastest here at
+    `batch` crops a call (default 1) among ONNX Runtime and, if installed, OpenVINO
+    (fogreid.runtime.auto_engine; `probe` replaces its timing function)."""
+    model = DeployedModel(make_runner(path, backend, device), path)
+    if backend != "auto":
+        return model
+    from fogreid.runtime.auto_engine import fastest_cpu_engine
+
+    return fastest_cpu_engine(model, path, lambda: DeployedModel(make_runner(path, "openvino", "cpu"), path),
+                              device, batch, probe)
+
+
+def load_model(path: str | Path, backend: str = "auto", device: str = "auto", batch: int | None = None
+               ) -> DeployedModel:
+    """Deprecated: `load_deployed` (fogreid.model.load_network reads a checkpoint into a network)."""
+    renamed("fogreid.runtime.load_model", "fogreid.runtime.load_deployed")
+    return load_deployed(path, backend, device, batch)

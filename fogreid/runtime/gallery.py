@@ -97,7 +97,7 @@ class Gallery:
     embeddings: np.ndarray            # (N, D) float32, unit rows
     labels: list[str]
     paths: list[str]
-    model: dict = field(default_factory=dict)   # name, input_size, embedding_dim, checkpoint_sha256
+    model: dict = field(default_factory=dict)   # name, input_size (the imgsz), embedding_dim, checkpoint_sha256
     index_spec: IndexSpec = field(default_factory=IndexSpec)
     _index: object = field(default=None, repr=False)
     _index_n: int = field(default=-1, repr=False)    # how many rows the index holds
@@ -139,27 +139,32 @@ class Gallery:
     @classmethod
     def load(cls, path: str | Path, index: IndexSpec | None = None) -> "Gallery":
         """`index` overrides the saved choice (and drops a saved index of another kind)."""
+        from fogreid.file_kinds import expect
+
         path = Path(path)
-        if not path.is_file():
-            raise FogreidError(f"gallery not found: {path}; build one with `fogreid gallery`")
+        expect(path, "", "gallery", "gallery (.npz from `fogreid gallery`)",
+               {"onnx": "--model", "checkpoint": "--model or --checkpoint"})
+        rebuild = "rebuild it with `fogreid gallery`"
         try:
             with np.load(path, allow_pickle=False) as data:
-                saved = IndexSpec(**json.loads(str(data["index_spec"]))) if "index_spec" in data else IndexSpec()
-                gallery = cls(data["embeddings"], data["labels"].tolist(), data["paths"].tolist(),
-                              json.loads(str(data["model"])), index or saved)
+                missing = [k for k in ("embeddings", "labels", "paths", "model") if k not in data]
+                if missing:
+                    raise FogreidError(f"{path}: not a fogreid gallery (no {', '.join(missing)} array); {rebuild}")
+                saved = _index_spec(data["index_spec"], path) if "index_spec" in data else IndexSpec()
+                embeddings, labels, paths = data["embeddings"], data["labels"], data["paths"]
+                model = _json_field(data["model"], path, "model")
+                _check_arrays(embeddings, labels, paths, model, path)
+                gallery = cls(embeddings, labels.tolist(), paths.tolist(), model, index or saved)
                 if "faiss_index" in data and gallery.index_spec.resolve(len(gallery.labels)) == \
                         saved.resolve(len(gallery.labels)) and _faiss() is not None:
                     gallery._index = _faiss().deserialize_index(data["faiss_index"])
                     gallery._index_n = gallery._index.ntotal
                     _set_search_params(gallery._index, gallery.index_spec)
         # a half-copied file raises one of these too
-        except (ValueError, KeyError, OSError, EOFError, TypeError, zipfile.BadZipFile) as exc:
-            raise FogreidError(f"{path}: not a fogreid gallery ({exc}); rebuild it with `fogreid gallery`") from None
-        if gallery.embeddings.ndim != 2 or len(gallery.embeddings) != len(gallery.labels):
-            raise FogreidError(f"{path}: embeddings and labels disagree; rebuild it with `fogreid gallery`")
-        if gallery.embeddings.dtype.kind != "f":
-            raise FogreidError(f"{path}: its embeddings are {gallery.embeddings.dtype}, not floats; rebuild it with "
-                               f"`fogreid gallery`")
+        except (ValueError, KeyError, OSError, EOFError, TypeError, zipfile.BadZipFile, RuntimeError) as exc:
+            first = next(iter(str(exc).splitlines()), "")[:160]
+            raise FogreidError(f"{path}: not a readable fogreid gallery ({type(exc).__name__}: {first}); "
+                               f"{rebuild}") from None
         finite = np.isfinite(gallery.embeddings).all(axis=1)
         if not finite.all():  # a NaN row scores NaN against every query: matched, and written into the events
             rows = np.flatnonzero(~finite)
@@ -178,18 +183,19 @@ class Gallery:
                                f"{self.model.get('name')}); this model is checkpoint {identity[:12]}: "
                                f"rebuild the gallery with this model (`fogreid gallery --model ...`)")
         if identity and not mine:
-            print("fogreid: warning: the gallery does not record which model built it (made by an older "
-                  "fogreid); only its sizes are checked. Rebuild it with `fogreid gallery`.", file=sys.stderr)
+            print("fogreid: warning: the gallery does not record which model built it (built by an older "
+                  "fogreid, or from code without `identity=`); only its sizes are checked. Rebuild it with "
+                  "`fogreid gallery`.", file=sys.stderr)
 
-    def check_model(self, embedding_dim: int, input_size: tuple[int, int], identity: str | None = None) -> None:
+    def check_model(self, embedding_dim: int, imgsz: tuple[int, int], identity: str | None = None) -> None:
         """Refuse a model other than the one that built the gallery: its identity (checkpoint
         SHA-256) when both sides know it, and its embedding and input sizes."""
         self.check_identity(identity)
         if (self.embeddings.shape[1] != embedding_dim
-                or tuple(self.model.get("input_size", input_size)) != tuple(input_size)):
+                or tuple(self.model.get("input_size", imgsz)) != tuple(imgsz)):
             raise FogreidError(f"the gallery holds {self.embeddings.shape[1]}-d embeddings of a "
                                f"{self.model.get('input_size')} model ({self.model.get('name')}); this model gives "
-                               f"{embedding_dim}-d at {input_size}: rebuild the gallery with this model")
+                               f"{embedding_dim}-d at {imgsz}: rebuild the gallery with this model")
 
     def match(self, queries: np.ndarray, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """(indices (M, k), cosine scores (M, k)), best first."""
@@ -203,6 +209,53 @@ class Gallery:
         if short.any():
             indices[short], scores[short] = exact_search(self.embeddings, queries[short], k)
         return indices, scores
+
+
+def _json_field(array: np.ndarray, path: Path, name: str):
+    """A JSON string stored as a 0-d array: its value, which must be a mapping."""
+    if array.ndim != 0 or array.dtype.kind != "U":
+        raise FogreidError(f"{path}: its {name} field is a {array.dtype} array, not a JSON text; rebuild it with "
+                           f"`fogreid gallery`")
+    try:
+        value = json.loads(str(array))
+    except ValueError:
+        raise FogreidError(f"{path}: its {name} field is not valid JSON; rebuild it with `fogreid gallery`") from None
+    if not isinstance(value, dict):
+        raise FogreidError(f"{path}: its {name} field is a {type(value).__name__}, not a mapping; rebuild it with "
+                           f"`fogreid gallery`")
+    return value
+
+
+def _index_spec(array: np.ndarray, path: Path) -> IndexSpec:
+    value = _json_field(array, path, "index_spec")
+    known = {f for f in IndexSpec.__dataclass_fields__}
+    if set(value) - known or value.get("kind", "auto") not in KINDS:
+        raise FogreidError(f"{path}: its index_spec {json.dumps(value)[:80]} is not one fogreid writes; rebuild it "
+                           f"with `fogreid gallery`")
+    return IndexSpec(**value)
+
+
+def _check_arrays(embeddings: np.ndarray, labels: np.ndarray, paths: np.ndarray, model: dict, path: Path) -> None:
+    """What matching relies on: (N, D) float embeddings with N >= 1, a label and a path per row,
+    and a model description whose sizes are sizes."""
+    rebuild = "rebuild it with `fogreid gallery`"
+    if embeddings.ndim != 2 or embeddings.shape[1] < 1:
+        raise FogreidError(f"{path}: its embeddings have shape {embeddings.shape}, not (rows, dim); {rebuild}")
+    if embeddings.dtype.kind != "f":
+        raise FogreidError(f"{path}: its embeddings are {embeddings.dtype}, not floats; {rebuild}")
+    if len(embeddings) == 0:
+        raise FogreidError(f"{path}: the gallery is empty (0 embeddings): nothing to match against; build it from a "
+                           f"folder with images (`fogreid gallery --images DIR`)")
+    for name, array in (("labels", labels), ("paths", paths)):
+        if array.ndim != 1 or len(array) != len(embeddings) or array.dtype.kind not in "UO":
+            raise FogreidError(f"{path}: its {name} ({array.dtype} {array.shape}) do not give one text per "
+                               f"embedding ({len(embeddings)}); {rebuild}")
+    size, dim = model.get("input_size", [1, 1]), model.get("embedding_dim", embeddings.shape[1])
+    if (not isinstance(size, list) or len(size) != 2 or not all(isinstance(v, int) and v > 0 for v in size)
+            or not isinstance(dim, int) or isinstance(dim, bool) or dim != embeddings.shape[1]
+            or not isinstance(model.get("checkpoint_sha256", ""), str) or not isinstance(model.get("name", ""), str)):
+        raise FogreidError(f"{path}: its model description {json.dumps(model)[:100]} does not fit its embeddings "
+                           f"({embeddings.shape[1]}-d); {rebuild}")
 
 
 def _set_search_params(index, spec: IndexSpec) -> None:
@@ -271,11 +324,11 @@ def build_gallery(model, images: str | Path, batch_size: int = 32, progress: boo
     labels = [label_of(p, root) for p in paths]
     embeddings = []
     with tqdm(total=len(paths), desc="gallery", unit="img", disable=not progress) as bar:
-        for batch in image_batches(paths, model.input_size, batch_size):
+        for batch in image_batches(paths, model.imgsz, batch_size):
             embeddings.append(model(batch)[1])
             bar.update(len(batch))
     emb = np.concatenate(embeddings)
-    described = {"name": model.name, "input_size": list(model.input_size), "embedding_dim": int(emb.shape[1])}
+    described = {"name": model.name, "input_size": list(model.imgsz), "embedding_dim": int(emb.shape[1])}
     if identity:
         described["checkpoint_sha256"] = identity
     return Gallery(emb, labels, [str(p) for p in paths], described, index or IndexSpec())

@@ -236,7 +236,7 @@ class Pipeline:
                 x1, y1, x2, y2 = region.box
                 if tid == -1 or min(x2 - x1, y2 - y1) < opts.min_crop:
                     continue  # a tentative track, or a crop too small to identify
-                crops.append(resize_for_model(frame.image[y1:y2, x1:x2], self.model.input_size))
+                crops.append(resize_for_model(frame.image[y1:y2, x1:x2], self.model.imgsz))
                 owners.append((i, j))
         alive = {source: tracker.alive() for source, tracker in self.trackers.items()}  # a snapshot, for `write`
         return Work(frames, regions, track_ids, np.stack(crops) if crops else None, owners, alive=alive)
@@ -290,7 +290,7 @@ class Pipeline:
             event["top_k"] = [{"id": opts.gallery.labels[m], "score": round(float(s), 4)}
                               for m, s in zip(idx, score, strict=True)]
         if self.book is not None and tid >= 0:
-            quality = crop_quality(region, frame.image.shape[:2], self.model.input_size)
+            quality = crop_quality(region, frame.image.shape[:2], self.model.imgsz)
             track_events = self.book.observe(frame.source, tid, frame.index, frame.clock, work.embeddings[k], quality)
             stats.tracks += sum(e["event"] == "track_start" for e in track_events)
             track = self.book.tracks[(frame.source, tid)]
@@ -338,8 +338,8 @@ class Pipeline:
         for reader in self.readers:
             reader.start()
         if self.opts.gallery is not None:  # readers already fill their queues meanwhile
-            probe = self.model(np.zeros((1, *self.model.input_size, 3), np.uint8))[1]
-            self.opts.gallery.check_model(probe.shape[1], self.model.input_size)
+            probe = self.model(np.zeros((1, *self.model.imgsz, 3), np.uint8))[1]
+            self.opts.gallery.check_model(probe.shape[1], self.model.imgsz)
         try:
             if self.opts.pipelined:
                 self._run_threads()

@@ -71,9 +71,9 @@ class SourceTracker:
         return {int(t.tracker_id) for t in self.tracker.tracks if t.tracker_id >= 0}
 
 
-def crop_quality(region: Region, frame_shape: tuple[int, int], input_size: tuple[int, int]) -> float:
+def crop_quality(region: Region, frame_shape: tuple[int, int], imgsz: tuple[int, int]) -> float:
     x1, y1, x2, y2 = region.xyxy
-    size = min(1.0, float(np.sqrt(max(x2 - x1, 0) * max(y2 - y1, 0) / (input_size[0] * input_size[1]))))
+    size = min(1.0, float(np.sqrt(max(x2 - x1, 0) * max(y2 - y1, 0) / (imgsz[0] * imgsz[1]))))
     cut = x1 <= 1 or y1 <= 1 or x2 >= frame_shape[1] - 1 or y2 >= frame_shape[0] - 1
     return max(region.score, 1e-3) * max(size, 1e-3) * (0.5 if cut else 1.0)
 

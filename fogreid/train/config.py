@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fogreid.config import from_dict, load_yaml, ranged, to_dict
+from fogreid.config import from_dict, load_yaml, ranged, renamed_keys, to_dict
 from fogreid.errors import FogreidError
 from fogreid.model.config import ModelConfig, preset
 
@@ -78,7 +78,9 @@ class LossConfig:
 @dataclass
 class OptimConfig:
     epochs: int = ranged(120, 1, 100_000, integer=True)    # rvsl: per stage
-    lr: float = ranged(1e-4, 0, 10, low_open=True)
+    # None: the recipe's peak lr, from where the encoder starts (fogreid/train/schedule.py):
+    # 1e-3 from scratch, the published 1e-4 from pretrained weights
+    lr: float | None = ranged(None, 0, 10, low_open=True)
     weight_decay: float = ranged(5e-4, 0, 1)
     schedule: str = "paper"          # a named schedule (fogreid/train/schedule.py), scaled to `epochs`
     # None: the schedule's, scaled; else in this run's epochs
@@ -109,9 +111,9 @@ class TrainConfig:
     stage: str = "all"               # rvsl: 1 | 2 | 3 | all (in order, each from the previous)
 
     def model_config(self, num_ids: int, num_ids_real: int) -> ModelConfig:
-        overrides = dict(self.model)
-        if "input_size" in overrides:
-            overrides["input_size"] = tuple(overrides["input_size"])
+        overrides = renamed_keys(ModelConfig, dict(self.model), "model", stacklevel=2)
+        if "imgsz" in overrides:
+            overrides["imgsz"] = tuple(overrides["imgsz"])
         if self.mode == "reid":
             overrides["defog"] = False
         if self.mode == "rvsl":
@@ -150,7 +152,7 @@ class TrainConfig:
             raise FogreidError(f"optim.schedule {self.optim.schedule!r}: choose one of {', '.join(SCHEDULES)}")
         if self.optim.precise_bn_batches < 0:
             raise FogreidError("optim.precise_bn_batches must be >= 0 (0 turns precise BatchNorm off)")
-        self.model_config(0, 0)  # the model overrides (model.input_size=...) checked now, not after the data loads
+        self.model_config(0, 0)  # the model overrides (model.imgsz=...) checked now, not after the data loads
 
 
 def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:

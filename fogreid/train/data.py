@@ -44,7 +44,7 @@ def training_data(cfg: TrainConfig, device: torch.device, rank: int = 0,
     labels = [ids.index(r.pid) for r in records]
     real = load_fvrid(cfg.data.root, "real") if cfg.mode == "sjdl" else None
     model_cfg = cfg.model_config(len(ids), real.num_train_ids if real else 0)
-    dataset = ReIDImages(records, model_cfg.input_size, labels)
+    dataset = ReIDImages(records, model_cfg.imgsz, labels)
     sampler = IdentitySampler(labels, cfg.data.ids_per_batch, cfg.data.instances_per_id, cfg.seed)
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=ShardedBatches(sampler, rank, world),
                                          num_workers=cfg.data.num_workers,

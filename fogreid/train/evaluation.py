@@ -1,5 +1,5 @@
 """Evaluation through the deploy contract: uint8 frames into the deployed model (the PyTorch
-`FusedDefogReID`, or any artifact loaded with `fogreid.runtime.backends.load_model`),
+`FusedDefogReID`, or any artifact loaded with `fogreid.runtime.backends.load_deployed`),
 retrieval (mAP / CMC with the same-id-same-camera filter) on the embeddings, PSNR / SSIM of
 the defogged frames against the clear images where they exist."""
 
@@ -42,9 +42,9 @@ def evaluate(model: FusedDefogReID, split: ReIDSplit, batch_size: int = 64, prog
     records = split.query + split.gallery
     embeddings, image_scores = [], {"psnr": [], "ssim": [], "psnr_foggy": [], "ssim_foggy": []}
     paired = split.paired and has_defog
-    clear_batches = image_batches([r.clear_path for r in records], model.input_size, batch_size) if paired else None
+    clear_batches = image_batches([r.clear_path for r in records], model.imgsz, batch_size) if paired else None
     with tqdm(total=len(records), desc=desc, unit="img", disable=not progress, leave=False) as bar:
-        for frames in image_batches([r.path for r in records], model.input_size, batch_size):
+        for frames in image_batches([r.path for r in records], model.imgsz, batch_size):
             defogged, emb = infer(frames)
             embeddings.append(emb)
             if clear_batches is not None:
@@ -79,14 +79,14 @@ def leave_one_out(split: ReIDSplit) -> ReIDSplit:
 
 
 def test_checkpoint(path: Path, root: str | Path, device, progress: bool = False) -> dict:
-    """The test figures of a best.pt on the synthetic (and real-like) test sets, and the
+    """The test figures of a best.pt on the synthetic, clear (and real-like) test sets, and the
     same with the BatchNorm statistics it had before precise BN ("test_ema_bn"), which
     shows what precise BN is worth."""
     from fogreid.data.datasets import load_fvrid
-    from fogreid.model.checkpoint import load_model, read_checkpoint
+    from fogreid.model.checkpoint import load_network, read_checkpoint
 
-    net = load_model(path, map_location=device)
-    splits = {"syn": load_fvrid(root, "syn")}
+    net = load_network(path, map_location=device)
+    splits = {"syn": load_fvrid(root, "syn"), "clear": load_fvrid(root, "clear")}
     if (Path(root) / "FVRID_real").is_dir():
         splits["real"] = load_fvrid(root, "real")
     result = {"test": {k: evaluate(FusedDefogReID(net), s, progress=progress, desc=f"test {k}")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import json
 import math
 import os
@@ -225,7 +226,7 @@ def train(cfg: TrainConfig, out: str | Path, resume: str | Path | None = None, p
 
 
 def describe(cfg: TrainConfig, job: Job) -> None:
-    data, size, world = job.data, job.net.config.input_size, job.procs.world
+    data, size, world = job.data, job.net.config.imgsz, job.procs.world
     print(f"training {cfg.mode} ({job.net.config.backbone}, {size[0]}x{size[1]}) on {len(data.records)} images of "
           f"{len(data.ids)} ids on {job.device}" + (f" x{world} processes" if world > 1 else ""))
     print(f"validation: {len(data.val.query)} queries ({len(data.val.gallery)} gallery) of "

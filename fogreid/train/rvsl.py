@@ -212,7 +212,7 @@ def train_stage(stage: int, cfg: TrainConfig, out: Path, init: Path | None, prog
     seed_everything(cfg.seed + stage, device)
     out.mkdir(parents=True, exist_ok=True)
     data, model_cfg = training_data(cfg, device)
-    real = real_images(stage, Path(cfg.data.root), model_cfg.input_size)
+    real = real_images(stage, Path(cfg.data.root), model_cfg.imgsz)
     schedule = resolve_schedule(cfg.optim, pretrained=bool(cfg.pretrained))  # every stage: the same peak lr
     pretrained = (cfg.pretrained or None) if stage == 1 and init is None else None  # later stages start from init
     net = build_model(model_cfg, pretrained).to(device)

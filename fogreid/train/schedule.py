@@ -5,6 +5,11 @@ length gets them scaled (warmup and milestones in proportion), so an 8-epoch run
 warms up and decays instead of spending its whole budget in a 10-epoch warmup. Warmup and
 milestones given explicitly (`optim.warmup_epochs`, `optim.milestones`) are in the run's own
 epochs and are used as given, with a warning where they cannot act within the run.
+
+The peak lr, left unset (`optim.lr` None, the default), follows from where the encoder starts:
+the published 1e-4 (Adam) assumes ImageNet weights (`--pretrained`); from scratch, which is
+what a machine without those weights gets, 1e-4 underfits (16 epochs: SJDL no better than
+ReID-only) and 10x that keeps the papers' order (docs/benchmarks.md, "Training defaults").
 """
 
 from __future__ import annotations
@@ -30,6 +35,15 @@ SCHEDULES: dict[str, Schedule] = {
 }
 
 
+# The peak lr when optim.lr is unset: (from scratch, from pretrained weights).
+LR_FROM_SCRATCH = 1e-3
+LR_PRETRAINED = 1e-4
+
+
+def default_lr(pretrained: bool) -> float:
+    return LR_PRETRAINED if pretrained else LR_FROM_SCRATCH
+
+
 @dataclass(frozen=True)
 class ResolvedSchedule:
     """The schedule of one run (or one RVSL stage), in that run's epochs."""
@@ -41,6 +55,7 @@ class ResolvedSchedule:
     milestones: tuple[int, ...]
     gamma: float
     notes: tuple[str, ...] = ()
+    lr_source: str = "optim.lr"      # why this peak lr: the user's optim.lr, or the recipe's reason
 
     def lr_at(self, epoch: float) -> float:
         """The lr at a (fractional) epoch: warmup is per step, the decay per whole epoch."""
@@ -50,13 +65,20 @@ class ResolvedSchedule:
         return self.lr * self.gamma ** sum(int(epoch) >= m for m in self.milestones)
 
     def describe(self) -> str:
-        return (f"lr {self.lr:g}, warmup {self.warmup_epochs:g} epochs from x{self.warmup_factor:g}, "
+        return (f"lr {self.lr:g} ({self.lr_source}), "
+                f"warmup {self.warmup_epochs:g} epochs from x{self.warmup_factor:g}, "
                 f"x{self.gamma:g} at {list(self.milestones)} of {self.epochs} epochs")
 
 
-def resolve_schedule(optim, epochs: int | None = None) -> ResolvedSchedule:
-    """`optim` (an OptimConfig) for a run of `epochs` (default optim.epochs)."""
+def resolve_schedule(optim, epochs: int | None = None, pretrained: bool = False) -> ResolvedSchedule:
+    """`optim` (an OptimConfig) for a run of `epochs` (default optim.epochs) whose encoder starts
+    from pretrained weights or not (which sets the peak lr when optim.lr is unset)."""
     epochs = optim.epochs if epochs is None else epochs
+    if optim.lr is None:
+        lr = default_lr(pretrained)
+        lr_source = "default for pretrained weights" if pretrained else "default from scratch; 1e-4 with --pretrained"
+    else:
+        lr, lr_source = optim.lr, "optim.lr"
     if optim.schedule not in SCHEDULES:
         raise FogreidError(f"optim.schedule {optim.schedule!r}: choose one of {', '.join(SCHEDULES)}")
     named = SCHEDULES[optim.schedule]
@@ -70,7 +92,7 @@ def resolve_schedule(optim, epochs: int | None = None) -> ResolvedSchedule:
         warmup = float(optim.warmup_epochs)
         if warmup >= epochs:
             notes.append(f"optim.warmup_epochs={warmup:g} is not shorter than the run ({epochs} epochs): "
-                         f"the lr never reaches its peak {optim.lr:g}; lower it or leave it unset (scaled)")
+                         f"the lr never reaches its peak {lr:g}; lower it or leave it unset (scaled)")
     if optim.milestones is None:
         # Milestones that scale onto the same epoch all count (x0.6 twice = x0.36): the run
         # still ends at the schedule's final fraction of the lr.
@@ -84,4 +106,4 @@ def resolve_schedule(optim, epochs: int | None = None) -> ResolvedSchedule:
     if scale != 1 and (optim.warmup_epochs is None or optim.milestones is None):
         notes.append(f"schedule {optim.schedule!r} assumes {named.epochs} epochs; scaled to {epochs}")
     gamma = named.gamma if optim.gamma is None else optim.gamma
-    return ResolvedSchedule(optim.lr, epochs, warmup, optim.warmup_factor, milestones, gamma, tuple(notes))
+    return ResolvedSchedule(lr, epochs, warmup, optim.warmup_factor, milestones, gamma, tuple(notes), lr_source)

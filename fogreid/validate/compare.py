@@ -216,13 +216,13 @@ def validate_many(checkpoint: str | Path, candidates: list[tuple[str | Path, str
         candidate = make_runner(artifact, kind, device)
         with candidate:
             shape = candidate.get_input_metadata(use_numpy_dtypes=False)["frames"].shape
-        if (int(shape[1]), int(shape[2])) != reference_model.input_size:
+        if (int(shape[1]), int(shape[2])) != reference_model.imgsz:
             raise FogreidError(f"{artifact} takes {shape[1]}x{shape[2]} frames but {checkpoint} is a "
-                               f"{reference_model.input_size[0]}x{reference_model.input_size[1]} model: the artifact "
+                               f"{reference_model.imgsz[0]}x{reference_model.imgsz[1]} model: the artifact "
                                f"is for another model; export it from this checkpoint")
         limits = thresholds_for(precision or artifact_precision(artifact), threshold_overrides)
         runners.append((artifact, candidate, precision or artifact_precision(artifact), limits))
-    frames, split = collect_frames(images, data_root, reference_model.input_size, limit)
+    frames, split = collect_frames(images, data_root, reference_model.imgsz, limit)
     loader = [{"frames": frames[i:i + batch_size]} for i in range(0, len(frames), batch_size)]
     reference = TorchRunner(reference_model, name="pytorch")
     # Polygraphy's Comparator runs the runners one after the other on the same batches.

@@ -56,14 +56,14 @@ def validate_frame_graph(checkpoint: str | Path, artifact: str | Path, images: l
 
     from fogreid.export.frame_graph import DefogFrame
     from fogreid.metrics import psnr, ssim
-    from fogreid.model.checkpoint import load_model
+    from fogreid.model.checkpoint import load_network
     from fogreid.pixels import frames_to_images
 
     checkpoint, artifact = Path(checkpoint), Path(artifact)
     check_same_model(checkpoint, artifact)
     if precision not in PSNR_DB:
         raise FogreidError(f"--precision {precision}: choose fp32, fp16 or int8")
-    reference = DefogFrame(load_model(checkpoint))
+    reference = DefogFrame(load_network(checkpoint))
     session = onnxruntime_session(artifact, "cpu")
     psnrs, ssims, grey, samples = [], [], 0, {"foggy": [], "pytorch": [], "artifact": []}
     for frame in foggy_frames(images, data_root):
