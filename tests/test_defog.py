@@ -114,7 +114,8 @@ def test_run_writes_defogged_whole_frames(exported, synth_root, tmp_path, fogrei
     video = make_video(tmp_path / "video", SMALL, ids, frames=6, hold=3)
     out = tmp_path / "out.mp4"
     cmd = fogreid_cmd + ["run", "--model", str(result.files["onnx"]), "--source", str(video["video"]),
-                         "--rois", str(video["rois"]), "--save-video", str(out), "--defog-view", "frame"]
+                         "--rois", str(video["rois"]), "--save-video", str(out), "--defog-view", "frame",
+                         "--defog", "always"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     source, written = cv2.VideoCapture(str(video["video"])), cv2.VideoCapture(str(out))

@@ -96,6 +96,9 @@ def test_folder_source_and_bad_sources(video, tmp_path):
         parse_source(str(tmp_path / "missing.mp4"))
     not_video = tmp_path / "notes.mp4"
     not_video.write_text("not a video")
+    with pytest.raises(FogreidError, match="is a text file, not a video"):   # refused before any thread starts
+        parse_source(str(not_video))
+    not_video.write_bytes(bytes(range(256)) * 64)   # binary garbage: only the decoder can tell
     reader = SourceReader(parse_source(str(not_video)))
     reader.run()
     assert "cannot open or read" in reader.error

@@ -61,7 +61,7 @@ def test_few_iterations_write_checkpoints_and_metrics(fogreid_cmd, train_root, t
     best_state = read_checkpoint(out / "best.pt")
     ema = best_state["bn_ema"]
     assert any(k.endswith("running_mean") and not torch.equal(ema[k], best_state["model"][k]) for k in ema)
-    assert set(metrics["test_ema_bn"]) == {"syn", "real"}
+    assert set(metrics["test_ema_bn"]) == {"syn", "real", "clear"}
     assert history[0]["lr_start"] < history[0]["lr"]  # warmup
     # The real-like split is scored against its eval-only clear renders (never used in training).
     assert test["syn"]["psnr"] > 5 and test["real"]["psnr"] > 5
@@ -72,6 +72,12 @@ def test_few_iterations_write_checkpoints_and_metrics(fogreid_cmd, train_root, t
     scores = json.loads(proc.stdout)
     assert scores["mAP"] == pytest.approx(test["syn"]["mAP"], abs=1e-6)
     assert {"rank1", "rank5", "rank10", "psnr", "ssim", "psnr_foggy"} <= set(scores)
+    # The same test vehicles without fog: scored, and not the foggy split's figure.
+    proc = subprocess.run(fogreid_cmd + ["eval", "--checkpoint", str(out / "best.pt"), "--data", str(train_root),
+                                         "--split", "clear", "--json"], capture_output=True, text=True, check=True)
+    clear = json.loads(proc.stdout)
+    assert clear["mAP"] == pytest.approx(test["clear"]["mAP"], abs=1e-6) and clear["mAP"] != scores["mAP"]
+    assert metrics["schedule"]["lr"] == pytest.approx(3e-4) and metrics["schedule"]["lr_source"] == "optim.lr"
 
 
 def test_reid_mode_has_no_defog_head(fogreid_cmd, train_root, tmp_path):

@@ -73,6 +73,11 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
                    help="the saved video shows the defogged crops (crops, the default) or whole defogged "
                         "frames (frame: the model_defog_frame.onnx beside --model, or --defog-model)")
     p.add_argument("--defog-model", help="the whole-frame defog graph for --defog-view frame")
+    p.add_argument("--defog", choices=["auto", "always", "never"], help="with --defog-view: which frames' views are "
+                   "defogged (auto, the default: those whose dark-channel fog density reaches --fog-threshold, "
+                   "per source; clear frames are shown as they are and skip the whole-frame graph)")
+    p.add_argument("--fog-threshold", type=unit_float, metavar="DENSITY",
+                   help="fog density (0 clear, 1 opaque) from which --defog auto defogs the view (default 0.65)")
     p.add_argument("--batch", type=batch_size, default=16, help="crops per inference batch")
     p.add_argument("--top-k", type=int_in(1, 1000), default=1, help="gallery matches kept per crop in the events")
     p.add_argument("--min-score", type=cosine_float, default=0.5, help="cosine below which a match is 'unknown'")
@@ -116,10 +121,13 @@ def run(args: argparse.Namespace) -> int:
         except BusUnavailable as exc:
             print(f"fogreid run: error: --publish: {exc}", file=sys.stderr)
             return 1
-    stats = stream(args, run_options(args, regions, gallery, publisher, tracked), publisher)
+    opts = run_options(args, regions, gallery, publisher, tracked)
+    stats = stream(args, opts, publisher)
     if stats is None:
         return 1
     print(json.dumps(stats_dict(stats)))
+    if opts.fog_gate is not None:
+        print(f"fogreid run: {opts.fog_gate.describe()}", file=sys.stderr)
     return report_problems(args, stats)
 
 
@@ -155,6 +163,10 @@ def check_files(args: argparse.Namespace) -> None:
     if args.defog_model and args.defog_view != "frame":
         raise FogreidError("--defog-model is for --defog-view frame")
     input_file(args.defog_model, "--defog-model", "defog frame graph", "onnx")
+    if (args.defog or args.fog_threshold is not None) and not args.defog_view:
+        raise FogreidError("--defog and --fog-threshold choose which saved frames are defogged: add --defog-view")
+    if args.fog_threshold is not None and args.defog not in (None, "auto"):
+        raise FogreidError(f"--fog-threshold is for --defog auto, not --defog {args.defog}")
     if args.det_imgsz is not None and len(args.det_imgsz) not in (1, 2):
         raise FogreidError("--det-imgsz takes H or H W")
 
@@ -188,14 +200,20 @@ def run_options(args: argparse.Namespace, regions, gallery, publisher, tracked: 
         from fogreid.runtime.frame_defog import FrameDefogger, find_frame_graph
 
         defog_frames = FrameDefogger(args.defog_model or find_frame_graph(args.model), args.device)
+    fog_gate = None
+    if args.defog_view:
+        from fogreid.runtime.fog_gate import DEFAULT_THRESHOLD, FogGate
+
+        fog_gate = FogGate(args.defog or "auto",
+                           DEFAULT_THRESHOLD if args.fog_threshold is None else args.fog_threshold)
     return RunOptions(args.source, regions, gallery, args.events, args.save_video, args.defog_view == "crops",
                       args.batch, queue_size=args.queue, top_k=args.top_k, min_score=args.min_score,
                       max_frames=args.max_frames, reconnect=not args.no_reconnect, max_retries=args.max_retries,
                       give_up_after=args.give_up_after, video_fps=args.fps,
                       tracking=tracking, association=association, pipelined=not args.serial,
                       stall_seconds=args.stall_seconds, backoff=(min(0.5, args.max_backoff), args.max_backoff),
-                      rtsp_transport=args.rtsp_transport, defog_frames=defog_frames, publish=publisher,
-                      overwrite=args.overwrite)
+                      rtsp_transport=args.rtsp_transport, defog_frames=defog_frames, fog_gate=fog_gate,
+                      publish=publisher, overwrite=args.overwrite)
 
 
 def stream(args: argparse.Namespace, opts, publisher):

@@ -67,6 +67,7 @@ class RunOptions:
     rtsp_transport: str = "tcp"
     defog_frames: object = None         # a frame -> defogged frame callable (frame_defog.FrameDefogger):
                                         # the saved video shows whole defogged frames under the annotations
+    fog_gate: object = None             # fog_gate.FogGate: which frames' views are defogged (None: all of them)
     publish: object = None              # callable(event, embedding) and .flush(): the bus (runtime/bus.py)
     overwrite: bool = False             # replace an existing events file (else refused: never appended to)
 
@@ -80,6 +81,7 @@ class RunStats:
     global_ids: int = 0
     dropped: int = 0
     invalid_boxes: int = 0              # regions dropped for NaN / inf values or an empty box (regions.drop_invalid)
+    clear_views: int = 0                # saved frames the fog gate showed as they are (not defogged)
     reconnects: int = 0
     seconds: float = 0.0
     fps: float = 0.0
@@ -169,8 +171,11 @@ class Outputs:
     def draw(self, frame: Frame, boxes, labels, colours, defogged: list[np.ndarray]) -> np.ndarray:
         import cv2
 
-        canvas = frame.image.copy() if self.opts.defog_frames is None else self.opts.defog_frames(frame.image)
-        if self.opts.defog_view:
+        # The gate decides the view only: events and identities never depend on it.
+        foggy = self.opts.fog_gate is None or self.opts.fog_gate.foggy(frame.source, frame.image)
+        whole = self.opts.defog_frames is not None and foggy
+        canvas = self.opts.defog_frames(frame.image) if whole else frame.image.copy()
+        if self.opts.defog_view and foggy:
             for (x1, y1, x2, y2), crop in zip(boxes, defogged, strict=True):
                 if x2 > x1 and y2 > y1:
                     canvas[y1:y2, x1:x2] = cv2.resize(crop, (x2 - x1, y2 - y1))
@@ -467,6 +472,7 @@ class Pipeline:
         s.dropped = sum(r.dropped for r in self.readers)
         s.invalid_boxes = self.invalid_boxes + int(getattr(self.opts.regions, "invalid", 0))
         s.reconnects = sum(r.reconnects for r in self.readers)
+        s.clear_views = self.opts.fog_gate.frames["clear"] if self.opts.fog_gate is not None else 0
 
 
 def run_stream(model, opts: RunOptions, stop: threading.Event | None = None) -> RunStats:

@@ -1,0 +1,94 @@
+"""The fog gate of `fogreid run --defog auto`: fog density per frame (dark channel prior) on a
+generated city with a clear and a dense-fog camera, and the run itself: the same events whatever
+the gate decides, the clear camera's saved view left as it is, the foggy one's defogged."""
+
+import json
+import subprocess
+
+import cv2
+import numpy as np
+import pytest
+
+from fogreid.data.synth_video import CityConfig, make_city
+from fogreid.runtime.fog_gate import DEFAULT_THRESHOLD, FogGate, fog_density
+
+CITY = CityConfig(cameras=2, vehicles=3, seconds=3.0, fps=8.0, height=144, width=256, fog=(0.0, 3.5),
+                  cross=(1.0, 1.5), transit=(0.2, 0.5))
+
+
+@pytest.fixture(scope="module")
+def city(tmp_path_factory):
+    return make_city(tmp_path_factory.mktemp("gate_city"), CITY)
+
+
+def frames(video) -> list[np.ndarray]:
+    capture, out = cv2.VideoCapture(str(video)), []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            return out
+        out.append(frame)
+
+
+def test_density_separates_a_clear_camera_from_a_foggy_one(city):
+    clear, foggy = ([fog_density(f) for f in frames(v)] for v in city["videos"])
+    assert max(clear) < DEFAULT_THRESHOLD < min(foggy), (min(clear), max(clear), min(foggy), max(foggy))
+    assert fog_density(np.zeros((48, 64, 3), np.uint8)) < 0.2     # black: no airlight, no fog
+    assert fog_density(np.full((48, 64, 3), 200, np.uint8)) > 0.9  # a flat grey wall of fog
+
+
+def test_gate_follows_each_source_and_does_not_flicker():
+    gate, clear, fog = FogGate("auto", 0.5), np.zeros((48, 64, 3), np.uint8), np.full((48, 64, 3), 200, np.uint8)
+    assert [gate.foggy("a", clear) for _ in range(3)] == [False] * 3
+    assert [gate.foggy("b", fog) for _ in range(3)] == [True] * 3
+    # One foggy-looking frame on the clear source moves its running mean by a fifth: no switch.
+    assert gate.foggy("a", fog) is False and gate.foggy("a", clear) is False
+    assert gate.frames == {"foggy": 3, "clear": 5}
+    assert "3 of 8 frames defogged" in gate.describe()
+    assert FogGate("never").foggy("b", fog) is False and FogGate("always").foggy("a", clear) is True
+    with pytest.raises(ValueError, match="defog mode"):
+        FogGate("sometimes")
+
+
+def test_auto_keeps_the_events_and_defogs_only_the_foggy_camera(exported, city, tmp_path, fogreid_cmd):
+    _, result = exported
+    out = {}
+    for mode in ("auto", "always", "never"):
+        folder = tmp_path / mode
+        cmd = fogreid_cmd + ["run", "--model", str(result.files["onnx"]), "--backend", "onnxruntime",
+                             "--source", *map(str, city["videos"]), "--detections", *map(str, city["det"]),
+                             "--fps", "8", "--events", str(folder / "events.jsonl"),
+                             "--save-video", str(folder / "view.mp4"), "--defog-view", "frame", "--defog", mode]
+        folder.mkdir()
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        stats = json.loads(done.stdout.strip().splitlines()[-1])
+        events = [json.loads(line) for line in (folder / "events.jsonl").read_text().splitlines()]
+        for event in events:
+            event.pop("time", None)
+        # The order of two cameras' events depends on which frames were ready together; the set does not.
+        events = sorted(json.dumps(event, sort_keys=True) for event in events)
+        out[mode] = stats, events, [frames(folder / f"view_{i}.mp4") for i in range(2)], done.stderr
+    frames_per_camera = len(out["auto"][2][0])
+    assert out["auto"][0]["clear_views"] == frames_per_camera          # the clear camera, every frame
+    assert out["always"][0]["clear_views"] == 0 and out["never"][0]["clear_views"] == 2 * frames_per_camera
+    assert "defog auto" in out["auto"][3] and f"{frames_per_camera} of {2 * frames_per_camera} frames" in out["auto"][3]
+    # Identities do not depend on the view: the same events in every mode.
+    assert out["auto"][1] == out["always"][1] == out["never"][1] and out["auto"][1]
+    # The clear camera is shown as in `never`, the foggy one as in `always` (same encoder input, same bytes).
+    auto, always, never = (out[m][2] for m in ("auto", "always", "never"))
+    assert all(np.array_equal(a, n) for a, n in zip(auto[0], never[0], strict=True))
+    assert all(np.array_equal(a, b) for a, b in zip(auto[1], always[1], strict=True))
+    assert not all(np.array_equal(a, b) for a, b in zip(always[1], never[1], strict=True))
+
+
+def test_defog_options_need_a_defog_view(exported, city, fogreid_cmd, tmp_path):
+    _, result = exported
+    base = fogreid_cmd + ["run", "--model", str(result.files["onnx"]), "--source", str(city["videos"][0])]
+    for extra, says in ((["--defog", "never"], "add --defog-view"), (["--fog-threshold", "0.5"], "add --defog-view"),
+                        (["--save-video", str(tmp_path / "v.mp4"), "--defog-view", "--defog", "always",
+                          "--fog-threshold", "0.5"], "--fog-threshold is for --defog auto"),
+                        (["--save-video", str(tmp_path / "v.mp4"), "--defog-view", "--fog-threshold", "nan"],
+                         "--fog-threshold")):
+        done = subprocess.run(base + extra, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 2 and says in done.stderr and "Traceback" not in done.stderr, done.stderr
