@@ -59,12 +59,13 @@ def read_events(path: str | Path) -> list[dict]:
     """The detection events of a `fogreid run --events` file, each checked for what scoring reads:
     a JSON object per line with `source` (text), `frame` (a whole number from 0), `box` (four
     finite numbers) and `track_id` / `global_id` (whole numbers or null)."""
-    from fogreid.file_kinds import expect
+    from fogreid.file_kinds import TEXT, expect, sniff
 
     path = Path(path)
     if not path.exists():
         raise FogreidError(f"events file not found: {path}; write one with `fogreid run ... --events FILE`")
-    expect(path, "--events", "jsonl", "events (JSON lines) file", {"json": "--city (its folder)"})
+    if not (sniff(path) == TEXT and path.read_bytes()[:1] == b"{"):   # lines of JSON, one broken: named below
+        expect(path, "--events", "jsonl", "events (JSON lines)", {"json": "--city (its folder)"})
     events = []
     try:
         text = path.read_text(encoding="utf-8")
