@@ -1,7 +1,7 @@
 """When to show defogged pixels: fog density per frame, for `fogreid run --defog auto`.
 
 The embedding does not depend on this: the ReID head reads the shared encoder, never the
-defogged image, so identities, events and galleries are the same with the gate on or off. What
+defogged image, so detections, embeddings and matches are the same with the gate on or off. What
 the gate saves is the defogged view: on a clear camera the operator sees the frame as it is
 (no defog artefacts where there is nothing to remove) and `--defog-view frame` skips the
 whole-frame defog graph, the costliest stage of a stream.
