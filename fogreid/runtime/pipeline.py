@@ -104,7 +104,7 @@ class Work:
     defogged: np.ndarray | None = None
     embeddings: np.ndarray | None = None
     matches: tuple[np.ndarray, np.ndarray] | None = None
-    alive: dict[str, set[int]] = field(default_factory=dict)   # each tracked source's live tracks after the batch
+    alive: list[set[int] | None] = field(default_factory=list)   # per frame: its source's live tracks after it
 
 
 def saved_video_paths(save_video: str | Path, sources: list[str]) -> list[Path]:
@@ -210,6 +210,7 @@ class Pipeline:
                                      give_up_after=opts.give_up_after)
                         for s in opts.sources]
         self.taken = {r.spec.name: 0 for r in self.readers}
+        self.recorded = all(not r.spec.live for r in self.readers)   # a replay: processed in clock order
         self.trackers: dict[str, SourceTracker] = {}
         associator = (CrossCameraAssociator(opts.association, opts.gallery) if opts.association is not None
                       else None)
@@ -227,14 +228,16 @@ class Pipeline:
         checked = [drop_invalid(found) for found in regions]
         regions = [found for found, _ in checked]
         self.invalid_boxes += sum(bad for _, bad in checked)
-        track_ids = []
+        track_ids, alive = [], []
         for frame, found in zip(frames, regions, strict=True):
             if opts.tracking is None:
                 track_ids.append([-2] * len(found))   # -2: not tracked at all
+                alive.append(None)
                 continue
             if frame.source not in self.trackers:
                 self.trackers[frame.source] = SourceTracker(opts.tracking)
             track_ids.append(self.trackers[frame.source].update(found))
+            alive.append(self.trackers[frame.source].alive())   # a snapshot: `write` ends the others after this frame
         crops, owners = [], []
         for i, (frame, found, ids) in enumerate(zip(frames, regions, track_ids, strict=True)):
             for j, (region, tid) in enumerate(zip(found, ids, strict=True)):
@@ -243,7 +246,6 @@ class Pipeline:
                     continue  # a tentative track, or a crop too small to identify
                 crops.append(resize_for_model(frame.image[y1:y2, x1:x2], self.model.imgsz))
                 owners.append((i, j))
-        alive = {source: tracker.alive() for source, tracker in self.trackers.items()}  # a snapshot, for `write`
         return Work(frames, regions, track_ids, np.stack(crops) if crops else None, owners, alive=alive)
 
     # ------------------------------------------------------------------------------------------ stage 2: reid
@@ -278,6 +280,10 @@ class Pipeline:
                                       dict(event, clock=float(frame.clock), quality=float(quality)),
                                       work.embeddings[k])
                 drawn.append((region.box, label, colour, work.defogged[k]))
+            if self.book is not None and work.alive[i] is not None:
+                # Tracks ByteTrack dropped at this frame end here, not at the batch's end, so what the
+                # associator has seen when it decides the next track never depends on the batching.
+                events += self.book.end(frame.source, work.alive[i])
             self.emit_frame(frame, events, drawn, done)
         self.flush(work)
 
@@ -325,10 +331,7 @@ class Pipeline:
         stats.crops += len(drawn)
 
     def flush(self, work: Work) -> None:
-        """End the tracks ByteTrack dropped during the batch, flush the outputs, report now and then."""
-        if self.book is not None:
-            for source, alive in work.alive.items():
-                self.outputs.write_events(self.book.end(source, alive))
+        """Flush the outputs, report now and then."""
         if self.outputs.events:
             self.outputs.events.flush()
         if self.opts.publish is not None:
@@ -419,10 +422,13 @@ class Pipeline:
         """What is ready now, round-robin across sources, up to about one batch of crops.
 
         Only the first frame is waited for (up to max_wait); after it, only frames already queued
-        are taken: waiting to fill a batch would add its whole duration to every frame's latency."""
+        are taken: waiting to fill a batch would add its whole duration to every frame's latency.
+        Recorded sources only (files, folders): frames in clock order instead (`_collect_recorded`)."""
         opts = self.opts
         per_frame = self.stats.crops / self.stats.frames if self.stats.frames else 1.0
         budget = max(1, int(opts.batch / max(per_frame, 1e-3)))
+        if self.recorded:
+            return self._collect_recorded(budget)
         frames: list[Frame] = []
         deadline = time.perf_counter() + opts.max_wait
         while len(frames) < budget:
@@ -437,6 +443,35 @@ class Pipeline:
                     got = True
             if not got and (frames or time.perf_counter() >= deadline or all(r.exhausted for r in self.readers)):
                 break
+        return frames
+
+    def _collect_recorded(self, budget: int) -> list[Frame]:
+        """Up to `budget` frames of recorded sources, merged by their clocks (ties: the order the
+        sources were given). A frame is taken only once every unfinished source has one waiting, so
+        a replay is processed in the same order however fast each file decodes, and tracks, global
+        ids and events come out the same on every run. Nothing is dropped from a file, so waiting
+        costs no frame."""
+        frames: list[Frame] = []
+        deadline = time.perf_counter() + self.opts.max_wait
+        while len(frames) < budget and not self.stop.is_set():
+            heads, waiting = [], False
+            for order, reader in enumerate(self.readers):
+                if self._capped(reader):
+                    continue
+                head = reader.peek(timeout=0.0 if frames else 0.005)
+                if head is not None:
+                    heads.append((head.clock, order, reader))
+                elif not reader.exhausted:
+                    waiting = True   # its next frame may come before every head we hold
+            if waiting:
+                if frames or time.perf_counter() >= deadline:
+                    break   # `_batches` asks again (and watches for a stalled source meanwhile)
+                continue
+            if not heads:
+                break
+            _, _, reader = min(heads, key=lambda h: h[:2])
+            frames.append(reader.take(timeout=0.0))
+            self.taken[reader.spec.name] += 1
         return frames
 
     def _watch_sources(self) -> None:

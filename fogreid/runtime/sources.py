@@ -255,6 +255,13 @@ class SourceReader(threading.Thread):
             self.ready.notify_all()
             return frame
 
+    def peek(self, timeout: float = 0.05) -> Frame | None:
+        """The next frame without taking it, or None if none arrived within `timeout`."""
+        with self.ready:
+            if not self.buffer and not self.finished and timeout > 0:
+                self.ready.wait(timeout)
+            return self.buffer[0] if self.buffer else None
+
     @property
     def exhausted(self) -> bool:
         with self.ready:

@@ -4,7 +4,9 @@
 Kalman motion, two-stage association of high- and low-score boxes) on one source's regions.
 A new track is tentative for its first frame (ByteTrack's `minimum_consecutive_frames`);
 its detections carry a track id from its second frame on (the pipeline identifies and reports
-only those). Track ids come from one counter in the process, so they are unique across sources.
+only those). Track ids are numbered per source from 1, in the order the tracks appear, so a
+source's ids never depend on the other sources (ByteTrack's own counter is shared by the whole
+process); (source, track id) names a track.
 
 `TrackBook` keeps each track's ReID state: its embedding is the quality-weighted running
 mean of its crops' embeddings (quality: detection score x crop size relative to the model
@@ -48,6 +50,14 @@ class SourceTracker:
                                         frame_rate=30.0, track_activation_threshold=config.activation,
                                         minimum_consecutive_frames=2, minimum_iou_threshold=config.min_iou,
                                         high_conf_det_threshold=config.high_score)
+        self.local_ids: dict[int, int] = {}   # ByteTrack's process-wide id -> this source's id
+        self.next_id = 1
+
+    def _local(self, tracker_id: int) -> int:
+        if tracker_id not in self.local_ids:
+            self.local_ids[tracker_id] = self.next_id
+            self.next_id += 1
+        return self.local_ids[tracker_id]
 
     def update(self, regions: list[Region]) -> list[int]:
         import supervision as sv
@@ -63,12 +73,16 @@ class SourceTracker:
         tracked = self.tracker.update(detections)  # reorders, and drops low-score boxes that start nothing
         ids = [-1] * len(regions)
         if len(tracked) and "index" in tracked.data:
-            for index, track_id in zip(tracked.data["index"], tracked.tracker_id, strict=True):
-                ids[int(index)] = int(track_id)
+            # In the order of the regions, so two tracks born in one frame are numbered the same every run.
+            for index, track_id in sorted(zip(tracked.data["index"], tracked.tracker_id, strict=True)):
+                if track_id >= 0:
+                    ids[int(index)] = self._local(int(track_id))
+        kept = {int(t.tracker_id) for t in self.tracker.tracks if t.tracker_id >= 0}
+        self.local_ids = {raw: own for raw, own in self.local_ids.items() if raw in kept}   # forget ended tracks
         return ids
 
     def alive(self) -> set[int]:
-        return {int(t.tracker_id) for t in self.tracker.tracks if t.tracker_id >= 0}
+        return {self.local_ids[int(t.tracker_id)] for t in self.tracker.tracks if int(t.tracker_id) in self.local_ids}
 
 
 def crop_quality(region: Region, frame_shape: tuple[int, int], imgsz: tuple[int, int]) -> float:
