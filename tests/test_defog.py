@@ -74,6 +74,51 @@ def test_frame_graph_beside_the_fused_graph_matches_pytorch(exported, synth_root
     assert check.figures["defog_psnr_db"] >= 40 and check.figures["defog_max_grey_diff"] <= MAX_GREY_DIFF_FP32
 
 
+def test_guided_upsampling_puts_a_map_edge_on_the_frame_edge():
+    """A transmission that follows the scene (here an affine function of the grey image, with an
+    edge between two cells of the small grid) comes back sharp at full resolution; bilinear
+    upsampling smears it over the small grid's cells (the halo of defogged objects)."""
+    import torch.nn.functional as F
+
+    from fogreid.export.frame_graph import guided_upsample
+
+    full = torch.full((1, 1, 64, 96), 0.8)
+    full[..., 41:] = 0.3                                   # the edge at x = 41, inside a 4-pixel cell
+    small = F.avg_pool2d(full, 4, ceil_mode=True)
+    truth, small_map = 0.1 + 0.8 * full, 0.1 + 0.8 * small
+    guided = guided_upsample(small, small_map, full)
+    bilinear = F.interpolate(small_map, size=full.shape[-2:], mode="bilinear", align_corners=False)
+    assert (guided - truth).abs().max() < 0.02 < 0.1 < (bilinear - truth).abs().max()
+
+
+def test_frame_graph_runs_small_and_reads_the_same_on_openvino(exported, synth_root):
+    """The network runs at 1/downscale of the frame (4 for this 64 px model) and its maps are
+    upsampled in the graph; OpenVINO reads that graph as PyTorch computes it, odd sizes too."""
+    import cv2
+
+    from fogreid.export.frame_graph import DefogFrame
+    from fogreid.model.checkpoint import load_network
+    from fogreid.onnx_graph import read_metadata
+    from fogreid.runtime.frame_defog import FrameDefogger
+    from fogreid.sessions import openvino_model
+    from fogreid.validate.frame import FRAME_SIZES, foggy_frames
+
+    ckpt, result = exported
+    frame_path = result.files["onnx-defog-frame"]
+    meta = read_metadata(frame_path)
+    assert meta["downscale"] == "4" and meta["min_side"] == "128"
+    reference, engine = DefogFrame(load_network(ckpt), 4), openvino_model(frame_path)
+    for frame in foggy_frames(None, str(synth_root), per_size=1):
+        with torch.inference_mode():
+            want = reference(torch.from_numpy(frame[None])).numpy()
+        got = engine({"frames": frame[None]})[engine.outputs[0]]
+        assert got.shape == want.shape and np.abs(got.astype(int) - want).max() <= 1
+    assert {f.shape[:2] for f in foggy_frames(None, str(synth_root), per_size=1)} == set(FRAME_SIZES)
+    frame = np.full((120, 160, 3), 200, np.uint8)
+    with pytest.raises(FogreidError, match="smaller than this whole-frame defog graph takes"):
+        FrameDefogger(frame_path)(cv2.resize(frame, (160, 120)))
+
+
 def test_real_split_pairs_clear_eval_images_for_scoring_only(synth_root):
     from fogreid.data.datasets import ReIDImages, load_fvrid
 

@@ -111,3 +111,15 @@ def test_a_replay_gives_the_same_tracks_and_global_ids_however_it_is_batched(fog
     tracks = {(e["source"], e["track_id"]) for e in outputs[0] if e["event"] == "track_start"}
     for source in {s for s, _ in tracks}:   # numbered per source from 1
         assert sorted(t for s, t in tracks if s == source)[0] == 1
+
+
+def test_city_writes_lossless_clear_and_foggy_pairs(tmp_path):
+    from fogreid.data.image_io import read_image
+
+    cfg = CityConfig(cameras=1, vehicles=2, seconds=1.0, fps=8.0, height=96, width=128, fog=(3.0,), pairs_every=4)
+    make_city(tmp_path, cfg)
+    pairs = sorted((tmp_path / "cam0" / "pairs").iterdir())
+    assert [p.name for p in pairs[:2]] == ["000001_clear.png", "000001_foggy.png"] and len(pairs) == 4
+    clear, foggy = (read_image(p).astype(float) for p in pairs[:2])
+    assert clear.shape == foggy.shape == (96, 128, 3)
+    assert foggy.std() < 0.7 * clear.std() and foggy.mean() > clear.mean()   # fog: less contrast, lighter

@@ -46,6 +46,9 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
                         "the installed TensorRT, else 10.3.0 = JetPack 6)")
     p.add_argument("--workspace", type=float_in(0, 1024, low_open=True), default=4.0,
                    help="TensorRT workspace limit in GiB (default 4)")
+    p.add_argument("--frame-downscale", type=int_in(1, 16), metavar="K",
+                   help="the whole-frame defog graph runs the network at 1/K of the frame's size and upsamples "
+                        "with a guided filter (default: the integer nearest 240 / the input height, e.g. 4 at 64 px)")
     add_int8_budget(p)
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(run=run)
@@ -77,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
                          calib_images=args.calib_images or [], calib_method=args.calib_method,
                          calib_num=args.calib_num, data_root=args.data, int8_mode=args.int8_mode,
                          dla_core=args.dla_core, workspace_gib=args.workspace, keep_fp=names(args.keep_fp),
-                         int8_budget=args.int8_budget or None,
+                         int8_budget=args.int8_budget or None, frame_downscale=args.frame_downscale,
                          progress=not args.quiet)
     result = export(args.checkpoint, formats, args.out, opts)
     print(f"wrote {', '.join(str(p) for p in result.files.values())}")

@@ -21,6 +21,9 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
                    help="scattering beta per camera, cycled (0: clear; FVRID_syn draws 1 to 5)")
     p.add_argument("--real-like", action="store_true", help="vehicles and cameras of the real-like domain")
     p.add_argument("--seed", type=seed, default=0, help="random seed: the same seed gives the same city")
+    p.add_argument("--pairs-every", type=int_in(0, 1_000_000), default=0, metavar="K",
+                   help="also write every K-th frame's clear render and foggy frame as lossless PNGs "
+                        "(cam<k>/pairs/), to judge whole-frame defog; 0: none")
     p.set_defaults(run=run)
 
 
@@ -36,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
                            f"video or a higher frame rate")
     cfg = CityConfig(cameras=args.cameras, vehicles=args.vehicles, seconds=args.seconds, fps=args.fps,
                      height=args.imgsz[0], width=args.imgsz[1], fog=tuple(args.fog), seed=args.seed,
-                     domain=1 if args.real_like else 0)
+                     domain=1 if args.real_like else 0, pairs_every=args.pairs_every)
     out = make_city(args.out, cfg)
     print(f"wrote {cfg.cameras} cameras x {int(round(cfg.seconds * cfg.fps))} frames to {args.out}")
     print(f"next: fogreid run --model MODEL --source {' '.join(str(v) for v in out['videos'])} \\\n"

@@ -91,6 +91,7 @@ class CityConfig:
     seed: int = 0
     domain: int = 0                           # identities' looks: 0 synthetic (as FVRID_syn), 1 real-like
     first_id: int = 10_000                    # vehicle ids (looks) start here: none of a training set's
+    pairs_every: int = 0                      # >0: every k-th frame's clear render and foggy frame as PNGs
 
 
 def _sprite(look, cam, seed: int, key: int, height: int) -> tuple[np.ndarray, np.ndarray]:
@@ -130,9 +131,10 @@ def _plan_city(cfg: CityConfig) -> list[dict]:
 
 def make_city(out: str | Path, cfg: CityConfig | None = None) -> dict:
     """Writes out/cam<k>/{video.mp4, gt/gt.txt, det/det.txt, seqinfo.ini}, out/gallery/<id>/*.jpg and
-    out/city.json. gt.txt and det.txt are in MOTChallenge's format (frame and box 1-based / pixels:
-    frame, id, left, top, width, height, conf, class, visibility); the id of a vehicle is the same in
-    every camera (the multi-camera ground truth)."""
+    out/city.json (with `pairs_every`, also out/cam<k>/pairs/<frame>_{clear,foggy}.png). gt.txt and
+    det.txt are in MOTChallenge's format (frame and box 1-based / pixels: frame, id, left, top,
+    width, height, conf, class, visibility); the id of a vehicle is the same in every camera (the
+    multi-camera ground truth)."""
     import cv2
     import torch
 
@@ -194,6 +196,9 @@ def make_city(out: str | Path, cfg: CityConfig | None = None) -> dict:
                             torch.tensor([cfg.airlight]))
             frame = (foggy[0].permute(1, 2, 0).clamp(0, 1).numpy() * 255).round().astype(np.uint8)
             writer.write(frame)
+            if cfg.pairs_every and f % cfg.pairs_every == 0:   # lossless, to judge whole-frame defog against
+                write_image(d / "pairs" / f"{f + 1:06d}_clear.png", np.clip(image, 0, 255).round().astype(np.uint8))
+                write_image(d / "pairs" / f"{f + 1:06d}_foggy.png", frame)
             for row in gt_rows:
                 if row[0] == f + 1 and len(truth.setdefault(row[1], [])) < 3 and f % 5 == 0:
                     truth[row[1]].append((c, frame[row[3]:row[3] + row[5], row[2]:row[2] + row[4]].copy()))

@@ -43,6 +43,7 @@ class ExportOptions:
     keep_fp: list[str] = field(default_factory=list)
     trt_version: tuple[int, int, int] | None = None   # of the calibration cache; None: installed, else 10.3.0
     int8_budget: float | None = DEFAULT_BUDGET   # embedding cosine p1 the INT8 model must hold (None: every layer INT8)
+    frame_downscale: int | None = None  # of the whole-frame defog graph (None: from the input size)
     progress: bool = True
 
 
@@ -158,8 +159,11 @@ def write_onnx(model, ckpt_hash: str, out: Path, opts: ExportOptions, fp16: bool
     onnx_graph.export_onnx(model, fp32, {**metadata, "graph": "fused-crop"}, max_batch=max(opts.batch[2], 64))
     files = {"onnx": fp32}
     if frame_graph.supports_frames(model.net):  # the defog head on whole frames, for --defog-view frame
-        files["onnx-defog-frame"] = frame_graph.export_frame_graph(model.net, out / frame_graph.FILE, metadata)
-        log(f"[onnx] whole-frame defog graph (any H, W) -> {files['onnx-defog-frame']}")
+        files["onnx-defog-frame"] = frame_graph.export_frame_graph(model.net, out / frame_graph.FILE, metadata,
+                                                                   opts.frame_downscale)
+        downscale = onnx_graph.read_metadata(files["onnx-defog-frame"])["downscale"]
+        log(f"[onnx] whole-frame defog graph (any H, W; the network at 1/{downscale} size) -> "
+            f"{files['onnx-defog-frame']}")
     if fp16:
         half = onnx_graph.to_fp16(onnx_graph.load(fp32))
         onnx_graph.set_metadata(half, {"precision": "fp16"})

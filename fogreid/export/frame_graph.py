@@ -5,11 +5,25 @@ defogged crops and embeddings. The defog head is fully convolutional, so the sam
 also defog a whole camera frame of any size: this graph runs only the encoder's stem and
 layer1 and the defog head (`SJDLNet.defog`), with the same preprocessing contract:
 
-    frames    uint8 (B, H, W, 3) BGR, H and W dynamic (any size from MIN_SIDE)
+    frames    uint8 (B, H, W, 3) BGR, H and W dynamic (any size from MIN_SIDE x downscale)
     defogged  uint8 (B, H, W, 3) BGR
 
 It is written beside the fused graph as `model_defog_frame.onnx`; the metadata key
 `graph` tells them apart ("fused-crop" vs "defog-frame").
+
+The network runs on the frame shrunk by an integer `downscale` (a box filter, so nothing
+aliases) and gives the scattering model's transmission t and airlight A there, and the
+enhancement's refinement; they are brought back to the frame's resolution and applied to the
+full-resolution frame: J = (I - A) / t + A + refinement. A is smooth and upsampled bilinearly;
+t is upsampled by the fast guided filter (He & Sun 2015) with the frame's grey image as the
+guide, as the dark channel prior refines its transmission (He et al. 2009): t follows the
+frame's own edges instead of the small grid's, so vehicles keep sharp outlines without halos.
+The network's cost falls by downscale^2. Shrinking also shows the head vehicles near the scale
+of the crops it was trained on: its 15-pixel dark-channel patch and its receptive field were
+learnt on `imgsz` crops, and on a full 640x480 frame a 64 px model darkens the sky and bands
+dense fog (measured in docs/benchmarks.md, "Whole-frame defog"). The default `downscale` is the
+integer nearest 240 / the model's input height (4 for 64 px models, 2 for 128 px, 1 from 256
+px); it is recorded in the graph's metadata (`downscale`).
 """
 
 from __future__ import annotations
@@ -20,21 +34,56 @@ from pathlib import Path
 
 import onnx
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from fogreid.errors import FogreidError
 from fogreid.model.fused import Postprocess, Preprocess
-from fogreid.model.sjdl import SJDLNet
+from fogreid.model.sjdl import ScatterDecoder, SJDLNet
 
 FILE = "model_defog_frame.onnx"
 GRAPH_KIND = "defog-frame"
 MIN_SIDE = 32
+GUIDE_RADIUS = 4      # pixels of the small image: (2r+1)^2 windows for the guided filter's local fit
+GUIDE_EPS = 1e-3      # its regulariser, as fogreid/data/dehaze.py: where the guide is flat, t is its local mean
+
+
+def default_downscale(imgsz: tuple[int, int]) -> int:
+    return max(1, round(240 / imgsz[0]))
+
+
+def box_mean(x: torch.Tensor, radius: int) -> torch.Tensor:
+    """Mean over a (2r+1)^2 window, separable, counting only pixels inside the image."""
+    k = 2 * radius + 1
+    x = F.avg_pool2d(x, (k, 1), stride=1, padding=(radius, 0), count_include_pad=False)
+    return F.avg_pool2d(x, (1, k), stride=1, padding=(0, radius), count_include_pad=False)
+
+
+def grey(image: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) RGB -> (B, 1, H, W) luma (ITU-R BT.601, as OpenCV's grey)."""
+    return 0.299 * image[:, 0:1] + 0.587 * image[:, 1:2] + 0.114 * image[:, 2:3]
+
+
+def guided_upsample(small_guide: torch.Tensor, small_map: torch.Tensor, full_guide: torch.Tensor,
+                    radius: int = GUIDE_RADIUS, eps: float = GUIDE_EPS) -> torch.Tensor:
+    """The fast guided filter: small_map ~ a * small_guide + b in each window; the window-averaged
+    a and b upsampled and applied to full_guide."""
+    mean_guide, mean_map = box_mean(small_guide, radius), box_mean(small_map, radius)
+    covariance = box_mean(small_guide * small_map, radius) - mean_guide * mean_map
+    variance = box_mean(small_guide * small_guide, radius) - mean_guide * mean_guide
+    a = covariance / (variance + eps)
+    b = mean_map - a * mean_guide
+    size = full_guide.shape[-2:]
+    a = F.interpolate(box_mean(a, radius), size=size, mode="bilinear", align_corners=False)
+    b = F.interpolate(box_mean(b, radius), size=size, mode="bilinear", align_corners=False)
+    return a * full_guide + b
 
 
 class DefogFrame(nn.Module):
-    """forward(frames uint8 (B, H, W, 3) BGR) -> defogged uint8 (B, H, W, 3) BGR, any H, W."""
+    """forward(frames uint8 (B, H, W, 3) BGR) -> defogged uint8 (B, H, W, 3) BGR, any H, W.
+    `downscale`: the network runs at 1/downscale of the frame's size (None: `default_downscale`)."""
 
-    def __init__(self, net: SJDLNet) -> None:
+    def __init__(self, net: SJDLNet, downscale: int | None = None) -> None:
         super().__init__()
         if getattr(net, "decoder", None) is None:
             raise FogreidError("this model has no defog head (trained with --mode reid): there is no "
@@ -46,23 +95,35 @@ class DefogFrame(nn.Module):
             raise FogreidError(f"defog_head={net.config.defog_head!r}: only the scatter head runs on "
                                f"whole frames of any size; train with --set model.defog_head=scatter")
         self.net = net.eval()
+        self.downscale = default_downscale(net.config.imgsz) if downscale is None else int(downscale)
+        if self.downscale < 1:
+            raise FogreidError(f"downscale {downscale}: give a whole number >= 1")
         self.preprocess, self.postprocess = Preprocess(), Postprocess()
         self.eval()
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        _, defogged = self.net.defog(self.preprocess(frames))
-        return self.postprocess(defogged)
+        image = self.preprocess(frames)
+        if self.downscale == 1:
+            return self.postprocess(self.net.defog(image)[1])
+        # ceil_mode: a side that is not a multiple keeps its last, partial cell (averaged over what it holds).
+        small = F.avg_pool2d(image, self.downscale, ceil_mode=True)
+        t, airlight, refinement = self.net.defog_maps(small)
+        size = image.shape[-2:]
+        t = guided_upsample(grey(small), t, grey(image)).clamp(ScatterDecoder.T_MIN, 1.0)
+        airlight = F.interpolate(airlight, size=size, mode="bilinear", align_corners=False)
+        refinement = F.interpolate(refinement, size=size, mode="bilinear", align_corners=False)
+        return self.postprocess(ScatterDecoder.compose(image, t, airlight) + refinement)
 
 
 def supports_frames(net: nn.Module) -> bool:
     return getattr(net, "decoder", None) is not None and getattr(net.config, "defog_head", "") == "scatter"
 
 
-def export_frame_graph(net: SJDLNet, path: str | Path, metadata: dict[str, str]) -> Path:
-    """Export `DefogFrame(net)` with dynamic batch, height and width; fold and check it."""
+def export_frame_graph(net: SJDLNet, path: str | Path, metadata: dict[str, str], downscale: int | None = None) -> Path:
+    """Export `DefogFrame(net, downscale)` with dynamic batch, height and width; fold and check it."""
     from fogreid import onnx_graph
 
-    model = DefogFrame(net)
+    model = DefogFrame(net, downscale)
     example = torch.zeros((1, 96, 128, 3), dtype=torch.uint8)
     dynamic = {0: "batch", 1: "height", 2: "width"}
     # The TorchScript exporter, not torch.export: torch.export turned the decoder's
@@ -77,8 +138,10 @@ def export_frame_graph(net: SJDLNet, path: str | Path, metadata: dict[str, str])
     proto = onnx_graph.fold_and_check(onnx.load_from_string(buffer.getvalue()))
     proto.producer_name = "fogreid"
     metadata = {k: v for k, v in metadata.items() if k != "input_size"}  # the crops it was trained on, not its input
-    onnx_graph.set_metadata(proto, {**metadata, "graph": GRAPH_KIND,
-                                    "input": f"{onnx_graph.INPUT}: uint8 (B,H,W,3) BGR, any H, W >= {MIN_SIDE}",
+    min_side = MIN_SIDE * model.downscale   # the enhancement's 32-pixel pooling must fit the small image
+    onnx_graph.set_metadata(proto, {**metadata, "graph": GRAPH_KIND, "downscale": str(model.downscale),
+                                    "min_side": str(min_side),
+                                    "input": f"{onnx_graph.INPUT}: uint8 (B,H,W,3) BGR, any H, W >= {min_side}",
                                     "output": "defogged: uint8 (B,H,W,3) BGR"})
     onnx_graph.save(proto, path)
     return Path(path)

@@ -180,7 +180,17 @@ class ScatterDecoder(nn.Module):
         t0 = 1 - self.OMEGA * _min_filter((image / airlight).amin(dim=1, keepdim=True), self.PATCH)
         return t0.clamp(self.T_MIN, 0.98), airlight
 
+    @staticmethod
+    def compose(image: torch.Tensor, t: torch.Tensor, airlight: torch.Tensor) -> torch.Tensor:
+        """The scattering model inverted: J = (I - A) / t + A."""
+        return ((image - airlight) / t + airlight).clamp(0.0, 1.0)
+
     def forward(self, image: torch.Tensor, fine: torch.Tensor, stem: torch.Tensor, l1: torch.Tensor) -> torch.Tensor:
+        return self.compose(image, *self.maps(image, fine, stem, l1))
+
+    def maps(self, image: torch.Tensor, fine: torch.Tensor, stem: torch.Tensor, l1: torch.Tensor
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(transmission t (B, 1, H, W), airlight A (B, 3, H, W)) at the image's resolution."""
         t0, a0 = self.prior(image)
         x = self.reduce(torch.cat([l1, stem], dim=1))
         # Resize to the skip's own size (not x2): any frame size works, odd ones too.
@@ -189,8 +199,7 @@ class ScatterDecoder(nn.Module):
         maps = self.head(self.fuse(torch.cat([x, fine, t0_fine], dim=1)))
         maps = F.interpolate(maps, size=image.shape[-2:], mode="bilinear", align_corners=False)
         t = torch.sigmoid(_logit(t0) + maps[:, :1]).clamp_min(self.T_MIN)
-        airlight = torch.sigmoid(_logit(a0) + maps[:, 1:])
-        return ((image - airlight) / t + airlight).clamp(0.0, 1.0)
+        return t, torch.sigmoid(_logit(a0) + maps[:, 1:])
 
 
 class PyramidEnhancement(nn.Module):
@@ -268,3 +277,13 @@ class SJDLNet(nn.Module):
             early = self.backbone.forward_early((image - self.pixel_mean) / self.pixel_std)
         coarse = self.decoder(image, *early)
         return coarse, self.enhance(image, coarse)
+
+    def defog_maps(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The scatter head's parts: (t, A, refinement) with defogged = compose(image, t, A) + refinement
+        (before the final clamp). The whole-frame graph computes them small and applies them large."""
+        if self.decoder is None or not isinstance(self.decoder, ScatterDecoder):
+            raise FogreidError("only the scatter defog head has transmission and airlight maps")
+        early = self.backbone.forward_early((image - self.pixel_mean) / self.pixel_std)
+        t, airlight = self.decoder.maps(image, *early)
+        coarse = self.decoder.compose(image, t, airlight)
+        return t, airlight, self.enhance(image, coarse) - coarse

@@ -36,7 +36,12 @@ class FrameDefogger:
             raise FogreidError(f"{path}: not a whole-frame defog graph (metadata graph={meta.get('graph')!r}); "
                                f"use the {FRAME_GRAPH} that `fogreid export --format onnx` writes")
         self.session, self.path = session, path
+        self.min_side = int(meta["min_side"]) if meta.get("min_side", "").isdigit() else 32
 
     def __call__(self, frame: np.ndarray) -> np.ndarray:
+        if min(frame.shape[:2]) < self.min_side:
+            raise FogreidError(f"{self.path}: a {frame.shape[1]}x{frame.shape[0]} frame is smaller than this whole-"
+                               f"frame defog graph takes ({self.min_side} px a side); export it with a smaller "
+                               f"--frame-downscale, or drop --defog-view frame for this source")
         return self.session.run(None, {"frames": np.ascontiguousarray(frame)[None]})[0][0]
 

@@ -63,7 +63,14 @@ def validate_frame_graph(checkpoint: str | Path, artifact: str | Path, images: l
     check_same_model(checkpoint, artifact)
     if precision not in PSNR_DB:
         raise FogreidError(f"--precision {precision}: choose fp32, fp16 or int8")
-    reference = DefogFrame(load_network(checkpoint))
+    from fogreid.onnx_graph import read_metadata
+
+    # Graphs from before `downscale` existed ran the network on the whole frame.
+    downscale = read_metadata(artifact).get("downscale", "1")
+    if not downscale.isdigit() or not 1 <= int(downscale) <= 64:
+        raise FogreidError(f"{artifact}: metadata downscale={downscale!r} is not a whole number from 1 to 64; "
+                           f"export the graph again with fogreid export")
+    reference = DefogFrame(load_network(checkpoint), int(downscale))
     session = onnxruntime_session(artifact, "cpu")
     psnrs, ssims, grey, samples = [], [], 0, {"foggy": [], "pytorch": [], "artifact": []}
     for frame in foggy_frames(images, data_root):

@@ -1,0 +1,83 @@
+"""How good is whole-frame defog? PSNR / SSIM of the defog-frame graph's model (`DefogFrame`,
+fogreid/export/frame_graph.py) against the clear render of generated 640x480 camera frames,
+synthetic and real-like fog (scattering beta 1, 2.5 and 4, one camera each), beside the foggy
+frame itself and the dark channel prior (fogreid/data/dehaze.py), at several `downscale`s (the
+network at 1/K of the frame, its maps upsampled by the guided filter; K=1 is the whole frame).
+Writes a picture per domain (foggy, K=1, the default K, clear; rows of three cameras).
+
+    python benchmarks/defog_frame_quality.py --checkpoint RUN/best.pt [MORE.pt ...] [--out runs/frame_quality]
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def frame_pairs(out: Path, real_like: bool) -> list[tuple[Path, Path]]:
+    """(foggy, clear) PNGs of a generated 640x480 city with 3 cameras (made once under `out`)."""
+    from fogreid.data.synth_video import CityConfig, make_city
+
+    folder = out / ("city_real" if real_like else "city_syn")
+    if not (folder / "city.json").is_file():
+        make_city(folder, CityConfig(cameras=3, vehicles=6, seconds=6.0, fps=10.0, height=480, width=640,
+                                     fog=(1.0, 2.5, 4.0), seed=7, domain=int(real_like), pairs_every=15))
+    foggy = sorted(folder.glob("cam*/pairs/*_foggy.png"))
+    return [(f, f.with_name(f.name.replace("_foggy", "_clear"))) for f in foggy]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", required=True, nargs="+", help="checkpoints with the scatter defog head")
+    parser.add_argument("--downscale", type=int, nargs="+", default=[1, 2, 3, 4, 6])
+    parser.add_argument("--out", default="runs/frame_quality")
+    args = parser.parse_args()
+
+    import cv2
+    import numpy as np
+    import torch
+
+    from fogreid.data.dehaze import dehaze_dcp
+    from fogreid.data.image_io import read_image
+    from fogreid.export.frame_graph import DefogFrame, default_downscale
+    from fogreid.metrics import psnr, ssim
+    from fogreid.model.checkpoint import load_network
+    from fogreid.pixels import frames_to_images
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    nets = {path: load_network(path) for path in args.checkpoint}
+
+    def score(frames: list[np.ndarray], clear: torch.Tensor) -> str:
+        images = torch.cat([frames_to_images(torch.from_numpy(f)[None]) for f in frames])
+        return f"{float(psnr(images, clear).mean()):6.2f} dB  {float(ssim(images, clear).mean()):.3f}"
+
+    for domain in ("syn", "real"):
+        pairs = frame_pairs(out, domain == "real")
+        foggy = [read_image(f) for f, _ in pairs]
+        clear_frames = [read_image(c) for _, c in pairs]
+        clear = torch.cat([frames_to_images(torch.from_numpy(c)[None]) for c in clear_frames])
+        shown = [len(pairs) * k // 3 + 1 for k in range(3)]     # one frame of each camera
+        print(f"\n{'synthetic' if domain == 'syn' else 'real-like'} fog, {len(pairs)} frames 640x480 "
+              f"(beta 1 / 2.5 / 4), mean PSNR and SSIM against the clear render")
+        print(f"  foggy input                  {score(foggy, clear)}")
+        print(f"  dark channel prior           {score([dehaze_dcp(f) for f in foggy], clear)}")
+        rows = [np.hstack([foggy[i] for i in shown])]
+        for path, net in nets.items():
+            default = default_downscale(net.config.imgsz)
+            for k in args.downscale:
+                model = DefogFrame(net, k)
+                with torch.inference_mode():
+                    frames = [model(torch.from_numpy(f)[None])[0].numpy() for f in foggy]
+                mark = " (default)" if k == default else ""
+                print(f"  {'/'.join(Path(path).parts[-3:]):<28} K={k}{mark:<10} {score(frames, clear)}")
+                if path == args.checkpoint[0] and k in (1, default):
+                    rows.append(np.hstack([frames[i] for i in shown]))
+        rows.append(np.hstack([clear_frames[i] for i in shown]))
+        picture = out / f"frames_{domain}.png"
+        cv2.imwrite(str(picture), np.vstack(rows)[::2, ::2])
+        print(f"  picture: {picture} (rows: foggy, K=1, the default K, clear; {args.checkpoint[0]})")
+
+
+if __name__ == "__main__":
+    main()
