@@ -6,8 +6,11 @@
   validate  each artifact against the PyTorch model
   accuracy  mAP / Rank-1 / CMC of the model and of each artifact, syn and real-like
   speed     images/s of PyTorch and each artifact
-  stream    a generated foggy video of vehicles through `fogreid run`'s pipeline, matched
-            against a gallery of those vehicles (identities the model never trained on)
+  baseline  a ReID-only model trained the same way (the same data, size, epochs and seed), as ONNX
+  stream    a generated 3-camera city (clear, light and dense fog) through `fogreid run`: public
+            detections, ByteTrack, track-level ReID, global ids across cameras and the whole-frame
+            defog view, for the SJDL model and the ReID-only one on the same frames, scored by
+            `fogreid eval-mtmc` (vehicles the models never trained on; fogreid/demo_city.py)
   report    DIR/report.html and DIR/summary.json
 
 Each step's result is kept under DIR/.steps with a key of its settings and of the results it
@@ -30,15 +33,14 @@ class DemoSettings:
     data: SynthConfig
     imgsz: int = 64
     epochs: int = 40
-    video_frames: int = 150
+    quick: bool = False      # a smaller city too
     calib_num: int = 256
     seed: int = 0
 
 
 def demo_settings(quick: bool, seed: int = 0) -> DemoSettings:
     if quick:
-        return DemoSettings(SynthConfig(ids=60, cams=4, seed=seed), epochs=20, video_frames=60, calib_num=128,
-                            seed=seed)
+        return DemoSettings(SynthConfig(ids=60, cams=4, seed=seed), epochs=20, quick=True, calib_num=128, seed=seed)
     return DemoSettings(SynthConfig(seed=seed), seed=seed)
 
 
@@ -101,15 +103,17 @@ def run_demo(out: str | Path, quick: bool = False, checkpoint: str | None = None
         return {"root": str(data)}
     data_step = steps.run("data", asdict(cfg.data), make_data, [data / "fogreid_synth.json"])
 
+    def train_settings(mode: str) -> list[str]:
+        return [f"data.root={data}", f"model.imgsz=[{cfg.imgsz}, {cfg.imgsz}]", f"optim.epochs={cfg.epochs}",
+                "optim.lr=1e-3", f"optim.warmup_epochs={max(cfg.epochs // 10, 1)}",
+                f"optim.milestones=[{cfg.epochs * 2 // 3}]", "optim.gamma=0.1", f"seed={cfg.seed}", f"mode={mode}"]
+
     def do_train():
         from fogreid.fileio import sha256_file
         from fogreid.train.config import build_config
         from fogreid.train.loop import train
 
-        settings = [f"data.root={data}", f"model.imgsz=[{cfg.imgsz}, {cfg.imgsz}]", f"optim.epochs={cfg.epochs}",
-                    "optim.lr=1e-3", f"optim.warmup_epochs={max(cfg.epochs // 10, 1)}",
-                    f"optim.milestones=[{cfg.epochs * 2 // 3}]", "optim.gamma=0.1", f"seed={cfg.seed}"]
-        summary = train(build_config(None, settings), out / "train")
+        summary = train(build_config(None, train_settings("sjdl")), out / "train")
         return {"checkpoint": str(out / "train" / "best.pt"), "sha256": sha256_file(out / "train" / "best.pt"),
                 "test": summary["test"]}
     if checkpoint:
@@ -184,10 +188,29 @@ def run_demo(out: str | Path, quick: bool = False, checkpoint: str | None = None
         return {"speed": {name: _speed(path) for name, path in {"pytorch": ckpt, **artifacts}.items()}}
     speed = steps.run("speed", {"export": exported["key"]}, do_speed)
 
+    # The comparison the stream shows: a ReID-only model trained like the demo's own (not with a
+    # user's --checkpoint, whose settings the demo does not know).
+    def do_baseline():
+        from fogreid.export.exporter import ExportOptions, export
+        from fogreid.export.formats import parse_formats
+        from fogreid.train.config import build_config
+        from fogreid.train.loop import train
+
+        summary = train(build_config(None, train_settings("reid")), out / "baseline")
+        result = export(out / "baseline" / "best.pt", parse_formats("onnx"), out / "baseline" / "export",
+                        ExportOptions(progress=False))
+        return {"onnx": str(result.files["onnx"]), "test": summary["test"]}
+    baseline = None if checkpoint else steps.run("baseline", {"data": data_step["key"], "imgsz": cfg.imgsz,
+                                                              "epochs": cfg.epochs, "seed": cfg.seed}, do_baseline,
+                                                 [out / "baseline" / "export" / "model.onnx"])
+
     def do_stream():
-        return _stream(out, cfg, data, ckpt, artifacts.get("onnx-int8", artifacts["onnx"]))
-    stream = steps.run("stream", {"export": exported["key"], "frames": cfg.video_frames}, do_stream,
-                       [out / "stream" / "annotated.mp4"])
+        from fogreid.demo_city import city_config, run_city
+
+        models = {"sjdl": artifacts["onnx"]} | ({"reid_only": Path(baseline["onnx"])} if baseline else {})
+        return run_city(out / "stream", city_config(cfg.quick, cfg.seed), models)
+    stream = steps.run("stream", {"export": exported["key"], "baseline": baseline and baseline["key"],
+                                  "quick": cfg.quick}, do_stream, [out / "stream" / "sjdl" / "events.jsonl"])
 
     from fogreid.demo_report import write_report
 
@@ -198,6 +221,7 @@ def run_demo(out: str | Path, quick: bool = False, checkpoint: str | None = None
                "accuracy": {k: {s: {m: v[s][m] for m in ("mAP", "rank1", "rank5", "num_queries")} | (
                    {"psnr": v[s]["psnr"], "ssim": v[s]["ssim"]} if "psnr" in v[s] else {}) for s in v}
                    for k, v in accuracy["scores"].items()},
+               "baseline": baseline and {"checkpoint": str(out / "baseline" / "best.pt"), "test": baseline["test"]},
                "speed": speed["speed"], "stream": {k: v for k, v in stream.items() if k != "key"},
                "step_seconds": steps.timings, "reused_steps": steps.reused}
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
@@ -217,33 +241,6 @@ def _speed(path: Path, seconds: float = 1.5) -> dict:
         rows = {f"batch{b}": round(measure(model, frames[:b], seconds, warmup=1).images_per_s, 1) for b in (1, 8)}
     print(f"[speed] {path.name}: {rows['batch1']} img/s at batch 1, {rows['batch8']} at batch 8")
     return rows
-
-
-def _stream(out: Path, cfg: DemoSettings, data: Path, ckpt: Path, model_path: Path) -> dict:
-    from fogreid.data.datasets import load_fvrid
-    from fogreid.data.synth_video import make_video
-    from fogreid.runtime.backends import load_deployed
-    from fogreid.runtime.gallery import build_gallery, model_identity
-    from fogreid.runtime.pipeline import RunOptions, run_stream, stats_dict
-    from fogreid.runtime.regions import FixedRegions
-
-    # Vehicles of the *test* identities: the model has never seen them.
-    test_ids = sorted({r.pid for r in load_fvrid(data, "syn").gallery})[:12]
-    video = make_video(out / "stream", cfg.data, test_ids, frames=cfg.video_frames, hold=15, seed=cfg.seed)
-    events = out / "stream" / "events.jsonl"
-    events.unlink(missing_ok=True)
-    with load_deployed(model_path) as model:
-        gallery = build_gallery(model, video["gallery"], progress=False, identity=model_identity(model_path))
-        gallery.save(out / "stream" / "gallery.npz")
-        stats = run_stream(model, RunOptions([str(video["video"])], FixedRegions(video["rois"]), gallery, events,
-                                             out / "stream" / "annotated.mp4", min_score=0.0))
-    lines = [json.loads(line) for line in events.read_text().splitlines()]
-    rois = json.loads(video["rois"].read_text())["default"]
-    right = sum(e["match"] is not None and e["match"]["id"] == str(video["truth"][e["frame"]][rois.index(e["box"])])
-                for e in lines)
-    print(f"[stream] {stats.frames} frames at {stats.fps:.1f} fps; right vehicle for {right} of {len(lines)} crops")
-    return {"model": model_path.name, "figures": stats_dict(stats), "crops": len(lines), "correct": right,
-            "identities": len(test_ids), "video": str(out / "stream" / "annotated.mp4"), "events": str(events)}
 
 
 def row_name(artifact: str, engine: str) -> str:

@@ -23,12 +23,3 @@ def test_cmc_plot_is_in_percent_with_titled_axes():
 def test_histogram_shows_the_threshold():
     svg = histogram_svg(np.array([0.99, 0.995, 1.0]), threshold=0.97)
     assert "threshold 0.97" in svg and "cosine similarity" in svg
-
-
-def test_stream_label_verdicts():
-    from fogreid.demo_report import _verdict
-
-    rois, ids = [[0, 0, 10, 10], [10, 0, 20, 10]], [[7, 8]]
-    assert _verdict({"frame": 0, "box": [0, 0, 10, 10], "match": {"id": "7", "score": 0.9}}, rois, ids) == "right"
-    assert _verdict({"frame": 0, "box": [10, 0, 20, 10], "match": {"id": "7", "score": 0.9}}, rois, ids) == "wrong"
-    assert _verdict({"frame": 0, "box": [10, 0, 20, 10], "match": None}, rois, ids) == "unsure"
