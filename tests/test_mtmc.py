@@ -5,6 +5,7 @@ import json
 import subprocess
 
 import cv2
+import numpy as np
 import pytest
 
 from fogreid.data.synth_video import CityConfig, make_city
@@ -123,3 +124,21 @@ def test_city_writes_lossless_clear_and_foggy_pairs(tmp_path):
     clear, foggy = (read_image(p).astype(float) for p in pairs[:2])
     assert clear.shape == foggy.shape == (96, 128, 3)
     assert foggy.std() < 0.7 * clear.std() and foggy.mean() > clear.mean()   # fog: less contrast, lighter
+
+
+def test_real_like_city_cameras_have_the_real_like_fog_and_repeat(tmp_path):
+    """A real-like city's camera has its own fog (here: a clear camera still has lens blur and
+    sensor noise; a synthetic clear camera is its clear render), and the same seed repeats it."""
+    from fogreid.data.image_io import read_image
+
+    def frame(folder, domain):
+        make_city(folder, CityConfig(cameras=1, vehicles=2, seconds=0.5, fps=8.0, height=96, width=128, fog=(0.0,),
+                                     domain=domain, pairs_every=4))
+        pair = sorted((folder / "cam0" / "pairs").iterdir())[:2]
+        return [read_image(p).astype(int) for p in pair]
+
+    clear, foggy = frame(tmp_path / "syn", 0)
+    assert np.abs(foggy - clear).max() <= 1
+    clear, foggy = frame(tmp_path / "real", 1)
+    assert np.abs(foggy - clear).mean() > 1.0
+    assert np.array_equal(frame(tmp_path / "again", 1)[1], foggy)

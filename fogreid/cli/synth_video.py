@@ -19,7 +19,8 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--size", type=imgsz_px, nargs=2, dest="imgsz", action=DeprecatedAlias, new="--imgsz")
     p.add_argument("--fog", type=float_in(0, 20), nargs="+", default=[1.0, 2.5, 4.0],
                    help="scattering beta per camera, cycled (0: clear; FVRID_syn draws 1 to 5)")
-    p.add_argument("--real-like", action="store_true", help="vehicles and cameras of the real-like domain")
+    p.add_argument("--real-like", action="store_true",
+                   help="vehicles, cameras and fog of the real-like domain (patchy, tinted, blurred, noisy)")
     p.add_argument("--seed", type=seed, default=0, help="random seed: the same seed gives the same city")
     p.add_argument("--pairs-every", type=int_in(0, 1_000_000), default=0, metavar="K",
                    help="also write every K-th frame's clear render and foggy frame as lossless PNGs "

@@ -130,12 +130,48 @@ def real_like_fog(clear: torch.Tensor, generator: torch.Generator, depth: torch.
     foggy = scatter(clear, depth, beta, (airlight * gradient).clamp(0, 1))
     # Low contrast and blur of a cheap lens in fog, then sensor noise.
     contrast = _uniform(generator, b, *ranges.contrast).to(device).view(b, 1, 1, 1)
-    mean = foggy.mean(dim=(1, 2, 3), keepdim=True)
-    foggy = (foggy - mean) * contrast + mean
-    foggy = gaussian_blur(foggy, _uniform(generator, b, *ranges.blur_sigma).to(device))
+    blur = _uniform(generator, b, *ranges.blur_sigma).to(device)
     sigma = _uniform(generator, b, *ranges.noise_sigma).to(device).view(b, 1, 1, 1)
-    noise = torch.randn(clear.shape, generator=generator).to(device)
-    return (foggy + sigma * noise * foggy.clamp_min(0.05).sqrt()).clamp(0, 1)
+    return camera_degradation(foggy, contrast, blur, sigma, torch.randn(clear.shape, generator=generator).to(device))
+
+
+def camera_degradation(foggy: torch.Tensor, contrast: torch.Tensor, blur: torch.Tensor, noise_sigma: torch.Tensor,
+                       noise: torch.Tensor) -> torch.Tensor:
+    """Low contrast and the blur of a cheap lens in fog, then signal-dependent sensor noise."""
+    mean = foggy.mean(dim=(1, 2, 3), keepdim=True)
+    foggy = gaussian_blur((foggy - mean) * contrast + mean, blur)
+    return (foggy + noise_sigma * noise * foggy.clamp_min(0.05).sqrt()).clamp(0, 1)
+
+
+@dataclass(frozen=True)
+class CameraFog:
+    """One camera's real-like fog, drawn once and applied to each of its frames (a camera's fog
+    keeps its patches, tint and lens from frame to frame; only the sensor noise is new)."""
+    density: torch.Tensor     # (1, 1, 4, 4) coarse density field, x the camera's beta
+    airlight: torch.Tensor    # (1, 3, 1, 1) coloured airlight
+    contrast: float
+    blur: float               # pixels
+    noise_sigma: float
+
+    @staticmethod
+    def draw(generator: torch.Generator, ranges: RealFogRanges = RealFogRanges()) -> CameraFog:
+        density = _uniform(generator, 1, 1 - ranges.density_variation, 1 + ranges.density_variation, 1, 4, 4)
+        grey = _uniform(generator, 1, *ranges.airlight, 1)
+        tint = _uniform(generator, 1, -ranges.airlight_tint, ranges.airlight_tint, 3)
+        return CameraFog(density, (grey + tint).view(1, 3, 1, 1), float(_uniform(generator, 1, *ranges.contrast)),
+                         float(_uniform(generator, 1, *ranges.blur_sigma)),
+                         float(_uniform(generator, 1, *ranges.noise_sigma)))
+
+    def apply(self, clear: torch.Tensor, depth: torch.Tensor, beta: float, generator: torch.Generator) -> torch.Tensor:
+        """A (1, 3, H, W) frame in [0, 1] through this camera's fog at mean density `beta` (0: no fog,
+        only the lens and the sensor)."""
+        _, _, h, w = clear.shape
+        field = F.interpolate(self.density, size=(h, w), mode="bicubic", align_corners=False).clamp_min(0.05)
+        gradient = torch.linspace(1.05, 0.92, h).view(1, 1, h, 1)
+        foggy = scatter(clear, depth, beta * field, (self.airlight * gradient).clamp(0, 1)) if beta > 0 else clear
+        contrast = torch.tensor(self.contrast if beta > 0 else 1.0).view(1, 1, 1, 1)
+        noise = torch.randn(clear.shape, generator=generator)
+        return camera_degradation(foggy, contrast, torch.tensor([self.blur]), torch.tensor(self.noise_sigma), noise)
 
 
 def jpeg_qualities(generator: torch.Generator, n: int, ranges: RealFogRanges = RealFogRanges()) -> list[int]:

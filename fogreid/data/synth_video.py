@@ -89,7 +89,7 @@ class CityConfig:
     det_miss: float = 0.03                    # share of boxes missing from the public detections
     det_jitter: float = 2.0                   # pixels of noise on the public detections' corners
     seed: int = 0
-    domain: int = 0                           # identities' looks: 0 synthetic (as FVRID_syn), 1 real-like
+    domain: int = 0                           # looks and fog: 0 synthetic (as FVRID_syn), 1 real-like (FVRID_real)
     first_id: int = 10_000                    # vehicle ids (looks) start here: none of a training set's
     pairs_every: int = 0                      # >0: every k-th frame's clear render and foggy frame as PNGs
 
@@ -138,7 +138,7 @@ def make_city(out: str | Path, cfg: CityConfig | None = None) -> dict:
     import cv2
     import torch
 
-    from fogreid.data.fog import scatter
+    from fogreid.data.fog import CameraFog, scatter
     from fogreid.data.image_io import write_image
 
     cfg = CityConfig() if cfg is None else cfg
@@ -154,6 +154,10 @@ def make_city(out: str | Path, cfg: CityConfig | None = None) -> dict:
     truth: dict[int, list] = {}
     for c, cam in enumerate(cams):
         beta = cfg.fog[c % len(cfg.fog)]
+        # The real-like domain's cameras get its fog too (patchy, tinted, low contrast, blurred,
+        # noisy: fogreid.data.fog.RealFogRanges), drawn once per camera; the synthetic one, plain scattering.
+        camera_fog = CameraFog.draw(torch.Generator().manual_seed(cfg.seed * 1000 + c)) if cfg.domain == 1 else None
+        noise = torch.Generator().manual_seed(cfg.seed * 1000 + 500 + c)
         square, square_depth = _background(cam, max(h, w))
         background = cv2.resize(square, (w, h)).astype(np.float32)
         bg_depth = cv2.resize(square_depth, (w, h))
@@ -192,8 +196,11 @@ def make_city(out: str | Path, cfg: CityConfig | None = None) -> dict:
                     det_rows.append((f + 1, -1, x0 + jx0, y0 + jy0, x1 - x0 + jx1 - jx0, y1 - y0 + jy1 - jy0,
                                      round(float(rng.uniform(0.6, 0.95)), 3), -1, -1))
             clear = torch.from_numpy(np.clip(image, 0, 255) / 255.0).permute(2, 0, 1)[None].float()
-            foggy = scatter(clear, torch.from_numpy(depth)[None, None], torch.tensor([beta]),
-                            torch.tensor([cfg.airlight]))
+            if camera_fog is None:
+                foggy = scatter(clear, torch.from_numpy(depth)[None, None], torch.tensor([beta]),
+                                torch.tensor([cfg.airlight]))
+            else:
+                foggy = camera_fog.apply(clear, torch.from_numpy(depth)[None, None], beta, noise)
             frame = (foggy[0].permute(1, 2, 0).clamp(0, 1).numpy() * 255).round().astype(np.uint8)
             writer.write(frame)
             if cfg.pairs_every and f % cfg.pairs_every == 0:   # lossless, to judge whole-frame defog against
