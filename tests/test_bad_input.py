@@ -186,6 +186,7 @@ CASES = {
     # ---------------------------------------------------------------- run
     "run-model-missing": t("run", "--model", "{tmp}/no.onnx", "--source", "{video}", says="no.onnx"),
     "run-source-missing": t("run", "--model", "{onnx}", "--source", "{tmp}/no.mp4", says="no.mp4"),
+    "run-source-twice": t("run", "--model", "{onnx}", "--source", "{video}", "{video}", says="given twice"),
     "run-batch-0": t("run", "--model", "{onnx}", "--source", "{video}", "--batch", "0", says="--batch"),
     "run-top-k-0": t("run", "--model", "{onnx}", "--source", "{video}", "--top-k", "0", says="--top-k"),
     "run-queue-0": t("run", "--model", "{onnx}", "--source", "{video}", "--queue", "0", says="--queue"),

@@ -138,8 +138,9 @@ def check_files(args: argparse.Namespace) -> None:
     input_file(args.detector, "--detector", "ONNX detector", "onnx", {"npz": "--gallery"})
     input_file(args.rois, "--rois", "JSON", "json", {"onnx": "--model or --detector", "npz": "--gallery",
                                                   "jsonl": "an events file? give the ROI JSON"})
-    from fogreid.runtime.sources import parse_source
+    from fogreid.runtime.sources import parse_source, refuse_repeated
 
+    refuse_repeated(args.source)
     for source in args.source:  # a FIFO, /dev/null or a text file: refused here, not after the model loads
         if os.path.lexists(source):
             parse_source(source)

@@ -33,7 +33,7 @@ from fogreid.errors import FogreidError
 from fogreid.runtime.association import AssociationConfig, CrossCameraAssociator
 from fogreid.runtime.gallery import Gallery
 from fogreid.runtime.regions import Region, drop_invalid
-from fogreid.runtime.sources import Frame, SourceReader, parse_source
+from fogreid.runtime.sources import Frame, SourceReader, parse_source, refuse_repeated
 from fogreid.runtime.tracking import SourceTracker, TrackBook, TrackingConfig, crop_quality
 
 
@@ -210,6 +210,9 @@ class Pipeline:
     """The three stages of one run. `run()` drives them and returns the figures."""
 
     def __init__(self, model, opts: RunOptions, stop: threading.Event) -> None:
+        if opts.tracking is not None:
+            import trackers  # noqa: F401  (a second of imports, before the clock starts, not at the first frame)
+        refuse_repeated(opts.sources)
         self.model, self.opts, self.stop = model, opts, stop
         self.started = time.perf_counter()
         self.stats, self.latencies = RunStats(), []

@@ -62,6 +62,17 @@ class SourceSpec:
         return self.kind in ("device", "stream", "gstreamer")
 
 
+def refuse_repeated(sources: list[str]) -> None:
+    """A source is named by what was typed: the same one twice would be one camera read by two
+    readers (one tracker, one frame count), a wrong result with no error."""
+    seen = set()
+    for source in sources:
+        if source in seen:
+            raise FogreidError(f"--source {source} is given twice; give each camera once (to run one recording as "
+                               f"two cameras, copy the file)")
+        seen.add(source)
+
+
 def parse_source(spec: str) -> SourceSpec:
     if spec.startswith("csi:"):
         parts = spec.split(":")
