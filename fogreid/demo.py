@@ -90,6 +90,32 @@ class Steps:
         return result | {"key": digest}
 
 
+def train_settings(cfg: DemoSettings, data: Path, mode: str) -> list[str]:
+    """The demo's schedule: lr 1e-3 from scratch, warm-up a tenth of the run, one decay at 2/3."""
+    return [f"data.root={data}", f"model.imgsz=[{cfg.imgsz}, {cfg.imgsz}]", f"optim.epochs={cfg.epochs}",
+            "optim.lr=1e-3", f"optim.warmup_epochs={max(cfg.epochs // 10, 1)}",
+            f"optim.milestones=[{cfg.epochs * 2 // 3}]", "optim.gamma=0.1", f"seed={cfg.seed}", f"mode={mode}"]
+
+
+def train_baseline(cfg: DemoSettings, data: Path, folder: Path) -> dict:
+    """A ReID-only model trained exactly as the demo's SJDL model, as ONNX: what the stream compares with."""
+    from fogreid.export.exporter import ExportOptions, export
+    from fogreid.export.formats import parse_formats
+    from fogreid.train.config import build_config
+    from fogreid.train.loop import train
+
+    summary = train(build_config(None, train_settings(cfg, data, "reid")), folder)
+    result = export(folder / "best.pt", parse_formats("onnx"), folder / "export", ExportOptions(progress=False))
+    return {"onnx": str(result.files["onnx"]), "test": summary["test"]}
+
+
+def accuracy_summary(scores: dict) -> dict:
+    """summary.json's accuracy: the headline figures of each model and split (no CMC curve)."""
+    return {k: {s: {m: v[s][m] for m in ("mAP", "rank1", "rank5", "num_queries")} | (
+        {"psnr": v[s]["psnr"], "ssim": v[s]["ssim"]} if "psnr" in v[s] else {}) for s in v}
+        for k, v in scores.items()}
+
+
 def run_demo(out: str | Path, quick: bool = False, checkpoint: str | None = None, seed: int = 0) -> dict:
     from fogreid.tensorrt_version import installed_tensorrt
 
@@ -103,17 +129,12 @@ def run_demo(out: str | Path, quick: bool = False, checkpoint: str | None = None
         return {"root": str(data)}
     data_step = steps.run("data", asdict(cfg.data), make_data, [data / "fogreid_synth.json"])
 
-    def train_settings(mode: str) -> list[str]:
-        return [f"data.root={data}", f"model.imgsz=[{cfg.imgsz}, {cfg.imgsz}]", f"optim.epochs={cfg.epochs}",
-                "optim.lr=1e-3", f"optim.warmup_epochs={max(cfg.epochs // 10, 1)}",
-                f"optim.milestones=[{cfg.epochs * 2 // 3}]", "optim.gamma=0.1", f"seed={cfg.seed}", f"mode={mode}"]
-
     def do_train():
         from fogreid.fileio import sha256_file
         from fogreid.train.config import build_config
         from fogreid.train.loop import train
 
-        summary = train(build_config(None, train_settings("sjdl")), out / "train")
+        summary = train(build_config(None, train_settings(cfg, data, "sjdl")), out / "train")
         return {"checkpoint": str(out / "train" / "best.pt"), "sha256": sha256_file(out / "train" / "best.pt"),
                 "test": summary["test"]}
     if checkpoint:
@@ -188,21 +209,10 @@ def run_demo(out: str | Path, quick: bool = False, checkpoint: str | None = None
         return {"speed": {name: _speed(path) for name, path in {"pytorch": ckpt, **artifacts}.items()}}
     speed = steps.run("speed", {"export": exported["key"]}, do_speed)
 
-    # The comparison the stream shows: a ReID-only model trained like the demo's own (not with a
-    # user's --checkpoint, whose settings the demo does not know).
-    def do_baseline():
-        from fogreid.export.exporter import ExportOptions, export
-        from fogreid.export.formats import parse_formats
-        from fogreid.train.config import build_config
-        from fogreid.train.loop import train
-
-        summary = train(build_config(None, train_settings("reid")), out / "baseline")
-        result = export(out / "baseline" / "best.pt", parse_formats("onnx"), out / "baseline" / "export",
-                        ExportOptions(progress=False))
-        return {"onnx": str(result.files["onnx"]), "test": summary["test"]}
-    baseline = None if checkpoint else steps.run("baseline", {"data": data_step["key"], "imgsz": cfg.imgsz,
-                                                              "epochs": cfg.epochs, "seed": cfg.seed}, do_baseline,
-                                                 [out / "baseline" / "export" / "model.onnx"])
+    # Not beside a user's --checkpoint, whose training settings the demo does not know.
+    baseline = None if checkpoint else steps.run(
+        "baseline", {"data": data_step["key"], "imgsz": cfg.imgsz, "epochs": cfg.epochs, "seed": cfg.seed},
+        lambda: train_baseline(cfg, data, out / "baseline"), [out / "baseline" / "export" / "model.onnx"])
 
     def do_stream():
         from fogreid.demo_city import city_config, run_city
@@ -218,9 +228,7 @@ def run_demo(out: str | Path, quick: bool = False, checkpoint: str | None = None
                "not_built": exported.get("not_built", {}), "training_test": trained.get("test"),
                "validation": {k: {"verdict": v["verdict"], "figures": v["figures"]}
                               for k, v in validation["verdicts"].items()},
-               "accuracy": {k: {s: {m: v[s][m] for m in ("mAP", "rank1", "rank5", "num_queries")} | (
-                   {"psnr": v[s]["psnr"], "ssim": v[s]["ssim"]} if "psnr" in v[s] else {}) for s in v}
-                   for k, v in accuracy["scores"].items()},
+               "accuracy": accuracy_summary(accuracy["scores"]),
                "baseline": baseline and {"checkpoint": str(out / "baseline" / "best.pt"), "test": baseline["test"]},
                "speed": speed["speed"], "stream": {k: v for k, v in stream.items() if k != "key"},
                "step_seconds": steps.timings, "reused_steps": steps.reused}

@@ -1,8 +1,8 @@
 """The demo's stream step: a generated multi-camera city through `fogreid run`'s own path.
 
 Public detections -> ByteTrack per camera -> track-level ReID -> one global id across cameras,
-with the whole-frame defog view where the model has a defog head, run by `fogreid.cli.main`
-exactly as a user's command line would be. The joint model runs, and beside it a ReID-only model
+with the whole-frame defog view where the model has a defog head: the `fogreid run` command a
+user would type, in its own process. The joint model runs, and beside it a ReID-only model
 trained the same way, on the same frames; `fogreid eval-mtmc` (motmetrics) scores both against
 the city's ground truth. The cameras range from clear to dense fog, so the fog gate
 (`--defog auto`) leaves the clear camera's view as it is and defogs the others.
@@ -10,9 +10,9 @@ the city's ground truth. The cameras range from clear to dense fog, so the fog g
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 from fogreid.data.synth_video import CityConfig
@@ -27,7 +27,6 @@ def city_config(quick: bool, seed: int = 0) -> CityConfig:
 def run_city(folder: Path, config: CityConfig, models: dict[str, Path]) -> dict:
     """Generates the city under `folder` and runs each model (name -> exported ONNX) through it.
     Returns the city's settings and, per model, the run's figures, its scores and its videos."""
-    from fogreid.cli import main
     from fogreid.data.synth_video import make_city
     from fogreid.errors import FogreidError
     from fogreid.mtmc import evaluate_city
@@ -43,12 +42,12 @@ def run_city(folder: Path, config: CityConfig, models: dict[str, Path]) -> dict:
         view = ["--defog-view", "frame"] if (model.parent / FRAME_GRAPH).is_file() else []
         argv = ["run", "--model", str(model), "--source", *videos, "--detections", *dets, "--fps", f"{config.fps:g}",
                 "--events", str(out / "events.jsonl"), "--save-video", str(out / "view.mp4"), "--overwrite", *view]
-        printed = io.StringIO()
-        with contextlib.redirect_stdout(printed):
-            code = main(argv)
-        if code != 0:
-            raise FogreidError(f"the demo's `fogreid {' '.join(argv)}` failed (exit {code}); its message is above")
-        figures = json.loads(printed.getvalue().strip().splitlines()[-1])
+        # The command a user would type, in its own process: its progress goes to this stderr.
+        done = subprocess.run([sys.executable, "-m", "fogreid", *argv], stdout=subprocess.PIPE, text=True)
+        if done.returncode != 0:
+            raise FogreidError(f"the demo's `fogreid {' '.join(argv)}` failed (exit {done.returncode}); "
+                               f"its message is above")
+        figures = json.loads(done.stdout.strip().splitlines()[-1])
         scores = evaluate_city(city["root"], out / "events.jsonl")
         cams = [v for k, v in scores.items() if k.startswith("cam")]
         print(f"[stream] {name}: {figures['frames']} frames at {figures['fps']:.1f} fps; cross-camera IDF1 "
