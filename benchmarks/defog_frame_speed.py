@@ -24,7 +24,6 @@ def main() -> None:
 
     import numpy as np
 
-    from fogreid.onnx_graph import read_metadata
     from fogreid.runtime.bench import measure
     from fogreid.runtime.frame_defog import FrameDefogger
 
@@ -42,9 +41,8 @@ def main() -> None:
     print("| graph | network at | frame | frames/s (per round) | median ms | p95 ms |")
     print("|---|---|---|---|---|---|")
     for (path, (h, w)), timings in results.items():
-        downscale = int(read_metadata(path).get("downscale", "1"))
         fps = " / ".join(f"{t.images_per_s:.1f}" for t in timings)
-        print(f"| {path} | 1/{downscale} | {w}x{h} | {fps} | {np.median([t.p50_ms for t in timings]):.1f} "
+        print(f"| {path} | 1/{graphs[path].downscale} | {w}x{h} | {fps} | {np.median([t.p50_ms for t in timings]):.1f} "
               f"| {max(t.p95_ms for t in timings):.1f} |")
 
 

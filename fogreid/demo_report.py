@@ -9,7 +9,6 @@ camera from each model's annotated video, side by side.
 from __future__ import annotations
 
 import html
-import json
 from pathlib import Path
 
 import numpy as np
@@ -70,24 +69,24 @@ def _video_frames(path: Path, indices) -> list[tuple[int, np.ndarray]]:
 MODEL_NAMES = {"sjdl": "SJDL (defog + ReID)", "reid_only": "ReID only"}
 
 
-def _busiest_frame(events_path: Path, source: str) -> int:
+def _busiest_frame(detections: list[dict], source: str) -> int:
     """The frame of `source` with the most tracked vehicles (the first such), 0 if none."""
     counts: dict[int, int] = {}
-    for line in events_path.read_text().splitlines():
-        event = json.loads(line)
-        if event.get("event") == "detection" and event["source"] == source and event.get("global_id") is not None:
+    for event in detections:
+        if event["source"] == source and event.get("global_id") is not None:
             counts[event["frame"]] = counts.get(event["frame"], 0) + 1
     return max(sorted(counts), key=lambda f: counts[f]) if counts else 0
 
 
 def _city_rows(stream: dict) -> str:
     """Per camera, the same frame from each model's annotated video, side by side."""
+    from fogreid.mtmc import read_events
+
     models = stream["models"]
-    first = next(iter(models.values()))
+    detections = read_events(next(iter(models.values()))["events"])   # the frames are chosen on the first model's
     rows = ""
     for c, (camera, beta) in enumerate(zip(stream["cameras"], stream["fog"], strict=True)):
-        source = str(Path(stream["city"]) / camera / "video.mp4")
-        index = _busiest_frame(Path(first["events"]), source)
+        index = _busiest_frame(detections, str(Path(stream["city"]) / camera / "video.mp4"))
         cells = []
         for name, run in models.items():
             shown = _video_frames(Path(run["videos"][c]), [index])
@@ -119,7 +118,7 @@ def _badge(verdict: str) -> str:
 
 def _headline(summary: dict, scores: dict, verdicts: dict, config: dict) -> str:
     """What was built, each artifact's verdict, and the three figures that matter: accuracy of the
-    deployed model on real-like fog, the street video's right matches, and its speed."""
+    deployed model on real-like fog, cross-camera IDF1 in the generated city, and speed."""
     stream, settings = summary["stream"], summary["settings"]
     deployed = "onnx-int8" if "onnx-int8" in summary["artifacts"] else "onnx"
     real = scores.get(deployed, scores["pytorch"])["real"]

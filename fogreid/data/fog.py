@@ -120,19 +120,27 @@ def real_like_fog(clear: torch.Tensor, generator: torch.Generator, depth: torch.
         depth = default_depth(b, h, w, device)
     # Patchy density: a coarse random field, smoothly upsampled.
     coarse = _uniform(generator, b, 1 - ranges.density_variation, 1 + ranges.density_variation, 1, 4, 4)
-    field = F.interpolate(coarse.to(device), size=(h, w), mode="bicubic", align_corners=False).clamp_min(0.05)
-    beta = _uniform(generator, b, *ranges.beta).to(device).view(b, 1, 1, 1) * field
+    beta = _uniform(generator, b, *ranges.beta).to(device).view(b, 1, 1, 1) * _density_field(coarse.to(device), h, w)
     # Coloured airlight, brighter towards the top of the image (sky light).
     grey = _uniform(generator, b, *ranges.airlight, 1)
     tint = _uniform(generator, b, -ranges.airlight_tint, ranges.airlight_tint, 3)
     airlight = (grey + tint).to(device).view(b, 3, 1, 1)
-    gradient = torch.linspace(1.05, 0.92, h, device=device).view(1, 1, h, 1)
-    foggy = scatter(clear, depth, beta, (airlight * gradient).clamp(0, 1))
+    foggy = scatter(clear, depth, beta, _sky_light(airlight, h))
     # Low contrast and blur of a cheap lens in fog, then sensor noise.
     contrast = _uniform(generator, b, *ranges.contrast).to(device).view(b, 1, 1, 1)
     blur = _uniform(generator, b, *ranges.blur_sigma).to(device)
     sigma = _uniform(generator, b, *ranges.noise_sigma).to(device).view(b, 1, 1, 1)
     return camera_degradation(foggy, contrast, blur, sigma, torch.randn(clear.shape, generator=generator).to(device))
+
+
+def _density_field(coarse: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """Patchy density: a coarse random field (B, 1, 4, 4), smoothly upsampled to (B, 1, h, w)."""
+    return F.interpolate(coarse, size=(h, w), mode="bicubic", align_corners=False).clamp_min(0.05)
+
+
+def _sky_light(airlight: torch.Tensor, h: int) -> torch.Tensor:
+    """The airlight (B, 3, 1, 1), brighter towards the top of the image (sky light): (B, 3, h, 1)."""
+    return (airlight * torch.linspace(1.05, 0.92, h, device=airlight.device).view(1, 1, h, 1)).clamp(0, 1)
 
 
 def camera_degradation(foggy: torch.Tensor, contrast: torch.Tensor, blur: torch.Tensor, noise_sigma: torch.Tensor,
@@ -166,9 +174,8 @@ class CameraFog:
         """A (1, 3, H, W) frame in [0, 1] through this camera's fog at mean density `beta` (0: no fog,
         only the lens and the sensor)."""
         _, _, h, w = clear.shape
-        field = F.interpolate(self.density, size=(h, w), mode="bicubic", align_corners=False).clamp_min(0.05)
-        gradient = torch.linspace(1.05, 0.92, h).view(1, 1, h, 1)
-        foggy = scatter(clear, depth, beta * field, (self.airlight * gradient).clamp(0, 1)) if beta > 0 else clear
+        foggy = (scatter(clear, depth, beta * _density_field(self.density, h, w), _sky_light(self.airlight, h))
+                 if beta > 0 else clear)
         contrast = torch.tensor(self.contrast if beta > 0 else 1.0).view(1, 1, 1, 1)
         noise = torch.randn(clear.shape, generator=generator)
         return camera_degradation(foggy, contrast, torch.tensor([self.blur]), torch.tensor(self.noise_sigma), noise)

@@ -159,9 +159,9 @@ def write_onnx(model, ckpt_hash: str, out: Path, opts: ExportOptions, fp16: bool
     onnx_graph.export_onnx(model, fp32, {**metadata, "graph": "fused-crop"}, max_batch=max(opts.batch[2], 64))
     files = {"onnx": fp32}
     if frame_graph.supports_frames(model.net):  # the defog head on whole frames, for --defog-view frame
+        downscale = opts.frame_downscale or frame_graph.default_downscale(model.net.config.imgsz)
         files["onnx-defog-frame"] = frame_graph.export_frame_graph(model.net, out / frame_graph.FILE, metadata,
-                                                                   opts.frame_downscale)
-        downscale = onnx_graph.read_metadata(files["onnx-defog-frame"])["downscale"]
+                                                                   downscale)
         log(f"[onnx] whole-frame defog graph (any H, W; the network at 1/{downscale} size) -> "
             f"{files['onnx-defog-frame']}")
     if fp16:

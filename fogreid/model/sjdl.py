@@ -259,8 +259,12 @@ class SJDLNet(nn.Module):
         self.register_buffer("pixel_mean", torch.tensor(cfg.pixel_mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(cfg.pixel_std).view(1, 3, 1, 1), persistent=False)
 
+    def normalise(self, image: torch.Tensor) -> torch.Tensor:
+        """[0, 1] images -> the encoder's input."""
+        return (image - self.pixel_mean) / self.pixel_std
+
     def forward(self, image: torch.Tensor) -> SJDLOutput:
-        fine, stem, l1, l4 = self.backbone((image - self.pixel_mean) / self.pixel_std)
+        fine, stem, l1, l4 = self.backbone(self.normalise(image))
         global_feat, bn_feat = self.reid(l4)
         if self.decoder is None:
             return SJDLOutput(global_feat, bn_feat, None, None)
@@ -274,7 +278,7 @@ class SJDLNet(nn.Module):
         if self.decoder is None:
             raise FogreidError("this model has no defog head (trained with --mode reid)")
         if early is None:
-            early = self.backbone.forward_early((image - self.pixel_mean) / self.pixel_std)
+            early = self.backbone.forward_early(self.normalise(image))
         coarse = self.decoder(image, *early)
         return coarse, self.enhance(image, coarse)
 
@@ -283,7 +287,7 @@ class SJDLNet(nn.Module):
         (before the final clamp). The whole-frame graph computes them small and applies them large."""
         if self.decoder is None or not isinstance(self.decoder, ScatterDecoder):
             raise FogreidError("only the scatter defog head has transmission and airlight maps")
-        early = self.backbone.forward_early((image - self.pixel_mean) / self.pixel_std)
+        early = self.backbone.forward_early(self.normalise(image))
         t, airlight = self.decoder.maps(image, *early)
         coarse = self.decoder.compose(image, t, airlight)
         return t, airlight, self.enhance(image, coarse) - coarse

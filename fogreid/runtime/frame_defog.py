@@ -36,6 +36,8 @@ class FrameDefogger:
             raise FogreidError(f"{path}: not a whole-frame defog graph (metadata graph={meta.get('graph')!r}); "
                                f"use the {FRAME_GRAPH} that `fogreid export --format onnx` writes")
         self.session, self.path = session, path
+        # Graphs written before these keys ran the network on the whole frame, from 32 px (MIN_SIDE).
+        self.downscale = int(meta["downscale"]) if meta.get("downscale", "").isdigit() else 1
         self.min_side = int(meta["min_side"]) if meta.get("min_side", "").isdigit() else 32
 
     def __call__(self, frame: np.ndarray) -> np.ndarray:

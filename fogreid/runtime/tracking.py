@@ -82,7 +82,7 @@ class SourceTracker:
         return ids
 
     def alive(self) -> set[int]:
-        return {self.local_ids[int(t.tracker_id)] for t in self.tracker.tracks if int(t.tracker_id) in self.local_ids}
+        return set(self.local_ids.values())   # `update` keeps only the ids of tracks ByteTrack still holds
 
 
 def crop_quality(region: Region, frame_shape: tuple[int, int], imgsz: tuple[int, int]) -> float:
