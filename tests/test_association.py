@@ -1,6 +1,7 @@
 """Cross-camera association: the time, camera and gallery rules, with a real Gallery."""
 
 import numpy as np
+import pytest
 
 from fogreid.runtime.association import AssociationConfig, CrossCameraAssociator, TrackSummary
 from fogreid.runtime.gallery import Gallery
@@ -68,3 +69,46 @@ def test_gallery_names_tracks_and_joins_them():
     unknown = assoc.update(TrackSummary("cam2", 3, 8.0, 9.0, unit(3)))
     assert a.label == b.label == "car7" and b.global_id == a.global_id
     assert unknown.label is None and unknown.new
+
+
+def two_camera_road(look: float, fog: float, vehicles: int = 30, dim: int = 32) -> list[TrackSummary]:
+    """Each vehicle passes a clear camera, then a foggy one. `look`: a direction every vehicle's
+    embedding shares (look-alike vehicles); `fog`: one more that only the foggy camera adds."""
+    rng = np.random.default_rng(0)
+    shared, haze = unit(100), unit(101)
+    tracks = []
+    for i in range(vehicles):
+        v = unit(200 + i)
+        clear = v + look * shared + 0.15 * rng.normal(size=dim)
+        foggy = v + look * shared + fog * haze + 0.15 * rng.normal(size=dim)
+        tracks.append(TrackSummary("clear", i, 10.0 * i, 10.0 * i + 3, clear.astype(np.float32), ended=True))
+        tracks.append(TrackSummary("fog", i, 10.0 * i + 5, 10.0 * i + 8, foggy.astype(np.float32), ended=True))
+    return tracks
+
+
+def joined(threshold, tracks: list[TrackSummary]) -> tuple[int, int]:
+    """(vehicles given one id in both cameras, distinct ids among the clear camera's vehicles)."""
+    assoc = CrossCameraAssociator(AssociationConfig(threshold=threshold))
+    ids = {(t.camera, t.track_id): assoc.update(t).global_id for t in tracks}
+    vehicles = len(tracks) // 2
+    return (sum(ids["clear", i] == ids["fog", i] for i in range(vehicles)),
+            len({ids["clear", i] for i in range(vehicles)}))
+
+
+def test_auto_threshold_follows_a_vehicle_into_fog_where_a_fixed_one_loses_it():
+    road = two_camera_road(look=0.0, fog=1.0)
+    assert joined(0.6, road)[0] <= 1            # fog pulls the same vehicle's cosines under 0.6
+    same, distinct = joined("auto", road)
+    assert same >= 18 and distinct >= 28        # the camera's shared look taken off, the pair's own threshold
+
+
+def test_auto_threshold_keeps_look_alike_strangers_apart():
+    road = two_camera_road(look=1.0, fog=0.0)
+    assert joined(0.6, road)[1] <= 20           # 30 vehicles merged into 19 identities
+    same, distinct = joined("auto", road)
+    assert distinct >= 26 and same >= 24
+
+
+def test_association_threshold_is_a_cosine_or_auto():
+    with pytest.raises(ValueError, match="cosine or 'auto'"):
+        AssociationConfig(threshold="0.6")

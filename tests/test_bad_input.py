@@ -191,6 +191,8 @@ CASES = {
     "run-top-k-0": t("run", "--model", "{onnx}", "--source", "{video}", "--top-k", "0", says="--top-k"),
     "run-queue-0": t("run", "--model", "{onnx}", "--source", "{video}", "--queue", "0", says="--queue"),
     "run-min-score-5": t("run", "--model", "{onnx}", "--source", "{video}", "--min-score", "5", says="--min-score"),
+    "run-assoc-threshold-word": t("run", "--model", "{onnx}", "--source", "{video}", "--assoc-threshold", "automatic",
+                                  says="--assoc-threshold"),
     "run-max-frames-0": t("run", "--model", "{onnx}", "--source", "{video}", "--max-frames", "0",
                           says="--max-frames"),
     "run-max-retries-negative": t("run", "--model", "{onnx}", "--source", "{video}", "--max-retries", "-1",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from fogreid.cli.common import cosine_float, int_in, seconds, seconds_or_zero
+from fogreid.cli.common import cosine_float, cosine_or_auto, int_in, seconds, seconds_or_zero
 
 
 def add_parser(verbs: argparse._SubParsersAction) -> None:
@@ -18,7 +18,8 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--consumer", help="this matcher's consumer name (default HOST-PID)")
     p.add_argument("--claim-idle", type=seconds_or_zero, default=5.0,
                    help="take over entries another consumer left pending this many seconds (default 5)")
-    p.add_argument("--threshold", type=cosine_float, default=0.6, help="cosine to join a known identity (default 0.6)")
+    p.add_argument("--threshold", type=cosine_or_auto, default="auto", help="cosine to join a known identity, or "
+                   "auto (default, as fogreid run's): learnt per camera pair from the tracks")
     p.add_argument("--min-score", type=cosine_float, default=0.5,
                    help="gallery cosine below which a track stays unknown (default 0.5, as fogreid run's)")
     p.add_argument("--max-gap", type=seconds, help="most seconds between leaving one camera and entering another")

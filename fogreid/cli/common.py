@@ -63,6 +63,19 @@ nonnegative_float = float_in(0)
 unit_float = float_in(0, 1)
 cosine_float = float_in(-1, 1, name="a cosine similarity in [-1, 1]")
 port = int_in(1, 65535)
+
+
+def cosine_or_auto(text: str):
+    """A cross-camera threshold: a cosine, or "auto" (per camera pair; fogreid/runtime/association.py)."""
+    if text == "auto":
+        return text
+    try:
+        return cosine_float(text)
+    except argparse.ArgumentTypeError as error:
+        raise argparse.ArgumentTypeError(f"{error}, or auto") from None
+
+
+cosine_or_auto.__name__ = "'auto' or a cosine similarity in [-1, 1]"
 seed = int_in(0, 2**32 - 1)                  # numpy's and torch's seeds take 32 bits
 batch_size = int_in(1, 65536)
 imgsz_px = int_in(32, MAX_IMGSZ)             # an image side: the model's limits (fogreid/model/config.py)

@@ -10,6 +10,7 @@ from fogreid.cli.common import (
     add_backend_options,
     batch_size,
     cosine_float,
+    cosine_or_auto,
     fps,
     imgsz_px,
     input_file,
@@ -51,9 +52,9 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--lost-seconds", type=seconds, default=1.0, help="a track unseen this long ends")
     p.add_argument("--fps", type=fps, default=25.0, help="frame rate of the sources, for the tracker")
     p.add_argument("--no-global-ids", action="store_true", help="no association of tracks across cameras")
-    p.add_argument("--assoc-threshold", type=cosine_float, default=0.6,
-                   help="cosine for a track to join a vehicle seen "
-                   "before (in another camera, or earlier)")
+    p.add_argument("--assoc-threshold", type=cosine_or_auto, default="auto",
+                   help="cosine for a track to join a vehicle seen before (in another camera, or earlier); "
+                   "auto (default): learnt per camera pair from the tracks, as fog moves cosines")
     p.add_argument("--max-gap", type=seconds, help="seconds a vehicle may take from one camera to the next")
     p.add_argument("--min-transit", type=seconds_or_zero, default=0.0,
                    help="seconds a vehicle needs at least between cameras")
