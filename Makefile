@@ -24,8 +24,8 @@ docs: $(STAMP)
 # fogreid itself and the few packages serving needs (tests/test_serve.py starts it on loopback).
 $(SERVE_STAMP): pyproject.toml $(STAMP)
 	$(VENV)/bin/uv venv -q --allow-existing --python $(VENV)/bin/python $(SERVE_VENV)
-	$(VENV)/bin/uv pip install -q --python $(SERVE_VENV)/bin/python --no-deps -e .
-	$(VENV)/bin/uv pip install -q --python $(SERVE_VENV)/bin/python 'nvidia-pytriton>=0.5' onnx onnxruntime polygraphy
+	$(VENV)/bin/uv pip install -q --compile-bytecode --python $(SERVE_VENV)/bin/python --no-deps -e .
+	$(VENV)/bin/uv pip install -q --compile-bytecode --python $(SERVE_VENV)/bin/python 'nvidia-pytriton>=0.5' onnx onnxruntime polygraphy
 	touch $(SERVE_STAMP)
 
 # The stream tests serve a video with Debian's ffmpeg and the bus tests start Debian's
@@ -48,7 +48,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install -q --upgrade uv
-	$(VENV)/bin/uv pip install --python $(VENV)/bin/python -e '.[dev]'
+	$(VENV)/bin/uv pip install --compile-bytecode --python $(VENV)/bin/python -e '.[dev]'
 	touch $(STAMP)
 
 clean:

@@ -13,7 +13,8 @@ on every camera, MOTChallenge public detections (the truth with misses and jitte
 measure tracking and identity, not detection. Per-camera IDF1 / MOTA come from ByteTrack and
 barely depend on the embedding; cross-camera IDF1 is where the embedding decides (one global id
 per vehicle across cameras), with `fogreid run`'s association (`--assoc-threshold`, default
-auto: per camera pair; a number compares one fixed cosine). Every model runs on every city
+auto: per camera pair; a number compares one fixed cosine) and embeddings (`--embed-defogged`,
+default auto: the defogged crop's on foggy frames). Every model runs on every city
 (`--cities` per fog level); a cell is the mean over cities, then mean +- half-range over the
 training seeds.
 """
@@ -49,8 +50,12 @@ def exported(models: Path, out: Path, seed: int, row: str) -> Path:
     return target / "model.onnx"
 
 
+def city_folder(out: Path, beta: float, index: int, vehicles: int, seconds: float, real_like: bool) -> Path:
+    return out / f"city_{'real_' if real_like else ''}beta{beta:g}_{vehicles}v{seconds:g}s_{index}"
+
+
 def city(out: Path, beta: float, index: int, vehicles: int, seconds: float, real_like: bool) -> Path:
-    folder = out / f"city_{'real_' if real_like else ''}beta{beta:g}_{vehicles}v{seconds:g}s_{index}"
+    folder = city_folder(out, beta, index, vehicles, seconds, real_like)
     if not (folder / "city.json").is_file():
         fogreid("synth-video", "--out", str(folder), "--cameras", "3", "--vehicles", str(vehicles),
                 "--seconds", str(seconds), "--fog", str(beta), "--seed", str(100 + index),
@@ -58,9 +63,9 @@ def city(out: Path, beta: float, index: int, vehicles: int, seconds: float, real
     return folder
 
 
-def score(folder: Path, model: Path, name: str, threshold: str) -> dict:
+def score(folder: Path, model: Path, name: str, threshold: str, embed: str) -> dict:
     """Cross-camera and per-camera scores of one model on one city (cached beside the city)."""
-    name = f"{name}_assoc{threshold}"
+    name = f"{name}_assoc{threshold}" + ("" if embed == "never" else f"_embed{embed}")
     cached = folder / f"scores_{name}.json"
     if cached.is_file():
         return json.loads(cached.read_text())
@@ -70,7 +75,8 @@ def score(folder: Path, model: Path, name: str, threshold: str) -> dict:
     events = folder / f"events_{name}.jsonl"
     # onnxruntime, not auto: the engine does not change the events, and auto's timing would add noise
     fogreid("run", "--model", str(model), "--backend", "onnxruntime", "--source", *videos, "--detections", *dets,
-            "--events", str(events), "--overwrite", "--fps", str(info["fps"]), "--assoc-threshold", threshold)
+            "--events", str(events), "--overwrite", "--fps", str(info["fps"]), "--assoc-threshold", threshold,
+            "--embed-defogged", embed)
     scores = json.loads(fogreid("eval-mtmc", "--city", str(folder), "--events", str(events), "--json"))
     cached.write_text(json.dumps(scores))
     return scores
@@ -91,6 +97,8 @@ def main() -> None:
     parser.add_argument("--vehicles", type=int, default=40)
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--assoc-threshold", default="auto", help="fogreid run's --assoc-threshold (default auto)")
+    parser.add_argument("--embed-defogged", default="auto", choices=["auto", "always", "never"],
+                        help="fogreid run's --embed-defogged (default auto)")
     parser.add_argument("--real-like", action="store_true",
                         help="vehicles and cameras of the real-like domain (the accuracy table's `real` split)")
     args = parser.parse_args()
@@ -103,7 +111,8 @@ def main() -> None:
         for row in ROWS:
             cell = table[beta, row] = {"cross": [], "idf1": [], "mota": []}
             for seed in args.seeds:
-                runs = [score(c, onnx[seed, row], f"seed{seed}_{row}", args.assoc_threshold) for c in cities]
+                runs = [score(c, onnx[seed, row], f"seed{seed}_{row}", args.assoc_threshold, args.embed_defogged)
+                        for c in cities]
                 cams = [[v for k, v in s.items() if k.startswith("cam")] for s in runs]
                 cell["cross"].append(statistics.fmean(s["cross-camera"]["idf1"] for s in runs))
                 cell["idf1"].append(statistics.fmean(c["idf1"] for cs in cams for c in cs))
@@ -112,7 +121,8 @@ def main() -> None:
     kind = "real-like " if args.real_like else ""
     print(f"\n{args.cities} {kind}cities per fog level (3 cameras, {args.vehicles} unseen vehicles, "
           f"{args.seconds:g} s at "
-          f"10 fps, public detections, --assoc-threshold {args.assoc_threshold});\n"
+          f"10 fps, public detections, --assoc-threshold {args.assoc_threshold}, "
+          f"--embed-defogged {args.embed_defogged});\n"
           f"models: {models} (seeds {' '.join(map(str, args.seeds))}), best.pt as ONNX; "
           f"mean ± half-range over training seeds")
     print(f"{'beta':>5}  {'model':<25}{'IDF1/cam':>14}{'MOTA/cam':>14}{'cross-camera IDF1':>20}")
@@ -124,7 +134,8 @@ def main() -> None:
         gain = [e - c for e, c in zip(table[beta, "e"]["cross"], table[beta, "c"]["cross"], strict=True)]
         print(f"{'':>5}  {'SJDL - ReID only':<25}{'':>28}{mean_spread(gain):>20}")
     cells = {f"{beta:g}/{row}": cell for (beta, row), cell in table.items()}
-    name = f"table{'_real' if args.real_like else ''}_{args.vehicles}v_assoc{args.assoc_threshold}.json"
+    name = (f"table{'_real' if args.real_like else ''}_{args.vehicles}v_assoc{args.assoc_threshold}"
+            f"_embed{args.embed_defogged}.json")
     (out / name).write_text(json.dumps(cells, indent=1))
 
 

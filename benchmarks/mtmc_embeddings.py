@@ -5,12 +5,14 @@ ground-truth track (a vehicle in one camera) is embedded from its crops at the t
 the tracks of the other cameras:
 
   track mAP / R1   cross-camera retrieval of whole tracks (what the association decides on)
+  defogged mAP     the same with each crop embedded from the model's own defogged crop
+                   (`fogreid run --embed-defogged`; a ReID-only model's is its input)
   crop mAP         the same with single crops (what the retrieval test measures)
   gap              mean cosine of same-vehicle track pairs minus mean cosine of different ones
   best-thr F1      the F1 of "same vehicle" at the best single cosine threshold over pairs,
-                   and that threshold (the association uses 0.6 for every model)
+                   and that threshold (what one fixed `--assoc-threshold` would have to be)
 
-    python benchmarks/mtmc_embeddings.py [--out runs/mtmc] [--real-like]
+    python benchmarks/mtmc_embeddings.py [--out runs/mtmc] [--real-like] [--vehicles 40 --seconds 60]
 
 It reads the exported models and cities benchmarks/mtmc.py made (run that first).
 """
@@ -22,7 +24,7 @@ import json
 import statistics
 from pathlib import Path
 
-ROWS = {"e": "SJDL (defog + ReID)", "c": "ReID only (fog-trained)"}
+from mtmc import ROWS, city_folder
 
 
 def track_crops(city: Path) -> dict[tuple[str, int], list]:
@@ -75,13 +77,17 @@ def analyse(model_path: Path, tracks: dict) -> dict:
 
     with load_deployed(model_path, backend="onnxruntime") as model:
         keys = sorted(tracks)
-        means, crop_emb, crop_ids, crop_cams = [], [], [], []
+        means, defogged_means, crop_emb, crop_ids, crop_cams = [], [], [], [], []
         for camera, vid in keys:
             crops = np.stack([resize_for_model(c, model.imgsz) for c, _ in tracks[camera, vid]])
-            emb = np.concatenate([model(crops[i:i + 64])[1] for i in range(0, len(crops), 64)])
+            outputs = [model(crops[i:i + 64]) for i in range(0, len(crops), 64)]
+            emb = np.concatenate([e for _, e in outputs])
+            # `fogreid run --embed-defogged`: the model again, on its own defogged crops
+            emb_defogged = np.concatenate([model(np.ascontiguousarray(d))[1] for d, _ in outputs])
             weights = np.array([q for _, q in tracks[camera, vid]])[:, None]
-            mean = (emb * weights).sum(0)
-            means.append(mean / np.linalg.norm(mean))
+            for rows, out in ((emb, means), (emb_defogged, defogged_means)):
+                mean = (rows * weights).sum(0)
+                out.append(mean / np.linalg.norm(mean))
             picks = np.linspace(0, len(emb) - 1, min(len(emb), 5)).astype(int)   # a few crops per track
             crop_emb.append(emb[picks])
             crop_ids += [vid] * len(picks)
@@ -89,6 +95,7 @@ def analyse(model_path: Path, tracks: dict) -> dict:
     means = np.stack(means)
     ids, cams = np.array([v for _, v in keys]), np.array([c for c, _ in keys])
     track_map, track_r1 = retrieval(means, ids, cams)
+    defogged_map, _ = retrieval(np.stack(defogged_means), ids, cams)
     crops = np.concatenate(crop_emb)
     crop_map, _ = retrieval(crops, np.array(crop_ids), np.array(crop_cams))
     sims = means @ means.T
@@ -103,7 +110,7 @@ def analyse(model_path: Path, tracks: dict) -> dict:
         f1 = 2 * tp / max(2 * tp + fp + (len(same) - tp), 1)
         if f1 > best_f1:
             best_f1, best_thr = f1, float(thr)
-    return {"track_map": track_map, "track_r1": track_r1, "crop_map": crop_map,
+    return {"track_map": track_map, "track_r1": track_r1, "defogged_map": defogged_map, "crop_map": crop_map,
             "gap": float(np.mean(same) - np.mean(other)) if same and other else 0.0,
             "same": float(np.mean(same)) if same else 0.0, "other": float(np.mean(other)) if other else 0.0,
             "f1": 100 * best_f1, "thr": best_thr}
@@ -115,13 +122,14 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--fog", type=float, nargs="+", default=[0.0, 1.0, 3.5])
     parser.add_argument("--cities", type=int, default=2)
+    parser.add_argument("--vehicles", type=int, default=40, help="as benchmarks/mtmc.py's")
+    parser.add_argument("--seconds", type=float, default=60.0, help="as benchmarks/mtmc.py's")
     parser.add_argument("--real-like", action="store_true")
     args = parser.parse_args()
     out = Path(args.out)
-    prefix = "city_real_" if args.real_like else "city_"
     table = {}
     for beta in args.fog:
-        cities = [out / f"{prefix}beta{beta:g}_{k}" for k in range(args.cities)]
+        cities = [city_folder(out, beta, k, args.vehicles, args.seconds, args.real_like) for k in range(args.cities)]
         crops = [track_crops(c) for c in cities]
         for row in ROWS:
             cells = []
@@ -133,7 +141,7 @@ def main() -> None:
     kind = "real-like" if args.real_like else "synthetic"
     print(f"\nEmbeddings on ground-truth tracks, {kind} cities of {out}, mean over {args.cities} cities per fog "
           f"level; mean ± half-range over training seeds {' '.join(map(str, args.seeds))}")
-    columns = ("track_map", "track_r1", "crop_map", "same", "other", "gap", "f1", "thr")
+    columns = ("track_map", "track_r1", "defogged_map", "crop_map", "same", "other", "gap", "f1", "thr")
     print(f"{'beta':>5}  {'model':<25}" + "".join(f"{c:>14}" for c in columns))
     for beta in args.fog:
         for row, label in ROWS.items():
@@ -141,7 +149,7 @@ def main() -> None:
             text = ""
             for c in columns:
                 values = [cell[c] for cell in cells]
-                digits = 1 if c in ("track_map", "track_r1", "crop_map", "f1") else 3
+                digits = 1 if c in ("track_map", "track_r1", "defogged_map", "crop_map", "f1") else 3
                 text += f"{statistics.fmean(values):>8.{digits}f} ±{(max(values) - min(values)) / 2:>4.{digits}f}"
             print(f"{beta:>5g}  {label:<25}{text}")
     (out / f"embeddings{'_real' if args.real_like else ''}.json").write_text(

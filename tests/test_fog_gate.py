@@ -83,10 +83,71 @@ def test_auto_keeps_the_events_and_defogs_only_the_foggy_camera(exported, city, 
 def test_defog_options_need_a_defog_view(exported, city, fogreid_cmd, tmp_path):
     _, result = exported
     base = fogreid_cmd + ["run", "--model", str(result.files["onnx"]), "--source", str(city["videos"][0])]
-    for extra, says in ((["--defog", "never"], "add --defog-view"), (["--fog-threshold", "0.5"], "add --defog-view"),
+    for extra, says in ((["--defog", "never"], "add --defog-view"),
+                        (["--fog-threshold", "0.5", "--embed-defogged", "never"], "--fog-threshold is for"),
                         (["--save-video", str(tmp_path / "v.mp4"), "--defog-view", "--defog", "always",
-                          "--fog-threshold", "0.5"], "--fog-threshold is for --defog auto"),
+                          "--embed-defogged", "always", "--fog-threshold", "0.5"], "--fog-threshold is for"),
                         (["--save-video", str(tmp_path / "v.mp4"), "--defog-view", "--fog-threshold", "nan"],
                          "--fog-threshold")):
         done = subprocess.run(base + extra, capture_output=True, text=True, timeout=120)
         assert done.returncode == 2 and says in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+class Embeddings:
+    """A publisher that keeps each detection's embedding, per camera and frame."""
+
+    def __init__(self):
+        self.rows = {}
+
+    def __call__(self, event, embedding):
+        if event["event"] == "detection":
+            self.rows[event["source"], event["frame"], tuple(event["box"])] = embedding
+
+    def flush(self):
+        pass
+
+
+class CountingModel:
+    """The deployed model, counting the crops it is called on."""
+
+    def __init__(self, model):
+        self.model, self.imgsz, self.crops = model, model.imgsz, 0
+
+    def __call__(self, crops):
+        self.crops += len(crops)
+        return self.model(crops)
+
+
+def test_embed_defogged_on_the_foggy_camera_only(exported, city):
+    from fogreid.runtime.backends import load_deployed
+    from fogreid.runtime.pipeline import RunOptions, run_stream
+    from fogreid.runtime.regions import PublicDetections
+    from fogreid.runtime.tracking import TrackingConfig
+
+    _, result = exported
+    videos, dets = list(map(str, city["videos"])), list(map(str, city["det"]))
+    runs = {}
+    with load_deployed(result.files["onnx"], "onnxruntime") as model:
+        for mode in ("never", "always", "auto"):
+            counted, seen = CountingModel(model), Embeddings()
+            run_stream(counted, RunOptions(videos, PublicDetections(dets, videos), tracking=TrackingConfig(fps=8),
+                                           publish=seen, embed_defogged=mode, stats_every=1e9))
+            runs[mode] = seen.rows, counted.crops
+        crops = {m: n for m, (_, n) in runs.items()}
+        never, always, auto = (runs[m][0] for m in ("never", "always", "auto"))
+        assert never.keys() == always.keys() == auto.keys() and never
+        clear, foggy = videos
+        for key in never:
+            same_as = never if key[0] == clear else always          # auto: a second pass where there is fog
+            assert np.array_equal(auto[key], same_as[key]), key
+            if key[0] == foggy:
+                assert not np.allclose(always[key], never[key], atol=1e-3)
+        assert crops["always"] == 2 * crops["never"] and crops["never"] < crops["auto"] < crops["always"]
+        # The second pass is the model on its own defogged crop.
+        key = next(k for k in never if k[0] == foggy)
+        frame = frames(foggy)[key[1]]
+        x1, y1, x2, y2 = key[2]
+        from fogreid.data.image_io import resize_for_model
+
+        defogged, _ = model(resize_for_model(frame[y1:y2, x1:x2], model.imgsz)[None])
+        assert np.allclose(model(defogged)[1][0], always[key], atol=1e-4)

@@ -83,6 +83,34 @@ def rvsl_run(tmp_path_factory):
     return out, train_rvsl(cfg, out, progress=False)
 
 
+def test_rvsl_starts_from_a_trained_sjdl_network(tmp_path):
+    from fogreid.errors import FogreidError
+    from fogreid.model.build import build_model
+    from fogreid.model.checkpoint import read_checkpoint, save_checkpoint
+    from fogreid.model.config import preset
+    from fogreid.train.rvsl import start_from
+
+    sjdl = build_model(preset("edge", imgsz=SIZE, num_ids=4))
+    save_checkpoint(tmp_path / "sjdl.pt", sjdl)
+    rvsl = build_model(preset("edge", arch="rvsl", imgsz=SIZE, num_ids=4))
+    start_from(rvsl, read_checkpoint(tmp_path / "sjdl.pt"), tmp_path / "sjdl.pt")
+    backbone = sjdl.backbone.state_dict()
+    assert torch.equal(rvsl.enc_hazy.conv1.weight, backbone["conv1.weight"])
+    assert torch.equal(rvsl.enc_clear.layer1[0].conv1.weight, backbone["layer1.0.conv1.weight"])
+    assert torch.equal(rvsl.trunk.layer4[0].conv1.weight, backbone["layer4.0.conv1.weight"])
+    assert torch.equal(rvsl.trunk.bnneck.running_var, sjdl.reid.bnneck.running_var)
+    assert torch.equal(rvsl.classifier.weight, sjdl.classifier.weight)
+    # the encoder without SJDL's channel attention: the same pooled layer4 features
+    with torch.no_grad():
+        image = torch.rand(2, 3, *SIZE)
+        pooled = sjdl.backbone(sjdl.normalise(image))[3].mean(dim=(2, 3))
+        assert torch.allclose(rvsl.trunk(rvsl.encode(image, "hazy")[1])[0], pooled, atol=1e-5)
+
+    wider = build_model(preset("edge", arch="rvsl", backbone="resnet34", imgsz=SIZE, num_ids=4))
+    with pytest.raises(FogreidError, match="does not fit this RVSL network"):
+        start_from(wider, read_checkpoint(tmp_path / "sjdl.pt"), tmp_path / "sjdl.pt")
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(1500)  # the 3-stage run: about a minute alone on 2 cores
 def test_each_stage_trains_with_its_losses(rvsl_run):

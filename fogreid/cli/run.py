@@ -78,7 +78,12 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
                    "defogged (auto, the default: those whose dark-channel fog density reaches --fog-threshold, "
                    "per source; clear frames are shown as they are and skip the whole-frame graph)")
     p.add_argument("--fog-threshold", type=unit_float, metavar="DENSITY",
-                   help="fog density (0 clear, 1 opaque) from which --defog auto defogs the view (default 0.65)")
+                   help="fog density (0 clear, 1 opaque) from which --defog auto defogs the view and "
+                   "--embed-defogged auto embeds the defogged crop (default 0.65)")
+    p.add_argument("--embed-defogged", choices=["auto", "always", "never"], default="auto",
+                   help="identify a vehicle by the embedding of the model's defogged crop (a second pass) instead "
+                   "of the foggy crop: auto (default) on frames whose fog density reaches --fog-threshold; a "
+                   "ReID-only model, whose defogged output is its input, is never run twice")
     p.add_argument("--batch", type=batch_size, default=16, help="crops per inference batch")
     p.add_argument("--top-k", type=int_in(1, 1000), default=1, help="gallery matches kept per crop in the events")
     p.add_argument("--min-score", type=cosine_float, default=0.5, help="cosine below which a match is 'unknown'")
@@ -165,10 +170,12 @@ def check_files(args: argparse.Namespace) -> None:
     if args.defog_model and args.defog_view != "frame":
         raise FogreidError("--defog-model is for --defog-view frame")
     input_file(args.defog_model, "--defog-model", "defog frame graph", "onnx")
-    if (args.defog or args.fog_threshold is not None) and not args.defog_view:
-        raise FogreidError("--defog and --fog-threshold choose which saved frames are defogged: add --defog-view")
-    if args.fog_threshold is not None and args.defog not in (None, "auto"):
-        raise FogreidError(f"--fog-threshold is for --defog auto, not --defog {args.defog}")
+    if args.defog and not args.defog_view:
+        raise FogreidError("--defog chooses which saved frames are defogged: add --defog-view")
+    view_auto = args.defog_view and args.defog in (None, "auto")
+    if args.fog_threshold is not None and not view_auto and args.embed_defogged != "auto":
+        raise FogreidError("--fog-threshold is for --defog auto (with --defog-view) and --embed-defogged auto, "
+                           f"not --defog {args.defog or 'auto'} with --embed-defogged {args.embed_defogged}")
     if args.det_imgsz is not None and len(args.det_imgsz) not in (1, 2):
         raise FogreidError("--det-imgsz takes H or H W")
 
@@ -202,12 +209,10 @@ def run_options(args: argparse.Namespace, regions, gallery, publisher, tracked: 
         from fogreid.runtime.frame_defog import FrameDefogger, find_frame_graph
 
         defog_frames = FrameDefogger(args.defog_model or find_frame_graph(args.model), args.device)
-    fog_gate = None
-    if args.defog_view:
-        from fogreid.runtime.fog_gate import DEFAULT_THRESHOLD, FogGate
+    from fogreid.runtime.fog_gate import DEFAULT_THRESHOLD, FogGate
 
-        fog_gate = FogGate(args.defog or "auto",
-                           DEFAULT_THRESHOLD if args.fog_threshold is None else args.fog_threshold)
+    fog_threshold = DEFAULT_THRESHOLD if args.fog_threshold is None else args.fog_threshold
+    fog_gate = FogGate(args.defog or "auto", fog_threshold) if args.defog_view else None
     return RunOptions(args.source, regions, gallery, args.events, args.save_video, args.defog_view == "crops",
                       args.batch, queue_size=args.queue, top_k=args.top_k, min_score=args.min_score,
                       max_frames=args.max_frames, reconnect=not args.no_reconnect, max_retries=args.max_retries,
@@ -215,6 +220,7 @@ def run_options(args: argparse.Namespace, regions, gallery, publisher, tracked: 
                       tracking=tracking, association=association, pipelined=not args.serial,
                       stall_seconds=args.stall_seconds, backoff=(min(0.5, args.max_backoff), args.max_backoff),
                       rtsp_transport=args.rtsp_transport, defog_frames=defog_frames, fog_gate=fog_gate,
+                      embed_defogged=args.embed_defogged, fog_threshold=fog_threshold,
                       publish=publisher, overwrite=args.overwrite)
 
 

@@ -25,7 +25,8 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
                    help="sjdl: joint defog + ReID with real foggy images; jdl: without them; reid: ReID only; "
                         "rvsl: RVSL's three stages (default sjdl)")
     p.add_argument("--stage", choices=["1", "2", "3", "all"], help="rvsl: which stage (default all, in order)")
-    p.add_argument("--init", help="rvsl: initialise the stage from this checkpoint (e.g. RUN/stage1/best.pt)")
+    p.add_argument("--init", help="rvsl: start the (first) stage from this checkpoint: an RVSL stage's (e.g. "
+                   "RUN/stage1/best.pt) or a trained SJDL network's of the same backbone")
     from fogreid.model.config import PRESETS
 
     p.add_argument("--preset", choices=list(PRESETS), help="model preset (default edge)")

@@ -120,6 +120,20 @@ class RVSLNet(nn.Module):
             setattr(view, name, getattr(self.trunk, name))
         return view
 
+    def init_from_sjdl(self, weights: dict[str, torch.Tensor]) -> None:
+        """Start from a trained SJDL network of the same backbone: its encoder (stem to layer4)
+        becomes the hazy encoder and the trunk, the clear encoder a copy, its BNNeck and (with the
+        same identities) its classifier this one's. The translators start fresh: SJDL's defog
+        head and channel attention have no counterpart here."""
+        backbone = {k.removeprefix("backbone."): v for k, v in weights.items() if k.startswith("backbone.")}
+        bnneck = {k.removeprefix("reid.bnneck."): v for k, v in weights.items() if k.startswith("reid.bnneck.")}
+        self.imagenet_view().load_state_dict(backbone)
+        self.trunk.bnneck.load_state_dict(bnneck)
+        classifier = weights.get("classifier.weight")
+        if self.classifier is not None and classifier is not None and classifier.shape == self.classifier.weight.shape:
+            self.classifier.weight.data.copy_(classifier)
+        self.init_clear_like_hazy()
+
     def encode(self, image: torch.Tensor, domain: str):
         """(stem, layer1) of `image` with the encoder of `domain` (hazy | clear)."""
         encoder = self.enc_hazy if domain == "hazy" else self.enc_clear

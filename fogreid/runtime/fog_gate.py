@@ -1,10 +1,11 @@
-"""When to show defogged pixels: fog density per frame, for `fogreid run --defog auto`.
+"""When a frame is foggy: fog density per frame, for `fogreid run --defog auto` (which views are
+defogged) and `--embed-defogged auto` (which crops are identified by their defogged crop's
+embedding; fogreid/runtime/pipeline.py keeps a gate of its own for that).
 
-The embedding does not depend on this: the ReID head reads the shared encoder, never the
-defogged image, so detections, embeddings and matches are the same with the gate on or off. What
-the gate saves is the defogged view: on a clear camera the operator sees the frame as it is
-(no defog artefacts where there is nothing to remove) and `--defog-view frame` skips the
-whole-frame defog graph, the costliest stage of a stream.
+The view's gate never changes an identity: detections, embeddings and matches are the same
+whichever `--defog` mode is chosen. What it saves is the defogged view: on a clear camera the
+operator sees the frame as it is (no defog artefacts where there is nothing to remove) and
+`--defog-view frame` skips the whole-frame defog graph, the costliest stage of a stream.
 
 The measure is the dark channel prior's (He, Sun and Tang, CVPR 2009; the estimator of
 fogreid.data.dehaze): fog density = 1 - the mean coarse transmission, on the frame at a quarter
@@ -15,8 +16,9 @@ skies have a high dark channel and read as fog. On the generated cities of bench
 (416x240, 3 cameras each, 2 cities per level) the cameras' median densities were 0.52-0.72 clear,
 0.68-0.80 at beta 1.0: at the default threshold 0.65, 4 of 6 clear cameras are shown as they are
 and every foggy one is defogged (benchmarks/fog_gate.py measures more levels). Measure your
-cameras with `fog_density` and set `--fog-threshold`; a wrong threshold costs speed or a defogged
-view, never an identity.
+cameras with `fog_density` and set `--fog-threshold`: a threshold too low costs speed (defogged
+views and second passes of clear frames), one too high leaves foggy frames undefogged and
+identified by their foggy crops.
 """
 
 from __future__ import annotations

@@ -31,6 +31,7 @@ import numpy as np
 from fogreid.data.image_io import resize_for_model
 from fogreid.errors import FogreidError
 from fogreid.runtime.association import AssociationConfig, CrossCameraAssociator
+from fogreid.runtime.fog_gate import DEFAULT_THRESHOLD, MODES, FogGate
 from fogreid.runtime.gallery import Gallery
 from fogreid.runtime.regions import Region, drop_invalid
 from fogreid.runtime.sources import Frame, SourceReader, parse_source, refuse_repeated
@@ -68,6 +69,9 @@ class RunOptions:
     defog_frames: object = None         # a frame -> defogged frame callable (frame_defog.FrameDefogger):
                                         # the saved video shows whole defogged frames under the annotations
     fog_gate: object = None             # fog_gate.FogGate: which frames' views are defogged (None: all of them)
+    embed_defogged: str = "auto"        # embed the model's defogged crop instead of the crop: auto (on frames
+                                        # whose fog density reaches fog_threshold), always, never
+    fog_threshold: float = DEFAULT_THRESHOLD
     publish: object = None              # callable(event, embedding) and .flush(): the bus (runtime/bus.py)
     overwrite: bool = False             # replace an existing events file (else refused: never appended to)
 
@@ -82,6 +86,7 @@ class RunStats:
     dropped: int = 0
     invalid_boxes: int = 0              # regions dropped for NaN / inf values or an empty box (regions.drop_invalid)
     clear_views: int = 0                # saved frames the fog gate showed as they are (not defogged)
+    defogged_embeddings: int = 0        # crops identified by their defogged crop (--embed-defogged)
     reconnects: int = 0
     seconds: float = 0.0
     fps: float = 0.0
@@ -105,6 +110,7 @@ class Work:
     embeddings: np.ndarray | None = None
     matches: tuple[np.ndarray, np.ndarray] | None = None
     alive: list[set[int] | None] = field(default_factory=list)   # per frame: its source's live tracks after it
+    embed_defogged: list[bool] = field(default_factory=list)     # per crop: embedded from its defogged crop
 
 
 def saved_video_paths(save_video: str | Path, sources: list[str]) -> list[Path]:
@@ -227,6 +233,12 @@ class Pipeline:
                       else None)
         self.book = TrackBook(opts.tracking, opts.gallery, associator) if opts.tracking is not None else None
         self.associator = associator
+        if opts.embed_defogged not in MODES:
+            raise ValueError(f"embed_defogged {opts.embed_defogged!r}: choose {', '.join(MODES)}")
+        # Its own gate, so that the view's --defog mode never changes an identity.
+        self.embed_gate = FogGate(opts.embed_defogged, opts.fog_threshold)
+        self.passthrough: bool | None = None   # the model's defogged output is its input (a ReID-only model)
+        self.defogged_embeddings = 0
         self.outputs = Outputs(opts)
         self.failure: BaseException | None = None
         self.last_report = time.perf_counter()
@@ -249,15 +261,18 @@ class Pipeline:
                 self.trackers[frame.source] = SourceTracker(opts.tracking)
             track_ids.append(self.trackers[frame.source].update(found))
             alive.append(self.trackers[frame.source].alive())   # a snapshot: `write` ends the others after this frame
-        crops, owners = [], []
+        crops, owners, defog_first = [], [], []
         for i, (frame, found, ids) in enumerate(zip(frames, regions, track_ids, strict=True)):
+            foggy = self.embed_gate.foggy(frame.source, frame.image) if found else False
             for j, (region, tid) in enumerate(zip(found, ids, strict=True)):
                 x1, y1, x2, y2 = region.box
                 if tid == -1 or min(x2 - x1, y2 - y1) < opts.min_crop:
                     continue  # a tentative track, or a crop too small to identify
                 crops.append(resize_for_model(frame.image[y1:y2, x1:x2], self.model.imgsz))
                 owners.append((i, j))
-        return Work(frames, regions, track_ids, np.stack(crops) if crops else None, owners, alive=alive)
+                defog_first.append(foggy)
+        return Work(frames, regions, track_ids, np.stack(crops) if crops else None, owners, alive=alive,
+                    embed_defogged=defog_first)
 
     # ------------------------------------------------------------------------------------------ stage 2: reid
     def reid(self, work: Work) -> Work:
@@ -265,7 +280,16 @@ class Pipeline:
             return work
         defogged, embeddings = [], []
         for start in range(0, len(work.crops), self.opts.batch):
-            d, e = self.model(work.crops[start:start + self.opts.batch])
+            crops = work.crops[start:start + self.opts.batch]
+            d, e = self.model(crops)
+            if self.passthrough is None:
+                self.passthrough = np.array_equal(d, crops)
+            # In fog the joint model's encoder finds a vehicle far better in its own defogged crop
+            # than in the foggy one (docs/benchmarks.md, multi-camera tracking): a second pass.
+            again = [k for k, flag in enumerate(work.embed_defogged[start:start + len(crops)]) if flag]
+            if again and not self.passthrough:
+                e[again] = self.model(np.ascontiguousarray(d[again]))[1]
+                self.defogged_embeddings += len(again)
             defogged.append(d)
             embeddings.append(e)
         work.defogged, work.embeddings = np.concatenate(defogged), np.concatenate(embeddings)
@@ -519,6 +543,7 @@ class Pipeline:
         s.invalid_boxes = self.invalid_boxes + int(getattr(self.opts.regions, "invalid", 0))
         s.reconnects = sum(r.reconnects for r in self.readers)
         s.clear_views = self.opts.fog_gate.frames["clear"] if self.opts.fog_gate is not None else 0
+        s.defogged_embeddings = self.defogged_embeddings
 
 
 def run_stream(model, opts: RunOptions, stop: threading.Event | None = None) -> RunStats:

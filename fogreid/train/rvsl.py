@@ -217,7 +217,7 @@ def train_stage(stage: int, cfg: TrainConfig, out: Path, init: Path | None, prog
     pretrained = (cfg.pretrained or None) if stage == 1 and init is None else None  # later stages start from init
     net = build_model(model_cfg, pretrained).to(device)
     if init is not None:
-        load_weights(net, read_checkpoint(init, device)["model"], init)
+        start_from(net, read_checkpoint(init, device), init)
     step = RVSLStep(stage, cfg, net, data, real, device)
     # A fresh optimiser at each stage (as upstream): this stage's warmup keeps the handover from starting at full lr.
     optimizer = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=schedule.lr_at(0),
@@ -232,6 +232,20 @@ def train_stage(stage: int, cfg: TrainConfig, out: Path, init: Path | None, prog
     summary = {"best": best, "history": history}
     (out / "stage.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")  # marks the stage done
     return summary
+
+
+def start_from(net, checkpoint: dict, path: Path) -> None:
+    """An RVSL stage starts from an RVSL stage's checkpoint, or from a trained SJDL
+    network (its encoder, BNNeck and classifier; RVSLNet.init_from_sjdl)."""
+    if checkpoint["model_config"].get("arch", "sjdl") != "sjdl":
+        load_weights(net, checkpoint["model"], path)
+        return
+    try:
+        net.init_from_sjdl(checkpoint["model"])
+    except RuntimeError as exc:   # load_state_dict: another backbone or width
+        first = str(exc).strip().splitlines()[1:2] or [str(exc)]
+        raise FogreidError(f"{path}: an SJDL checkpoint whose encoder does not fit this RVSL network "
+                           f"(train with its preset and backbone): {first[0].strip()}") from None
 
 
 def train_rvsl(cfg: TrainConfig, out: str | Path, init: str | Path | None = None, progress: bool = True,
