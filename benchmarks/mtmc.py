@@ -14,7 +14,7 @@ measure tracking and identity, not detection. Per-camera IDF1 / MOTA come from B
 barely depend on the embedding; cross-camera IDF1 is where the embedding decides (one global id
 per vehicle across cameras), with `fogreid run`'s association (`--assoc-threshold`, default
 auto: per camera pair; a number compares one fixed cosine) and embeddings (`--embed-defogged`,
-default auto: the defogged crop's on foggy frames). Every model runs on every city
+auto here: the defogged crop's on foggy frames; `fogreid run`'s default is never). Every model runs on every city
 (`--cities` per fog level); a cell is the mean over cities, then mean +- half-range over the
 training seeds.
 """
@@ -98,7 +98,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--assoc-threshold", default="auto", help="fogreid run's --assoc-threshold (default auto)")
     parser.add_argument("--embed-defogged", default="auto", choices=["auto", "always", "never"],
-                        help="fogreid run's --embed-defogged (default auto)")
+                        help="fogreid run's --embed-defogged (default here auto; fogreid run's is never)")
     parser.add_argument("--real-like", action="store_true",
                         help="vehicles and cameras of the real-like domain (the accuracy table's `real` split)")
     args = parser.parse_args()

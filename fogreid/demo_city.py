@@ -41,7 +41,8 @@ def run_city(folder: Path, config: CityConfig, models: dict[str, Path]) -> dict:
         out.mkdir(parents=True, exist_ok=True)
         view = ["--defog-view", "frame"] if (model.parent / FRAME_GRAPH).is_file() else []
         argv = ["run", "--model", str(model), "--source", *videos, "--detections", *dets, "--fps", f"{config.fps:g}",
-                "--events", str(out / "events.jsonl"), "--save-video", str(out / "view.mp4"), "--overwrite", *view]
+                "--events", str(out / "events.jsonl"), "--save-video", str(out / "view.mp4"), "--overwrite",
+                "--embed-defogged", "auto", *view]
         # The command a user would type, in its own process: its progress goes to this stderr.
         done = subprocess.run([sys.executable, "-m", "fogreid", *argv], stdout=subprocess.PIPE, text=True)
         if done.returncode != 0:

@@ -58,6 +58,9 @@ def test_video_with_gallery_finds_the_right_vehicles(onnx_model, video, tmp_path
                           events=tmp_path / "events.jsonl", save_video=tmp_path / "out.mp4", defog_view=True,
                           min_score=0.0)
         stats = run_stream(model, opts)
+        # a gallery of images embedded as given never meets defogged-crop embeddings
+        with pytest.raises(ValueError, match="--embed-defogged never with --gallery"):
+            run_stream(model, RunOptions(opts.sources, opts.regions, opts.gallery, embed_defogged="auto"))
     assert stats.frames == 60 and stats.crops == 240 and stats.dropped == 0  # a file drops nothing
     events, right = accuracy(tmp_path / "events.jsonl", video)
     print(f"\nright identity for {right:.0%} of {len(events)} crops")

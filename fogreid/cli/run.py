@@ -80,10 +80,10 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--fog-threshold", type=unit_float, metavar="DENSITY",
                    help="fog density (0 clear, 1 opaque) from which --defog auto defogs the view and "
                    "--embed-defogged auto embeds the defogged crop (default 0.65)")
-    p.add_argument("--embed-defogged", choices=["auto", "always", "never"], default="auto",
+    p.add_argument("--embed-defogged", choices=["auto", "always", "never"], default="never",
                    help="identify a vehicle by the embedding of the model's defogged crop (a second pass) instead "
-                   "of the foggy crop: auto (default) on frames whose fog density reaches --fog-threshold; a "
-                   "ReID-only model, whose defogged output is its input, is never run twice")
+                   "of the crop: auto on frames whose fog density reaches --fog-threshold, always, or never (the "
+                   "default; needed with --gallery); a ReID-only model is never run twice")
     p.add_argument("--batch", type=batch_size, default=16, help="crops per inference batch")
     p.add_argument("--top-k", type=int_in(1, 1000), default=1, help="gallery matches kept per crop in the events")
     p.add_argument("--min-score", type=cosine_float, default=0.5, help="cosine below which a match is 'unknown'")
@@ -170,6 +170,10 @@ def check_files(args: argparse.Namespace) -> None:
     if args.defog_model and args.defog_view != "frame":
         raise FogreidError("--defog-model is for --defog-view frame")
     input_file(args.defog_model, "--defog-model", "defog frame graph", "onnx")
+    if args.gallery and args.embed_defogged != "never":
+        from fogreid.runtime.pipeline import GALLERY_AND_DEFOGGED_EMBEDDINGS
+
+        raise FogreidError(GALLERY_AND_DEFOGGED_EMBEDDINGS)
     if args.defog and not args.defog_view:
         raise FogreidError("--defog chooses which saved frames are defogged: add --defog-view")
     view_auto = args.defog_view and args.defog in (None, "auto")
