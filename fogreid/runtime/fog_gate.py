@@ -57,11 +57,12 @@ class FogGate:
         self.state: dict[str, bool] = {}
         self.frames = {"foggy": 0, "clear": 0}
 
-    def foggy(self, source: str, frame: np.ndarray) -> bool:
+    def foggy(self, source: str, frame: np.ndarray, density: float | None = None) -> bool:
+        """`density`: the frame's fog_density when the caller has measured it already."""
         if self.mode != "auto":
             verdict = self.mode == "always"
         else:
-            density = fog_density(frame)
+            density = fog_density(frame) if density is None else density
             mean = self.density.get(source, density)
             mean = self.density[source] = (1 - SMOOTHING) * mean + SMOOTHING * density
             was = self.state.get(source, mean >= self.threshold)

@@ -31,7 +31,7 @@ import numpy as np
 from fogreid.data.image_io import resize_for_model
 from fogreid.errors import FogreidError
 from fogreid.runtime.association import AssociationConfig, CrossCameraAssociator
-from fogreid.runtime.fog_gate import DEFAULT_THRESHOLD, MODES, FogGate
+from fogreid.runtime.fog_gate import DEFAULT_THRESHOLD, MODES, FogGate, fog_density
 from fogreid.runtime.gallery import Gallery
 from fogreid.runtime.regions import Region, drop_invalid
 from fogreid.runtime.sources import Frame, SourceReader, parse_source, refuse_repeated
@@ -116,6 +116,7 @@ class Work:
     matches: tuple[np.ndarray, np.ndarray] | None = None
     alive: list[set[int] | None] = field(default_factory=list)   # per frame: its source's live tracks after it
     embed_defogged: list[bool] = field(default_factory=list)     # per crop: embedded from its defogged crop
+    densities: list[float | None] = field(default_factory=list)  # per frame: fog density, when a gate measures it
 
 
 def saved_video_paths(save_video: str | Path, sources: list[str]) -> list[Path]:
@@ -179,11 +180,12 @@ class Outputs:
                                                    (shape[1], shape[0]))
         return self.writers[source]
 
-    def draw(self, frame: Frame, boxes, labels, colours, defogged: list[np.ndarray]) -> np.ndarray:
+    def draw(self, frame: Frame, boxes, labels, colours, defogged: list[np.ndarray],
+             density: float | None = None) -> np.ndarray:
         import cv2
 
         # The gate decides the view only: events and identities never depend on it.
-        foggy = self.opts.fog_gate is None or self.opts.fog_gate.foggy(frame.source, frame.image)
+        foggy = self.opts.fog_gate is None or self.opts.fog_gate.foggy(frame.source, frame.image, density)
         whole = self.opts.defog_frames is not None and foggy
         canvas = self.opts.defog_frames(frame.image) if whole else frame.image.copy()
         if self.opts.defog_view and foggy:
@@ -244,6 +246,8 @@ class Pipeline:
         self.associator = associator
         # Its own gate, so that the view's --defog mode never changes an identity.
         self.embed_gate = FogGate(opts.embed_defogged, opts.fog_threshold)
+        # Both gates read one measurement of a frame (2 ms at 640x480), taken in the detect stage.
+        self.measure_fog = opts.embed_defogged == "auto" or (opts.fog_gate is not None and opts.fog_gate.mode == "auto")
         self.passthrough: bool | None = None   # the model's defogged output is its input (a ReID-only model)
         self.defogged_embeddings = 0
         self.outputs = Outputs(opts)
@@ -269,8 +273,9 @@ class Pipeline:
             track_ids.append(self.trackers[frame.source].update(found))
             alive.append(self.trackers[frame.source].alive())   # a snapshot: `write` ends the others after this frame
         crops, owners, defog_first = [], [], []
+        densities = [fog_density(f.image) if self.measure_fog else None for f in frames]
         for i, (frame, found, ids) in enumerate(zip(frames, regions, track_ids, strict=True)):
-            foggy = self.embed_gate.foggy(frame.source, frame.image) if found else False
+            foggy = self.embed_gate.foggy(frame.source, frame.image, densities[i]) if found else False
             for j, (region, tid) in enumerate(zip(found, ids, strict=True)):
                 x1, y1, x2, y2 = region.box
                 if tid == -1 or min(x2 - x1, y2 - y1) < opts.min_crop:
@@ -279,7 +284,7 @@ class Pipeline:
                 owners.append((i, j))
                 defog_first.append(foggy)
         return Work(frames, regions, track_ids, np.stack(crops) if crops else None, owners, alive=alive,
-                    embed_defogged=defog_first)
+                    embed_defogged=defog_first, densities=densities)
 
     # ------------------------------------------------------------------------------------------ stage 2: reid
     def reid(self, work: Work) -> Work:
@@ -326,7 +331,7 @@ class Pipeline:
                 # Tracks ByteTrack dropped at this frame end here, not at the batch's end, so what the
                 # associator has seen when it decides the next track never depends on the batching.
                 events += self.book.end(frame.source, work.alive[i])
-            self.emit_frame(frame, events, drawn, done)
+            self.emit_frame(frame, events, drawn, done, work.densities[i])
         self.flush(work)
 
     def identify(self, work: Work, frame, region, tid: int, k: int):
@@ -358,7 +363,8 @@ class Pipeline:
             label, colour = f"{label} {event['match']['id']} {event['match']['score']:.2f}", (60, 220, 60)
         return event, track_events, label, colour, quality
 
-    def emit_frame(self, frame, events: list[dict], drawn: list[tuple], done: float) -> None:
+    def emit_frame(self, frame, events: list[dict], drawn: list[tuple], done: float,
+                   density: float | None = None) -> None:
         """One frame's events to the events file and its annotated image to the saved video."""
         stats = self.stats
         self.outputs.write_events(events)
@@ -367,7 +373,7 @@ class Pipeline:
         writer = self.outputs.video(frame.source, frame.image.shape[:2])
         if writer is not None:
             boxes, labels, colours, defogged = map(list, zip(*drawn, strict=True)) if drawn else ([], [], [], [])
-            writer.write(self.outputs.draw(frame, boxes, labels, colours, defogged))
+            writer.write(self.outputs.draw(frame, boxes, labels, colours, defogged, density))
         self.latencies.append(done - frame.time)
         stats.frames += 1
         stats.crops += len(drawn)
