@@ -33,18 +33,19 @@ def _onnxruntime() -> str:
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8).SerializeToString()
-    working = []
+    working, broken = [], {}
     for provider in ort.get_available_providers():
         try:
             session = ort.InferenceSession(model, providers=[provider])
             if session.get_providers()[0] == provider:
                 working.append(provider)
-        except Exception:
-            pass
-    listed = ort.get_available_providers()
+            else:
+                broken[provider] = f"fell back to {session.get_providers()[0]}"
+        except Exception as exc:  # a listed provider whose libraries are missing: reported with its reason
+            broken[provider] = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
     return (f"{ort.__version__} (onnx {onnx.__version__}); providers that create a session: {', '.join(working)}"
-            + (f"; listed but not working: {', '.join(p for p in listed if p not in working)}"
-               if set(listed) - set(working) else ""))
+            + (f"; listed but not working: {', '.join(f'{p} ({why})' for p, why in broken.items())}"
+               if broken else ""))
 
 
 def _openvino() -> str:
