@@ -142,6 +142,18 @@ def _drop_unread_qdq(proto: onnx.ModelProto) -> None:
         proto.graph.initializer.remove(init)
 
 
+def _ranges_only(ranges):
+    """`ranges` without the entropy / percentile histograms: the INT8 quantiser reads only each
+    tensor's range (onnxruntime/quantization/qdq_quantizer.py: `tensor_data.range_value`; avg / std
+    only for FP8), and writing 2048-bin histograms of every tensor to JSON cost 3 of the 4 seconds
+    of each trial build in the INT8 budget search."""
+    from onnxruntime.quantization.calibrate import TensorData, TensorsData
+
+    kept = ("lowest", "highest", "avg", "std")
+    return TensorsData(ranges.calibration_method, {
+        name: TensorData(**{k: getattr(data, k) for k in kept if hasattr(data, k)}) for name, data in ranges.items()})
+
+
 def quantize_qdq(onnx_path: str | Path, out_path: str | Path, ranges, method: str,
                  keep_fp: list[str] = (), metadata: dict[str, str] | None = None,
                  only: list[str] | None = None, check: bool = True) -> Path:
@@ -162,7 +174,7 @@ def quantize_qdq(onnx_path: str | Path, out_path: str | Path, ranges, method: st
                            f"use names printed by `fogreid validate --per-layer`")
     with tempfile.TemporaryDirectory(prefix="fogreid-qdq-") as tmp:
         cache = Path(tmp) / "ranges.json"
-        save_tensors_data(ranges, cache)
+        save_tensors_data(_ranges_only(ranges), cache)
         raw = Path(tmp) / "qdq.onnx"
         logging.disable(logging.WARNING)  # its advice to pre-process: BN is already folded by the exporter
         try:
