@@ -17,9 +17,26 @@ from fogreid.errors import EnvironmentProblem, FogreidError
 ORT_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 
 
-def onnxruntime_session(path: str | Path, device: str = "auto"):
-    """An InferenceSession on the best provider that really works here."""
+def only_outputs(path: str | Path, outputs: list[str]) -> bytes:
+    """The ONNX file cut down to the nodes that `outputs` read (onnx.utils.Extractor), serialised.
+    Neither engine skips the nodes of an output nobody asked for: ONNX Runtime runs the whole
+    graph whatever `run` fetches, OpenVINO computes every result. The fused graph's defog head
+    works at the crop's full resolution, so a caller that needs only the embedding saves most of
+    each call (docs/benchmarks.md, Streams)."""
+    import onnx
+    from onnx.utils import Extractor
+
+    model = onnx.load(str(path))
+    inputs = [i.name for i in model.graph.input]
+    return Extractor(model).extract_model(inputs, list(outputs)).SerializeToString()
+
+
+def onnxruntime_session(path: str | Path, device: str = "auto", outputs: list[str] | None = None):
+    """An InferenceSession on the best provider that really works here; with `outputs`, of the
+    graph cut down to them (`only_outputs`)."""
     import onnxruntime as ort
+
+    model = str(path) if outputs is None else only_outputs(path, outputs)
 
     available = ort.get_available_providers()
     wanted = {"auto": list(ORT_PROVIDERS), "cpu": ["CPUExecutionProvider"],
@@ -36,7 +53,7 @@ def onnxruntime_session(path: str | Path, device: str = "auto"):
     for first in [p for p in wanted if p in available][:None if device == "auto" else 1]:
         providers = [p for p in wanted[wanted.index(first):] if p in available]
         try:
-            session = ort.InferenceSession(str(path), cpu_options(ort) if providers == ["CPUExecutionProvider"]
+            session = ort.InferenceSession(model, cpu_options(ort) if providers == ["CPUExecutionProvider"]
                                            else None, providers=providers)
         except Exception as exc:  # a provider whose libraries are missing fails here, not in the list
             errors.append(f"{first}: {str(exc).splitlines()[0][:160]}")
@@ -62,10 +79,12 @@ def cpu_options(ort):
 OPENVINO_HINT = "OpenVINO is not installed: `pip install 'fogreid[openvino]'` (x86 and ARM CPUs, Intel GPUs and NPUs)"
 
 
-def openvino_model(path: str | Path, device: str = "CPU"):
-    """An OpenVINO CompiledModel of an ONNX file. The CPU plugin is pinned to f32: its
-    INFERENCE_PRECISION_HINT defaults to bf16 on CPUs with AMX / AVX-512 BF16, which would make
-    a second engine's reading of an FP32 or INT8 file differ for a reason of its own."""
+def openvino_model(path: str | Path, device: str = "CPU", outputs: list[str] | None = None):
+    """An OpenVINO CompiledModel of an ONNX file; with `outputs`, of the model cut down to those
+    results (an ov.Model of their Result nodes and the same parameters: what they do not read is
+    dropped). The CPU plugin is pinned to f32: its INFERENCE_PRECISION_HINT defaults to bf16 on
+    CPUs with AMX / AVX-512 BF16, which would make a second engine's reading of an FP32 or INT8
+    file differ for a reason of its own."""
     try:
         import openvino as ov
     except ImportError:
@@ -75,7 +94,11 @@ def openvino_model(path: str | Path, device: str = "CPU"):
         raise EnvironmentProblem(f"--device {device.lower()}: OpenVINO sees only "
                                  f"{', '.join(core.available_devices)} on this machine")
     try:
-        return core.compile_model(str(path), device, {"INFERENCE_PRECISION_HINT": "f32"} if device == "CPU" else {})
+        model = core.read_model(str(path))
+        if outputs is not None:
+            model = ov.Model([model.output(name).get_node() for name in outputs], model.get_parameters(),
+                             model.get_friendly_name())
+        return core.compile_model(model, device, {"INFERENCE_PRECISION_HINT": "f32"} if device == "CPU" else {})
     except Exception as exc:
         raise FogreidError(f"{path}: OpenVINO {ov.get_version().split('-')[0]} cannot compile this model on "
                            f"{device} ({str(exc).strip().splitlines()[-1][:200]})") from None

@@ -82,6 +82,32 @@ def test_checkpoint_and_onnx_backends_agree(trained, onnx_model):
             b(frames.astype(np.float32))
 
 
+@pytest.mark.parametrize("engine", ["onnxruntime", "openvino"])
+def test_embedding_only_skips_the_defog_head_and_changes_no_embedding(onnx_model, video, engine, tmp_path):
+    """A run that never looks at the defogged crops loads the graph cut down to its embedding
+    (`fogreid run` does so): the same embeddings to the bit, the same events, and a run that
+    pastes defogged crops is refused such a model rather than drawing nothing."""
+    crops = np.random.default_rng(1).integers(0, 256, (5, 64, 64, 3), dtype=np.uint8)
+    with load_deployed(onnx_model, engine) as full, load_deployed(onnx_model, engine, embedding_only=True) as cut:
+        (d_full, e_full), (d_cut, e_cut) = full(crops), cut(crops)
+        assert d_full.shape == (5, 64, 64, 3) and d_cut is None
+        np.testing.assert_array_equal(e_cut, e_full)
+        gallery = build_gallery(full, video["gallery"], progress=False)
+        runs = {}
+        for name, model in (("full", full), ("cut", cut)):
+            opts = RunOptions([str(video["video"])], FixedRegions(video["rois"]), gallery,
+                              events=tmp_path / f"{name}.jsonl", save_video=tmp_path / f"{name}.mp4", min_score=0.0)
+            runs[name] = run_stream(model, opts)
+        with pytest.raises(ValueError, match="embedding_only"):
+            run_stream(cut, RunOptions(opts.sources, opts.regions, save_video=tmp_path / "v.mp4", defog_view=True))
+        runner = cut.runner   # only the embedding output exists in the engine
+        assert len(runner.sess.get_outputs() if engine == "onnxruntime" else runner.compiled.outputs) == 1
+    assert runs["cut"].crops == runs["full"].crops == 240
+    events = {name: [{k: v for k, v in json.loads(line).items() if k != "time"}
+                     for line in (tmp_path / f"{name}.jsonl").read_text().splitlines()] for name in runs}
+    assert len(events["cut"]) == 240 and events["cut"] == events["full"]   # matches and scores included
+
+
 def test_folder_source_and_bad_sources(video, tmp_path):
     folder = tmp_path / "frames"
     for pid in sorted((video["gallery"]).iterdir())[:3]:

@@ -235,7 +235,7 @@ def stream(args: argparse.Namespace, opts, publisher):
     import threading
 
     from fogreid.runtime.backends import load_deployed
-    from fogreid.runtime.pipeline import run_stream
+    from fogreid.runtime.pipeline import needs_defogged_crops, run_stream
 
     stop = threading.Event()
 
@@ -247,7 +247,8 @@ def stream(args: argparse.Namespace, opts, publisher):
     # The handlers are this run's: put back afterwards (a caller in the same process keeps its own).
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        with load_deployed(args.model, args.backend, args.device, batch=args.batch) as model:
+        with load_deployed(args.model, args.backend, args.device, batch=args.batch,
+                           embedding_only=not needs_defogged_crops(opts)) as model:
             print(f"[run] {model.name} on {', '.join(args.source)}", file=sys.stderr)
             if publisher is None:
                 return run_stream(model, opts, stop)

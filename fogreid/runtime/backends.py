@@ -12,7 +12,8 @@
                 into chunks the profile takes, one below it is refused
 
 `load_deployed(path)` wraps the right one in `DeployedModel`: one call from a uint8 batch of
-crops to (defogged, embeddings); with backend `auto`, an ONNX file on the CPU runs on the
+crops to (defogged, embeddings) (`embedding_only`: (None, embeddings), the ONNX engines running
+only the nodes the embedding reads); with backend `auto`, an ONNX file on the CPU runs on the
 engine measured faster at load time, ONNX Runtime or an installed OpenVINO (auto_engine.py).
 Validation feeds the same runners to Polygraphy's Comparator, so what is validated is what runs.
 """
@@ -98,7 +99,11 @@ def engines_for(path: str | Path) -> list[str]:
     return ["onnxruntime"] + (["openvino"] if importlib.util.find_spec("openvino") else [])
 
 
-def make_runner(path: str | Path, backend: str = "auto", device: str = "auto") -> BaseRunner:
+def make_runner(path: str | Path, backend: str = "auto", device: str = "auto", embedding_only: bool = False
+                ) -> BaseRunner:
+    """The runner of `path` on `backend`. `embedding_only`: ONNX Runtime and OpenVINO open the
+    graph cut down to its embedding (fogreid.sessions.only_outputs); a checkpoint or a TensorRT
+    engine still computes both outputs (DeployedModel drops the image)."""
     from fogreid.file_kinds import expect
 
     path = Path(path)
@@ -115,8 +120,9 @@ def make_runner(path: str | Path, backend: str = "auto", device: str = "auto") -
         from fogreid.onnx_graph import check_reid_io, load
 
         check_reid_io(load(path, load_weights=False), path)  # a clear error for graphs not exported by fogreid
+    outputs = ["embedding"] if embedding_only else None
     if kind == "openvino":
-        return OpenVinoRunner(path, openvino_device(device), name=f"openvino:{path.name}")
+        return OpenVinoRunner(path, openvino_device(device), name=f"openvino:{path.name}", outputs=outputs)
     if kind == "onnxruntime":
         from polygraphy.backend.onnxrt import OnnxrtRunner
 
@@ -129,7 +135,7 @@ def make_runner(path: str | Path, backend: str = "auto", device: str = "auto") -
                 self.inference_time = time.perf_counter() - start
                 return OrderedDict((node.name, out) for node, out in zip(self.sess.get_outputs(), outputs, strict=True))
 
-        return NumpyOnnxrtRunner(onnxruntime_session(path, device), name=f"onnxruntime:{path.name}")
+        return NumpyOnnxrtRunner(onnxruntime_session(path, device, outputs), name=f"onnxruntime:{path.name}")
     return tensorrt_runner(path)
 
 
@@ -150,12 +156,13 @@ class OpenVinoRunner(BaseRunner):
     pairs as FakeQuantize), so agreeing with ONNX Runtime is evidence about the file, not
     about one engine (compiled by fogreid.sessions.openvino_model, f32 on the CPU)."""
 
-    def __init__(self, path: str | Path, device: str = "CPU", name: str | None = None) -> None:
+    def __init__(self, path: str | Path, device: str = "CPU", name: str | None = None,
+                 outputs: list[str] | None = None) -> None:
         super().__init__(name=name, prefix="openvino-runner")
-        self.path, self.device = Path(path), device
+        self.path, self.device, self.outputs = Path(path), device, outputs
 
     def activate_impl(self) -> None:
-        self.compiled = openvino_model(self.path, self.device)
+        self.compiled = openvino_model(self.path, self.device, self.outputs)
         self.output_names = [port.get_any_name() for port in self.compiled.outputs]
 
     def get_input_metadata_impl(self):
@@ -255,10 +262,11 @@ class ProfileBatchRunner(BaseRunner):
 
 
 class DeployedModel:
-    """One call from uint8 crops (B, H, W, 3) BGR to (defogged (B, H, W, 3) uint8, embeddings (B, D))."""
+    """One call from uint8 crops (B, H, W, 3) BGR to (defogged (B, H, W, 3) uint8, embeddings (B, D));
+    `embedding_only` (the runner was made so): (None, embeddings)."""
 
-    def __init__(self, runner: BaseRunner, path: str | Path | None = None) -> None:
-        self.runner, self.path = runner, path
+    def __init__(self, runner: BaseRunner, path: str | Path | None = None, embedding_only: bool = False) -> None:
+        self.runner, self.path, self.embedding_only = runner, path, embedding_only
         runner.activate()
         meta = runner.get_input_metadata(use_numpy_dtypes=False)
         if "frames" not in meta:
@@ -275,7 +283,7 @@ class DeployedModel:
         renamed("DeployedModel.input_size", "DeployedModel.imgsz")
         return self.imgsz
 
-    def __call__(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def __call__(self, frames: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
         h, w = self.imgsz
         if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[1:] != (h, w, 3):
             raise FogreidError(f"{self.name}: expected uint8 crops (B, {h}, {w}, 3) BGR, got "
@@ -294,7 +302,7 @@ class DeployedModel:
             raise FogreidError(f"{self.path or self.name}: the model returned NaN or infinite embeddings for "
                                f"{int((~finite).sum())} of {n} crops; it is damaged or overflows at this precision: "
                                f"export it again (and `fogreid validate` it)")
-        return np.array(outputs["defogged"])[:n], embedding
+        return None if self.embedding_only else np.array(outputs["defogged"])[:n], embedding
 
     def close(self) -> None:
         if self.runner.is_active:
@@ -308,18 +316,22 @@ class DeployedModel:
 
 
 def load_deployed(path: str | Path, backend: str = "auto", device: str = "auto", batch: int | None = None,
-                  probe=None) -> DeployedModel:
+                  probe=None, embedding_only: bool = False) -> DeployedModel:
     """A deployed artifact (a .pt checkpoint, an .onnx file or a TensorRT engine) as a DeployedModel.
     With backend `auto`, an .onnx file on the CPU runs on the engine measured fastest here at
     `batch` crops a call (default 1) among ONNX Runtime and, if installed, OpenVINO
-    (fogreid.runtime.auto_engine; `probe` replaces its timing function)."""
-    model = DeployedModel(make_runner(path, backend, device), path)
+    (fogreid.runtime.auto_engine; `probe` replaces its timing function). `embedding_only`: for a
+    caller that never looks at the defogged crop (DeployedModel returns None for it); on ONNX
+    Runtime and OpenVINO only the embedding's part of the graph runs, a fraction of the call."""
+    model = DeployedModel(make_runner(path, backend, device, embedding_only), path, embedding_only)
     if backend != "auto":
         return model
     from fogreid.runtime.auto_engine import fastest_cpu_engine
 
-    return fastest_cpu_engine(model, path, lambda: DeployedModel(make_runner(path, "openvino", "cpu"), path),
-                              device, batch, probe)
+    def open_openvino():
+        return DeployedModel(make_runner(path, "openvino", "cpu", embedding_only), path, embedding_only)
+
+    return fastest_cpu_engine(model, path, open_openvino, device, batch, probe)
 
 
 def load_model(path: str | Path, backend: str = "auto", device: str = "auto", batch: int | None = None

@@ -219,6 +219,13 @@ def annotate(image: np.ndarray, boxes, labels: list[str], colours: list[tuple[in
     return image
 
 
+def needs_defogged_crops(opts: RunOptions) -> bool:
+    """Whether a run looks at the model's defogged crops: pasted into the saved video, or embedded
+    again (--embed-defogged). When not, the CLI loads the model `embedding_only`, which on the
+    CPU engines skips the defog head, the larger part of each call (docs/benchmarks.md, Streams)."""
+    return opts.defog_view or opts.embed_defogged != "never"
+
+
 class Pipeline:
     """The three stages of one run. `run()` drives them and returns the figures."""
 
@@ -229,6 +236,9 @@ class Pipeline:
             raise ValueError(f"embed_defogged {opts.embed_defogged!r}: choose {', '.join(MODES)}")
         if opts.embed_defogged != "never" and opts.gallery is not None:
             raise ValueError(GALLERY_AND_DEFOGGED_EMBEDDINGS)
+        if getattr(model, "embedding_only", False) and needs_defogged_crops(opts):
+            raise ValueError("this run pastes or embeds the defogged crops, but the model was loaded "
+                             "embedding_only: load it without (see needs_defogged_crops)")
         refuse_repeated(opts.sources)
         self.model, self.opts, self.stop = model, opts, stop
         self.started = time.perf_counter()
@@ -294,7 +304,7 @@ class Pipeline:
         for start in range(0, len(work.crops), self.opts.batch):
             crops = work.crops[start:start + self.opts.batch]
             d, e = self.model(crops)
-            if self.passthrough is None:
+            if self.passthrough is None and d is not None:
                 self.passthrough = np.array_equal(d, crops)
             # In fog the joint model's encoder finds a vehicle far better in its own defogged crop
             # than in the foggy one (docs/benchmarks.md, multi-camera tracking): a second pass.
@@ -304,7 +314,8 @@ class Pipeline:
                 self.defogged_embeddings += len(again)
             defogged.append(d)
             embeddings.append(e)
-        work.defogged, work.embeddings = np.concatenate(defogged), np.concatenate(embeddings)
+        work.defogged = None if defogged[0] is None else np.concatenate(defogged)
+        work.embeddings = np.concatenate(embeddings)
         if self.opts.gallery is not None:
             work.matches = self.opts.gallery.match(work.embeddings, self.opts.top_k)
         return work
@@ -326,7 +337,7 @@ class Pipeline:
                     self.opts.publish(event if quality is None else
                                       dict(event, clock=float(frame.clock), quality=float(quality)),
                                       work.embeddings[k])
-                drawn.append((region.box, label, colour, work.defogged[k]))
+                drawn.append((region.box, label, colour, None if work.defogged is None else work.defogged[k]))
             if self.book is not None and work.alive[i] is not None:
                 # Tracks ByteTrack dropped at this frame end here, not at the batch's end, so what the
                 # associator has seen when it decides the next track never depends on the batching.
