@@ -8,8 +8,9 @@
 2. **Capacity with the detector on, 4 sources**: the same video copied to four files, read as
    fast as the pipeline goes, with an ONNX detector in front (a stand-in with the compute of a
    small YOLO at 320 px, built here, whose boxes are the video's four vehicles), ByteTrack and
-   track-level ReID: frames per second with the stages one after another (`--serial`, before)
-   and pipelined (after), interleaved `--rounds` times.
+   track-level ReID: frames per second with the stages one after another (`--serial`) and
+   pipelined, the ReID graph whole and cut down to its embedding (what `fogreid run` loads when
+   it shows no defogged crops), interleaved `--rounds` times.
 3. **Peak memory of `fogreid run` with 4 sources**: the same run as (2), pipelined, as a
    `fogreid run` child process (benchmarks/peak_memory.py: peak RSS of the process, sampled peak
    PSS of its tree), with `--backend auto` (which loads both CPU engines to measure them when
@@ -141,22 +142,26 @@ def main() -> None:
         copy = work / "video" / f"camera{i}.mp4"
         shutil.copyfile(video["video"], copy)
         sources.append(str(copy))
-    results: dict[str, list] = {"serial": [], "pipelined": []}
-    # The default backend (`auto`: the faster CPU engine for this file at this batch, measured at load).
-    with load_deployed(files["onnx-int8"], "auto", batch=args.batch) as model:
+    # The default backend (`auto`: the faster CPU engine for this file at this batch, measured at load),
+    # the whole graph (before) and cut down to the embedding (what `fogreid run` loads when it shows no
+    # defogged crops), stages one after another (before) and pipelined, all interleaved.
+    rows = [(graph, mode) for graph in ("whole graph", "embedding only") for mode in ("serial", "pipelined")]
+    results: dict[tuple[str, str], list] = {row: [] for row in rows}
+    with (load_deployed(files["onnx-int8"], "auto", batch=args.batch) as whole,
+          load_deployed(files["onnx-int8"], "auto", batch=args.batch, embedding_only=True) as cut):
         for _ in range(args.rounds):
-            for mode in ("serial", "pipelined"):
+            for graph, mode in rows:
                 opts = RunOptions(sources, OnnxDetector(detector_path, device="cpu"), batch=args.batch,
                                   stats_every=1e9, tracking=TrackingConfig(), pipelined=mode == "pipelined",
                                   max_frames=150)
-                results[mode].append(run_stream(model, opts))
+                results[graph, mode].append(run_stream(whole if graph == "whole graph" else cut, opts))
     print(f"\ncapacity, 4 file sources (one 640x480 video copied to four files), detector on (stand-in, 320 px), "
-          f"ByteTrack, INT8 ReID at {args.imgsz}px on {model.name}, 150 frames per source, {args.rounds} "
-          f"interleaved rounds")
-    print(f"{'stages':<12}{'fps (all sources)':>19}{'crops/s':>9}{'first event s':>15}")
-    for mode, runs in results.items():
+          f"ByteTrack, INT8 ReID at {args.imgsz}px on {whole.name} / {cut.name}, 150 frames per source, "
+          f"{args.rounds} interleaved rounds")
+    print(f"{'ReID graph':<16}{'stages':<12}{'fps (all sources)':>19}{'crops/s':>9}{'first event s':>15}")
+    for (graph, mode), runs in results.items():
         fps = [s.fps for s in runs]
-        print(f"{mode:<12}{np.mean(fps):>13.1f} ±{np.std(fps):>4.1f}"
+        print(f"{graph:<16}{mode:<12}{np.mean(fps):>13.1f} ±{np.std(fps):>4.1f}"
               f"{np.mean([s.crops / s.seconds for s in runs]):>9.1f}"
               f"{np.mean([s.first_event_s or float('nan') for s in runs]):>15.2f}")
 
