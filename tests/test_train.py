@@ -193,3 +193,27 @@ def test_every_mode_runs_through_one_loop():
                   if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
         assert "fit" in called, entry.__name__
     assert issubclass(SJDLStep, Step) and issubclass(rvsl.RVSLStep, Step)
+
+
+def test_sensor_noise_reaches_the_foggy_image_only():
+    """data.noise_sigma: signal-dependent noise on the synthetic foggy input, on uint8 levels, the
+    same for the same step's generator (a resumed run draws it again), never on the clear target."""
+    from fogreid.train.step import add_sensor_noise, paired_batch
+
+    gen = torch.Generator().manual_seed(0)
+    frames = torch.randint(0, 256, (4, 32, 32, 3), dtype=torch.uint8, generator=gen)
+    items = {"image": frames, "clear": frames.clone(), "label": torch.arange(4)}
+
+    def batch(sigma):
+        return paired_batch(items, torch.Generator().manual_seed(7), 0.5, lambda x: x.permute(0, 3, 1, 2) / 255,
+                            torch.device("cpu"), sigma)
+
+    plain, noisy, again = batch(0.0), batch(0.04), batch(0.04)
+    assert torch.equal(plain.foggy, plain.clear) and torch.equal(noisy.clear, plain.clear)
+    assert torch.equal(noisy.foggy, again.foggy) and not torch.equal(noisy.foggy, plain.foggy)
+    assert torch.equal(noisy.foggy * 255, (noisy.foggy * 255).round())
+    diff = (noisy.foggy - plain.foggy).abs()
+    assert 0 < diff.mean() < 0.04 and noisy.foggy.min() >= 0 and noisy.foggy.max() <= 1
+    flat = torch.full((64, 3, 16, 16), 0.5)
+    spread = (add_sensor_noise(flat, 0.04, torch.Generator().manual_seed(1)) - flat).flatten(1).std(dim=1)
+    assert spread.max() < 0.04 * 0.5 ** 0.5 + 0.01 and spread.min() < 0.01   # sigma drawn per image in [0, max]

@@ -24,6 +24,10 @@ class DataConfig:
     val_fraction: float = ranged(0.2, 0, 1, high_open=True)
     num_workers: int = ranged(2, 0, 1024, integer=True)
     hflip: float = ranged(0.5, 0, 1)
+    # Sensor noise on the synthetic foggy input (its clear target stays clean): the largest sigma
+    # of the signal-dependent noise, drawn per image from [0, noise_sigma]. Synthetic pairs are
+    # noise-free, real cameras are not; a head that never saw noise amplifies it by 1 / t.
+    noise_sigma: float = ranged(0.0, 0, 0.2)
     real_every: int = ranged(5, 1, 1_000_000, integer=True)  # sjdl: every k-th iteration also takes a real foggy batch
     reid_input: str = "foggy"        # reid mode: train on foggy or clear images
 

@@ -136,7 +136,7 @@ def fit(cfg: TrainConfig, job: Job, step: Step, out: Path, progress: bool = True
                 group["lr"] = lr
             # Flips drawn from the step's key (seed, epoch, step, ...): the same on resume, whatever the workers.
             flips = torch.Generator().manual_seed(hash(step.flip_key(epoch, step_in_epoch)) & 0x7FFFFFFF)
-            batch = paired_batch(items, flips, cfg.data.hflip, preprocess, job.device)
+            batch = paired_batch(items, flips, cfg.data.hflip, preprocess, job.device, cfg.data.noise_sigma)
             with autocast():
                 terms = step.losses(batch, global_step)
                 loss = sum(terms.values())

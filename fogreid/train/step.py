@@ -55,12 +55,27 @@ class Step:
         return {}
 
 
-def paired_batch(items: dict, flips: torch.Generator, hflip: float, preprocess, device: torch.device) -> Batch:
-    """The loader's uint8 pairs -> a Batch; one flip per pair, so the clear image stays aligned."""
+def paired_batch(items: dict, flips: torch.Generator, hflip: float, preprocess, device: torch.device,
+                 noise_sigma: float = 0.0) -> Batch:
+    """The loader's uint8 pairs -> a Batch; one flip per pair, so the clear image stays aligned.
+    `noise_sigma` > 0: sensor noise on the foggy image only (`add_sensor_noise`)."""
     flip = torch.rand(len(items["label"]), generator=flips) < hflip
-    return Batch(flip_images(preprocess(items["image"]), flip).to(device, non_blocking=True),
+    foggy = flip_images(preprocess(items["image"]), flip)
+    if noise_sigma > 0:
+        foggy = add_sensor_noise(foggy, noise_sigma, flips)
+    return Batch(foggy.to(device, non_blocking=True),
                  flip_images(preprocess(items["clear"]), flip).to(device, non_blocking=True),
                  items["label"].to(device), flips)
+
+
+def add_sensor_noise(images: torch.Tensor, max_sigma: float, generator: torch.Generator) -> torch.Tensor:
+    """Signal-dependent (shot + read) noise, sigma * sqrt(x) per pixel with sigma drawn per image
+    from [0, max_sigma], then rounded to uint8 levels as a camera's frame is: the model the
+    real-like split's cameras use (fogreid/data/fog.py:camera_degradation)."""
+    sigma = torch.rand(images.shape[0], 1, 1, 1, generator=generator) * max_sigma
+    noise = torch.randn(images.shape, generator=generator)
+    noisy = images + sigma * noise * images.clamp_min(0.05).sqrt()
+    return (noisy.clamp(0, 1) * 255).round() / 255
 
 
 def flip_images(images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
