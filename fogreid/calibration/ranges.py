@@ -42,6 +42,35 @@ def calibration_method(name: str):
     return methods[name]
 
 
+def absolute_histogram_from_zero(method: str, symmetric: bool, num_bins: int, num_quantized_bins: int,
+                                 percentile: float, scenario: str):
+    """ONNX Runtime's percentile collector with its first histogram of |x| taken over [0, max |x|].
+    Its own takes it over [min |x|, max |x|] (onnxruntime/quantization/calibrate.py,
+    HistogramCollector.collect_absolute_value), which numpy refuses to cut into bins when a tensor
+    is (nearly) constant, as the detail head's gain is before training: "Too many bins for data
+    range". For every tensor that holds a zero, as ReLU outputs do, the two are the same."""
+    import numpy as np
+    from onnxruntime.quantization.calibrate import HistogramCollector
+
+    class FromZero(HistogramCollector):
+        def collect_absolute_value(self, name_to_arr):
+            later = {}
+            for tensor, arrays in name_to_arr.items():
+                if tensor in self.histogram_dict:
+                    later[tensor] = arrays
+                    continue
+                values = np.concatenate([np.ravel(a) for a in (arrays if isinstance(arrays, list) else [arrays])])
+                low, high = (np.nanmin(values), np.nanmax(values)) if values.size else (values.dtype.type(0),) * 2
+                magnitude = np.absolute(values)
+                top = max(float(np.nanmax(magnitude)) if values.size else 0.0, float(np.finfo(np.float32).tiny))
+                hist, edges = np.histogram(magnitude, bins=self.num_bins, range=(0.0, top))
+                self.histogram_dict[tensor] = (hist, edges.astype(values.dtype), low, high)
+            if later:
+                super().collect_absolute_value(later)
+
+    return FromZero(method, symmetric, num_bins, num_quantized_bins, percentile, scenario)
+
+
 def compute_ranges(onnx_path: str | Path, calib: CalibrationSet, method: str = "entropy",
                    percentile: float = 99.99, batch_size: int = 16, num_bins: int = 2048):
     """TensorsData: tensor name -> (lowest, highest), symmetric, for every float activation."""
@@ -56,6 +85,9 @@ def compute_ranges(onnx_path: str | Path, calib: CalibrationSet, method: str = "
         calibrator = create_calibrator(Path(onnx_path), augmented_model_path=str(Path(tmp) / "augmented.onnx"),
                                        calibrate_method=calibration_method(method), extra_options=extra,
                                        providers=["CPUExecutionProvider"])
+        if method == "percentile":
+            calibrator.collector = absolute_histogram_from_zero("percentile", True, num_bins, 128, percentile,
+                                                                calibrator.scenario)
         calibrator.collect_data(FramesReader(calib, batch_size))
         ranges = calibrator.compute_data()
         del calibrator
