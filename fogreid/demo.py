@@ -144,7 +144,7 @@ def run_demo(out: str | Path, quick: bool = False, checkpoint: str | None = None
     else:
         # The defog head's design is in the key: a checkpoint of another head would not load.
         trained = steps.run("train", {"data": data_step["key"], "imgsz": cfg.imgsz, "epochs": cfg.epochs,
-                                      "seed": cfg.seed, "defog_head": "scatter-prior"}, do_train,
+                                      "seed": cfg.seed, "defog_head": "detail"}, do_train,
                             [out / "train" / "best.pt"])
     ckpt = Path(trained["checkpoint"])
 

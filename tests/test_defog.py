@@ -22,11 +22,12 @@ def test_paper_preset_builds_the_published_decoder():
     assert net.decoder.to_rgb[1].kernel_size == (7, 7)
 
 
-def test_scatter_head_starts_from_the_dark_channel_prior():
+@pytest.mark.parametrize("head", ["detail", "scatter"])
+def test_scatter_head_starts_from_the_dark_channel_prior(head):
     from fogreid.data.fog import scatter
 
     torch.manual_seed(0)
-    net = build_model(preset("edge", imgsz=(64, 64))).eval()
+    net = build_model(preset("edge", imgsz=(64, 64), defog_head=head)).eval()
     assert isinstance(net.decoder, ScatterDecoder) and net.enhance.residual
     clear = torch.rand(2, 3, 64, 64) * 0.6  # dark pixels in every patch, as the prior assumes
     depth = torch.linspace(1.0, 0.1, 64).view(1, 1, 64, 1).expand(2, 1, 64, 64)  # far at the top
@@ -35,25 +36,42 @@ def test_scatter_head_starts_from_the_dark_channel_prior():
         net.decoder.head.weight.zero_()  # no learned correction: the prior alone
         t0, a0 = net.decoder.prior(foggy)
         coarse, defogged = net.defog(foggy)
+        # The detail head starts with a gain of sigmoid(3) = 0.95 on the fine detail.
+        gain = torch.full_like(t0, torch.sigmoid(torch.tensor(3.0)).item()) if head == "detail" else None
     # The prior finds the airlight in the far rows and a transmission that falls with depth ...
     torch.testing.assert_close(a0.flatten(1), torch.tensor([[0.8] * 3, [0.9] * 3]), atol=0.05, rtol=0)
     assert (t0[..., 40:, :].mean() > t0[..., :20, :].mean() + 0.3)
     # ... the output is the scattering model inverted with them, and clearer than the input.
-    torch.testing.assert_close(coarse, ((foggy - a0) / t0 + a0).clamp(0, 1))
+    torch.testing.assert_close(coarse, ScatterDecoder.compose(foggy, t0, a0, gain))
+    if head == "scatter":
+        torch.testing.assert_close(coarse, ((foggy - a0) / t0 + a0).clamp(0, 1))
     assert torch.equal(coarse, defogged)  # the residual enhancement starts at zero
     near = (..., slice(32, None), slice(None))  # the far rows are fog only (t ~ 0.05 at the top)
     assert (coarse - clear)[near].abs().mean() < 0.6 * (foggy - clear)[near].abs().mean()
+
+
+def test_detail_gain_scales_only_the_fine_detail():
+    """Sensor noise on a flat patch of dense fog (t = 0.2): the plain inversion multiplies it by
+    1 / t = 5; a detail gain of 0.25 keeps the patch's level and passes a third of that noise."""
+    image = (0.7 + 0.02 * torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
+    t, airlight = torch.full((1, 1, 64, 64), 0.2), torch.full((1, 3, 1, 1), 0.8)
+    plain = ScatterDecoder.compose(image, t, airlight)
+    damped = ScatterDecoder.compose(image, t, airlight, torch.full_like(t, 0.25))
+    assert abs(damped.mean() - plain.mean()) < 0.01
+    assert damped.std() < 0.45 * plain.std()
+    torch.testing.assert_close(ScatterDecoder.compose(image, t, airlight, torch.ones_like(t)), plain)
 
 
 def test_defog_runs_on_any_frame_size():
     from fogreid.export.frame_graph import DefogFrame
 
     torch.manual_seed(0)
-    frame_model = DefogFrame(build_model(preset("edge", imgsz=(64, 64))))
-    for h, w in ((37, 53), (96, 128)):
-        frames = torch.randint(0, 256, (1, h, w, 3), dtype=torch.uint8)
-        assert frame_model(frames).shape == frames.shape
-    with pytest.raises(FogreidError, match="only the scatter head"):
+    for head in ("detail", "scatter"):
+        frame_model = DefogFrame(build_model(preset("edge", imgsz=(64, 64), defog_head=head)))
+        for h, w in ((37, 53), (96, 128)):
+            frames = torch.randint(0, 256, (1, h, w, 3), dtype=torch.uint8)
+            assert frame_model(frames).shape == frames.shape
+    with pytest.raises(FogreidError, match="only the scatter heads"):
         DefogFrame(build_model(preset("edge", defog_head="paper")))
     with pytest.raises(FogreidError, match="no defog head"):
         DefogFrame(build_model(preset("edge", defog=False)))

@@ -39,7 +39,7 @@ from torch import nn
 
 from fogreid.errors import FogreidError
 from fogreid.model.fused import Postprocess, Preprocess
-from fogreid.model.sjdl import ScatterDecoder, SJDLNet
+from fogreid.model.sjdl import SCATTER_HEADS, ScatterDecoder, SJDLNet
 
 FILE = "model_defog_frame.onnx"
 GRAPH_KIND = "defog-frame"
@@ -88,12 +88,12 @@ class DefogFrame(nn.Module):
         if getattr(net, "decoder", None) is None:
             raise FogreidError("this model has no defog head (trained with --mode reid): there is no "
                                "whole-frame defog graph to make")
-        if net.config.defog_head != "scatter":
+        if net.config.defog_head not in SCATTER_HEADS:
             # The published decoder upsamples with fixed x2 transposed convolutions and
             # instance-normalises over the whole image: its output only matches crops of the
             # training size.
-            raise FogreidError(f"defog_head={net.config.defog_head!r}: only the scatter head runs on "
-                               f"whole frames of any size; train with --set model.defog_head=scatter")
+            raise FogreidError(f"defog_head={net.config.defog_head!r}: only the scatter heads run on "
+                               f"whole frames of any size; train with --set model.defog_head=detail")
         self.net = net.eval()
         self.downscale = default_downscale(net.config.imgsz) if downscale is None else int(downscale)
         if self.downscale < 1:
@@ -107,16 +107,19 @@ class DefogFrame(nn.Module):
             return self.postprocess(self.net.defog(image)[1])
         # ceil_mode: a side that is not a multiple keeps its last, partial cell (averaged over what it holds).
         small = F.avg_pool2d(image, self.downscale, ceil_mode=True)
-        t, airlight, refinement = self.net.defog_maps(small)
+        t, airlight, gain, refinement = self.net.defog_maps(small)
         size = image.shape[-2:]
         t = guided_upsample(grey(small), t, grey(image)).clamp(ScatterDecoder.T_MIN, 1.0)
         airlight = F.interpolate(airlight, size=size, mode="bilinear", align_corners=False)
+        if gain is not None:
+            # The gain applies to the full frame's own finest detail (its noise is per pixel at any size).
+            gain = F.interpolate(gain, size=size, mode="bilinear", align_corners=False)
         refinement = F.interpolate(refinement, size=size, mode="bilinear", align_corners=False)
-        return self.postprocess(ScatterDecoder.compose(image, t, airlight) + refinement)
+        return self.postprocess(ScatterDecoder.compose(image, t, airlight, gain) + refinement)
 
 
 def supports_frames(net: nn.Module) -> bool:
-    return getattr(net, "decoder", None) is not None and getattr(net.config, "defog_head", "") == "scatter"
+    return getattr(net, "decoder", None) is not None and getattr(net.config, "defog_head", "") in SCATTER_HEADS
 
 
 def export_frame_graph(net: SJDLNet, path: str | Path, metadata: dict[str, str], downscale: int | None = None) -> Path:

@@ -35,7 +35,9 @@ class ModelConfig:
     channel_attention: bool = True
     attention_reduction: int = ranged(16, 1, 1024, integer=True)
     defog: bool = True                  # False: the plain ReID baseline, no decoder
-    defog_head: str = "scatter"         # scatter (invert the scattering model) | paper (as published)
+    # detail (invert the scattering model, with a learned gain on fine detail) | scatter (the plain
+    # inversion: checkpoints before 2026-12-05) | paper (as published); fogreid/model/sjdl.py
+    defog_head: str = "detail"
     decoder_width: int = ranged(64, 1, 1024, integer=True)   # channels of the decoder at stride 4
     enhance_width: int = ranged(20, 1, 1024, integer=True)   # channels of the pyramid enhancement
     # the image size, (height, width), of the crops the network takes and the deployed graph's input
@@ -53,8 +55,8 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if self.arch not in ("sjdl", "rvsl"):
             raise FogreidError(f"model arch {self.arch!r}: choose sjdl or rvsl")
-        if self.defog_head not in ("scatter", "paper"):
-            raise FogreidError(f"model defog_head {self.defog_head!r}: choose scatter or paper")
+        if self.defog_head not in ("detail", "scatter", "paper"):
+            raise FogreidError(f"model defog_head {self.defog_head!r}: choose detail, scatter or paper")
         check_ranges(self, "model")
         h, w = self.imgsz
         if h < 32 or w < 32 or h % 32 or w % 32:

@@ -82,16 +82,20 @@ class ReIDHead(nn.Module):
 
 # --------------------------------------------------------------------------- defog head
 #
-# Two decoders, chosen by ModelConfig.defog_head:
+# Decoders, chosen by ModelConfig.defog_head:
 #   paper    the published one: redraws the clear image from stride-4 features (transposed
 #            convolutions, tanh), then the pyramid enhancement redraws it once more.
 #   scatter  inverts the scattering model I = J t + A (1 - t): it corrects the dark channel
 #            prior's transmission t and airlight A (smooth fields, at stride 2) and computes
 #            J = (I - A) / t + A from the full-resolution input, so edges and texture come from
 #            the input instead of being invented; the pyramid enhancement then adds a residual.
-# Both decoders return images in [0, 1]. Neither uses a normalisation whose statistics
-# depend on the image size except the paper head's instance norm, so the scatter head runs
-# on a whole camera frame as it does on a crop (fogreid/export/frame_graph.py).
+#   detail   the scatter head with a learned gain on the input's finest detail: the inversion
+#            multiplies everything in I, sensor noise included, by 1 / t (x10 in dense fog);
+#            here only a blurred I is inverted whole, and its fine detail I - blur(I) gets
+#            s / t with s in (0, 1) predicted per pixel (s = 1 is the scatter head).
+# Every decoder returns images in [0, 1]. None uses a normalisation whose statistics depend
+# on the image size except the paper head's instance norm, so the scatter heads run on a
+# whole camera frame as they do on a crop (fogreid/export/frame_graph.py).
 
 class ResidualBlock(nn.Module):
     """Two 3x3 convs with reflection padding and instance norm, as the published decoder."""
@@ -146,8 +150,20 @@ def _min_filter(x: torch.Tensor, patch: int) -> torch.Tensor:
     return -F.max_pool2d(-x, patch, stride=1, padding=patch // 2)
 
 
+SCATTER_HEADS = ("scatter", "detail")   # the heads that invert the scattering model (whole frames too)
+
+
+def fine_detail_split(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(base, detail) with base + detail = image: base a 5x5 binomial blur (two 3x3 box means,
+    the border averaged over the pixels it holds), detail the rest. Average pools, not a
+    fixed-weight convolution: TensorRT's and DLA's pooling layers take them as they are."""
+    base = F.avg_pool2d(F.avg_pool2d(image, 3, 1, 1, count_include_pad=False), 3, 1, 1, count_include_pad=False)
+    return base, image - base
+
+
 class ScatterDecoder(nn.Module):
-    """Transmission t and airlight A, then J = (I - A) / t + A at full resolution.
+    """Transmission t and airlight A, then J = (I - A) / t + A at full resolution; with
+    `detail_gain`, also a gain s on the fine detail: J = (B - A) / t + A + s (I - B) / t.
 
     Both start from the dark channel prior computed in the graph (He et al. 2009: haze-free
     patches have a colour channel near zero, so t0 = 1 - omega * min-filter(min_c I / A)),
@@ -162,15 +178,19 @@ class ScatterDecoder(nn.Module):
     OMEGA = 0.95    # keep a little haze for depth perception (He et al.)
     HAZIEST = 100.0  # softmax temperature on the dark channel: A = the colour of the haziest pixels
 
-    def __init__(self, fine_channels: int, stem_channels: int, layer1_channels: int, width: int) -> None:
+    def __init__(self, fine_channels: int, stem_channels: int, layer1_channels: int, width: int,
+                 detail_gain: bool = False) -> None:
         super().__init__()
         half = max(width // 2, 8)
+        self.detail_gain = detail_gain
         self.reduce = nn.Sequential(_conv_relu(layer1_channels + stem_channels, width), _conv_relu(width, width))
         self.fuse = nn.Sequential(_conv_relu(width + fine_channels + 1, half), _conv_relu(half, half))
-        self.head = nn.Conv2d(half, 4, 3, padding=1)
-        # Start at the prior: corrections of zero.
+        self.head = nn.Conv2d(half, 5 if detail_gain else 4, 3, padding=1)
+        # Start at the prior: corrections of zero, and a detail gain near the plain inversion's (s = 0.95).
         nn.init.normal_(self.head.weight, std=1e-3)
         nn.init.zeros_(self.head.bias)
+        if detail_gain:
+            nn.init.constant_(self.head.bias[4:], 3.0)
 
     def prior(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(t0 (B, 1, H, W), A0 (B, 3, 1, 1)) by the dark channel prior, without guided filtering."""
@@ -181,16 +201,22 @@ class ScatterDecoder(nn.Module):
         return t0.clamp(self.T_MIN, 0.98), airlight
 
     @staticmethod
-    def compose(image: torch.Tensor, t: torch.Tensor, airlight: torch.Tensor) -> torch.Tensor:
-        """The scattering model inverted: J = (I - A) / t + A."""
-        return ((image - airlight) / t + airlight).clamp(0.0, 1.0)
+    def compose(image: torch.Tensor, t: torch.Tensor, airlight: torch.Tensor, gain: torch.Tensor | None = None
+                ) -> torch.Tensor:
+        """The scattering model inverted: J = (I - A) / t + A; with a detail `gain` s, only the
+        blurred image is inverted whole and its fine detail is multiplied by s / t."""
+        if gain is None:
+            return ((image - airlight) / t + airlight).clamp(0.0, 1.0)
+        base, detail = fine_detail_split(image)
+        return ((base - airlight + gain * detail) / t + airlight).clamp(0.0, 1.0)
 
     def forward(self, image: torch.Tensor, fine: torch.Tensor, stem: torch.Tensor, l1: torch.Tensor) -> torch.Tensor:
         return self.compose(image, *self.maps(image, fine, stem, l1))
 
     def maps(self, image: torch.Tensor, fine: torch.Tensor, stem: torch.Tensor, l1: torch.Tensor
-             ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(transmission t (B, 1, H, W), airlight A (B, 3, H, W)) at the image's resolution."""
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(transmission t (B, 1, H, W), airlight A (B, 3, H, W), detail gain s (B, 1, H, W) or
+        None) at the image's resolution."""
         t0, a0 = self.prior(image)
         x = self.reduce(torch.cat([l1, stem], dim=1))
         # Resize to the skip's own size (not x2): any frame size works, odd ones too.
@@ -199,7 +225,8 @@ class ScatterDecoder(nn.Module):
         maps = self.head(self.fuse(torch.cat([x, fine, t0_fine], dim=1)))
         maps = F.interpolate(maps, size=image.shape[-2:], mode="bilinear", align_corners=False)
         t = torch.sigmoid(_logit(t0) + maps[:, :1]).clamp_min(self.T_MIN)
-        return t, torch.sigmoid(_logit(a0) + maps[:, 1:])
+        gain = torch.sigmoid(maps[:, 4:]) if self.detail_gain else None
+        return t, torch.sigmoid(_logit(a0) + maps[:, 1:4]), gain
 
 
 class PyramidEnhancement(nn.Module):
@@ -246,8 +273,8 @@ class SJDLNet(nn.Module):
         if cfg.defog:
             stem, l1 = self.backbone.stem_channels, self.backbone.layer1_channels
             self.decoder = (PaperDecoder(stem, l1, cfg.decoder_width) if cfg.defog_head == "paper"
-                            else ScatterDecoder(stem, stem, l1, cfg.decoder_width))
-            self.enhance = PyramidEnhancement(cfg.enhance_width, residual=cfg.defog_head == "scatter")
+                            else ScatterDecoder(stem, stem, l1, cfg.decoder_width, cfg.defog_head == "detail"))
+            self.enhance = PyramidEnhancement(cfg.enhance_width, residual=cfg.defog_head in SCATTER_HEADS)
         else:
             self.decoder = self.enhance = None
         self.classifier = nn.Linear(self.embedding_dim, cfg.num_ids, bias=False) if cfg.num_ids else None
@@ -282,12 +309,14 @@ class SJDLNet(nn.Module):
         coarse = self.decoder(image, *early)
         return coarse, self.enhance(image, coarse)
 
-    def defog_maps(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The scatter head's parts: (t, A, refinement) with defogged = compose(image, t, A) + refinement
-        (before the final clamp). The whole-frame graph computes them small and applies them large."""
+    def defog_maps(self, image: torch.Tensor
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """The scatter heads' parts: (t, A, detail gain or None, refinement) with defogged =
+        compose(image, t, A, gain) + refinement (before the final clamp). The whole-frame graph
+        computes them small and applies them large."""
         if self.decoder is None or not isinstance(self.decoder, ScatterDecoder):
-            raise FogreidError("only the scatter defog head has transmission and airlight maps")
+            raise FogreidError("only the scatter defog heads have transmission and airlight maps")
         early = self.backbone.forward_early(self.normalise(image))
-        t, airlight = self.decoder.maps(image, *early)
-        coarse = self.decoder.compose(image, t, airlight)
-        return t, airlight, self.enhance(image, coarse) - coarse
+        t, airlight, gain = self.decoder.maps(image, *early)
+        coarse = self.decoder.compose(image, t, airlight, gain)
+        return t, airlight, gain, self.enhance(image, coarse) - coarse

@@ -21,7 +21,7 @@ def find_frame_graph(model: str | Path) -> Path:
     if not candidate.is_file():
         raise FogreidError(f"--defog-view frame needs the whole-frame defog graph {candidate}: export it with "
                            f"`fogreid export --checkpoint CKPT --format onnx --out {model.parent}` "
-                           f"(models with the scatter defog head), or pass it with --defog-model")
+                           f"(models with a scatter or detail defog head), or pass it with --defog-model")
     return candidate
 
 
