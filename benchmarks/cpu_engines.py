@@ -1,6 +1,7 @@
 """The CPU engines side by side, and what `--backend auto` picks among them.
 
     python benchmarks/cpu_engines.py [--export runs/demo/export] [--checkpoint CKPT] [--seconds 12]
+                                     [--embedding-only]
 
 For the FP32 and the INT8 (Q/DQ) ONNX file at batch 1 and 8: ONNX Runtime (CPU provider),
 OpenVINO (CPU plugin, f32 inference precision, where installed) and, for FP32, PyTorch eager
@@ -22,6 +23,11 @@ measures for itself, fogreid/runtime/auto_engine.py) and the chosen engine's rat
 Goals (issue 24): auto >= 0.95x the best engine in every cell; FP32 >= 75 % of the roofline at
 batch 8. Default inputs: the demo's artifacts (runs/demo), else a fresh edge model at --imgsz
 exported here.
+
+`--embedding-only`: the ONNX engines loaded as `fogreid run` loads its ReID model when it shows no
+defogged crops (`load_deployed(..., embedding_only=True)`: the graph cut down to its embedding);
+the FLOPs are the encoder's and the ReID head's, and PyTorch eager, which computes both outputs,
+is left out.
 """
 
 from __future__ import annotations
@@ -93,13 +99,13 @@ def fresh_artifacts(imgsz: int) -> tuple[Path, dict[str, Path]]:
     return checkpoint, {"FP32": files["onnx"], "INT8": files["onnx-int8"]}
 
 
-def engine_worker(conn, path: str, engine: str, batches: list[int]) -> None:
+def engine_worker(conn, path: str, engine: str, batches: list[int], embedding_only: bool = False) -> None:
     """In its own process: one engine on one file; per request, a slice of timed calls at each
     batch (after 2 warm-up calls at each, once); answers {batch: median ms of the slice}."""
     from fogreid.runtime.backends import load_deployed
     from fogreid.runtime.bench import measure
 
-    model = load_deployed(path, engine, "cpu")
+    model = load_deployed(path, engine, "cpu", embedding_only=embedding_only)
     h, w = model.imgsz
     rng = np.random.default_rng(0)
     frames = {b: rng.integers(0, 256, (b, h, w, 3), dtype=np.uint8) for b in batches}
@@ -111,10 +117,11 @@ def engine_worker(conn, path: str, engine: str, batches: list[int]) -> None:
     model.close()
 
 
-def auto_choice(path: Path, batch: int) -> str:
+def auto_choice(path: Path, batch: int, embedding_only: bool = False) -> str:
     """The engine `--backend auto` picks in a fresh process (it measures both there)."""
     code = ("from fogreid.runtime.backends import load_deployed\n"
-            f"with load_deployed({str(path)!r}, batch={batch}) as m:\n    print('CHOSE', m.name.split(':')[0])")
+            f"with load_deployed({str(path)!r}, batch={batch}, embedding_only={embedding_only}) as m:\n"
+            "    print('CHOSE', m.name.split(':')[0])")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return next(line.split()[1] for line in run.stdout.splitlines() if line.startswith("CHOSE "))
 
@@ -129,6 +136,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=6, help="interleaved slices per cell")
     parser.add_argument("--batches", default="1,8")
     parser.add_argument("--auto-repeats", type=int, default=3, help="fresh `--backend auto` loads per cell")
+    parser.add_argument("--embedding-only", action="store_true",
+                        help="the graphs cut down to their embedding, as `fogreid run` loads them")
     args = parser.parse_args()
 
     from fogreid.model.fused import FusedDefogReID
@@ -147,7 +156,9 @@ def main() -> None:
         source = f"a fresh edge model at {args.imgsz} px, exported to {files['FP32'].parent}"
     batches = [int(b) for b in args.batches.split(",")]
     net = FusedDefogReID.from_checkpoint(checkpoint).net if checkpoint else None
-    gflops = sum(r.gflops for r in summarize(net) if "training only" not in r.name) if net is not None else None
+    skipped = ("training only", "defog", "enhancement") if args.embedding_only else ("training only",)
+    gflops = (sum(r.gflops for r in summarize(net) if not any(s in r.name for s in skipped))
+              if net is not None else None)
     roof = gemm_gflops()
 
     # One process per engine and file, as a deployment has one ReID engine in its process:
@@ -155,13 +166,14 @@ def main() -> None:
     # at a time (the others wait on their pipe), in interleaved rounds.
     engines = ["onnxruntime"] + (["openvino"] if openvino_installed() else [])
     jobs = {(precision, engine): (str(path), engine) for precision, path in files.items() for engine in engines}
-    if checkpoint:
+    if checkpoint and not args.embedding_only:
         jobs[("FP32", "torch")] = (str(checkpoint), "torch")
     context = multiprocessing.get_context("spawn")
     workers = {}
     for key, (path, engine) in jobs.items():
         parent, child = context.Pipe()
-        proc = context.Process(target=engine_worker, args=(child, path, engine, batches), daemon=True)
+        proc = context.Process(target=engine_worker, args=(child, path, engine, batches, args.embedding_only),
+                               daemon=True)
         proc.start()
         workers[key] = (proc, parent)
     h, w = [conn.recv() for _, conn in workers.values()][-1]
@@ -170,7 +182,7 @@ def main() -> None:
     picks: dict[tuple[str, int], Counter] = {}
     for precision, path in files.items():
         for b in batches:
-            picks[(precision, b)] = Counter(auto_choice(path, b) for _ in range(args.auto_repeats))
+            picks[(precision, b)] = Counter(auto_choice(path, b, args.embedding_only) for _ in range(args.auto_repeats))
 
     times: dict[tuple[str, str, int], list[float]] = {(p, e, b): [] for (p, e) in workers for b in batches}
     load_before = os.getloadavg()
@@ -194,7 +206,8 @@ def main() -> None:
         versions += f", OpenVINO {openvino.get_version().split('-')[0]}"
     print(f"\n{time.strftime('%Y-%m-%d %H:%M')}  {cpu_name()}, {os.cpu_count()} CPUs, torch threads "
           f"{torch.get_num_threads()}; {versions}")
-    print(f"model: {source}, input {h}x{w}" + (f", {gflops:.3f} GFLOPs per image" if gflops else ""))
+    print(f"model: {source}, input {h}x{w}" + (" (embedding only)" if args.embedding_only else "")
+          + (f", {gflops:.3f} GFLOPs per image" if gflops else ""))
     print(f"roofline: FP32 GEMM (2048^3 torch matmul) {roof:.0f} GFLOP/s; load average "
           f"{load_before[0]:.2f} before the timed rounds, {load_after[0]:.2f} after "
           f"({args.rounds} interleaved rounds, {args.seconds / len(batches):.0f} s per cell)")
@@ -214,6 +227,10 @@ def main() -> None:
             ratios[(precision, b)] = min(best / cell[e] for e, _ in chosen)
             print(f"{'':<16}auto chose {', '.join(f'{e} {n}/{args.auto_repeats}' for e, n in chosen)}: "
                   f"{ratios[(precision, b)]:.2f}x the best (worst of its choices)")
+    if {"FP32", "INT8"} <= set(files):
+        speedups = [f"{e} batch {b} {np.median(times[('FP32', e, b)]) / np.median(times[('INT8', e, b)]):.2f}x"
+                    for e in engines for b in batches]
+        print(f"\nINT8 / FP32 of the same engine (img/s): {', '.join(speedups)}")
     met = all(r >= 0.95 for r in ratios.values())
     print(f"\ngoal auto >= 0.95x the best in every cell: {'met' if met else 'NOT met'} "
           f"(lowest {min(ratios.values()):.2f}x)")
