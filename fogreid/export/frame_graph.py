@@ -39,7 +39,7 @@ from torch import nn
 
 from fogreid.errors import FogreidError
 from fogreid.model.fused import Postprocess, Preprocess
-from fogreid.model.sjdl import SCATTER_HEADS, ScatterDecoder, SJDLNet
+from fogreid.model.sjdl import SCATTER_HEADS, ScatterDecoder, SJDLNet, box_mean
 
 FILE = "model_defog_frame.onnx"
 GRAPH_KIND = "defog-frame"
@@ -50,13 +50,6 @@ GUIDE_EPS = 1e-3      # its regulariser, as fogreid/data/dehaze.py: where the gu
 
 def default_downscale(imgsz: tuple[int, int]) -> int:
     return max(1, round(240 / imgsz[0]))
-
-
-def box_mean(x: torch.Tensor, radius: int) -> torch.Tensor:
-    """Mean over a (2r+1)^2 window, separable, counting only pixels inside the image."""
-    k = 2 * radius + 1
-    x = F.avg_pool2d(x, (k, 1), stride=1, padding=(radius, 0), count_include_pad=False)
-    return F.avg_pool2d(x, (1, k), stride=1, padding=(0, radius), count_include_pad=False)
 
 
 def grey(image: torch.Tensor) -> torch.Tensor:

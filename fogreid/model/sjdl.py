@@ -150,6 +150,13 @@ def _min_filter(x: torch.Tensor, patch: int) -> torch.Tensor:
     return -F.max_pool2d(-x, patch, stride=1, padding=patch // 2)
 
 
+def box_mean(x: torch.Tensor, radius: int) -> torch.Tensor:
+    """Mean over a (2r+1)^2 window, separable, counting only pixels inside the image."""
+    k = 2 * radius + 1
+    x = F.avg_pool2d(x, (k, 1), stride=1, padding=(radius, 0), count_include_pad=False)
+    return F.avg_pool2d(x, (1, k), stride=1, padding=(0, radius), count_include_pad=False)
+
+
 SCATTER_HEADS = ("scatter", "detail")   # the heads that invert the scattering model (whole frames too)
 
 
@@ -198,6 +205,11 @@ class ScatterDecoder(nn.Module):
         weights = torch.softmax(dark.flatten(1) * self.HAZIEST, dim=1).unsqueeze(1)
         airlight = (image.flatten(2) * weights).sum(dim=2).clamp(0.05, 0.98)[..., None, None]
         t0 = 1 - self.OMEGA * _min_filter((image / airlight).amin(dim=1, keepdim=True), self.PATCH)
+        # The min filter leaves square plateaus reaching PATCH // 2 pixels past every dark object:
+        # the blocks in the sky and the rectangular halos around vehicles. A box mean over the same
+        # patch turns their edges into ramps (He et al. refine t by soft matting, later the guided
+        # filter, for the same reason; the guided filter scored the same here).
+        t0 = box_mean(t0, self.PATCH // 2)
         return t0.clamp(self.T_MIN, 0.98), airlight
 
     @staticmethod
