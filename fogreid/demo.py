@@ -142,8 +142,7 @@ def run_demo(out: str | Path, quick: bool = False, checkpoint: str | None = None
 
         trained = {"checkpoint": str(checkpoint), "sha256": sha256_file(checkpoint), "key": sha256_file(checkpoint)}
     else:
-        # The defog head's design is in the key: a checkpoint of another head would not load, and
-        # one trained on another prior would be scored by this one.
+        # The defog head's design and prior are in the key: another's checkpoint would not load or not fit.
         trained = steps.run("train", {"data": data_step["key"], "imgsz": cfg.imgsz, "epochs": cfg.epochs,
                                       "seed": cfg.seed, "defog_head": "detail", "prior": "box-mean"}, do_train,
                             [out / "train" / "best.pt"])
