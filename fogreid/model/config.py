@@ -36,7 +36,7 @@ class ModelConfig:
     attention_reduction: int = ranged(16, 1, 1024, integer=True)
     defog: bool = True                  # False: the plain ReID baseline, no decoder
     # detail (invert the scattering model, with a learned gain on fine detail) | scatter (the plain
-    # inversion: checkpoints before 2026-12-05) | paper (as published); fogreid/model/sjdl.py
+    # inversion: checkpoints before 2026-12-04) | paper (as published); fogreid/model/sjdl.py
     defog_head: str = "detail"
     decoder_width: int = ranged(64, 1, 1024, integer=True)   # channels of the decoder at stride 4
     enhance_width: int = ranged(20, 1, 1024, integer=True)   # channels of the pyramid enhancement
