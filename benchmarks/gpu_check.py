@@ -12,10 +12,11 @@ the working tree is enough. For each preset (edge, paper) it runs:
              backward, SGD step) in FP32 and with AMP (fp16 autocast and a GradScaler on CUDA,
              bf16 autocast on the CPU), images/s at the largest batch
   inference  at each batch (1, 8, 32): eager FP32, eager FP16 (half weights), FP16 with
-             channels_last, FP16 channels_last replayed as a CUDA graph (on the CPU: a
-             failing cell) and
-             torch.compile of FP16 channels_last; each checked against eager FP32 on the same
-             frames (cosine of the embeddings, largest pixel difference of the defogged image)
+             channels_last, FP16 channels_last replayed as a CUDA graph, torch.compile of FP16
+             channels_last, and the compiled model replayed as a CUDA graph (on the CPU the
+             graph cells fail, as rows); each checked against eager FP32 on the same frames
+             (cosine of the embeddings, largest pixel difference of the defogged image): a path
+             outside MIN_COSINE / MAX_PIXEL_DIFF is marked and never counted as the best
 
 and prints one table: img/s, ms per batch, speed-up over eager FP32 at the same batch, the
 cosine, and the share of the fp16 tensor-core roofline (a large fp16 matmul, measured first)
@@ -239,7 +240,33 @@ def measure_cell(m: dict, path_name: str, b: int, module, replayed: bool, device
         m["eager_ms"][b] = ms
     speedup = m["eager_ms"][b] / ms if b in m["eager_ms"] else None
     roof = m["flops"] * b / ms * 1000 / (roof_fp16 * 1e12) * 100
-    return (m["label"], path_name, b, b * 1000 / ms, ms, speedup, cosine, roof, f"max px diff {pixels}")
+    note = f"max px diff {pixels}" + ("" if agrees(cosine, pixels) else ", DIFFERS from eager FP32: not counted")
+    return (m["label"], path_name, b, b * 1000 / ms, ms, speedup, cosine, roof, note)
+
+
+# A faster path counts only if it computes the same thing: half precision moves the unit
+# embedding's cosine by < 1e-4 and the defogged image by a level or two on these models; a CUDA
+# graph that missed a kernel (torchvision's deform_conv2d launches on the legacy default stream,
+# outside the capture: 0.9977 on the paper preset, H200, 2026-12-04) is far outside both.
+MIN_COSINE, MAX_PIXEL_DIFF = 0.999, 3
+
+
+def agrees(cosine: float, pixels: int) -> bool:
+    return cosine >= MIN_COSINE and pixels <= MAX_PIXEL_DIFF
+
+
+def verdict(rows: list[tuple], label: str, batch: int, quick: bool) -> str | None:
+    """The fastest inference path at `batch` among those that agree with eager FP32, against the 5x goal."""
+    timed = [r for r in rows if r[0] == label and r[2] == batch and r[5] and not r[1].startswith("train")]
+    counted = [r for r in timed if "DIFFERS" not in r[8]]
+    if not counted:
+        return None
+    top = max(counted, key=lambda r: r[5])
+    left_out = len(timed) - len(counted)
+    return (f"{label}: best at batch {batch} is {top[1]}, {top[5]:.2f}x eager FP32 "
+            + ("(--quick: a check of the code paths, not a measurement)" if quick else
+               f"({'meets' if top[5] >= 5 else 'below'} the 5x goal)")
+            + (f"; {left_out} path(s) left out: output differs from eager FP32" if left_out else ""))
 
 
 def main() -> None:
@@ -347,23 +374,15 @@ def main() -> None:
             compiled_rows += inference_cells(m, compiled_path, batch_order, device, args, deadline, roof_fp16)
     rows = [row for m in models for row in [r for r in rows if r[0] == m["label"]]
             + sorted((r for r in compiled_rows if r[0] == m["label"]), key=lambda r: (r[1], r[2]))]
-    verdicts = []
-    for m in models:
-        best = [r for r in rows if r[0] == m["label"] and r[2] == max(batches) and r[5]
-                and not r[1].startswith("train")]
-        if best:
-            top = max(best, key=lambda r: r[5])
-            verdicts.append(f"{m['label']}: best at batch {max(batches)} is {top[1]}, {top[5]:.2f}x eager FP32 "
-                            + ("(--quick: a check of the code paths, not a measurement)" if args.quick else
-                               f"({'meets' if top[5] >= 5 else 'below'} the 5x goal)"))
-
+    verdicts = [verdict(rows, m["label"], max(batches), args.quick) for m in models]
     print(f"\n{'model':<22}{'path':<46}{'batch':>6}{'img/s':>10}{'ms/batch':>10}{'x eager':>9}{'cos min':>9}"
           f"{'% fp16 roof':>12}  note")
     for label, path_name, b, ips, ms, speedup, cosine, roof, note in rows:
         print(f"{label:<22}{path_name:<46}{b:>6}{fmt(ips, '10.1f')}{fmt(ms, '10.2f')}"
               f"{fmt(speedup, '8.2f')}{'x' if speedup else ' '}{fmt(cosine, '9.4f')}{fmt(roof, '12.1f')}  {note}")
     for line in verdicts:
-        print(line)
+        if line:
+            print(line)
     print(f"skipped (out of time): {', '.join(deadline.skipped) if deadline.skipped else 'nothing'}")
     print(f"took {time.monotonic() - START:.0f} s of the {args.budget:.0f} s budget; load {os.getloadavg()[0]:.2f}")
 

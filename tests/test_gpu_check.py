@@ -38,3 +38,22 @@ def test_deadline_skips_and_lists_what_it_skipped():
     run = gpu_check("--budget", "0.5")
     assert run.returncode == 0, run.stderr[-3000:]
     assert "skipped (out of time): edge: everything" in run.stdout
+
+
+def test_a_path_that_differs_from_eager_fp32_is_never_the_best():
+    """The H200 run of 2026-12-04: the paper preset replayed as a CUDA graph was the fastest cell
+    and wrong (torchvision's deform_conv2d runs outside the capture; cosine 0.9977)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
+    gpu = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu)
+    assert gpu.agrees(0.99995, 1) and not gpu.agrees(0.9977, 1) and not gpu.agrees(1.0, 40)
+    rows = [("paper", "eager FP32", 32, 769, 41.6, 1.0, 1.0, 8.1, "max px diff 0"),
+            ("paper", "FP16 torch.compile", 32, 2219, 14.4, 2.89, 1.0, 23.4, "max px diff 1"),
+            ("paper", "FP16 torch.compile + CUDA graph", 32, 2420, 13.2, 3.15, 0.9977, 25.5,
+             "max px diff 1, DIFFERS from eager FP32: not counted"),
+            ("paper", "train FP32", 32, 222, 144.0, None, None, None, "cell 27 s")]
+    line = gpu.verdict(rows, "paper", 32, quick=False)
+    assert "FP16 torch.compile, 2.89x" in line and "below the 5x goal" in line and "1 path(s) left out" in line
+    assert gpu.verdict(rows, "edge", 32, quick=False) is None
