@@ -108,6 +108,9 @@ class TrainConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     device: str = "auto"             # auto | cpu | cuda | cuda:N
+    # Mixed precision: the network in FP16 with a GradScaler, the losses in FP32 (sjdl, jdl,
+    # reid). auto: on CUDA only; fp16 on the CPU exists for tests and debugging.
+    amp: str = "auto"                # auto | fp16 | off
     seed: int = ranged(0, 0, 2**32 - 1, integer=True)
     eval_every: int = ranged(1, 1, 100_000, integer=True)          # epochs between validations
     # also save last.pt every N steps (0: end of epoch only)
@@ -136,6 +139,11 @@ class TrainConfig:
             raise FogreidError("data.reid_input must be foggy or clear")
         if self.data.reid_input == "clear" and self.mode != "reid":
             raise FogreidError("data.reid_input=clear is for --mode reid (the clear-only baseline)")
+        if self.amp not in ("auto", "fp16", "off"):
+            raise FogreidError(f"amp {self.amp!r}: choose auto, fp16 or off")
+        if self.amp == "fp16" and self.mode == "rvsl":
+            raise FogreidError("amp=fp16: RVSL trains in FP32 (its discriminators step outside the GradScaler); "
+                               "leave amp at auto or off")
         if self.stage not in ("1", "2", "3", "all"):
             raise FogreidError(f"stage {self.stage!r}: choose 1, 2, 3 or all (RVSL)")
         if self.stage != "all" and self.mode != "rvsl":

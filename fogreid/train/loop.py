@@ -108,7 +108,8 @@ def fit(cfg: TrainConfig, job: Job, step: Step, out: Path, progress: bool = True
 
     net, optimizer, scaler, schedule = job.net, job.optimizer, job.scaler, job.schedule
     data, procs = job.data, job.procs
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.float16)) if scaler.is_enabled() else contextlib.nullcontext
+    autocast = ((lambda: torch.autocast(job.device.type, dtype=torch.float16)) if scaler.is_enabled()
+                else contextlib.nullcontext)
     preprocess, epochs, prefix = Preprocess(), cfg.optim.epochs, f"{step.name} " if step.name else ""
     global_step, best, history = job.start.global_step, job.start.best, []
     log = EpochLog(out, job.full_log) if procs.master else None
@@ -127,7 +128,7 @@ def fit(cfg: TrainConfig, job: Job, step: Step, out: Path, progress: bool = True
         lr = schedule.lr_at(epoch + first / steps_per_epoch)
         row = {**step.start_epoch(epoch), "epoch": epoch + 1, "lr_start": lr}
         net.train()
-        meter = Meter()
+        meter, skipped = Meter(), 0
         bar = tqdm(data.loader, desc=f"{prefix}epoch {epoch + 1}/{epochs}", unit="batch",
                    disable=not (progress and procs.master), initial=first, total=first + len(data.loader))
         for step_in_epoch, items in enumerate(bar, start=first):
@@ -145,8 +146,12 @@ def fit(cfg: TrainConfig, job: Job, step: Step, out: Path, progress: bool = True
                                    f"{epoch + 1}, step {step_in_epoch}: lower optim.lr (now {lr:g}) or check the data")
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
+            scale = scaler.get_scale() if scaler.is_enabled() else 1.0
             scaler.step(optimizer)
             scaler.update()
+            if scaler.is_enabled() and scaler.get_scale() < scale:   # inf / NaN gradients: the step was skipped
+                skipped += 1
+                check_amp_scale(scaler.get_scale(), epoch, step_in_epoch)
             global_step += 1
             meter.add({**terms, "loss": loss, **step.after_step(batch)}, len(batch.target) * procs.world)
             bar.set_postfix(loss=f"{float(loss.detach()):.3f}", lr=f"{lr:.2e}", img_s=f"{meter.images_per_s():.1f}")
@@ -154,6 +159,8 @@ def fit(cfg: TrainConfig, job: Job, step: Step, out: Path, progress: bool = True
                 save("last.pt", epoch, step_in_epoch + 1)
         bar.close()
         row.update(lr=lr, **meter.summary())
+        if scaler.is_enabled():
+            row["amp_skipped_steps"] = skipped
 
         # ---------------------------------------------------------------- end of epoch (rank 0)
         last_epoch = epoch + 1 == epochs
@@ -199,7 +206,8 @@ def train(cfg: TrainConfig, out: str | Path, resume: str | Path | None = None, p
     schedule = resolve_schedule(cfg.optim, pretrained=bool(cfg.pretrained))
     optimizer = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=schedule.lr,
                                  weight_decay=cfg.optim.weight_decay)
-    job = Job(net, optimizer, torch.amp.GradScaler("cuda", enabled=device.type == "cuda"), schedule,
+    amp = cfg.amp == "fp16" or (cfg.amp == "auto" and device.type == "cuda")
+    job = Job(net, optimizer, torch.amp.GradScaler(device.type, enabled=amp), schedule,
               data, device, meta={"trained_on": str(cfg.data.root), "mode": cfg.mode, "schedule": schedule.describe()},
               checkpoints=RESUMABLE,
               procs=procs)
@@ -236,6 +244,16 @@ def describe(cfg: TrainConfig, job: Job) -> None:
 
 
 # -------------------------------------------------------------------- the loop's helpers
+
+def check_amp_scale(scale: float, epoch: int, step_in_epoch: int) -> None:
+    """Mixed precision never trains in silence: the GradScaler skips a step whose gradients
+    overflow FP16 and halves its scale, which is how it finds a scale that fits; below 1 the
+    gradients are inf or NaN even unscaled, and every later step would be skipped too."""
+    if scale < 1.0:
+        raise FogreidError(f"epoch {epoch + 1}, step {step_in_epoch}: the gradients are inf or NaN in FP16 even "
+                           f"unscaled (the GradScaler's scale fell to {scale:g}; no step since has been applied): "
+                           f"train with --set amp=off")
+
 
 def seed_everything(seed: int, device: torch.device) -> None:
     torch.manual_seed(seed)
