@@ -167,3 +167,27 @@ def test_check_target_openvino_passes_every_exported_file_and_flags_the_defect(f
     run = subprocess.run(fogreid_cmd + ["check", str(tmp_path / "reduce_max_qdq.onnx"), "--target", "openvino"],
                          capture_output=True, text=True)
     assert run.returncode == 1 and "[openvino]" in run.stderr and "quantises the output of ReduceMax" in run.stderr
+
+
+def test_int8_graph_keeps_the_channel_attention_and_concat_readers_in_float(exported):
+    """What OpenVINO read differently on CPUs without AMX (calibration/qdq.py, nodes_to_quantize
+    and reads_concat): the attention MLP and every layer reading a Concat (directly or through a
+    ReLU) read no DequantizeLinear output, so every engine and every CPU computes them alike."""
+    _, result = exported
+    graph = onnx.load(str(result.files["onnx-int8"])).graph
+    producer = {o: n for n in graph.node for o in n.output}
+    attention = [n for n in graph.node if n.name.startswith("net.reid.attention")]
+    assert len([n for n in attention if n.op_type == "Conv"]) == 4    # two branches through a 2-layer MLP
+    assert not [(n.name, i) for n in attention for i in n.input
+                if i in producer and producer[i].op_type == "DequantizeLinear"]
+
+    def after_concat(name):
+        node = producer.get(name)
+        node = producer.get(node.input[0]) if node is not None and node.op_type == "Relu" else node
+        return node is not None and node.op_type == "Concat"
+    readers = [n for n in graph.node if n.op_type == "Conv" and any(after_concat(i) for i in n.input)]
+    assert readers and not [n.name for n in readers if any(
+        i in producer and producer[i].op_type == "DequantizeLinear" for i in n.input[:1])]
+    # The rest of the body is still INT8.
+    assert sum(1 for n in graph.node if n.op_type == "Conv"
+               and n.input[0] in producer and producer[n.input[0]].op_type == "DequantizeLinear") >= 8

@@ -542,7 +542,7 @@ def test_cache_holds_only_the_tensors_the_qdq_model_quantises(exported, synth_ro
     for node in fp32.graph.node:
         for name in node.input:
             consumers.setdefault(name, []).append(node)
-    conv = next(n for n in fp32.graph.node if n.op_type == "Conv" and n.name.startswith("net.backbone.layer3")
+    conv = next(n for n in fp32.graph.node if n.op_type == "Conv" and n.name.startswith("net.backbone.layer4")
                 and len(consumers[n.input[0]]) == 1 and n.input[0] in cache)
     cal = calibrate(result.files["onnx"], [synth_root / "FVRID_syn" / "train_foggy"], tmp_path, num=32,
                     keep_fp=[conv.name], budget=None, progress=False)

@@ -19,15 +19,29 @@ QUANTIZED_OPS = ["Conv", "ConvTranspose", "MatMul", "Gemm", "Add", "MaxPool"]
 INT8_OUTPUT_OPS = {"Conv", "ConvTranspose", "MatMul", "Gemm"}
 
 
+# The ReID head's channel attention (fogreid/model/sjdl.py, ChannelAttention), by its nodes' names.
+CHANNEL_ATTENTION = "net.reid.attention"
+
+
 def nodes_to_quantize(proto: onnx.ModelProto, keep_fp: list[str]) -> list[str]:
     """The network body only. Kept in float: pre/post-processing and the L2 norm (cheap, and
     quantising `x * x` breaks the unit norm), the first conv, whose input is the raw image
-    (symmetric int8 on [0, 1] pixels keeps only 7 of their 8 bits), and every layer that reads
-    a ReduceMax (see `reads_reduce_max`)."""
+    (symmetric int8 on [0, 1] pixels keeps only 7 of their 8 bits), every layer that reads a
+    ReduceMax or a Concat or writes into one (see `reads_reduce_max`, `reads_concat`,
+    `feeds_concat`) and the whole channel attention.
+
+    The attention's MLP works on 1x1 maps (a few thousand MACs), and quantised it is read
+    differently by OpenVINO's CPU plugin (2026.4.1) depending on the CPU: on a Xeon with AVX-512
+    VNNI and no AMX the ReID-only test model's INT8 embedding fell to cosine 0.89 on OpenVINO
+    against 1.0000 on ONNX Runtime, while on one with AMX both agreed (the clean-clone CI of
+    2026-12-04). Each of its pieces, cut out of the graph, computes right on both engines; in
+    the whole graph its max branch's float conv shares its int8 weights with the average
+    branch's quantised one. In float, every engine reads it the same way on both CPUs."""
     body = [n for n in proto.graph.node if n.name.startswith("net.") and n.op_type in QUANTIZED_OPS]
     first_conv = next((n.name for n in body if n.op_type == "Conv"), None)
-    after_max = reads_reduce_max(proto)
-    return [n.name for n in body if n.name != first_conv and n.name not in keep_fp and n.name not in after_max]
+    kept = (reads_reduce_max(proto) | reads_concat(proto) | feeds_concat(proto)
+            | {n.name for n in body if n.name.startswith(CHANNEL_ATTENTION)})
+    return [n.name for n in body if n.name != first_conv and n.name not in keep_fp and n.name not in kept]
 
 
 def reads_reduce_max(proto: onnx.ModelProto) -> set[str]:
@@ -42,6 +56,49 @@ def reads_reduce_max(proto: onnx.ModelProto) -> set[str]:
     keeping them in float costs nothing and every engine reads the file the same way."""
     producer = {out: node.op_type for node in proto.graph.node for out in node.output}
     return {n.name for n in proto.graph.node if any(producer.get(i) == "ReduceMax" for i in n.input)}
+
+
+def reads_concat(proto: onnx.ModelProto) -> set[str]:
+    """Nodes whose input is a Concat output, directly or through a Relu: the IBN blocks' second
+    conv (instance- and batch-normalised halves concatenated, then ReLU) and the defog decoder's
+    fusion convs (upsampled features, the encoder's and the prior's maps concatenated).
+
+    Quantised, OpenVINO's CPU plugin (2026.4.1) on a Xeon with AVX-512 VNNI and no AMX computed
+    them differently from ONNX Runtime and from the Q/DQ arithmetic itself (the 5-node
+    Concat -> Q -> DQ -> Conv cut from the graph: embedding cosine 0.987 between the engines,
+    exact from the same tensor without the Concat), and a trained model's INT8 file failed
+    validation there: defogged image 23.3 dB against 33.1 on ONNX Runtime, embedding cosine p1
+    0.975 against 0.988. With these in float both engines give the same figures to the fourth
+    decimal (cosine min / p1 0.9799 / 0.9889, 33.12 dB) on both CPUs."""
+    producer = {out: node for node in proto.graph.node for out in node.output}
+
+    def from_concat(name: str) -> bool:
+        node = producer.get(name)
+        if node is not None and node.op_type == "Relu":
+            node = producer.get(node.input[0])
+        return node is not None and node.op_type == "Concat"
+    return {n.name for n in proto.graph.node if any(from_concat(i) for i in n.input)}
+
+
+def feeds_concat(proto: onnx.ModelProto) -> set[str]:
+    """Nodes whose output reaches a Concat directly or through a Relu or Resize (the defog
+    pyramid's pooled convs, the decoder convs before its fusion). With the Concat's readers in
+    float (`reads_concat`) nothing re-quantises what they write, and ONNX Runtime runs a conv as
+    an int8 QLinearConv only between a DequantizeLinear and a QuantizeLinear: quantised, they
+    would be float convs behind a Q/DQ pair, slower than plain float."""
+    readers: dict[str, list] = {}
+    for node in proto.graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+
+    def reaches_concat(name: str) -> bool:
+        for reader in readers.get(name, []):
+            if reader.op_type == "Concat":
+                return True
+            if reader.op_type in ("Relu", "Resize") and any(reaches_concat(o) for o in reader.output):
+                return True
+        return False
+    return {n.name for n in proto.graph.node if any(reaches_concat(o) for o in n.output)}
 
 
 def read_float_inputs(proto: onnx.ModelProto, float_nodes: set[str], quantized: set[str] = frozenset()) -> int:
