@@ -170,7 +170,7 @@ def test_check_target_openvino_passes_every_exported_file_and_flags_the_defect(f
 
 
 def test_int8_graph_keeps_the_channel_attention_and_concat_readers_in_float(exported):
-    """What OpenVINO read differently on CPUs without AMX (calibration/qdq.py, nodes_to_quantize
+    """What OpenVINO read differently on an AMD EPYC (calibration/qdq.py, nodes_to_quantize
     and reads_concat): the attention MLP and every layer reading a Concat (directly or through a
     ReLU) read no DequantizeLinear output, so every engine and every CPU computes them alike."""
     _, result = exported

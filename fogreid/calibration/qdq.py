@@ -31,12 +31,12 @@ def nodes_to_quantize(proto: onnx.ModelProto, keep_fp: list[str]) -> list[str]:
     `feeds_concat`) and the whole channel attention.
 
     The attention's MLP works on 1x1 maps (a few thousand MACs), and quantised it is read
-    differently by OpenVINO's CPU plugin (2026.4.1) depending on the CPU: on a Xeon with AVX-512
-    VNNI and no AMX the ReID-only test model's INT8 embedding fell to cosine 0.89 on OpenVINO
-    against 1.0000 on ONNX Runtime, while on one with AMX both agreed (the clean-clone CI of
-    2026-12-04). Each of its pieces, cut out of the graph, computes right on both engines; in
-    the whole graph its max branch's float conv shares its int8 weights with the average
-    branch's quantised one. In float, every engine reads it the same way on both CPUs."""
+    differently by OpenVINO's CPU plugin (2026.4.1) depending on the CPU: on an AMD EPYC (AVX-512
+    VNNI, no AMX) the ReID-only test model's INT8 embedding fell to cosine 0.89 on OpenVINO
+    against 1.0000 on ONNX Runtime, while on an Intel Xeon with AMX both agreed (the clean-clone
+    CI of 2026-12-04). Each of its pieces, cut out of the graph, computes right on both engines;
+    in the whole graph its max branch's float conv shares its int8 weights with the average
+    branch's quantised one. In float, both engines agree on the EPYC too."""
     body = [n for n in proto.graph.node if n.name.startswith("net.") and n.op_type in QUANTIZED_OPS]
     first_conv = next((n.name for n in body if n.op_type == "Conv"), None)
     kept = (reads_reduce_max(proto) | reads_concat(proto) | feeds_concat(proto)
@@ -63,13 +63,13 @@ def reads_concat(proto: onnx.ModelProto) -> set[str]:
     conv (instance- and batch-normalised halves concatenated, then ReLU) and the defog decoder's
     fusion convs (upsampled features, the encoder's and the prior's maps concatenated).
 
-    Quantised, OpenVINO's CPU plugin (2026.4.1) on a Xeon with AVX-512 VNNI and no AMX computed
+    Quantised, OpenVINO's CPU plugin (2026.4.1) on an AMD EPYC (AVX-512 VNNI, no AMX) computed
     them differently from ONNX Runtime and from the Q/DQ arithmetic itself (the 5-node
     Concat -> Q -> DQ -> Conv cut from the graph: embedding cosine 0.987 between the engines,
     exact from the same tensor without the Concat), and a trained model's INT8 file failed
     validation there: defogged image 23.3 dB against 33.1 on ONNX Runtime, embedding cosine p1
     0.975 against 0.988. With these in float both engines give the same figures to the fourth
-    decimal (cosine min / p1 0.9799 / 0.9889, 33.12 dB) on both CPUs."""
+    decimal there (cosine min / p1 0.9799 / 0.9889, 33.12 dB)."""
     producer = {out: node for node in proto.graph.node for out in node.output}
 
     def from_concat(name: str) -> bool:
