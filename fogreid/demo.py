@@ -40,7 +40,7 @@ class DemoSettings:
 
 def demo_settings(quick: bool, seed: int = 0) -> DemoSettings:
     if quick:
-        return DemoSettings(SynthConfig(ids=60, cams=4, seed=seed), epochs=14, quick=True, calib_num=64, seed=seed)
+        return DemoSettings(SynthConfig(ids=60, cams=4, seed=seed), epochs=10, quick=True, calib_num=64, seed=seed)
     return DemoSettings(SynthConfig(seed=seed), seed=seed)
 
 

@@ -253,7 +253,7 @@ def test_mixed_precision_training_steps_are_applied_and_counted(fogreid_cmd, tra
     from fogreid.train.loop import check_amp_scale
 
     out = tmp_path / "amp"
-    run_train(fogreid_cmd, train_root, out, "--epochs", "4", "--set", "amp=fp16")
+    run_train(fogreid_cmd, train_root, out, "--epochs", "3", "--set", "amp=fp16")
     history = json.loads((out / "metrics.json").read_text())["history"]
     steps = read_checkpoint(out / "last.pt")["global_step"]
     skipped = [row["amp_skipped_steps"] for row in history]
