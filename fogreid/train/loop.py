@@ -283,7 +283,8 @@ def resume_from(path: str | Path, job: Job) -> Start:
                            f"checkpoint); resume from RUN/last.pt")
     load_weights(job.net, state["model"], path)
     job.optimizer.load_state_dict(state["optimizer"])
-    job.scaler.load_state_dict(state["scaler"])
+    if state["scaler"]:   # empty: saved without mixed precision (amp off, or on the CPU); the scale starts afresh
+        job.scaler.load_state_dict(state["scaler"])
     torch.set_rng_state(state["rng"]["torch"].cpu())
     if "cuda" in state["rng"] and job.device.type == "cuda":
         torch.cuda.set_rng_state_all([t.cpu() for t in state["rng"]["cuda"]])
