@@ -266,3 +266,14 @@ def test_mixed_precision_training_steps_are_applied_and_counted(fogreid_cmd, tra
     check_amp_scale(1.0, 2, 7)
     proc = run_train(fogreid_cmd, train_root, tmp_path / "rvsl", "--mode", "rvsl", "--set", "amp=fp16", check=False)
     assert proc.returncode == 2 and "amp=fp16: RVSL trains in FP32" in proc.stderr
+
+
+def test_a_run_saved_without_mixed_precision_resumes_with_it(fogreid_cmd, train_root, tmp_path):
+    """A last.pt written by an FP32 run holds an empty GradScaler state, which an enabled
+    GradScaler refuses; resuming it with amp=fp16 (a CPU run continued on a GPU) starts the scale afresh."""
+    out = tmp_path / "run"
+    run_train(fogreid_cmd, train_root, out, "--epochs", "1")
+    assert read_checkpoint(out / "last.pt")["scaler"] == {}
+    run_train(fogreid_cmd, train_root, out, "--epochs", "2", "--resume", "--set", "amp=fp16")
+    history = json.loads((out / "metrics.json").read_text())["history"]
+    assert history[-1]["epoch"] == 2 and "amp_skipped_steps" in history[-1]
