@@ -160,15 +160,15 @@ def box_mean(x: torch.Tensor, radius: int) -> torch.Tensor:
 SCATTER_HEADS = ("scatter", "detail")   # the heads that invert the scattering model (whole frames too)
 
 
-def _box3(image: torch.Tensor, count: torch.Tensor | None = None) -> torch.Tensor:
+def _box3(image: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
     """The 3x3 mean of an RGB image, the border averaged over the pixels it holds (`count`, from
-    `_pixel_count`, may be passed in): the same as avg_pool2d(image, 3, 1, 1,
+    `_pixel_count`): the same as avg_pool2d(image, 3, 1, 1,
     count_include_pad=False), written as convolutions because ONNX Runtime ran those two pools at
     8.5 ms each on a 640x480 frame inside the whole-frame graph (1 ms together alone); the graph
     went from 43.5 to 32.7 ms, the same output to the bit."""
     ones = torch.ones(3, 1, 3, 3, dtype=image.dtype, device=image.device)
     total = F.conv2d(image, ones, padding=1, groups=3)
-    return total / (_pixel_count(image) if count is None else count)
+    return total / count
 
 
 def _pixel_count(image: torch.Tensor) -> torch.Tensor:
