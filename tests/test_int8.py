@@ -89,6 +89,46 @@ def test_layers_kept_in_float_read_float_inputs(exported, synth_root, tmp_path):
     assert run_onnx(out.qdq_onnx, foggy_frames(synth_root, 4))[1].shape[0] == 4
 
 
+def test_float_nodes_read_int8_only_where_a_quantised_conv_writes_it(exported, synth_root, tmp_path):
+    """ONNX Runtime's quantiser points every reader of a quantised tensor at its Q/DQ pair. Before
+    the rewiring covered every float node (not only the body's convs and Adds), the image itself
+    (after /255, read by a decoder conv) was rounded to int8 for the backbone's normalisation and
+    the whole defog prior: 7 bits of pixel feeding every layer, and the demo model's INT8 test
+    cosine p1 stuck at 0.989 with the whole body in float."""
+    import onnx
+
+    from fogreid.calibration.calibrate_onnx import calibrate
+    from fogreid.calibration.qdq import INT8_OUTPUT_OPS
+
+    from conftest import foggy_frames, run_onnx
+
+    _, result = exported
+    out = calibrate(result.files["onnx"], [synth_root / "FVRID_syn" / "train_foggy"], tmp_path, num=32,
+                    progress=False, budget=None)
+    graph = onnx.load(str(out.qdq_onnx)).graph
+    producer = {o: n for n in graph.node for o in n.output}
+    quantized_writer = {"QuantizeLinear", "DequantizeLinear", *INT8_OUTPUT_OPS}
+    preprocess = [n for n in graph.node if n.name.startswith("preprocess/")]
+    assert preprocess and not any(producer.get(n.input[0]) in preprocess
+                                  for n in graph.node if n.op_type == "QuantizeLinear")
+    int8_readers = 0
+    for node in graph.node:
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear") or not node.name.startswith(("net.", "graph/")):
+            continue
+        for name in node.input:
+            dq = producer.get(name)
+            if dq is None or dq.op_type != "DequantizeLinear" or dq.input[0] not in producer:
+                continue
+            source = producer.get(producer[dq.input[0]].input[0])
+            # An int8 tensor is read where a quantised conv writes it (its fused int8 output) or by a
+            # node quantised itself (an Add, a MaxPool): never a float tensor rounded for nothing.
+            assert source is not None and (source.op_type in quantized_writer or node.op_type in ("Add", "MaxPool")
+                                           or node.op_type in INT8_OUTPUT_OPS), (node.name, name)
+            int8_readers += 1
+    assert int8_readers > 10
+    assert run_onnx(out.qdq_onnx, foggy_frames(synth_root, 4))[1].shape[0] == 4
+
+
 def _ort_ops(path, tmp_path):
     """Op counts of the graph ONNX Runtime actually runs on this CPU (after its fusions)."""
     import collections
