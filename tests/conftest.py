@@ -14,12 +14,32 @@ from fogreid.data.synth import SynthConfig, generate
 SMALL = SynthConfig(ids=40, cams=4, per_cam=2, imgsz=128, seed=7)
 
 
+def built_once(tmp_path_factory, name: str, build):
+    """`build(folder)` run once per test session, even when pytest-xdist runs it in several worker
+    processes (`make test` runs two): the first worker to get here builds under a file lock in the
+    session's shared temporary folder, the others wait and reuse it. Only for read-only results."""
+    import json
+
+    from filelock import FileLock
+
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return build(tmp_path_factory.mktemp(name))
+    shared = tmp_path_factory.getbasetemp().parent     # the same for every worker of this session
+    folder, done = shared / name, shared / f"{name}.json"
+    with FileLock(str(shared / f"{name}.lock")):
+        if not done.is_file():
+            folder.mkdir(exist_ok=True)
+            done.write_text(json.dumps(build(folder), default=str))
+    return json.loads(done.read_text())
+
+
 @pytest.fixture(scope="session")
 def synth_root(tmp_path_factory) -> Path:
     """A small generated FVRID dataset shared by the data tests (read-only)."""
-    root = tmp_path_factory.mktemp("fvrid")
-    generate(root, SMALL, progress=False)
-    return root
+    def build(root):
+        generate(root, SMALL, progress=False)
+        return str(root)
+    return Path(built_once(tmp_path_factory, "fvrid", build))
 
 
 @pytest.fixture
@@ -88,16 +108,20 @@ def compare(path, model, frames):
 @pytest.fixture(scope="session")
 def exported(synth_root, tmp_path_factory):
     """A checkpoint and its onnx, onnx-fp16, onnx-int8 exports (+ engine-fp16 where TensorRT exists)."""
-    from fogreid.export.exporter import ExportOptions, export
+    from fogreid.export.exporter import ExportOptions, ExportResult, export
     from fogreid.export.formats import parse_formats
 
-    out = tmp_path_factory.mktemp("export")
-    ckpt = make_checkpoint(out / "edge.pt", synth_root)
-    opts = ExportOptions(calib_images=[str(synth_root / "FVRID_syn" / "train_foggy"),
-                                       str(synth_root / "FVRID_real" / "train_foggy")],
-                         calib_num=96, data_root=str(synth_root), progress=False)
-    result = export(ckpt, parse_formats("onnx,onnx-fp16,onnx-int8,engine-fp16"), out / "artifacts", opts)
-    return ckpt, result
+    def build(out):
+        ckpt = make_checkpoint(out / "edge.pt", synth_root)
+        opts = ExportOptions(calib_images=[str(synth_root / "FVRID_syn" / "train_foggy"),
+                                           str(synth_root / "FVRID_real" / "train_foggy")],
+                             calib_num=96, data_root=str(synth_root), progress=False)
+        result = export(ckpt, parse_formats("onnx,onnx-fp16,onnx-int8,engine-fp16"), out / "artifacts", opts)
+        return {"ckpt": str(ckpt), "files": {name: str(path) for name, path in result.files.items()},
+                "not_built": result.not_built, "manifest": str(result.manifest), "checks": result.checks}
+    built = built_once(tmp_path_factory, "export", build)
+    return Path(built["ckpt"]), ExportResult({name: Path(path) for name, path in built["files"].items()},
+                                             built["not_built"], Path(built["manifest"]), built["checks"])
 
 
 @pytest.fixture(scope="session")
@@ -107,14 +131,15 @@ def trained(synth_root, tmp_path_factory):
     from fogreid.train.config import build_config
     from fogreid.train.loop import train
 
-    out = tmp_path_factory.mktemp("trained")
-    cfg = build_config(None, ["mode=jdl", f"data.root={synth_root}", "model.imgsz=[64, 64]", "optim.epochs=15",
-                              "optim.lr=1e-3", "optim.warmup_epochs=1", "optim.milestones=[12]", "optim.gamma=0.1",
-                              "data.ids_per_batch=4", "data.instances_per_id=4", "data.num_workers=0",
-                              "data.val_fraction=0"])
-    train(cfg, out, progress=False)
+    def build(out):
+        cfg = build_config(None, ["mode=jdl", f"data.root={synth_root}", "model.imgsz=[64, 64]",
+                                  "optim.epochs=15", "optim.lr=1e-3", "optim.warmup_epochs=1", "optim.milestones=[12]",
+                                  "optim.gamma=0.1", "data.ids_per_batch=4", "data.instances_per_id=4",
+                                  "data.num_workers=0", "data.val_fraction=0"])
+        train(cfg, out, progress=False)
+        return str(out / "last.pt")
     train_ids = sorted({r.pid for r in load_fvrid(synth_root, "syn").train})
-    return out / "last.pt", train_ids
+    return Path(built_once(tmp_path_factory, "trained", build)), train_ids
 
 
 # CI installs every dependency a test may skip for (Debian's ffmpeg and redis-server, the PyTriton
@@ -189,3 +214,13 @@ def files(tmp_path_factory) -> Files:
     (data / "FVRID_syn").mkdir(parents=True)
     return Files(root, ckpt, onnx, root / "empty.pt", root / "notes.txt", images.parent, video,
                  root / "gallery.npz", data)
+
+
+# The quick demo is the longest test by far (3 minutes of the suite): run first, so that with two
+# pytest-xdist workers (`make test`) the other works through the rest meanwhile, instead of it
+# starting last and running alone.
+RUN_FIRST = ("test_demo.py",)
+
+
+def pytest_collection_modifyitems(session, config, items):
+    items.sort(key=lambda item: item.path.name not in RUN_FIRST)   # stable: order kept otherwise
