@@ -11,6 +11,15 @@ import torch
 
 from fogreid.data.synth import SynthConfig, generate
 
+# `make test` runs two pytest-xdist workers: each gets its share of the cores for torch's
+# OpenMP pool, and so do the `fogreid` processes the tests start (they inherit the variable).
+# With two threads each on two cores, the clean-clone CI used 2.2 CPU minutes more than the
+# serial run of the same tests (26.7 against 24.5).
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    _threads = str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+    os.environ["OMP_NUM_THREADS"] = _threads
+    torch.set_num_threads(int(_threads))
+
 SMALL = SynthConfig(ids=40, cams=4, per_cam=2, imgsz=128, seed=7)
 
 
