@@ -98,7 +98,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--assoc-threshold", default="auto", help="fogreid run's --assoc-threshold (default auto)")
     parser.add_argument("--embed-defogged", default="auto", choices=["auto", "always", "never"],
-                        help="fogreid run's --embed-defogged (default here auto; fogreid run's is never)")
+                        help="fogreid run's --embed-defogged (default auto, as fogreid run's without a gallery)")
     parser.add_argument("--real-like", action="store_true",
                         help="vehicles and cameras of the real-like domain (the accuracy table's `real` split)")
     args = parser.parse_args()

@@ -10,7 +10,9 @@
    small YOLO at 320 px, built here, whose boxes are the video's four vehicles), ByteTrack and
    track-level ReID: frames per second with the stages one after another (`--serial`) and
    pipelined, the ReID graph whole and cut down to its embedding (what `fogreid run` loads when
-   it shows no defogged crops), interleaved `--rounds` times.
+   it shows no defogged crops), and `fogreid run`'s default without a gallery (`--embed-defogged
+   auto`: crops of foggy frames defogged by the whole graph and embedded by the cut one),
+   interleaved `--rounds` times, with the share of crops embedded from their defogged crop.
 3. **Peak memory of `fogreid run` with 4 sources**: the same run as (2), pipelined, as a
    `fogreid run` child process (benchmarks/peak_memory.py: peak RSS of the process, sampled peak
    PSS of its tree), with `--backend auto` (which loads both CPU engines to measure them when
@@ -143,27 +145,35 @@ def main() -> None:
         shutil.copyfile(video["video"], copy)
         sources.append(str(copy))
     # The default backend (`auto`: the faster CPU engine for this file at this batch, measured at load),
-    # the whole graph (before) and cut down to the embedding (what `fogreid run` loads when it shows no
-    # defogged crops), stages one after another (before) and pipelined, all interleaved.
+    # the whole graph (before) and cut down to the embedding (what `fogreid run`
+    # loads when it shows no defogged crops), stages one after another (before) and pipelined, and
+    # `fogreid run`'s default without a gallery (--embed-defogged auto: the cut graph embeds, the
+    # whole one defogs the crops of foggy frames first), all interleaved.
     rows = [(graph, mode) for graph in ("whole graph", "embedding only") for mode in ("serial", "pipelined")]
+    rows.append(("defogged in fog", "pipelined"))
     results: dict[tuple[str, str], list] = {row: [] for row in rows}
-    with (load_deployed(files["onnx-int8"], "auto", batch=args.batch) as whole,
-          load_deployed(files["onnx-int8"], "auto", batch=args.batch, embedding_only=True) as cut):
+    with load_deployed(files["onnx-int8"], "auto", batch=args.batch) as whole, \
+            load_deployed(files["onnx-int8"], "auto", batch=args.batch, embedding_only=True) as cut:
         for _ in range(args.rounds):
             for graph, mode in rows:
                 opts = RunOptions(sources, OnnxDetector(detector_path, device="cpu"), batch=args.batch,
                                   stats_every=1e9, tracking=TrackingConfig(), pipelined=mode == "pipelined",
-                                  max_frames=150)
-                results[graph, mode].append(run_stream(whole if graph == "whole graph" else cut, opts))
+                                  max_frames=150, embed_defogged="auto" if graph == "defogged in fog" else "never")
+                if graph == "defogged in fog":
+                    results[graph, mode].append(run_stream(whole, opts, embedder=cut))
+                else:
+                    results[graph, mode].append(run_stream(whole if graph == "whole graph" else cut, opts))
     print(f"\ncapacity, 4 file sources (one 640x480 video copied to four files), detector on (stand-in, 320 px), "
           f"ByteTrack, INT8 ReID at {args.imgsz}px on {whole.name} / {cut.name}, 150 frames per source, "
           f"{args.rounds} interleaved rounds")
-    print(f"{'ReID graph':<16}{'stages':<12}{'fps (all sources)':>19}{'crops/s':>9}{'first event s':>15}")
+    print(f"{'ReID graph':<16}{'stages':<12}{'fps (all sources)':>19}{'crops/s':>9}{'first event s':>15}"
+          f"{'defogged first':>16}")
     for (graph, mode), runs in results.items():
         fps = [s.fps for s in runs]
         print(f"{graph:<16}{mode:<12}{np.mean(fps):>13.1f} ±{np.std(fps):>4.1f}"
               f"{np.mean([s.crops / s.seconds for s in runs]):>9.1f}"
-              f"{np.mean([s.first_event_s or float('nan') for s in runs]):>15.2f}")
+              f"{np.mean([s.first_event_s or float('nan') for s in runs]):>15.2f}"
+              f"{np.mean([s.defogged_embeddings / max(s.crops, 1) for s in runs]):>15.0%}")
 
     import os
 

@@ -151,3 +151,51 @@ def test_embed_defogged_on_the_foggy_camera_only(exported, city):
 
         defogged, _ = model(resize_for_model(frame[y1:y2, x1:x2], model.imgsz)[None])
         assert np.allclose(model(defogged)[1][0], always[key], atol=1e-4)
+
+
+def test_the_cut_embedder_defogs_only_the_foggy_crops(exported, city):
+    """`fogreid run`'s default (--embed-defogged auto, no view): the graph cut down to its
+    embedding for every crop, the whole graph only to defog the foggy camera's crops; the same
+    embeddings as the whole graph alone."""
+    from fogreid.runtime.backends import load_deployed
+    from fogreid.runtime.pipeline import RunOptions, run_stream
+    from fogreid.runtime.regions import PublicDetections
+    from fogreid.runtime.tracking import TrackingConfig
+
+    _, result = exported
+    videos, dets = list(map(str, city["videos"])), list(map(str, city["det"]))
+
+    def options(seen):
+        return RunOptions(videos, PublicDetections(dets, videos), tracking=TrackingConfig(fps=8), publish=seen,
+                          embed_defogged="auto", stats_every=1e9)
+
+    with (load_deployed(result.files["onnx"], "onnxruntime") as whole,
+          load_deployed(result.files["onnx"], "onnxruntime", embedding_only=True) as cut):
+        one, alone = Embeddings(), CountingModel(whole)
+        stats_one = run_stream(alone, options(one))
+        two, defogging, embedding = Embeddings(), CountingModel(whole), CountingModel(cut)
+        stats_two = run_stream(defogging, options(two), embedder=embedding)
+    assert one.rows.keys() == two.rows.keys() and one.rows
+    for key in one.rows:
+        assert np.allclose(one.rows[key], two.rows[key], atol=1e-5), key
+    foggy_crops = sum(1 for key in one.rows if key[0] == videos[1])
+    assert stats_one.defogged_embeddings == stats_two.defogged_embeddings == foggy_crops > 0
+    # The whole graph ran on the foggy crops only; the cut one on every crop (the foggy ones defogged).
+    assert defogging.crops == foggy_crops and embedding.crops == stats_two.crops
+    with pytest.raises(ValueError, match="cuts_for_embedding"):
+        run_stream(whole, RunOptions(videos, PublicDetections(dets, videos), embed_defogged="always"), embedder=cut)
+
+
+def test_run_embeds_defogged_crops_by_default_without_a_gallery(exported, city, fogreid_cmd):
+    from fogreid.runtime.pipeline import default_embed_defogged
+
+    assert default_embed_defogged(None) == "auto" and default_embed_defogged(object()) == "never"
+    _, result = exported
+    done = subprocess.run(fogreid_cmd + ["run", "--model", str(result.files["onnx"]), "--backend", "onnxruntime",
+                                         "--source", *map(str, city["videos"]), "--detections",
+                                         *map(str, city["det"]), "--fps", "8"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    stats = json.loads(done.stdout.strip().splitlines()[-1])
+    assert 0 < stats["defogged_embeddings"] < stats["crops"], stats
+    assert "the graph cut down to its embedding" in done.stderr

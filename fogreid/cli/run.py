@@ -80,10 +80,11 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--fog-threshold", type=unit_float, metavar="DENSITY",
                    help="fog density (0 clear, 1 opaque) from which --defog auto defogs the view and "
                    "--embed-defogged auto embeds the defogged crop (default 0.65)")
-    p.add_argument("--embed-defogged", choices=["auto", "always", "never"], default="never",
+    p.add_argument("--embed-defogged", choices=["auto", "always", "never"],
                    help="identify a vehicle by the embedding of the model's defogged crop (a second pass) instead "
-                   "of the crop: auto on frames whose fog density reaches --fog-threshold, always, or never (the "
-                   "default; needed with --gallery); a ReID-only model is never run twice")
+                   "of the crop: auto on frames whose fog density reaches --fog-threshold (the default without "
+                   "--gallery), always, or never (the default with --gallery, and the only choice with one); a "
+                   "ReID-only model is never run twice")
     p.add_argument("--batch", type=batch_size, default=16, help="crops per inference batch")
     p.add_argument("--top-k", type=int_in(1, 1000), default=1, help="gallery matches kept per crop in the events")
     p.add_argument("--min-score", type=cosine_float, default=0.5, help="cosine below which a match is 'unknown'")
@@ -139,6 +140,10 @@ def run(args: argparse.Namespace) -> int:
 
 def check_files(args: argparse.Namespace) -> None:
     """Every file the run reads or writes, and the options that only make sense together."""
+    from fogreid.runtime.pipeline import default_embed_defogged
+
+    if args.embed_defogged is None:
+        args.embed_defogged = default_embed_defogged(args.gallery)
     input_file(args.model, "--model", "model", "model", {"npz": "--gallery", "json": "--rois", "text": "--detections"})
     input_file(args.gallery, "--gallery", "gallery", "gallery", {"onnx": "--model", "checkpoint": "--model"})
     input_file(args.detector, "--detector", "ONNX detector", "onnx", {"npz": "--gallery"})
@@ -248,15 +253,18 @@ def stream(args: argparse.Namespace, opts, publisher):
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         with load_deployed(args.model, args.backend, args.device, batch=args.batch,
-                           embedding_only=not needs_defogged_crops(opts)) as model:
-            print(f"[run] {model.name} on {', '.join(args.source)}", file=sys.stderr)
+                           embedding_only=not needs_defogged_crops(opts)) as model, \
+                embedding_model(args, opts, model) as embedder:
+            print(f"[run] {model.name} on {', '.join(args.source)}"
+                  + (f" (defogging the crops of foggy frames; embeddings by {embedder.name}, the graph cut "
+                     f"down to its embedding)" if embedder else ""), file=sys.stderr)
             if publisher is None:
-                return run_stream(model, opts, stop)
+                return run_stream(model, opts, stop, embedder)
             from fogreid.runtime.bus import BusUnavailable
             from fogreid.runtime.sources import parse_source
 
             try:
-                stats = run_stream(model, opts, stop)
+                stats = run_stream(model, opts, stop, embedder)
                 for source in args.source:
                     publisher.end(parse_source(source).name)
                 publisher.close()
@@ -268,6 +276,24 @@ def stream(args: argparse.Namespace, opts, publisher):
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def embedding_model(args: argparse.Namespace, opts, model):
+    """The artifact again, cut down to its embedding, where the run defogs only the crops of
+    foggy frames (pipeline.cuts_for_embedding) and the file runs on an engine that can cut the
+    graph (ONNX Runtime and OpenVINO; a checkpoint or a TensorRT engine computes both outputs
+    anyway): a context giving None otherwise."""
+    import contextlib
+
+    from fogreid.runtime.backends import load_deployed
+    from fogreid.runtime.pipeline import cuts_for_embedding
+
+    if not cuts_for_embedding(opts) or model.name.split(":")[0] not in ("onnxruntime", "openvino"):
+        return contextlib.nullcontext(None)
+    # Its own `--backend auto` choice: the cut graph embeds every crop, so its engine is the one
+    # to measure (the fastest engine for the whole graph and for its embedding differ:
+    # docs/benchmarks.md, CPU engines), and every embedding still comes from one engine.
+    return load_deployed(args.model, args.backend, args.device, batch=args.batch, embedding_only=True)
 
 
 def report_problems(args: argparse.Namespace, stats) -> int:

@@ -75,7 +75,8 @@ class RunOptions:
                                         # the saved video shows whole defogged frames under the annotations
     fog_gate: object = None             # fog_gate.FogGate: which frames' views are defogged (None: all of them)
     embed_defogged: str = "never"       # embed the model's defogged crop instead of the crop: auto (on frames
-                                        # whose fog density reaches fog_threshold), always, never
+                                        # whose fog density reaches fog_threshold), always, never (fogreid
+                                        # run's default: default_embed_defogged)
     fog_threshold: float = DEFAULT_THRESHOLD
     publish: object = None              # callable(event, embedding) and .flush(): the bus (runtime/bus.py)
     overwrite: bool = False             # replace an existing events file (else refused: never appended to)
@@ -219,6 +220,22 @@ def annotate(image: np.ndarray, boxes, labels: list[str], colours: list[tuple[in
     return image
 
 
+def default_embed_defogged(gallery) -> str:
+    """`fogreid run`'s --embed-defogged when none is given: `auto` (in fog the joint model finds a
+    vehicle across cameras far better by its defogged crop; docs/benchmarks.md, Multi-camera
+    tracking), but `never` with a gallery, whose embeddings are of its images as given."""
+    return "never" if gallery is not None else "auto"
+
+
+def cuts_for_embedding(opts: RunOptions) -> bool:
+    """Whether the run identifies most crops by the embedding alone and defogs only some: with
+    --embed-defogged auto and no defogged view, a crop on a clear frame needs only the
+    embedding's part of the graph, a crop on a foggy one the whole graph, then the embedding's part
+    again on its defogged crop. The CLI then loads the artifact twice (whole, and cut down to
+    its embedding: `Pipeline`'s `embedder`) where the engine can cut it."""
+    return opts.embed_defogged == "auto" and not opts.defog_view
+
+
 def needs_defogged_crops(opts: RunOptions) -> bool:
     """Whether a run looks at the model's defogged crops: pasted into the saved video, or embedded
     again (--embed-defogged). When not, the CLI loads the model `embedding_only`, which on the
@@ -229,7 +246,7 @@ def needs_defogged_crops(opts: RunOptions) -> bool:
 class Pipeline:
     """The three stages of one run. `run()` drives them and returns the figures."""
 
-    def __init__(self, model, opts: RunOptions, stop: threading.Event) -> None:
+    def __init__(self, model, opts: RunOptions, stop: threading.Event, embedder=None) -> None:
         if opts.tracking is not None:
             import trackers  # noqa: F401  (a second of imports, before the clock starts, not at the first frame)
         if opts.embed_defogged not in MODES:
@@ -239,8 +256,13 @@ class Pipeline:
         if getattr(model, "embedding_only", False) and needs_defogged_crops(opts):
             raise ValueError("this run pastes or embeds the defogged crops, but the model was loaded "
                              "embedding_only: load it without (see needs_defogged_crops)")
+        if embedder is not None and not cuts_for_embedding(opts):
+            raise ValueError("an embedder is for embed_defogged='auto' without a defogged view (cuts_for_embedding)")
+        if embedder is not None and tuple(embedder.imgsz) != tuple(model.imgsz):
+            raise ValueError(f"the embedder takes {embedder.imgsz} crops, the model {model.imgsz}: load the same file")
         refuse_repeated(opts.sources)
         self.model, self.opts, self.stop = model, opts, stop
+        self.embedder = embedder   # the same artifact cut down to its embedding (cuts_for_embedding), or None
         self.started = time.perf_counter()
         self.stats, self.latencies = RunStats(), []
         self.readers = [SourceReader(parse_source(s), opts.queue_size, opts.reconnect, backoff=opts.backoff,
@@ -303,15 +325,8 @@ class Pipeline:
         defogged, embeddings = [], []
         for start in range(0, len(work.crops), self.opts.batch):
             crops = work.crops[start:start + self.opts.batch]
-            d, e = self.model(crops)
-            if self.passthrough is None and d is not None:
-                self.passthrough = np.array_equal(d, crops)
-            # In fog the joint model's encoder finds a vehicle far better in its own defogged crop
-            # than in the foggy one (docs/benchmarks.md, multi-camera tracking): a second pass.
-            again = [k for k, flag in enumerate(work.embed_defogged[start:start + len(crops)]) if flag]
-            if again and not self.passthrough:
-                e[again] = self.model(np.ascontiguousarray(d[again]))[1]
-                self.defogged_embeddings += len(again)
+            again = np.flatnonzero(work.embed_defogged[start:start + len(crops)])
+            d, e = (self.embed(crops, again) if self.embedder is None else self.embed_cut(crops, again))
             defogged.append(d)
             embeddings.append(e)
         work.defogged = None if defogged[0] is None else np.concatenate(defogged)
@@ -319,6 +334,36 @@ class Pipeline:
         if self.opts.gallery is not None:
             work.matches = self.opts.gallery.match(work.embeddings, self.opts.top_k)
         return work
+
+    def embed(self, crops: np.ndarray, again: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
+        """(defogged, embeddings) of a batch from the one model; the crops at `again` are
+        embedded again from their defogged crops. In fog the joint model's encoder finds a vehicle
+        far better in its own defogged crop than in the foggy one (docs/benchmarks.md,
+        multi-camera tracking): a second pass."""
+        d, e = self.model(crops)
+        self.check_passthrough(d, crops)
+        if len(again) and not self.passthrough:
+            e[again] = self.model(np.ascontiguousarray(d[again]))[1]
+            self.defogged_embeddings += len(again)
+        return d, e
+
+    def embed_cut(self, crops: np.ndarray, again: np.ndarray) -> tuple[None, np.ndarray]:
+        """(None, embeddings) of a batch: the whole model only defogs the crops at `again`, and
+        the embedder (the graph cut down to its embedding) embeds every crop, those defogged,
+        so a clear camera never pays for the defog head and every embedding comes from one graph."""
+        if len(again) and not self.passthrough:
+            defogged = self.model(np.ascontiguousarray(crops[again]))[0]
+            self.check_passthrough(defogged, crops[again])
+            if not self.passthrough:
+                crops = crops.copy()
+                crops[again] = defogged
+                self.defogged_embeddings += len(again)
+        return None, self.embedder(np.ascontiguousarray(crops))[1]
+
+    def check_passthrough(self, defogged: np.ndarray | None, crops: np.ndarray) -> None:
+        """On the first batch: is the model's defogged output its input (a ReID-only model)?"""
+        if self.passthrough is None and defogged is not None:
+            self.passthrough = np.array_equal(defogged, crops)
 
     # ------------------------------------------------------------------------------------------ stage 3: write
     def write(self, work: Work) -> None:
@@ -570,8 +615,10 @@ class Pipeline:
         s.defogged_embeddings = self.defogged_embeddings
 
 
-def run_stream(model, opts: RunOptions, stop: threading.Event | None = None) -> RunStats:
-    return Pipeline(model, opts, stop or threading.Event()).run()
+def run_stream(model, opts: RunOptions, stop: threading.Event | None = None, embedder=None) -> RunStats:
+    """Run the sources of `opts` through `model` (a DeployedModel) until they end or `stop` is set.
+    `embedder`: the same artifact loaded `embedding_only`, for a run that `cuts_for_embedding`."""
+    return Pipeline(model, opts, stop or threading.Event(), embedder).run()
 
 
 def stats_dict(stats: RunStats) -> dict:
