@@ -11,7 +11,8 @@
    track-level ReID: frames per second with the stages one after another (`--serial`) and
    pipelined, the ReID graph whole and cut down to its embedding (what `fogreid run` loads when
    it shows no defogged crops), and `fogreid run`'s default without a gallery (`--embed-defogged
-   auto`: crops of foggy frames defogged by the whole graph and embedded by the cut one),
+   auto`: crops of foggy frames defogged by the graph cut down to its defogged output, then
+   embedded by the one cut down to its embedding),
    interleaved `--rounds` times, with the share of crops embedded from their defogged crop.
 3. **Peak memory of `fogreid run` with 4 sources**: the same run as (2), pipelined, as a
    `fogreid run` child process (benchmarks/peak_memory.py: peak RSS of the process, sampled peak
@@ -147,24 +148,26 @@ def main() -> None:
     # The default backend (`auto`: the faster CPU engine for this file at this batch, measured at load),
     # the whole graph (before) and cut down to the embedding (what `fogreid run`
     # loads when it shows no defogged crops), stages one after another (before) and pipelined, and
-    # `fogreid run`'s default without a gallery (--embed-defogged auto: the cut graph embeds, the
-    # whole one defogs the crops of foggy frames first), all interleaved.
+    # `fogreid run`'s default without a gallery (--embed-defogged auto: the graph cut down to its
+    # embedding embeds, the one cut down to its defogged output defogs the crops of foggy frames
+    # first), all interleaved.
     rows = [(graph, mode) for graph in ("whole graph", "embedding only") for mode in ("serial", "pipelined")]
     rows.append(("defogged in fog", "pipelined"))
     results: dict[tuple[str, str], list] = {row: [] for row in rows}
     with load_deployed(files["onnx-int8"], "auto", batch=args.batch) as whole, \
-            load_deployed(files["onnx-int8"], "auto", batch=args.batch, embedding_only=True) as cut:
+            load_deployed(files["onnx-int8"], "auto", batch=args.batch, embedding_only=True) as cut, \
+            load_deployed(files["onnx-int8"], "auto", batch=args.batch, defogged_only=True) as defog:
         for _ in range(args.rounds):
             for graph, mode in rows:
                 opts = RunOptions(sources, OnnxDetector(detector_path, device="cpu"), batch=args.batch,
                                   stats_every=1e9, tracking=TrackingConfig(), pipelined=mode == "pipelined",
                                   max_frames=150, embed_defogged="auto" if graph == "defogged in fog" else "never")
                 if graph == "defogged in fog":
-                    results[graph, mode].append(run_stream(whole, opts, embedder=cut))
+                    results[graph, mode].append(run_stream(defog, opts, embedder=cut))
                 else:
                     results[graph, mode].append(run_stream(whole if graph == "whole graph" else cut, opts))
     print(f"\ncapacity, 4 file sources (one 640x480 video copied to four files), detector on (stand-in, 320 px), "
-          f"ByteTrack, INT8 ReID at {args.imgsz}px on {whole.name} / {cut.name}, 150 frames per source, "
+          f"ByteTrack, INT8 ReID at {args.imgsz}px on {whole.name} / {cut.name} / {defog.name}, 150 frames per source, "
           f"{args.rounds} interleaved rounds")
     print(f"{'ReID graph':<16}{'stages':<12}{'fps (all sources)':>19}{'crops/s':>9}{'first event s':>15}"
           f"{'defogged first':>16}")

@@ -2,6 +2,7 @@
 generated city with a clear and a dense-fog camera, and the run itself: the same events whatever
 the gate decides, the clear camera's saved view left as it is, the foggy one's defogged."""
 
+import importlib.util
 import json
 import subprocess
 
@@ -169,15 +170,27 @@ def test_the_cut_embedder_defogs_only_the_foggy_crops(exported, city):
         return RunOptions(videos, PublicDetections(dets, videos), tracking=TrackingConfig(fps=8), publish=seen,
                           embed_defogged="auto", stats_every=1e9)
 
-    with (load_deployed(result.files["onnx"], "onnxruntime") as whole,
-          load_deployed(result.files["onnx"], "onnxruntime", embedding_only=True) as cut):
+    onnx = result.files["onnx"]
+    with (load_deployed(onnx, "onnxruntime") as whole,
+          load_deployed(onnx, "onnxruntime", embedding_only=True) as cut,
+          load_deployed(onnx, "onnxruntime", defogged_only=True) as defog):
         one, alone = Embeddings(), CountingModel(whole)
         stats_one = run_stream(alone, options(one))
         two, defogging, embedding = Embeddings(), CountingModel(whole), CountingModel(cut)
         stats_two = run_stream(defogging, options(two), embedder=embedding)
-    assert one.rows.keys() == two.rows.keys() and one.rows
+        three = Embeddings()   # as `fogreid run` loads it: the graph cut down to each output
+        run_stream(defog, options(three), embedder=cut)
+        crops = np.random.default_rng(0).integers(0, 256, (3, *whole.imgsz, 3), dtype=np.uint8)
+        defogged, none = defog(crops)
+        assert none is None and np.array_equal(defogged, whole(crops)[0])
+        with load_deployed(onnx, "openvino", defogged_only=True) as defog_openvino:
+            assert np.abs(defog_openvino(crops)[0].astype(int) - defogged).max() <= 1
+        with pytest.raises(ValueError, match="defogged_only"):
+            run_stream(defog, options(Embeddings()))
+    assert one.rows.keys() == two.rows.keys() == three.rows.keys() and one.rows
     for key in one.rows:
         assert np.allclose(one.rows[key], two.rows[key], atol=1e-5), key
+        assert np.allclose(one.rows[key], three.rows[key], atol=1e-5), key
     foggy_crops = sum(1 for key in one.rows if key[0] == videos[1])
     assert stats_one.defogged_embeddings == stats_two.defogged_embeddings == foggy_crops > 0
     # The whole graph ran on the foggy crops only; the cut one on every crop (the foggy ones defogged).
@@ -191,11 +204,14 @@ def test_run_embeds_defogged_crops_by_default_without_a_gallery(exported, city, 
 
     assert default_embed_defogged(None) == "auto" and default_embed_defogged(object()) == "never"
     _, result = exported
-    done = subprocess.run(fogreid_cmd + ["run", "--model", str(result.files["onnx"]), "--backend", "onnxruntime",
+    done = subprocess.run(fogreid_cmd + ["run", "--model", str(result.files["onnx"]),
                                          "--source", *map(str, city["videos"]), "--detections",
                                          *map(str, city["det"]), "--fps", "8"],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     stats = json.loads(done.stdout.strip().splitlines()[-1])
     assert 0 < stats["defogged_embeddings"] < stats["crops"], stats
-    assert "the graph cut down to its embedding" in done.stderr
+    assert "cut down to its defogged output" in done.stderr and "cut down to its embedding" in done.stderr
+    if importlib.util.find_spec("openvino") is not None:   # --backend auto measured each graph, and says which
+        choices = [line.split(":")[0] for line in done.stderr.splitlines() if line.startswith("backend auto")]
+        assert sorted(choices) == ["backend auto (defogged image only)", "backend auto (embedding only)"], choices

@@ -236,6 +236,7 @@ def run_options(args: argparse.Namespace, regions, gallery, publisher, tracked: 
 def stream(args: argparse.Namespace, opts, publisher):
     """Load the model and run the sources until they end or SIGINT / SIGTERM; None when the
     bus went away (the error is printed)."""
+    import contextlib
     import signal
     import threading
 
@@ -252,12 +253,14 @@ def stream(args: argparse.Namespace, opts, publisher):
     # The handlers are this run's: put back afterwards (a caller in the same process keeps its own).
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        with load_deployed(args.model, args.backend, args.device, batch=args.batch,
+        cut = cuts_graph(args, opts)
+        with load_deployed(args.model, args.backend, args.device, batch=args.batch, defogged_only=cut,
                            embedding_only=not needs_defogged_crops(opts)) as model, \
-                embedding_model(args, opts, model) as embedder:
+                (load_deployed(args.model, args.backend, args.device, batch=args.batch, embedding_only=True) if cut
+                 else contextlib.nullcontext()) as embedder:
             print(f"[run] {model.name} on {', '.join(args.source)}"
-                  + (f" (defogging the crops of foggy frames; embeddings by {embedder.name}, the graph cut "
-                     f"down to its embedding)" if embedder else ""), file=sys.stderr)
+                  + (f" (cut down to its defogged output, for the crops of foggy frames; embeddings by "
+                     f"{embedder.name}, the graph cut down to its embedding)" if embedder else ""), file=sys.stderr)
             if publisher is None:
                 return run_stream(model, opts, stop, embedder)
             from fogreid.runtime.bus import BusUnavailable
@@ -278,22 +281,18 @@ def stream(args: argparse.Namespace, opts, publisher):
             signal.signal(sig, handler)
 
 
-def embedding_model(args: argparse.Namespace, opts, model):
-    """The artifact again, cut down to its embedding, where the run defogs only the crops of
-    foggy frames (pipeline.cuts_for_embedding) and the file runs on an engine that can cut the
-    graph (ONNX Runtime and OpenVINO; a checkpoint or a TensorRT engine computes both outputs
-    anyway): a context giving None otherwise."""
-    import contextlib
-
-    from fogreid.runtime.backends import load_deployed
+def cuts_graph(args: argparse.Namespace, opts) -> bool:
+    """Whether the run loads the file twice, cut down to its defogged output (for the crops of
+    foggy frames) and to its embedding (for every crop, those defogged): where it defogs only the
+    crops of foggy frames (pipeline.cuts_for_embedding) and the file runs on an engine that can
+    cut the graph (ONNX Runtime and OpenVINO; a checkpoint or a TensorRT engine computes both
+    outputs anyway). With `--backend auto` each graph gets the engine measured faster for it (for
+    the whole graph and its embedding they differ: docs/benchmarks.md, CPU engines); every
+    embedding comes from the one cut graph."""
+    from fogreid.runtime.backends import artifact_kind
     from fogreid.runtime.pipeline import cuts_for_embedding
 
-    if not cuts_for_embedding(opts) or model.name.split(":")[0] not in ("onnxruntime", "openvino"):
-        return contextlib.nullcontext(None)
-    # Its own `--backend auto` choice: the cut graph embeds every crop, so its engine is the one
-    # to measure (the fastest engine for the whole graph and for its embedding differ:
-    # docs/benchmarks.md, CPU engines), and every embedding still comes from one engine.
-    return load_deployed(args.model, args.backend, args.device, batch=args.batch, embedding_only=True)
+    return cuts_for_embedding(opts) and artifact_kind(args.model, args.backend) in ("onnxruntime", "openvino")
 
 
 def report_problems(args: argparse.Namespace, stats) -> int:

@@ -96,9 +96,11 @@ def pick(ms: dict[str, float], default: str = "onnxruntime", margin: float = MAR
     return default if default in ms and ms[default] <= ms[best] * (1 + margin) else best
 
 
-def choice_line(winner: str, ms: dict[str, float], batch: int) -> str:
+def choice_line(winner: str, ms: dict[str, float], batch: int, part: str = "") -> str:
+    """The line that says what `auto` chose; `part` names the graph when it was cut down (a run
+    that loads a file twice, cut down to each output, measures each: fogreid/cli/run.py)."""
     others = ", ".join(f"{name} ({t:.2f} ms)" for name, t in ms.items() if name != winner)
-    return (f"backend auto: {winner} ({ms[winner]:.2f} ms/batch of {batch}) over {others}  "
+    return (f"backend auto{part}: {winner} ({ms[winner]:.2f} ms/batch of {batch}) over {others}  "
             f"[measured here; --backend to choose]")
 
 
@@ -136,6 +138,8 @@ def fastest_cpu_engine(model, path: str | Path, open_openvino: Callable[[], obje
         if name != winner:
             candidate.close()
     chosen = engines[winner]
-    chosen.choice = choice_line(winner, ms, batch)
+    part = (" (embedding only)" if getattr(model, "embedding_only", False) else
+            " (defogged image only)" if getattr(model, "defogged_only", False) else "")
+    chosen.choice = choice_line(winner, ms, batch, part)
     print(chosen.choice, file=out or sys.stderr, flush=True)
     return chosen

@@ -13,8 +13,9 @@
 
 `load_deployed(path)` wraps the right one in `DeployedModel`: one call from a uint8 batch of
 crops to (defogged, embeddings) (`embedding_only`: (None, embeddings), the ONNX engines running
-only the nodes the embedding reads); with backend `auto`, an ONNX file on the CPU runs on the
-engine measured faster at load time, ONNX Runtime or an installed OpenVINO (auto_engine.py).
+only the nodes the embedding reads; `defogged_only`: (defogged, None), likewise); with backend
+`auto`, an ONNX file on the CPU runs on the engine measured faster at load time, ONNX Runtime or
+an installed OpenVINO (auto_engine.py).
 Validation feeds the same runners to Polygraphy's Comparator, so what is validated is what runs.
 """
 
@@ -99,11 +100,14 @@ def engines_for(path: str | Path) -> list[str]:
     return ["onnxruntime"] + (["openvino"] if importlib.util.find_spec("openvino") else [])
 
 
-def make_runner(path: str | Path, backend: str = "auto", device: str = "auto", embedding_only: bool = False
-                ) -> BaseRunner:
-    """The runner of `path` on `backend`. `embedding_only`: ONNX Runtime and OpenVINO open the
-    graph cut down to its embedding (fogreid.sessions.only_outputs); a checkpoint or a TensorRT
-    engine still computes both outputs (DeployedModel drops the image)."""
+def make_runner(path: str | Path, backend: str = "auto", device: str = "auto", embedding_only: bool = False,
+                defogged_only: bool = False) -> BaseRunner:
+    """The runner of `path` on `backend`. `embedding_only` (`defogged_only`): ONNX Runtime and
+    OpenVINO open the graph cut down to its embedding (its defogged image;
+    fogreid.sessions.only_outputs); a checkpoint or a TensorRT engine still computes both outputs
+    (DeployedModel drops the other)."""
+    if embedding_only and defogged_only:
+        raise ValueError("embedding_only or defogged_only, not both")
     from fogreid.file_kinds import expect
 
     path = Path(path)
@@ -120,7 +124,7 @@ def make_runner(path: str | Path, backend: str = "auto", device: str = "auto", e
         from fogreid.onnx_graph import check_reid_io, load
 
         check_reid_io(load(path, load_weights=False), path)  # a clear error for graphs not exported by fogreid
-    outputs = ["embedding"] if embedding_only else None
+    outputs = ["embedding"] if embedding_only else ["defogged"] if defogged_only else None
     if kind == "openvino":
         return OpenVinoRunner(path, openvino_device(device), name=f"openvino:{path.name}", outputs=outputs)
     if kind == "onnxruntime":
@@ -263,10 +267,11 @@ class ProfileBatchRunner(BaseRunner):
 
 class DeployedModel:
     """One call from uint8 crops (B, H, W, 3) BGR to (defogged (B, H, W, 3) uint8, embeddings (B, D));
-    `embedding_only` (the runner was made so): (None, embeddings)."""
+    `embedding_only` (the runner was made so): (None, embeddings); `defogged_only`: (defogged, None)."""
 
-    def __init__(self, runner: BaseRunner, path: str | Path | None = None, embedding_only: bool = False) -> None:
-        self.runner, self.path, self.embedding_only = runner, path, embedding_only
+    def __init__(self, runner: BaseRunner, path: str | Path | None = None, embedding_only: bool = False,
+                 defogged_only: bool = False) -> None:
+        self.runner, self.path, self.embedding_only, self.defogged_only = runner, path, embedding_only, defogged_only
         runner.activate()
         meta = runner.get_input_metadata(use_numpy_dtypes=False)
         if "frames" not in meta:
@@ -296,6 +301,8 @@ class DeployedModel:
             # multiple: pad with copies of the last crop and drop their outputs.
             frames = np.concatenate([frames, np.repeat(frames[-1:], padded - n, axis=0)])
         outputs = self.runner.infer({"frames": np.ascontiguousarray(frames)}, check_inputs=False)
+        if self.defogged_only:
+            return np.array(outputs["defogged"])[:n], None
         embedding = np.array(outputs["embedding"], dtype=np.float32)[:n]
         finite = np.isfinite(embedding).all(axis=1)
         if not finite.all():  # never passed on: NaN scores match nothing and break the events' JSON
@@ -316,20 +323,23 @@ class DeployedModel:
 
 
 def load_deployed(path: str | Path, backend: str = "auto", device: str = "auto", batch: int | None = None,
-                  probe=None, embedding_only: bool = False) -> DeployedModel:
+                  probe=None, embedding_only: bool = False, defogged_only: bool = False) -> DeployedModel:
     """A deployed artifact (a .pt checkpoint, an .onnx file or a TensorRT engine) as a DeployedModel.
     With backend `auto`, an .onnx file on the CPU runs on the engine measured fastest here at
     `batch` crops a call (default 1) among ONNX Runtime and, if installed, OpenVINO
     (fogreid.runtime.auto_engine; `probe` replaces its timing function). `embedding_only`: for a
     caller that never looks at the defogged crop (DeployedModel returns None for it); on ONNX
-    Runtime and OpenVINO only the embedding's part of the graph runs, a fraction of the call."""
-    model = DeployedModel(make_runner(path, backend, device, embedding_only), path, embedding_only)
+    Runtime and OpenVINO only the embedding's part of the graph runs, a fraction of the call;
+    `defogged_only`, the same for a caller that never looks at the embedding (None for it)."""
+    model = DeployedModel(make_runner(path, backend, device, embedding_only, defogged_only), path, embedding_only,
+                          defogged_only)
     if backend != "auto":
         return model
     from fogreid.runtime.auto_engine import fastest_cpu_engine
 
     def open_openvino():
-        return DeployedModel(make_runner(path, "openvino", "cpu", embedding_only), path, embedding_only)
+        return DeployedModel(make_runner(path, "openvino", "cpu", embedding_only, defogged_only), path,
+                             embedding_only, defogged_only)
 
     return fastest_cpu_engine(model, path, open_openvino, device, batch, probe)
 

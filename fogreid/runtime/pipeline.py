@@ -258,6 +258,8 @@ class Pipeline:
                              "embedding_only: load it without (see needs_defogged_crops)")
         if embedder is not None and not cuts_for_embedding(opts):
             raise ValueError("an embedder is for embed_defogged='auto' without a defogged view (cuts_for_embedding)")
+        if getattr(model, "defogged_only", False) and embedder is None:
+            raise ValueError("the model was loaded defogged_only: pass the embedder that embeds the crops")
         if embedder is not None and tuple(embedder.imgsz) != tuple(model.imgsz):
             raise ValueError(f"the embedder takes {embedder.imgsz} crops, the model {model.imgsz}: load the same file")
         refuse_repeated(opts.sources)
@@ -348,9 +350,10 @@ class Pipeline:
         return d, e
 
     def embed_cut(self, crops: np.ndarray, again: np.ndarray) -> tuple[None, np.ndarray]:
-        """(None, embeddings) of a batch: the whole model only defogs the crops at `again`, and
-        the embedder (the graph cut down to its embedding) embeds every crop, those defogged,
-        so a clear camera never pays for the defog head and every embedding comes from one graph."""
+        """(None, embeddings) of a batch: the model (the CLI loads it cut down to its defogged
+        output) only defogs the crops at `again`, and the embedder (the graph cut down to its
+        embedding) embeds every crop, those defogged, so a clear camera never pays for the defog
+        head, a foggy one never for a foggy crop's embedding, and every embedding comes from one graph."""
         if len(again) and not self.passthrough:
             defogged = self.model(np.ascontiguousarray(crops[again]))[0]
             self.check_passthrough(defogged, crops[again])
