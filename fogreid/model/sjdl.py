@@ -201,8 +201,9 @@ class ScatterDecoder(nn.Module):
     # The fine detail (where a camera's sensor noise and JPEG blocks live) is divided by at most
     # 1 / DETAIL_T_MIN: amplified at most 2x where the fog is dense. Dividing it by t itself
     # amplified the real-like split's noise until its SSIM fell below the foggy input's (a 128 px
-    # model: 0.691 against 0.701; capped at 2x, 0.718) for 0.006 of synthetic SSIM
-    # (docs/benchmarks.md, Defog quality). The blurred base is still inverted whole.
+    # model trained without the cap: 0.691 against 0.701, capped 0.718; the demo's 64 px model
+    # 0.638 -> 0.677) for about 0.005 of synthetic SSIM (docs/benchmarks.md, Defog quality). The
+    # blurred base is still inverted whole.
     DETAIL_T_MIN = 0.5
     PATCH = 15      # dark-channel patch, as fogreid/data/dehaze.py
     OMEGA = 0.95    # keep a little haze for depth perception (He et al.)

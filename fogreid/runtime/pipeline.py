@@ -230,9 +230,10 @@ def default_embed_defogged(gallery) -> str:
 def cuts_for_embedding(opts: RunOptions) -> bool:
     """Whether the run identifies most crops by the embedding alone and defogs only some: with
     --embed-defogged auto and no defogged view, a crop on a clear frame needs only the
-    embedding's part of the graph, a crop on a foggy one the whole graph, then the embedding's part
-    again on its defogged crop. The CLI then loads the artifact twice (whole, and cut down to
-    its embedding: `Pipeline`'s `embedder`) where the engine can cut it."""
+    embedding's part of the graph, a crop on a foggy one the defog part first, then the
+    embedding's part on its defogged crop. The CLI then loads the artifact twice, cut down to its
+    defogged output (the model) and to its embedding (`Pipeline`'s `embedder`), where the engine
+    can cut it (fogreid/cli/run.py, cuts_graph)."""
     return opts.embed_defogged == "auto" and not opts.defog_view
 
 
