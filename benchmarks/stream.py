@@ -157,15 +157,14 @@ def main() -> None:
     with load_deployed(files["onnx-int8"], "auto", batch=args.batch) as whole, \
             load_deployed(files["onnx-int8"], "auto", batch=args.batch, embedding_only=True) as cut, \
             load_deployed(files["onnx-int8"], "auto", batch=args.batch, defogged_only=True) as defog:
+        models = {"whole graph": (whole, None), "embedding only": (cut, None), "defogged in fog": (defog, cut)}
         for _ in range(args.rounds):
             for graph, mode in rows:
+                model, embedder = models[graph]
                 opts = RunOptions(sources, OnnxDetector(detector_path, device="cpu"), batch=args.batch,
                                   stats_every=1e9, tracking=TrackingConfig(), pipelined=mode == "pipelined",
-                                  max_frames=150, embed_defogged="auto" if graph == "defogged in fog" else "never")
-                if graph == "defogged in fog":
-                    results[graph, mode].append(run_stream(defog, opts, embedder=cut))
-                else:
-                    results[graph, mode].append(run_stream(whole if graph == "whole graph" else cut, opts))
+                                  max_frames=150, embed_defogged="never" if embedder is None else "auto")
+                results[graph, mode].append(run_stream(model, opts, embedder=embedder))
     print(f"\ncapacity, 4 file sources (one 640x480 video copied to four files), detector on (stand-in, 320 px), "
           f"ByteTrack, INT8 ReID at {args.imgsz}px on {whole.name} / {cut.name} / {defog.name}, 150 frames per source, "
           f"{args.rounds} interleaved rounds")
