@@ -108,7 +108,9 @@ class DefogFrame(nn.Module):
             # The gain applies to the full frame's own finest detail (its noise is per pixel at any size).
             gain = F.interpolate(gain, size=size, mode="bilinear", align_corners=False)
         refinement = F.interpolate(refinement, size=size, mode="bilinear", align_corners=False)
-        return self.postprocess(ScatterDecoder.compose(image, t, airlight, gain) + refinement)
+        # Every eighth pixel of each row and column measures a frame's noise as well as every second
+        # (14,400 samples at 640x480, where a 64x64 crop has 3,072 at the default 2), at 1/16 of the cost.
+        return self.postprocess(ScatterDecoder.compose(image, t, airlight, gain, noise_stride=8) + refinement)
 
 
 def supports_frames(net: nn.Module) -> bool:
