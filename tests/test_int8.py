@@ -127,6 +127,12 @@ def test_float_nodes_read_int8_only_where_a_quantised_conv_writes_it(exported, s
                                            or node.op_type in INT8_OUTPUT_OPS), (node.name, name)
             int8_readers += 1
     assert int8_readers > 10
+    # The defog head's box blurs (constant weights, not the network's parameters) stay float,
+    # inputs and weights: their output is divided by the transmission.
+    constants = {t.name for t in graph.initializer if not t.name.startswith("net.")}
+    filters = [n for n in graph.node if n.op_type == "Conv" and n.input[1] in constants]
+    assert {n.name for n in filters} == {"net.decoder/Conv", "net.decoder/Conv_1", "net.decoder/Conv_2"}
+    assert not any(producer[i].op_type == "DequantizeLinear" for n in filters for i in n.input if i in producer)
     assert run_onnx(out.qdq_onnx, foggy_frames(synth_root, 4))[1].shape[0] == 4
 
 

@@ -3,7 +3,7 @@
   calibration.cache   TensorRT's own cache format (implicit INT8: TensorRT 10.x, DLA, trtexec --calib)
   calibration.json    what was calibrated on, with which method, and the fog-density spread
 
-With an INT8 budget (the default, cosine 0.993), layers are kept in float, most sensitive
+With an INT8 budget (the default, cosine 0.995), layers are kept in float, most sensitive
 first, until the embedding of the Q/DQ model holds that cosine (1st percentile) against the
 FP32 graph on held-out calibration frames: `fogreid.calibration.per_layer.choose_float_layers`.
 """

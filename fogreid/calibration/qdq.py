@@ -26,7 +26,8 @@ CHANNEL_ATTENTION = "net.reid.attention"
 def nodes_to_quantize(proto: onnx.ModelProto, keep_fp: list[str]) -> list[str]:
     """The network body only. Kept in float: pre/post-processing and the L2 norm (cheap, and
     quantising `x * x` breaks the unit norm), the first conv, whose input is the raw image
-    (symmetric int8 on [0, 1] pixels keeps only 7 of their 8 bits), every layer that reads a
+    (symmetric int8 on [0, 1] pixels keeps only 7 of their 8 bits), the defog head's fixed image
+    filters (`image_filters`), every layer that reads a
     ReduceMax or a Concat or writes into one (see `reads_reduce_max`, `reads_concat`,
     `feeds_concat`) and the whole channel attention.
 
@@ -39,9 +40,19 @@ def nodes_to_quantize(proto: onnx.ModelProto, keep_fp: list[str]) -> list[str]:
     branch's quantised one. In float, both engines agree on the EPYC too."""
     body = [n for n in proto.graph.node if n.name.startswith("net.") and n.op_type in QUANTIZED_OPS]
     first_conv = next((n.name for n in body if n.op_type == "Conv"), None)
-    kept = (reads_reduce_max(proto) | reads_concat(proto) | feeds_concat(proto)
+    kept = (reads_reduce_max(proto) | reads_concat(proto) | feeds_concat(proto) | image_filters(proto)
             | {n.name for n in body if n.name.startswith(CHANNEL_ATTENTION)})
     return [n.name for n in body if n.name != first_conv and n.name not in keep_fp and n.name not in kept]
+
+
+def image_filters(proto: onnx.ModelProto) -> set[str]:
+    """Convolutions whose weights are not the network's parameters (initialisers named `net.*`)
+    but constants built in the graph: the box blurs of the detail head's compose step
+    (fogreid/model/sjdl.py, `_box3`, `_pixel_count`). They work on the image itself, whose base
+    is then divided by the transmission (up to 20x): quantised, the base carried int8 steps of
+    1/127 of its range into the defogged image, for a few thousand MACs a pixel saved."""
+    return {n.name for n in proto.graph.node
+            if n.op_type in INT8_OUTPUT_OPS and len(n.input) > 1 and not n.input[1].startswith("net.")}
 
 
 def reads_reduce_max(proto: onnx.ModelProto) -> set[str]:
