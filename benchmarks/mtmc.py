@@ -14,7 +14,7 @@ measure tracking and identity, not detection. Per-camera IDF1 / MOTA come from B
 barely depend on the embedding; cross-camera IDF1 is where the embedding decides (one global id
 per vehicle across cameras), with `fogreid run`'s association (`--assoc-threshold`, default
 auto: per camera pair; a number compares one fixed cosine) and embeddings (`--embed-defogged`,
-auto here: the defogged crop's on foggy frames; `fogreid run`'s default is never). Every model runs on every city
+auto: the defogged crop's on foggy frames, `fogreid run`'s default without a gallery). Every model runs on every city
 (`--cities` per fog level); a cell is the mean over cities, then mean +- half-range over the
 training seeds.
 """

@@ -81,6 +81,21 @@ def test_detail_noise_std_finds_the_noise_and_none_on_a_clean_image():
             assert NOISE_LADDER_R ** -1 < found < NOISE_LADDER_R, (sigma, stride, found)
 
 
+def test_middle_band_noise_share_matches_its_blurs():
+    """MID_NOISE is what white noise puts in the middle band (the 5x5 blur less its block means)
+    relative to the fine band: the shrinkage thresholds both bands at the same number of noise
+    stds only while the constant matches the blurs."""
+    import torch.nn.functional as F
+
+    from fogreid.model.sjdl import fine_detail_split
+
+    noise = torch.randn(1, 3, 1024, 1024, generator=torch.Generator().manual_seed(0))
+    base, detail = fine_detail_split(noise)
+    coarse = F.interpolate(F.avg_pool2d(base, ScatterDecoder.MID_POOL), size=base.shape[-2:], mode="bilinear",
+                           align_corners=False)
+    assert abs(float((base - coarse).std() / detail.std()) - ScatterDecoder.MID_NOISE) < 0.005
+
+
 def test_dense_fog_inversion_keeps_edges_and_drops_the_noise():
     """t = 0.2: the plain inversion multiplies sensor noise by 5. The detail head amplifies the
     fine detail at most 2x and takes the noise out of the two finer bands first: on the flat road
