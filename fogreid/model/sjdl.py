@@ -191,9 +191,11 @@ def fine_detail_split(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 # the fraction of |detail| below each level of a ladder (C0 * R^i) finds the band's 25th percentile
 # to within a rung, with comparisons and means only: TensorRT's TopK needs k <= 3840 (its operator
 # reference, docs.nvidia.com/deeplearning/tensorrt/latest/_static/operators/TopK.html), and every
-# second pixel of a 640x480 frame is 230,400 samples. The 25th percentile, not the median: on a noise-free crop
-# most of the fine detail is edges, and its median is structure; its lower quarter is the flat
-# areas. For Gaussian noise of std s, the 25th percentile of |noise| is 0.3186 s.
+# second pixel of a 640x480 frame is 230,400 samples; the ladder's Less -> Cast (bool to float,
+# in the same reference's Cast.html) -> ReduceMean are all plain layers there. The 25th
+# percentile, not the median: on a noise-free crop most of the fine detail is edges, and its median
+# is structure; its lower quarter is the flat areas. For Gaussian noise of std s, the 25th
+# percentile of |noise| is 0.3186 s.
 NOISE_LADDER_C0 = 0.0625 / 255
 NOISE_LADDER_R = 2 ** 0.25
 NOISE_LADDER_RUNGS = 36          # up to 32 / 255: sensor noise well above a real camera's
