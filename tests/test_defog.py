@@ -176,6 +176,27 @@ def test_guided_upsampling_puts_a_map_edge_on_the_frame_edge():
     assert (guided - truth).abs().max() < 0.02 < 0.1 < (bilinear - truth).abs().max()
 
 
+def test_whole_frames_keep_the_transmission_above_he_et_al_s_floor(monkeypatch):
+    """A bright foggy frame with a faintly darker block (5 grey levels): the prior puts its
+    transmission near 0.07, below the whole-frame floor of 0.1, so the block comes out
+    5 / 0.1 = 50 levels darker than its surround, not the ~70 of the head's own floor."""
+    from fogreid.export import frame_graph
+
+    torch.manual_seed(0)
+    net = build_model(preset("edge", imgsz=(64, 64), defog_head="detail")).eval()
+    frame = np.full((1, 256, 256, 3), 230, np.uint8)
+    frame[:, 96:224, 64:192] = 225
+
+    def block_depth() -> float:
+        with torch.inference_mode():
+            out = frame_graph.DefogFrame(net, 4)(torch.from_numpy(frame)).numpy().astype(float)
+        return out[0, 20:60, 100:160].mean() - out[0, 140:180, 100:160].mean()
+
+    assert frame_graph.FRAME_T_MIN == 0.1 and 45 < block_depth() < 55
+    monkeypatch.setattr(frame_graph, "FRAME_T_MIN", ScatterDecoder.T_MIN)
+    assert block_depth() > 65
+
+
 def test_frame_graph_runs_small_and_reads_the_same_on_openvino(exported, synth_root):
     """The network runs at 1/downscale of the frame (4 for this 64 px model) and its maps are
     upsampled in the graph; OpenVINO reads that graph as PyTorch computes it, odd sizes too."""
