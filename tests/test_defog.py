@@ -85,14 +85,11 @@ def test_middle_band_noise_share_matches_its_blurs():
     """MID_NOISE is what white noise puts in the middle band (the 5x5 blur less its block means)
     relative to the fine band: the shrinkage thresholds both bands at the same number of noise
     stds only while the constant matches the blurs."""
-    import torch.nn.functional as F
-
     from fogreid.model.sjdl import fine_detail_split
 
     noise = torch.randn(1, 3, 1024, 1024, generator=torch.Generator().manual_seed(0))
     base, detail = fine_detail_split(noise)
-    coarse = F.interpolate(F.avg_pool2d(base, ScatterDecoder.MID_POOL), size=base.shape[-2:], mode="bilinear",
-                           align_corners=False)
+    coarse = ScatterDecoder.coarse_base(base)
     assert abs(float((base - coarse).std() / detail.std()) - ScatterDecoder.MID_NOISE) < 0.005
 
 
