@@ -24,6 +24,10 @@ def test_quick_demo_end_to_end(fogreid_cmd, tmp_path):
     assert accuracy["pytorch"]["syn"]["mAP"] > 3 * chance and accuracy["pytorch"]["real"]["mAP"] > 3 * chance
     assert abs(accuracy["onnx"]["syn"]["mAP"] - accuracy["pytorch"]["syn"]["mAP"]) < 1e-3
     assert accuracy["pytorch"]["syn"]["psnr"] > 10
+    # The whole-frame head was trained (`--mode frames`) and scored on held-out generated frames.
+    tuning = summary["frames_tuning"]
+    assert summary["checkpoint"].endswith("frames/best.pt") and tuning["downscale"] == 4
+    assert tuning["tuned"]["psnr"] > tuning["tuned"]["psnr_foggy"]
 
     # Every artifact validated against PyTorch: FP32 passes; INT8's retrieval stays within its
     # tolerance (its embedding cosine sits near the INT8 threshold on this small model, so its
@@ -61,10 +65,10 @@ def test_quick_demo_end_to_end(fogreid_cmd, tmp_path):
     # A second run reuses every finished step.
     tic = time.perf_counter()
     again = subprocess.run(fogreid_cmd + ["demo", "--out", str(out), "--quick"], capture_output=True, text=True)
-    assert again.returncode == 0 and again.stdout.count("up to date, reusing") == 8
+    assert again.returncode == 0 and again.stdout.count("up to date, reusing") == 9
     assert time.perf_counter() - tic < first / 3
     rerun = json.loads((out / "summary.json").read_text())
-    assert rerun["step_seconds"] == summary["step_seconds"] and len(rerun["reused_steps"]) == 8
+    assert rerun["step_seconds"] == summary["step_seconds"] and len(rerun["reused_steps"]) == 9
 
 
 def chance_real(data: dict) -> float:

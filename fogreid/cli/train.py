@@ -21,12 +21,14 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="run folder: last.pt, best.pt, metrics")
     p.add_argument("--config", help="YAML file of settings (see fogreid/train/config.py)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting, e.g. loss.tv_weight=0.02")
-    p.add_argument("--mode", choices=["sjdl", "jdl", "reid", "rvsl"],
+    p.add_argument("--mode", choices=["sjdl", "jdl", "reid", "rvsl", "frames"],
                    help="sjdl: joint defog + ReID with real foggy images; jdl: without them; reid: ReID only; "
-                        "rvsl: RVSL's three stages (default sjdl)")
+                        "rvsl: RVSL's three stages; frames: tune the defog head of a trained model (--init) on "
+                        "whole camera frames, the embedding unchanged (default sjdl)")
     p.add_argument("--stage", choices=["1", "2", "3", "all"], help="rvsl: which stage (default all, in order)")
     p.add_argument("--init", help="rvsl: start the (first) stage from this checkpoint: an RVSL stage's (e.g. "
-                   "RUN/stage1/best.pt) or a trained SJDL network's of the same backbone")
+                   "RUN/stage1/best.pt) or a trained SJDL network's of the same backbone; frames: the trained "
+                   "model whose defog head to tune")
     from fogreid.model.config import PRESETS
 
     p.add_argument("--preset", choices=list(PRESETS), help="model preset (default edge)")
@@ -78,6 +80,12 @@ def run(args: argparse.Namespace) -> int:
     if not (Path(cfg.data.root) / "FVRID_syn").is_dir():
         raise FogreidError(f"--data {cfg.data.root}: no FVRID_syn/ folder there; give the dataset root "
                            f"(e.g. from `fogreid synth --out ROOT`)")
+    if args.init:
+        input_file(args.init, "--init", "checkpoint", "checkpoint")
+    if cfg.mode == "frames" and not args.init:
+        raise FogreidError("--mode frames tunes a trained model's defog head: give --init RUN/best.pt")
+    if args.init and cfg.mode not in ("rvsl", "frames"):
+        raise FogreidError(f"--init is for --mode rvsl and --mode frames, not {cfg.mode}")
     resume = args.resume
     if resume == "auto":
         resume = str(Path(args.out) / "last.pt")
@@ -91,6 +99,11 @@ def run(args: argparse.Namespace) -> int:
     with folder_lock(args.out, "fogreid train") if rank0 else contextlib.nullcontext():
         if rank0:  # under the lock: never judge (or remove) a run that is still being written
             previous_run(Path(args.out), resume is not None, args.overwrite)
+        if cfg.mode == "frames":
+            from fogreid.train.frames import train_frames
+
+            train_frames(cfg, args.out, args.init, resume=resume, progress=not args.quiet)
+            return 0
         if cfg.mode == "rvsl":
             from fogreid.train.rvsl import train_rvsl
 

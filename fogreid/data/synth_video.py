@@ -15,6 +15,7 @@ public detections (the truth with misses and jitter, as MOTChallenge's det.txt) 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -129,6 +130,62 @@ def _plan_city(cfg: CityConfig) -> list[dict]:
     return plans
 
 
+@dataclass
+class CityFrame:
+    """One clear frame of one camera, before fog: what make_city fogs and writes, and what the
+    whole-frame defog training draws its scenes from (fogreid/data/scenes.py)."""
+
+    camera: int
+    index: int                  # 0-based frame number
+    image: np.ndarray           # float32 (h, w, 3) BGR in [0, 255]
+    depth: np.ndarray           # float32 (h, w) in [0, 1]: 0 near, 1 far
+    boxes: list[tuple[int, int, int, int, int]]   # (vehicle id, left, top, width, height), far lane first
+
+
+def city_frames(cfg: CityConfig, cameras: Iterable[int] | None = None) -> Iterator[CityFrame]:
+    """The clear frames of `cfg`'s cameras (all by default), camera by camera, frame by frame."""
+    import cv2
+
+    h, w = cfg.height, cfg.width
+    plans = _plan_city(cfg)
+    looks = {p["id"]: draw_vehicle(_rng(cfg.seed, cfg.domain, p["id"])) for p in plans}
+    lanes = (0.62, 0.9)                       # ground line of the far and near lane, as a share of the height
+    sprite_h = (int(0.3 * h), int(0.4 * h))   # far lane vehicles look smaller
+    frames = int(round(cfg.seconds * cfg.fps))
+    for c in range(cfg.cameras) if cameras is None else cameras:
+        cam = draw_camera(_rng(cfg.seed, 100 + cfg.domain, c), real=cfg.domain == 1)
+        square, square_depth = _background(cam, max(h, w))
+        background = cv2.resize(square, (w, h)).astype(np.float32)
+        bg_depth = cv2.resize(square_depth, (w, h))
+        sprites = {}
+        direction = -1 if cam.facing_left else 1
+        for f in range(frames):
+            t = f / cfg.fps
+            image, depth = background.copy(), bg_depth.copy()
+            present = []
+            for plan in plans:
+                for visit in plan["visits"]:
+                    if visit["camera"] == c and visit["enter"] <= t < visit["enter"] + visit["cross"]:
+                        present.append((visit["lane"], plan["id"], (t - visit["enter"]) / visit["cross"]))
+            boxes = []
+            for lane, pid, progress in sorted(present):  # the far lane first: the near one occludes it
+                if (pid, lane) not in sprites:
+                    sprites[(pid, lane)] = _sprite(looks[pid], cam, cfg.seed, pid * 10 + c, sprite_h[lane])
+                sprite, alpha = sprites[(pid, lane)]
+                sh, sw = alpha.shape
+                travel = w + sw
+                x = int(round(-sw + progress * travel)) if direction > 0 else int(round(w - progress * travel))
+                y = int(lanes[lane] * h) - sh
+                x0, x1, y0, y1 = max(x, 0), min(x + sw, w), max(y, 0), min(y + sh, h)
+                if x1 - x0 < 0.25 * sw:
+                    continue  # mostly outside the frame: not in the ground truth
+                a = alpha[y0 - y:y1 - y, x0 - x:x1 - x, None]
+                image[y0:y1, x0:x1] = image[y0:y1, x0:x1] * (1 - a) + sprite[y0 - y:y1 - y, x0 - x:x1 - x] * a
+                depth[y0:y1, x0:x1] = np.where(a[..., 0] > 0.5, cam.vehicle_depth, depth[y0:y1, x0:x1])
+                boxes.append((pid, x0, y0, x1 - x0, y1 - y0))
+            yield CityFrame(c, f, image, depth, boxes)
+
+
 def make_city(out: str | Path, cfg: CityConfig | None = None) -> dict:
     """Writes out/cam<k>/{video.mp4, gt/gt.txt, det/det.txt, seqinfo.ini}, out/gallery/<id>/*.jpg and
     out/city.json (with `pairs_every`, also out/cam<k>/pairs/<frame>_{clear,foggy}.png). gt.txt and
@@ -144,78 +201,54 @@ def make_city(out: str | Path, cfg: CityConfig | None = None) -> dict:
     cfg = CityConfig() if cfg is None else cfg
     out = Path(out)
     h, w = cfg.height, cfg.width
-    cams = [draw_camera(_rng(cfg.seed, 100 + cfg.domain, c), real=cfg.domain == 1) for c in range(cfg.cameras)]
     plans = _plan_city(cfg)
-    looks = {p["id"]: draw_vehicle(_rng(cfg.seed, cfg.domain, p["id"])) for p in plans}
-    lanes = (0.62, 0.9)                       # ground line of the far and near lane, as a share of the height
-    sprite_h = (int(0.3 * h), int(0.4 * h))   # far lane vehicles look smaller
     frames = int(round(cfg.seconds * cfg.fps))
     rng = _rng(cfg.seed, 13)
     truth: dict[int, list] = {}
-    for c, cam in enumerate(cams):
-        beta = cfg.fog[c % len(cfg.fog)]
-        # The real-like domain's cameras get its fog too (patchy, tinted, low contrast, blurred,
-        # noisy: fogreid.data.fog.RealFogRanges), drawn once per camera; the synthetic one, plain scattering.
-        camera_fog = CameraFog.draw(torch.Generator().manual_seed(cfg.seed * 1000 + c)) if cfg.domain == 1 else None
-        noise = torch.Generator().manual_seed(cfg.seed * 1000 + 500 + c)
-        square, square_depth = _background(cam, max(h, w))
-        background = cv2.resize(square, (w, h)).astype(np.float32)
-        bg_depth = cv2.resize(square_depth, (w, h))
-        sprites = {}
-        d = out / f"cam{c}"
-        (d / "gt").mkdir(parents=True, exist_ok=True)
-        (d / "det").mkdir(parents=True, exist_ok=True)
-        writer = cv2.VideoWriter(str(d / "video.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), cfg.fps, (w, h))
-        gt_rows, det_rows = [], []
-        direction = -1 if cam.facing_left else 1
-        for f in range(frames):
-            t = f / cfg.fps
-            image, depth = background.copy(), bg_depth.copy()
-            present = []
-            for plan in plans:
-                for visit in plan["visits"]:
-                    if visit["camera"] == c and visit["enter"] <= t < visit["enter"] + visit["cross"]:
-                        present.append((visit["lane"], plan["id"], (t - visit["enter"]) / visit["cross"]))
-            for lane, pid, progress in sorted(present):  # the far lane first: the near one occludes it
-                if (pid, lane) not in sprites:
-                    sprites[(pid, lane)] = _sprite(looks[pid], cam, cfg.seed, pid * 10 + c, sprite_h[lane])
-                sprite, alpha = sprites[(pid, lane)]
-                sh, sw = alpha.shape
-                travel = w + sw
-                x = int(round(-sw + progress * travel)) if direction > 0 else int(round(w - progress * travel))
-                y = int(lanes[lane] * h) - sh
-                x0, x1, y0, y1 = max(x, 0), min(x + sw, w), max(y, 0), min(y + sh, h)
-                if x1 - x0 < 0.25 * sw:
-                    continue  # mostly outside the frame: not in the ground truth
-                a = alpha[y0 - y:y1 - y, x0 - x:x1 - x, None]
-                image[y0:y1, x0:x1] = image[y0:y1, x0:x1] * (1 - a) + sprite[y0 - y:y1 - y, x0 - x:x1 - x] * a
-                depth[y0:y1, x0:x1] = np.where(a[..., 0] > 0.5, cam.vehicle_depth, depth[y0:y1, x0:x1])
-                gt_rows.append((f + 1, pid, x0, y0, x1 - x0, y1 - y0, 1, 3, 1.0))
-                if rng.random() >= cfg.det_miss:
-                    jx0, jy0, jx1, jy1 = rng.normal(0, cfg.det_jitter, 4)
-                    det_rows.append((f + 1, -1, x0 + jx0, y0 + jy0, x1 - x0 + jx1 - jx0, y1 - y0 + jy1 - jy0,
-                                     round(float(rng.uniform(0.6, 0.95)), 3), -1, -1))
-            clear = torch.from_numpy(np.clip(image, 0, 255) / 255.0).permute(2, 0, 1)[None].float()
-            if camera_fog is None:
-                foggy = scatter(clear, torch.from_numpy(depth)[None, None], torch.tensor([beta]),
-                                torch.tensor([cfg.airlight]))
-            else:
-                foggy = camera_fog.apply(clear, torch.from_numpy(depth)[None, None], beta, noise)
-            frame = (foggy[0].permute(1, 2, 0).clamp(0, 1).numpy() * 255).round().astype(np.uint8)
-            writer.write(frame)
-            if cfg.pairs_every and f % cfg.pairs_every == 0:   # lossless, to judge whole-frame defog against
-                write_image(d / "pairs" / f"{f + 1:06d}_clear.png", np.clip(image, 0, 255).round().astype(np.uint8))
-                write_image(d / "pairs" / f"{f + 1:06d}_foggy.png", frame)
-            for row in gt_rows:
-                if row[0] == f + 1 and len(truth.setdefault(row[1], [])) < 3 and f % 5 == 0:
-                    truth[row[1]].append((c, frame[row[3]:row[3] + row[5], row[2]:row[2] + row[4]].copy()))
-        writer.release()
-        (d / "gt" / "gt.txt").write_text("".join(",".join(f"{v:.2f}" if isinstance(v, float) else str(v)
-                                                          for v in row) + "\n" for row in gt_rows))
-        (d / "det" / "det.txt").write_text("".join(",".join(f"{v:.2f}" if isinstance(v, float) else str(v)
-                                                            for v in row) + "\n" for row in det_rows))
-        (d / "seqinfo.ini").write_text(f"[Sequence]\nname=cam{c}\nimDir=img1\nframeRate={cfg.fps:g}\n"
-                                       f"seqLength={frames}\nimWidth={w}\nimHeight={h}\nimExt=.jpg\n")
+    writer = None
+    for frame_info in city_frames(cfg):
+        c, f = frame_info.camera, frame_info.index
+        if f == 0:   # a new camera
+            beta = cfg.fog[c % len(cfg.fog)]
+            # The real-like domain's cameras get its fog too (patchy, tinted, low contrast, blurred,
+            # noisy: fogreid.data.fog.RealFogRanges), drawn once per camera; the synthetic one, plain scattering.
+            camera_fog = (CameraFog.draw(torch.Generator().manual_seed(cfg.seed * 1000 + c)) if cfg.domain == 1
+                          else None)
+            noise = torch.Generator().manual_seed(cfg.seed * 1000 + 500 + c)
+            d = out / f"cam{c}"
+            (d / "gt").mkdir(parents=True, exist_ok=True)
+            (d / "det").mkdir(parents=True, exist_ok=True)
+            writer = cv2.VideoWriter(str(d / "video.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), cfg.fps, (w, h))
+            gt_rows, det_rows = [], []
+        for pid, x0, y0, bw, bh in frame_info.boxes:
+            gt_rows.append((f + 1, pid, x0, y0, bw, bh, 1, 3, 1.0))
+            if rng.random() >= cfg.det_miss:
+                jx0, jy0, jx1, jy1 = rng.normal(0, cfg.det_jitter, 4)
+                det_rows.append((f + 1, -1, x0 + jx0, y0 + jy0, bw + jx1 - jx0, bh + jy1 - jy0,
+                                 round(float(rng.uniform(0.6, 0.95)), 3), -1, -1))
+        image, depth = frame_info.image, frame_info.depth
+        clear = torch.from_numpy(np.clip(image, 0, 255) / 255.0).permute(2, 0, 1)[None].float()
+        if camera_fog is None:
+            foggy = scatter(clear, torch.from_numpy(depth)[None, None], torch.tensor([beta]),
+                            torch.tensor([cfg.airlight]))
+        else:
+            foggy = camera_fog.apply(clear, torch.from_numpy(depth)[None, None], beta, noise)
+        frame = (foggy[0].permute(1, 2, 0).clamp(0, 1).numpy() * 255).round().astype(np.uint8)
+        writer.write(frame)
+        if cfg.pairs_every and f % cfg.pairs_every == 0:   # lossless, to judge whole-frame defog against
+            write_image(d / "pairs" / f"{f + 1:06d}_clear.png", np.clip(image, 0, 255).round().astype(np.uint8))
+            write_image(d / "pairs" / f"{f + 1:06d}_foggy.png", frame)
+        for row in gt_rows:
+            if row[0] == f + 1 and len(truth.setdefault(row[1], [])) < 3 and f % 5 == 0:
+                truth[row[1]].append((c, frame[row[3]:row[3] + row[5], row[2]:row[2] + row[4]].copy()))
+        if f == frames - 1:   # the camera's last frame
+            writer.release()
+            (d / "gt" / "gt.txt").write_text("".join(",".join(f"{v:.2f}" if isinstance(v, float) else str(v)
+                                                              for v in row) + "\n" for row in gt_rows))
+            (d / "det" / "det.txt").write_text("".join(",".join(f"{v:.2f}" if isinstance(v, float) else str(v)
+                                                                for v in row) + "\n" for row in det_rows))
+            (d / "seqinfo.ini").write_text(f"[Sequence]\nname=cam{c}\nimDir=img1\nframeRate={cfg.fps:g}\n"
+                                           f"seqLength={frames}\nimWidth={w}\nimHeight={h}\nimExt=.jpg\n")
     for pid, views in truth.items():  # a gallery: crops of each vehicle, as an operator would collect them
         for k, (c, crop) in enumerate(views):
             write_image(out / "gallery" / str(pid) / f"{pid}_c{c}_{k}.jpg", crop, 95)

@@ -23,7 +23,9 @@ road reach transmissions a vehicle crop does not.
 The network's cost falls by downscale^2. Shrinking also shows the head vehicles near the scale
 of the crops it was trained on: its 15-pixel dark-channel patch and its receptive field were
 learnt on `imgsz` crops, and on a full 640x480 frame a 64 px model darkens the sky and bands
-dense fog (measured in docs/benchmarks.md, "Whole-frame defog"). The default `downscale` is the
+dense fog (measured in docs/benchmarks.md, "Whole-frame defog"); `fogreid train --mode frames`
+(fogreid/train/frames.py) tunes the head on whole frames through `defog_frame_images`, this
+graph's own computation, at the default downscale. The default `downscale` is the
 integer nearest 240 / the model's input height (4 for 64 px models, 2 for 128 px, 1 from 256
 px); it is recorded in the graph's metadata (`downscale`).
 """
@@ -105,24 +107,30 @@ class DefogFrame(nn.Module):
         self.eval()
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        image = self.preprocess(frames)
-        if self.downscale == 1:
-            t, airlight, gain, refinement = self.net.defog_maps(image)
-        else:
-            # ceil_mode: a side that is not a multiple keeps its last, partial cell (averaged over what it holds).
-            small = F.avg_pool2d(image, self.downscale, ceil_mode=True)
-            t, airlight, gain, refinement = self.net.defog_maps(small)
-            size = image.shape[-2:]
-            t = guided_upsample(grey(small), t, grey(image))
-            airlight = F.interpolate(airlight, size=size, mode="bilinear", align_corners=False)
-            if gain is not None:
-                # The gain applies to the full frame's own finest detail (its noise is per pixel at any size).
-                gain = F.interpolate(gain, size=size, mode="bilinear", align_corners=False)
-            refinement = F.interpolate(refinement, size=size, mode="bilinear", align_corners=False)
-        t = t.clamp(FRAME_T_MIN, 1.0)
-        # Every eighth pixel of each row and column measures a frame's noise as well as every second
-        # (14,400 samples at 640x480, where a 64x64 crop has 3,072 at the default 2), at 1/16 of the cost.
-        return self.postprocess(ScatterDecoder.compose(image, t, airlight, gain, noise_stride=8) + refinement)
+        return self.postprocess(defog_frame_images(self.net, self.preprocess(frames), self.downscale))
+
+
+def defog_frame_images(net: SJDLNet, image: torch.Tensor, downscale: int) -> torch.Tensor:
+    """Whole frames (B, 3, H, W) RGB in [0, 1] -> defogged, the same shape, not yet clamped to [0, 1]:
+    the graph's computation, and what the defog head's whole-frame training (`fogreid train
+    --mode frames`, fogreid/train/frames.py) puts its loss on."""
+    if downscale == 1:
+        t, airlight, gain, refinement = net.defog_maps(image, whole_frame=True)
+    else:
+        # ceil_mode: a side that is not a multiple keeps its last, partial cell (averaged over what it holds).
+        small = F.avg_pool2d(image, downscale, ceil_mode=True)
+        t, airlight, gain, refinement = net.defog_maps(small, whole_frame=True)
+        size = image.shape[-2:]
+        t = guided_upsample(grey(small), t, grey(image))
+        airlight = F.interpolate(airlight, size=size, mode="bilinear", align_corners=False)
+        if gain is not None:
+            # The gain applies to the full frame's own finest detail (its noise is per pixel at any size).
+            gain = F.interpolate(gain, size=size, mode="bilinear", align_corners=False)
+        refinement = F.interpolate(refinement, size=size, mode="bilinear", align_corners=False)
+    t = t.clamp(FRAME_T_MIN, 1.0)
+    # Every eighth pixel of each row and column measures a frame's noise as well as every second
+    # (14,400 samples at 640x480, where a 64x64 crop has 3,072 at the default 2), at 1/16 of the cost.
+    return ScatterDecoder.compose(image, t, airlight, gain, noise_stride=8) + refinement
 
 
 def supports_frames(net: nn.Module) -> bool:

@@ -40,6 +40,9 @@ class ModelConfig:
     defog_head: str = "detail"
     decoder_width: int = ranged(64, 1, 1024, integer=True)   # channels of the decoder at stride 4
     enhance_width: int = ranged(20, 1, 1024, integer=True)   # channels of the pyramid enhancement
+    # A second defog head (decoder + enhancement) that only the whole-frame graph runs, trained on
+    # whole frames by `fogreid train --mode frames` (fogreid/train/frames.py); crops keep the first.
+    frame_head: bool = False
     # the image size, (height, width), of the crops the network takes and the deployed graph's input
     imgsz: tuple[int, int] = ranged((384, 384), 32, MAX_IMGSZ, integer=True)
     pixel_mean: tuple[float, float, float] = ranged((0.0, 0.0, 0.0), -1, 1)  # RGB, on [0, 1] pixels
@@ -57,6 +60,8 @@ class ModelConfig:
             raise FogreidError(f"model arch {self.arch!r}: choose sjdl or rvsl")
         if self.defog_head not in ("detail", "scatter", "paper"):
             raise FogreidError(f"model defog_head {self.defog_head!r}: choose detail, scatter or paper")
+        if self.frame_head and not (self.defog and self.defog_head in ("detail", "scatter")):
+            raise FogreidError("model frame_head: only a model with the detail or scatter defog head has one")
         check_ranges(self, "model")
         h, w = self.imgsz
         if h < 32 or w < 32 or h % 32 or w % 32:

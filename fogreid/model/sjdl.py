@@ -381,6 +381,10 @@ class SJDLNet(nn.Module):
             self.enhance = PyramidEnhancement(cfg.enhance_width, residual=cfg.defog_head in SCATTER_HEADS)
         else:
             self.decoder = self.enhance = None
+        self.frame_decoder = self.frame_enhance = None
+        if cfg.frame_head:   # the whole-frame graph's own head (ModelConfig.frame_head), the same shape
+            self.frame_decoder = ScatterDecoder(stem, stem, l1, cfg.decoder_width, cfg.defog_head == "detail")
+            self.frame_enhance = PyramidEnhancement(cfg.enhance_width, residual=True)
         self.classifier = nn.Linear(self.embedding_dim, cfg.num_ids, bias=False) if cfg.num_ids else None
         self.classifier_real = (nn.Linear(self.embedding_dim, cfg.num_ids_real, bias=False)
                                 if cfg.num_ids_real else None)
@@ -402,25 +406,33 @@ class SJDLNet(nn.Module):
         coarse, defogged = self.defog(image, (fine, stem, l1))
         return SJDLOutput(global_feat, bn_feat, coarse, defogged)
 
-    def defog(self, image: torch.Tensor, early: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
-              ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(coarse, defogged) images in [0, 1]. Alone, it runs only the encoder's stem and
-        layer1: the whole-frame defog graph (fogreid/export/frame_graph.py) is this call."""
+    def defog_head(self, whole_frame: bool = False) -> tuple[nn.Module, nn.Module]:
+        """(decoder, enhancement): the whole-frame head where asked for and trained (ModelConfig.frame_head),
+        else the crops' one."""
         if self.decoder is None:
             raise FogreidError("this model has no defog head (trained with --mode reid)")
+        if whole_frame and self.frame_decoder is not None:
+            return self.frame_decoder, self.frame_enhance
+        return self.decoder, self.enhance
+
+    def defog(self, image: torch.Tensor, early: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+              whole_frame: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """(coarse, defogged) images in [0, 1]. Alone, it runs only the encoder's stem and layer1."""
+        decoder, enhance = self.defog_head(whole_frame)
         if early is None:
             early = self.backbone.forward_early(self.normalise(image))
-        coarse = self.decoder(image, *early)
-        return coarse, self.enhance(image, coarse)
+        coarse = decoder(image, *early)
+        return coarse, enhance(image, coarse)
 
-    def defog_maps(self, image: torch.Tensor
+    def defog_maps(self, image: torch.Tensor, whole_frame: bool = False
                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
         """The scatter heads' parts: (t, A, detail gain or None, refinement) with defogged =
         compose(image, t, A, gain) + refinement (before the final clamp). The whole-frame graph
-        computes them small and applies them large."""
-        if self.decoder is None or not isinstance(self.decoder, ScatterDecoder):
+        (fogreid/export/frame_graph.py) computes them small, with `whole_frame`, and applies them large."""
+        decoder, enhance = self.defog_head(whole_frame)
+        if not isinstance(decoder, ScatterDecoder):
             raise FogreidError("only the scatter defog heads have transmission and airlight maps")
         early = self.backbone.forward_early(self.normalise(image))
-        t, airlight, gain = self.decoder.maps(image, *early)
-        coarse = self.decoder.compose(image, t, airlight, gain)
-        return t, airlight, gain, self.enhance(image, coarse) - coarse
+        t, airlight, gain = decoder.maps(image, *early)
+        coarse = decoder.compose(image, t, airlight, gain)
+        return t, airlight, gain, enhance(image, coarse) - coarse

@@ -12,7 +12,7 @@ from fogreid.config import from_dict, load_yaml, ranged, renamed_keys, to_dict
 from fogreid.errors import FogreidError
 from fogreid.model.config import ModelConfig, preset
 
-MODES = ("sjdl", "jdl", "reid", "rvsl")
+MODES = ("sjdl", "jdl", "reid", "rvsl", "frames")
 
 
 @dataclass
@@ -30,6 +30,13 @@ class DataConfig:
     noise_sigma: float = ranged(0.0, 0, 0.2)
     real_every: int = ranged(5, 1, 1_000_000, integer=True)  # sjdl: every k-th iteration also takes a real foggy batch
     reid_input: str = "foggy"        # reid mode: train on foggy or clear images
+    # frames mode (fogreid/train/frames.py): "generated" (frames of generated cities) or a folder
+    # of clear camera frames of one size (with optional NAME_depth.png maps: fogreid/data/scenes.py)
+    frames: str = "generated"
+    frame_cameras: int = ranged(48, 1, 100_000, integer=True)     # generated: cameras, each ...
+    frames_per_camera: int = ranged(6, 1, 10_000, integer=True)  # ... giving this many frames, 1 s apart
+    frame_size: tuple[int, int] = ranged((480, 640), 32, 8192, integer=True)  # generated: height, width
+    frame_batch: int = ranged(2, 1, 1024, integer=True)          # whole frames per step, beside the crop batch
 
 
 @dataclass
@@ -63,6 +70,8 @@ class LossConfig:
     restoration_weight: float = ranged(10.0, 0)
     ssim_weight: float = ranged(10.0, 0)     # (1 - SSIM) of both defog outputs against the clear image
     real_weight: float = ranged(1.0, 0)      # the real batch's id losses
+    # frames mode: the whole frames' restoration terms (restoration_weight, ssim_weight) times this
+    frame_weight: float = ranged(1.0, 0)
     # SJDL's priors on the real batch. Upstream multiplies per-image pixel SUMS by 1e-5; ours
     # average over pixels, so the same strength at the published 384 px is 1e-5 * 384 * 384
     # (dark channel, one value per pixel) and 1e-5 * 3 * 384 * 384 (TV, per channel and pixel).

@@ -127,7 +127,7 @@ def fit(cfg: TrainConfig, job: Job, step: Step, out: Path, progress: bool = True
         steps_per_epoch = max(len(data.sampler.batches()) // procs.world, 1)
         lr = schedule.lr_at(epoch + first / steps_per_epoch)
         row = {**step.start_epoch(epoch), "epoch": epoch + 1, "lr_start": lr}
-        net.train()
+        step.train_mode(net)
         meter, skipped = Meter(), 0
         bar = tqdm(data.loader, desc=f"{prefix}epoch {epoch + 1}/{epochs}", unit="batch",
                    disable=not (progress and procs.master), initial=first, total=first + len(data.loader))

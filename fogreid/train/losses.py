@@ -68,6 +68,16 @@ def ssim_loss(output: torch.Tensor, clear: torch.Tensor) -> torch.Tensor:
     return 1.0 - ssim(output, clear).mean()
 
 
+def restoration_terms(outputs: list[torch.Tensor], clear: torch.Tensor, loss_cfg) -> dict[str, torch.Tensor]:
+    """The weighted restoration terms of defog `outputs` against `clear` (`loss_cfg` a LossConfig):
+    "restore" (L1 or MSE) and, with a weight, "ssim" (1 - SSIM), each summed over the outputs."""
+    terms = {"restore": loss_cfg.restoration_weight * sum(restoration(r, clear, loss_cfg.restoration)
+                                                          for r in outputs)}
+    if loss_cfg.ssim_weight:
+        terms["ssim"] = loss_cfg.ssim_weight * sum(ssim_loss(r, clear) for r in outputs)
+    return terms
+
+
 def dark_channel(images: torch.Tensor, patch: int = 35) -> torch.Tensor:
     """min over colour channels, then a min filter of `patch` x `patch` (He et al. 2009)."""
     patch = min(patch, images.shape[-1], images.shape[-2]) | 1  # odd, and no larger than the image

@@ -92,11 +92,7 @@ class SJDLStep(Step):
                  "triplet": ls.triplet_weight * L.batch_hard_triplet(out["global_feat"].float(), batch.target,
                                                                      ls.triplet_margin)}
         if out["defogged"] is not None:
-            restored = [out["coarse"].float(), out["defogged"].float()]
-            terms["restore"] = ls.restoration_weight * sum(L.restoration(r, batch.clear, ls.restoration)
-                                                           for r in restored)
-            if ls.ssim_weight:
-                terms["ssim"] = ls.ssim_weight * sum(L.ssim_loss(r, batch.clear) for r in restored)
+            terms.update(L.restoration_terms([out["coarse"].float(), out["defogged"].float()], batch.clear, ls))
         if real_images is not None:
             r = out["real"]
             terms["real_id"] = ls.real_weight * (

@@ -4,7 +4,8 @@ The loop owns epochs, batches, the learning rate, AMP, the optimiser step, preci
 validation, checkpoints, logs and processes. A mode is a `Step`: the loss terms of one
 batch, and the few things it adds around them (another update after the optimiser step,
 its own entries in the history row and the checkpoint). `SJDLStep` (fogreid/train/sjdl_step.py)
-covers sjdl / jdl / reid, `RVSLStep` (fogreid/train/rvsl.py) each RVSL stage.
+covers sjdl / jdl / reid, `RVSLStep` (fogreid/train/rvsl.py) each RVSL stage, `FramesStep`
+(fogreid/train/frames.py) the defog head's whole-frame training.
 """
 
 from __future__ import annotations
@@ -37,6 +38,11 @@ class Step:
     def start_epoch(self, epoch: int) -> dict:
         """Called before the epoch's first batch; returns this mode's fields of the history row."""
         return {}
+
+    def train_mode(self, net: torch.nn.Module) -> None:
+        """At the start of each epoch: the network in training mode (a mode that freezes part of
+        it keeps that part in eval mode, its BatchNorm statistics included)."""
+        net.train()
 
     def losses(self, batch: Batch, global_step: int) -> dict[str, torch.Tensor]:
         """The weighted loss terms of one batch (their sum is what the optimiser minimises)."""

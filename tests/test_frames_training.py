@@ -1,0 +1,123 @@
+"""`fogreid train --mode frames`: the defog head tuned on whole frames (fogreid/train/frames.py),
+and its scenes (fogreid/data/scenes.py)."""
+
+import json
+import subprocess
+
+import cv2
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from fogreid.data.scenes import folder_scenes, generated_scenes, held_out_scenes
+from fogreid.errors import FogreidError
+from fogreid.model.checkpoint import load_network, read_checkpoint
+from fogreid.model.fused import FusedDefogReID
+
+from conftest import foggy_frames, make_checkpoint
+
+
+def test_generated_scenes_are_reproducible_and_not_the_held_out_cameras():
+    a, b = generated_scenes(2, 2, seed=0, size=(96, 128)), generated_scenes(2, 2, seed=0, size=(96, 128))
+    assert len(a) == 4 and a.size == (96, 128)
+    for i in range(len(a)):
+        (clear_a, depth_a), (clear_b, depth_b) = a[i], b[i]
+        assert clear_a.shape == (96, 128, 3) and clear_a.dtype == np.uint8 and np.array_equal(clear_a, clear_b)
+        assert depth_a.shape == (96, 128) and 0 <= depth_a.min() and depth_a.max() <= 1 and np.isfinite(depth_a).all()
+        assert np.array_equal(depth_a, depth_b)
+    other_seed = generated_scenes(2, 2, seed=1, size=(96, 128))
+    held_out = held_out_scenes((96, 128))
+    assert not np.array_equal(a[0][0], other_seed[0][0])
+    assert all(not np.array_equal(a[i][0], held_out[j][0]) for i in range(len(a)) for j in range(len(held_out)))
+
+
+def test_a_folder_of_frames_with_and_without_depth_maps(tmp_path):
+    rng = np.random.default_rng(0)
+    for name in ("a", "b"):
+        cv2.imwrite(str(tmp_path / f"{name}.png"), rng.integers(0, 256, (96, 128, 3), dtype=np.uint8))
+    depth = np.tile(np.linspace(0, 65535, 128, dtype=np.uint16), (96, 1))
+    cv2.imwrite(str(tmp_path / "a_depth.png"), depth)
+    scenes = folder_scenes(tmp_path)
+    assert len(scenes) == 2 and scenes.size == (96, 128)
+    frame, read_depth = scenes[0]
+    assert frame.shape == (96, 128, 3) and np.allclose(read_depth, depth / 65535.0)
+    _, geometric = scenes[1]     # no depth map: the street camera's, far at the top
+    assert geometric[0].mean() > 0.9 and geometric[-1].mean() < 0.2
+
+    cv2.imwrite(str(tmp_path / "c.jpg"), rng.integers(0, 256, (80, 128, 3), dtype=np.uint8))
+    with pytest.raises(FogreidError, match=r"c\.jpg is 128x80"):
+        folder_scenes(tmp_path)
+    (tmp_path / "c.jpg").unlink()
+    cv2.imwrite(str(tmp_path / "b_depth.png"), np.zeros((50, 50), np.uint8))
+    with pytest.raises(FogreidError, match="b_depth.png is not an 8- or 16-bit grey PNG"):
+        folder_scenes(tmp_path)[1]
+    with pytest.raises(FogreidError, match="no such folder"):
+        folder_scenes(tmp_path / "missing")
+
+
+def test_frames_mode_tunes_the_head_on_frames_and_keeps_the_embedding(trained, synth_root, tmp_path):
+    from fogreid.train.config import build_config
+    from fogreid.train.frames import train_frames
+
+    init, _ = trained
+    cfg = build_config(None, ["mode=frames", f"data.root={synth_root}", "optim.epochs=6", "optim.lr=1e-3",
+                              "data.ids_per_batch=4", "data.instances_per_id=4", "data.num_workers=0",
+                              "data.frame_cameras=4", "data.frames_per_camera=3", "data.frame_batch=2",
+                              "data.frame_size=[192, 256]"])
+    summary = train_frames(cfg, tmp_path / "run", init, progress=False)
+
+    before, after = read_checkpoint(init)["model"], read_checkpoint(tmp_path / "run" / "best.pt")["model"]
+    assert all(torch.equal(before[k], after[k]) for k in before)       # the init's weights, untouched
+    added = set(after) - set(before)
+    assert added and all(k.startswith(("frame_decoder.", "frame_enhance.")) for k in added)
+    assert any(not torch.equal(after[k], after[k.removeprefix("frame_")]) for k in added)   # it learnt
+    crops = torch.from_numpy(foggy_frames(synth_root, 16, "query"))
+    with torch.inference_mode():
+        (defogged_before, embedding_before), (defogged_after, embedding_after) = (
+            FusedDefogReID(load_network(p))(crops) for p in (init, tmp_path / "run" / "best.pt"))
+    # The crop graph is the init's: its defogged crops and embeddings (galleries made with the init still match).
+    assert torch.equal(embedding_before, embedding_after) and torch.equal(defogged_before, defogged_after)
+
+    frames = json.loads((tmp_path / "run" / "metrics.json").read_text())["frames"]
+    assert frames == summary["frames"] and frames["downscale"] == 4
+    assert all(np.isfinite(v) for part in ("init", "tuned") for v in frames[part].values())
+    # On cameras it never saw, the whole-frame head's frames are closer to the clear render (this tiny
+    # model gains about 0.013 SSIM and 0.0-0.5 dB; the demo's: docs/benchmarks.md, Whole-frame defog).
+    assert frames["tuned"]["ssim"] > frames["init"]["ssim"] + 0.005, frames
+    assert frames["tuned"]["psnr"] > frames["init"]["psnr"] - 0.1, frames
+
+
+    # Exported, the whole-frame graph carries the new head (ONNX Runtime against PyTorch, OpenVINO
+    # too) and the crop graph does not: it is the init's.
+    from fogreid.export.exporter import ExportOptions, export
+    from fogreid.export.formats import parse_formats
+    from fogreid.export.frame_graph import DefogFrame
+    from fogreid.sessions import openvino_model
+    from fogreid.validate.frame import foggy_frames as foggy_whole_frames
+    from fogreid.validate.frame import validate_frame_graph
+
+    files = export(tmp_path / "run" / "best.pt", parse_formats("onnx"), tmp_path / "export",
+                   ExportOptions(progress=False)).files
+    check = validate_frame_graph(tmp_path / "run" / "best.pt", files["onnx-defog-frame"], data_root=str(synth_root))
+    assert check.passed and check.figures["defog_psnr_db"] >= 40, [c.describe() for c in check.checks]
+    tuned, untuned = DefogFrame(load_network(tmp_path / "run" / "best.pt")), DefogFrame(load_network(init))
+    engine = openvino_model(files["onnx-defog-frame"])
+    frame = foggy_whole_frames(None, str(synth_root), per_size=1)[0][None]
+    with torch.inference_mode():
+        want, before = tuned(torch.from_numpy(frame)).numpy(), untuned(torch.from_numpy(frame)).numpy()
+    got = engine({"frames": frame})[engine.outputs[0]]
+    assert np.abs(got.astype(int) - want).max() <= 1 < np.abs(before.astype(int) - want).max()
+    assert "frame_decoder" not in str([node.name for node in onnx.load(files["onnx"]).graph.node])
+
+
+def test_frames_mode_refuses_what_it_cannot_tune(fogreid_cmd, synth_root, tmp_path):
+    base = fogreid_cmd + ["train", "--data", str(synth_root), "--out", str(tmp_path / "run"), "--quiet"]
+    no_init = subprocess.run(base + ["--mode", "frames"], capture_output=True, text=True)
+    assert no_init.returncode == 2 and "give --init RUN/best.pt" in no_init.stderr
+    reid_only = make_checkpoint(tmp_path / "reid.pt", synth_root, defog=False)
+    refused = subprocess.run(base + ["--mode", "frames", "--init", str(reid_only)], capture_output=True, text=True)
+    assert refused.returncode == 2 and "reid.pt: its defog head is none" in refused.stderr
+    wrong_mode = subprocess.run(base + ["--mode", "jdl", "--init", str(reid_only)], capture_output=True, text=True)
+    assert wrong_mode.returncode == 2 and "--init is for --mode rvsl and --mode frames" in wrong_mode.stderr
+    assert not (tmp_path / "run" / "last.pt").exists()
