@@ -100,10 +100,14 @@ def train_settings(cfg: DemoSettings, data: Path, mode: str) -> list[str]:
 
 
 def frames_settings(cfg: DemoSettings, data: Path) -> list[str]:
-    """`--mode frames` at the demo's scale: 40 epochs of its data (about 550 steps); quick, 2
-    epochs on fewer, smaller frames."""
+    """`--mode frames` at the demo's scale: 60 epochs of its data (480 steps of 36 crops and 2
+    frames), lr 1e-4 with one decay near the end (the paper schedule's seven decays had taken the
+    lr to 3 % of its peak by the end of a 40-epoch run: whole synthetic frames SSIM 0.933 against
+    0.948 at a constant 1e-4 for 600 steps); quick, 2 epochs on fewer, smaller frames."""
+    epochs = 2 if cfg.quick else 60
     quick = ["data.frame_cameras=8", "data.frames_per_camera=2", "data.frame_size=[240, 320]"] if cfg.quick else []
-    return [f"data.root={data}", "mode=frames", f"optim.epochs={2 if cfg.quick else 40}", f"seed={cfg.seed}", *quick]
+    return [f"data.root={data}", "mode=frames", f"optim.epochs={epochs}", f"optim.warmup_epochs={max(epochs // 20, 1)}",
+            f"optim.milestones=[{max(epochs * 5 // 6, 1)}]", "optim.gamma=0.1", f"seed={cfg.seed}", *quick]
 
 
 def train_baseline(cfg: DemoSettings, data: Path, folder: Path) -> dict:
