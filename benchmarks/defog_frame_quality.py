@@ -3,7 +3,8 @@ fogreid/export/frame_graph.py) against the clear render of generated 640x480 cam
 synthetic and real-like fog (scattering beta 1, 2.5 and 4, one camera each), beside the foggy
 frame itself and the dark channel prior (fogreid/data/dehaze.py), at several `downscale`s (the
 network at 1/K of the frame, its maps upsampled by the guided filter; K=1 is the whole frame).
-Writes a picture per domain (foggy, K=1, the default K, clear; rows of three cameras).
+Writes a picture per domain (rows of three cameras: foggy, the first checkpoint at K=1 where K=1
+is measured, each checkpoint at its default K, clear).
 
     python benchmarks/defog_frame_quality.py --checkpoint RUN/best.pt [MORE.pt ...] [--out runs/frame_quality]
 """
@@ -71,12 +72,13 @@ def main() -> None:
                     frames = [model(torch.from_numpy(f)[None])[0].numpy() for f in foggy]
                 mark = " (default)" if k == default else ""
                 print(f"  {'/'.join(Path(path).parts[-3:]):<28} K={k}{mark:<10} {score(frames, clear)}")
-                if path == args.checkpoint[0] and k in (1, default):
+                if k == default or (path == args.checkpoint[0] and k == 1):
                     rows.append(np.hstack([frames[i] for i in shown]))
         rows.append(np.hstack([clear_frames[i] for i in shown]))
         picture = out / f"frames_{domain}.png"
         cv2.imwrite(str(picture), np.vstack(rows)[::2, ::2])
-        print(f"  picture: {picture} (rows: foggy, K=1, the default K, clear; {args.checkpoint[0]})")
+        print(f"  picture: {picture} (rows: foggy, the first checkpoint at K=1 if measured, each checkpoint at "
+              f"its default K, in order, clear)")
 
 
 if __name__ == "__main__":
