@@ -120,4 +120,26 @@ def test_frames_mode_refuses_what_it_cannot_tune(fogreid_cmd, synth_root, tmp_pa
     assert refused.returncode == 2 and "reid.pt: its defog head is none" in refused.stderr
     wrong_mode = subprocess.run(base + ["--mode", "jdl", "--init", str(reid_only)], capture_output=True, text=True)
     assert wrong_mode.returncode == 2 and "--init is for --mode rvsl and --mode frames" in wrong_mode.stderr
+    trained_64 = make_checkpoint(tmp_path / "sjdl.pt", synth_root)
+    other_size = subprocess.run(base + ["--mode", "frames", "--init", str(trained_64), "--imgsz", "128"],
+                                capture_output=True, text=True)
+    assert other_size.returncode == 2
+    assert "model.imgsz=[128, 128]: --mode frames trains the network" in other_size.stderr
     assert not (tmp_path / "run" / "last.pt").exists()
+
+
+def test_frames_mode_is_reproducible_across_processes(fogreid_cmd, synth_root, tmp_path):
+    """The frames and fog of each step are drawn from (seed, step): two processes (each with its
+    own string hashing) train the same head, as a resumed run must."""
+    init = make_checkpoint(tmp_path / "init.pt", synth_root)
+    heads = []
+    for run in ("a", "b"):
+        proc = subprocess.run(fogreid_cmd + [
+            "train", "--mode", "frames", "--init", str(init), "--data", str(synth_root), "--out", str(tmp_path / run),
+            "--epochs", "1", "--ids-per-batch", "4", "--instances-per-id", "2", "--quiet",
+            "--set", "data.num_workers=0", "--set", "data.frame_cameras=2", "--set", "data.frames_per_camera=2",
+            "--set", "data.frame_size=[128, 160]"], capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        weights = read_checkpoint(tmp_path / run / "best.pt")["model"]
+        heads.append({k: v for k, v in weights.items() if k.startswith("frame_")})
+    assert heads[0] and all(torch.equal(heads[0][k], heads[1][k]) for k in heads[0])

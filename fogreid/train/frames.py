@@ -56,6 +56,7 @@ from fogreid.train.step import Batch, Step, add_sensor_noise, flip_images
 TRAINED = ("frame_decoder.", "frame_enhance.")   # the whole-frame head (ModelConfig.frame_head): what this mode trains
 HELD_OUT_BETAS = (1.5, 3.0, 4.5)     # one per held-out camera
 HELD_OUT_AIRLIGHT = 0.8
+FRAME_DRAWS = 7919                   # in the key of each step's frame draws, apart from the loop's flips
 
 
 class FramesForward(nn.Module):
@@ -91,7 +92,8 @@ class FramesStep(Step):
         """(foggy, clear) whole frames for this step, as float images on the device."""
         from fogreid.data.fog import synthetic_fog
 
-        draws = torch.Generator().manual_seed(hash((self.cfg.seed, global_step, self.rank, "frames")) & 0x7FFFFFFF)
+        # Ints only: a str in the key would hash differently in every process (PYTHONHASHSEED).
+        draws = torch.Generator().manual_seed(hash((self.cfg.seed, global_step, self.rank, FRAME_DRAWS)) & 0x7FFFFFFF)
         picked = torch.randint(len(self.scenes), (self.cfg.data.frame_batch,), generator=draws).tolist()
         clear_frames, depths = zip(*(self.scenes[i] for i in picked), strict=True)
         clear = frames_to_images(torch.from_numpy(np.stack(clear_frames)))
@@ -184,6 +186,11 @@ def train_frames(cfg: TrainConfig, out: str | Path, init: str | Path | None, res
         torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
     seed_everything(cfg.seed, device)
     net = load_init(init, device)
+    for key in ("imgsz", "backbone"):   # the network is the init's: a different one asked for is refused
+        asked = cfg.model.get(key)
+        if asked is not None and (tuple(asked) if key == "imgsz" else asked) != getattr(net.config, key):
+            raise FogreidError(f"model.{key}={asked}: --mode frames trains the network of --init {init} "
+                               f"({key} {getattr(net.config, key)}); leave it unset")
     downscale = default_downscale(net.config.imgsz)
     # The crops at the init's size, every training identity (no validation carve-out: nothing to select on).
     cfg = dataclasses.replace(cfg, model={**cfg.model, "imgsz": list(net.config.imgsz)},
