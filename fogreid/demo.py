@@ -110,6 +110,39 @@ def frames_settings(cfg: DemoSettings, data: Path) -> list[str]:
             f"optim.milestones=[{max(epochs * 5 // 6, 1)}]", "optim.gamma=0.1", f"seed={cfg.seed}", *quick]
 
 
+def validate_artifacts(ckpt: Path, artifacts: dict[str, Path], data: Path, out: Path) -> dict:
+    """Every artifact on every installed engine that reads it, against the checkpoint: the file
+    must mean the same thing to each, not only to ONNX Runtime. Rows are named artifact or
+    artifact@engine."""
+    from fogreid.validate.compare import candidates, validate_many
+    from fogreid.validate.report import cross_engine_table, write_html, write_json
+
+    verdicts = {}
+    for name, path in artifacts.items():
+        results = validate_many(ckpt, candidates([path]), data_root=str(data))
+        write_html(results, out / "validation" / f"{name}.html")
+        for result in results:
+            key = row_name(name, result.backend)
+            write_json(result, out / "validation" / f"{key}.json")
+            verdicts[key] = result.to_json() | {"html": f"{name}.html", "engine": result.backend}
+            print(f"[validate] {name} on {result.backend}: {'PASS' if result.passed else 'FAIL'}" + "".join(
+                f"; {c.describe()}" for c in result.checks if not c.passed))
+        if len(results) > 1:
+            print(cross_engine_table(results))
+    return {"verdicts": verdicts}
+
+
+def train_frame_head(cfg: DemoSettings, data: Path, init: Path, folder: Path) -> dict:
+    """The demo model with its whole-frame head (`fogreid train --mode frames`) in `folder`."""
+    from fogreid.fileio import sha256_file
+    from fogreid.train.config import build_config
+    from fogreid.train.frames import train_frames
+
+    summary = train_frames(build_config(None, frames_settings(cfg, data)), folder, init)
+    return {"checkpoint": str(folder / "best.pt"), "sha256": sha256_file(folder / "best.pt"), "test": summary["test"],
+            "frames": summary["frames"]}
+
+
 def train_baseline(cfg: DemoSettings, data: Path, folder: Path) -> dict:
     """A ReID-only model trained exactly as the demo's SJDL model, as ONNX: what the stream compares with."""
     from fogreid.export.exporter import ExportOptions, export
@@ -159,18 +192,10 @@ def run_demo(out: str | Path, quick: bool = False, checkpoint: str | None = None
         trained = steps.run("train", {"data": data_step["key"], "imgsz": cfg.imgsz, "epochs": cfg.epochs,
                                       "seed": cfg.seed, "defog_head": "detail", "prior": "box-mean"}, do_train,
                             [out / "train" / "best.pt"])
-    if not checkpoint:
-        def do_frames():
-            from fogreid.fileio import sha256_file
-            from fogreid.train.config import build_config
-            from fogreid.train.frames import train_frames
-
-            settings = build_config(None, frames_settings(cfg, data))
-            summary = train_frames(settings, out / "frames", trained["checkpoint"])
-            return {"checkpoint": str(out / "frames" / "best.pt"), "sha256": sha256_file(out / "frames" / "best.pt"),
-                    "test": summary["test"], "frames": summary["frames"]}
+    if not checkpoint:   # the whole-frame head; a user's checkpoint is used as it is
         tuned = steps.run("frames", {"model": trained["key"], "settings": frames_settings(cfg, Path("DATA"))},
-                          do_frames, [out / "frames" / "best.pt"])
+                          lambda: train_frame_head(cfg, data, Path(trained["checkpoint"]), out / "frames"),
+                          [out / "frames" / "best.pt"])
         trained = tuned | {"train_test": trained.get("test")}
     ckpt = Path(trained["checkpoint"])
 
@@ -190,26 +215,8 @@ def run_demo(out: str | Path, quick: bool = False, checkpoint: str | None = None
     artifacts = {name: Path(path) for name, path in exported["files"].items()
                  if name in ("onnx", "onnx-int8", "engine-fp16", "engine-int8")}
 
-    def do_validate():
-        from fogreid.validate.compare import candidates, validate_many
-        from fogreid.validate.report import cross_engine_table, write_html, write_json
-
-        # Every artifact on every installed engine that reads it: the file must mean the same
-        # thing to each, not only to ONNX Runtime. Rows are named artifact or artifact@engine.
-        verdicts = {}
-        for name, path in artifacts.items():
-            results = validate_many(ckpt, candidates([path]), data_root=str(data))
-            write_html(results, out / "validation" / f"{name}.html")
-            for result in results:
-                key = row_name(name, result.backend)
-                write_json(result, out / "validation" / f"{key}.json")
-                verdicts[key] = result.to_json() | {"html": f"{name}.html", "engine": result.backend}
-                print(f"[validate] {name} on {result.backend}: {'PASS' if result.passed else 'FAIL'}" + "".join(
-                    f"; {c.describe()}" for c in result.checks if not c.passed))
-            if len(results) > 1:
-                print(cross_engine_table(results))
-        return {"verdicts": verdicts}
-    validation = steps.run("validate", {"export": exported["key"]}, do_validate)
+    validation = steps.run("validate", {"export": exported["key"]},
+                           lambda: validate_artifacts(ckpt, artifacts, data, out))
 
     def do_accuracy():
         from fogreid.data.datasets import load_fvrid
