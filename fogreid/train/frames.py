@@ -233,7 +233,8 @@ def train_frames(cfg: TrainConfig, out: str | Path, init: str | Path | None, res
 
 def describe(cfg: TrainConfig, data: TrainData, scenes: Scenes, init, downscale: int, params: int,
              schedule: str) -> None:
-    print(f"training the defog head of {init} ({params:,} parameters; the encoder and the embedding frozen) "
+    print(f"training a whole-frame defog head for {init} (a copy of its defog head, {params:,} parameters; the "
+          f"encoder, the crop head and the embedding frozen) "
           f"on {len(data.records)} crop pairs and {scenes.source} ({scenes.size[1]}x{scenes.size[0]}, "
           f"{cfg.data.frame_batch} per step, the network at 1/{downscale}); schedule: {schedule}")
 
