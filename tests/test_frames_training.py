@@ -143,3 +143,24 @@ def test_frames_mode_is_reproducible_across_processes(fogreid_cmd, synth_root, t
         weights = read_checkpoint(tmp_path / run / "best.pt")["model"]
         heads.append({k: v for k, v in weights.items() if k.startswith("frame_")})
     assert heads[0] and all(torch.equal(heads[0][k], heads[1][k]) for k in heads[0])
+
+
+def test_frames_mode_under_torchrun_two_processes(synth_root, tmp_path):
+    """Two gloo processes: each takes every other crop batch and frames of its own (the rank is
+    in the draws' key); the head trains through DistributedDataParallel and rank 0 writes the run."""
+    import os
+    import sys
+
+    init = make_checkpoint(tmp_path / "init.pt", synth_root)
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "-m", "fogreid", "train", "--mode", "frames", "--init", str(init), "--data", str(synth_root),
+                           "--out", str(tmp_path / "ddp"), "--epochs", "1", "--ids-per-batch", "4",
+                           "--instances-per-id", "2", "--device", "cpu", "--quiet", "--set", "data.num_workers=0",
+                           "--set", "data.frame_cameras=2", "--set", "data.frames_per_camera=2",
+                           "--set", "data.frame_size=[128, 160]"],
+                          capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    before, after = read_checkpoint(init)["model"], read_checkpoint(tmp_path / "ddp" / "best.pt")["model"]
+    assert any(not torch.equal(after[k], before[k.removeprefix("frame_")]) for k in after if k.startswith("frame_"))
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert json.loads((tmp_path / "ddp" / "metrics.json").read_text())["frames"]["tuned"]["ssim"] > 0
