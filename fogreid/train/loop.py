@@ -3,7 +3,8 @@
 A mode is a step (fogreid/train/step.py): `SJDLStep` for `sjdl` (paired synthetic batches,
 and every k-th step a real foggy batch with its own classifier and the unsupervised priors,
 summed into the same step), `jdl` (synthetic only) and `reid` (no defog head: the baseline;
-optionally on clear images); `RVSLStep` for each RVSL stage (fogreid/train/rvsl.py). The
+optionally on clear images); `RVSLStep` for each RVSL stage (fogreid/train/rvsl.py);
+`FramesStep` for `frames` (fogreid/train/frames.py, which sets it up). The
 loop owns the rest: epochs, batches and flips, the learning rate, AMP, the optimiser step,
 precise BN, validation, checkpoints, history.jsonl / metrics.csv / TensorBoard, progress
 bars and torchrun. `train()` below sets up sjdl / jdl / reid and tests the result.
