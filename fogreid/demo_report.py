@@ -149,6 +149,19 @@ def _headline(summary: dict, scores: dict, verdicts: dict, config: dict) -> str:
             f'<div class="cards">{card_html}</div></div>')
 
 
+def _frames_paragraph(tuning: dict | None) -> str:
+    """The whole-frame head's figures (`fogreid train --mode frames`), where the demo trained one."""
+    if not tuning:
+        return ""
+    before, after = tuning["init"], tuning["tuned"]
+    return (f"<p>Whole camera frames (the whole-frame graph, the network at 1/{tuning['downscale']} of the frame) "
+            f"are defogged by a whole-frame head of their own, trained on whole generated frames "
+            f"(<code>fogreid train --mode frames</code>; the crops and embeddings above are unchanged by it). On "
+            f"{html.escape(tuning['held_out'])} no training saw: PSNR {before['psnr']:.2f} -> {after['psnr']:.2f} dB, "
+            f"SSIM {before['ssim']:.3f} -> {after['ssim']:.3f} against the clear render (the foggy frames: "
+            f"{before['psnr_foggy']:.2f} dB / {before['ssim_foggy']:.3f}).</p>")
+
+
 def write_report(out: Path, summary: dict, scores: dict, verdicts: dict) -> Path:
     from fogreid.fileio import atomic_write
     from fogreid.model.checkpoint import read_checkpoint
@@ -223,6 +236,7 @@ the city's ground truth (motmetrics; per-camera tracks hardly depend on the embe
 {_defog_table(model, data, "FVRID_syn", "query_clear")}
 <p>Real-like fog (the clear render kept for evaluation only: no model trains on it):</p>
 {_defog_table(model, data, "FVRID_real", "query_clear_eval")}
+{_frames_paragraph(summary.get("frames_tuning"))}
 <h2>Speed (images/s, this machine)</h2>
 <table><tr><th>model</th><th>batch 1</th><th>batch 8</th></tr>{speed_rows}</table>
 <h2>Where the outputs are</h2><ul>{output_items}</ul>

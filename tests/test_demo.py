@@ -57,6 +57,7 @@ def test_quick_demo_end_to_end(fogreid_cmd, tmp_path):
                     "Stream", "Where the outputs are"):
         assert f"<h2>{section}</h2>" in page
     assert page.count("data:image/png;base64,") >= 30 and "CMC, synthetic fog" in page and "CMC, real-like fog" in page
+    assert "defogged by a whole-frame head of their own" in page
     assert "cross-camera IDF1" in page and page.count('alt="sjdl cam') == 3 and page.count('alt="reid_only cam') == 3
     # The headline comes first: each verdict and the three figures before any section.
     assert page.index('class="headline"') < page.index("<h2>")
