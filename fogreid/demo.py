@@ -2,8 +2,8 @@
 
   data      generate the default foggy dataset (FVRID layout)
   train     a small SJDL model (edge preset at 64 px)
-  frames    its defog head tuned on whole generated camera frames (`fogreid train --mode frames`;
-            the embedding unchanged): what the whole-frame defog view shows
+  frames    a whole-frame defog head trained on whole generated camera frames (`fogreid train
+            --mode frames`; the crop graph and embedding unchanged): what the whole-frame view shows
   export    ONNX FP32 and Q/DQ INT8 (and TensorRT engines where TensorRT is installed)
   validate  each artifact against the PyTorch model
   accuracy  mAP / Rank-1 / CMC of the model and of each artifact, syn and real-like

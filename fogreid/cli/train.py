@@ -23,12 +23,12 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting, e.g. loss.tv_weight=0.02")
     p.add_argument("--mode", choices=["sjdl", "jdl", "reid", "rvsl", "frames"],
                    help="sjdl: joint defog + ReID with real foggy images; jdl: without them; reid: ReID only; "
-                        "rvsl: RVSL's three stages; frames: tune the defog head of a trained model (--init) on "
-                        "whole camera frames, the embedding unchanged (default sjdl)")
+                        "rvsl: RVSL's three stages; frames: train a defog head for whole camera frames from a trained "
+                        "model (--init), its crop graph and embedding unchanged (default sjdl)")
     p.add_argument("--stage", choices=["1", "2", "3", "all"], help="rvsl: which stage (default all, in order)")
     p.add_argument("--init", help="rvsl: start the (first) stage from this checkpoint: an RVSL stage's (e.g. "
                    "RUN/stage1/best.pt) or a trained SJDL network's of the same backbone; frames: the trained "
-                   "model whose defog head to tune")
+                   "model to give a whole-frame head")
     from fogreid.model.config import PRESETS
 
     p.add_argument("--preset", choices=list(PRESETS), help="model preset (default edge)")
@@ -82,8 +82,10 @@ def run(args: argparse.Namespace) -> int:
                            f"(e.g. from `fogreid synth --out ROOT`)")
     if args.init:
         input_file(args.init, "--init", "checkpoint", "checkpoint")
-    if cfg.mode == "frames" and not args.init:
-        raise FogreidError("--mode frames tunes a trained model's defog head: give --init RUN/best.pt")
+    if cfg.mode == "frames" and not args.init:   # before --out is made; train_frames says the same
+        from fogreid.train.frames import NO_INIT
+
+        raise FogreidError(NO_INIT)
     if args.init and cfg.mode not in ("rvsl", "frames"):
         raise FogreidError(f"--init is for --mode rvsl and --mode frames, not {cfg.mode}")
     resume = args.resume

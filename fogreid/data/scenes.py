@@ -73,7 +73,7 @@ def held_out_scenes(size: tuple[int, int] = FRAME_SIZE) -> Scenes:
 
 def folder_scenes(folder: str | Path) -> Scenes:
     """The clear frames under `folder` (and their `NAME_depth.png` where present)."""
-    from fogreid.data.image_io import list_images, read_image
+    from fogreid.data.image_io import list_images
 
     folder = Path(folder)
     if not folder.is_dir():
@@ -82,8 +82,8 @@ def folder_scenes(folder: str | Path) -> Scenes:
     files = [f for f in list_images(folder) if not f.stem.endswith(DEPTH_SUFFIX)]
     if not files:
         raise FogreidError(f"data.frames {folder}: holds only depth maps (*{DEPTH_SUFFIX}.png); add the clear frames")
-    size = read_image(files[0]).shape[:2]
-    for path in files:   # one size: a step batches its frames (a header read each, not the pixels)
+    size = _image_size(files[0])
+    for path in files[1:]:   # one size: a step batches its frames (a header read each, not the pixels)
         other = _image_size(path)
         if other != size:
             raise FogreidError(f"data.frames: {path} is {other[1]}x{other[0]}, {files[0].name} {size[1]}x{size[0]}; "

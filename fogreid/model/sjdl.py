@@ -382,7 +382,8 @@ class SJDLNet(nn.Module):
         else:
             self.decoder = self.enhance = None
         self.frame_decoder = self.frame_enhance = None
-        if cfg.frame_head:   # the whole-frame graph's own head (ModelConfig.frame_head), the same shape
+        if cfg.frame_head:   # the whole-frame graph's own head (ModelConfig.frame_head: implies cfg.defog)
+            stem, l1 = self.backbone.stem_channels, self.backbone.layer1_channels
             self.frame_decoder = ScatterDecoder(stem, stem, l1, cfg.decoder_width, cfg.defog_head == "detail")
             self.frame_enhance = PyramidEnhancement(cfg.enhance_width, residual=True)
         self.classifier = nn.Linear(self.embedding_dim, cfg.num_ids, bias=False) if cfg.num_ids else None

@@ -51,11 +51,14 @@ from fogreid.train import losses as L
 from fogreid.train.config import TrainConfig, config_dict
 from fogreid.train.data import TrainData, training_data
 from fogreid.train.evaluation import test_checkpoint
+from fogreid.train.loop import RESUMABLE, Job, Processes, distribute, fit, resume_from, seed_everything
+from fogreid.train.schedule import resolve_schedule
 from fogreid.train.step import Batch, Step, add_sensor_noise, flip_images
 
 TRAINED = ("frame_decoder.", "frame_enhance.")   # the whole-frame head (ModelConfig.frame_head): what this mode trains
 HELD_OUT_BETAS = (1.5, 3.0, 4.5)     # one per held-out camera
 HELD_OUT_AIRLIGHT = 0.8
+NO_INIT = "--mode frames trains a whole-frame head for a trained model: give --init RUN/best.pt"
 FRAME_DRAWS = 7919                   # in the key of each step's frame draws, apart from the loop's flips
 
 
@@ -124,7 +127,7 @@ def load_init(init: str | Path | None, device: torch.device) -> SJDLNet:
     from fogreid.model.checkpoint import read_checkpoint
 
     if not init:
-        raise FogreidError("--mode frames tunes a trained model's defog head: give --init RUN/best.pt")
+        raise FogreidError(NO_INIT)
     net = load_network(init, map_location=device)
     if not supports_frames(net):
         head = net.config.defog_head if net.decoder is not None else "none (a --mode reid model)"
@@ -177,9 +180,6 @@ def score_frames(net: SJDLNet, scenes: Scenes, downscale: int) -> dict:
 def train_frames(cfg: TrainConfig, out: str | Path, init: str | Path | None, resume: str | Path | None = None,
                  progress: bool = True) -> dict:
     """`--mode frames` into `out`: best.pt / last.pt, history, metrics.json with "frames"."""
-    from fogreid.train.loop import RESUMABLE, Job, Processes, distribute, fit, resume_from, seed_everything
-    from fogreid.train.schedule import resolve_schedule
-
     procs = Processes.from_env()
     device = pick_device(cfg.device, procs.local_rank)
     if procs.world > 1:
