@@ -117,3 +117,81 @@ def test_cpu_sessions_do_not_spin(tiny_onnx):
         session = onnxruntime_session(tiny_onnx, device)
         if session.get_providers() == ["CPUExecutionProvider"]:
             assert session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
+class Slowed:
+    """A real engine whose every call also sleeps `seconds`: decisively slower, whatever the machine."""
+
+    def __init__(self, engine, seconds: float = 0.01) -> None:
+        self.engine, self.seconds = engine, seconds
+
+    def __call__(self, frames):
+        time.sleep(self.seconds)
+        return self.engine(frames)
+
+    def __getattr__(self, name):
+        return getattr(self.engine, name)
+
+
+def test_auto_measures_again_while_running_and_moves_to_the_faster_engine(tiny_onnx, capsys, monkeypatch):
+    """The load-time probe saw OpenVINO slower; then ONNX Runtime becomes the slow one (as when the
+    machine's load changes): within a few checks of the caller's own calls, auto moves, says so
+    once, and every call's answer is right whichever engine gave it."""
+    pytest.importorskip("openvino")
+    from fogreid.runtime import auto_engine
+
+    monkeypatch.setattr(auto_engine, "RECHECK_SECONDS", 0.0)   # check at once, and after every check
+    monkeypatch.setattr(auto_engine, "CHECK_BLOCK_SECONDS", 0.02)
+    frames = np.random.default_rng(0).integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
+    with load_deployed(tiny_onnx, batch=2, probe=slowed("openvino"), backend="onnxruntime") as reference:
+        expected = reference(frames)[1]
+    with load_deployed(tiny_onnx, batch=2, probe=slowed("openvino")) as model:
+        assert model.name.startswith("onnxruntime:") and model.switches == 0
+        model.engines["onnxruntime"] = Slowed(model.engines["onnxruntime"])
+        sizes = [2, 3] * 40   # a pipeline's calls vary in size: the check compares like with like
+        for calls, n in enumerate(sizes, 1):   # noqa: B007 - `calls` is reported after the loop
+            _, embedding = model(frames[:n])
+            assert (embedding * expected[:n]).sum(axis=1).min() > 0.9999
+            if model.name.startswith("openvino:"):
+                break
+        assert model.name.startswith("openvino:") and model.switches == 1, f"still on {model.name} after {calls} calls"
+        assert model.imgsz == (32, 32) and model.path == tiny_onnx   # the answering engine's attributes
+        for n in sizes[:30]:   # the slowed engine keeps losing the checks: no switch back
+            model(frames[:n])
+        assert model.switches == 1
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("backend auto")]
+    assert len(lines) == 2 and lines[0].startswith("backend auto: onnxruntime (")
+    assert lines[1].startswith("backend auto: openvino (") and "[measured again while running;" in lines[1]
+    assert model.choice == lines[1]
+    assert not any(engine.runner.is_active for engine in model.engines.values())   # closed both
+
+
+def test_auto_checks_back_off_and_survive_concurrent_callers(tiny_onnx, monkeypatch):
+    pytest.importorskip("openvino")
+    import threading
+
+    from fogreid.runtime import auto_engine
+
+    monkeypatch.setattr(auto_engine, "RECHECK_SECONDS", 0.0)
+    monkeypatch.setattr(auto_engine, "CHECK_BLOCK_SECONDS", 0.005)
+    with load_deployed(tiny_onnx, batch=1, probe=slowed("openvino")) as model:
+        model.engines["openvino"] = Slowed(model.engines["openvino"])
+        model._base_interval = model._interval = 0.01   # checks that keep the engine double the wait
+        frames = np.random.default_rng(1).integers(0, 256, (1, 32, 32, 3), dtype=np.uint8)
+        expected = model(frames)[1]
+        errors = []
+
+        def caller():
+            try:
+                for _ in range(60):
+                    assert (model(frames)[1] * expected).sum() > 0.9999
+            except Exception as exc:   # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=caller) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        assert not errors and model.name.startswith("onnxruntime:") and model.switches == 0
+        assert model._interval > 0.01

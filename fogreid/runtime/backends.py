@@ -21,6 +21,7 @@ Validation feeds the same runners to Polygraphy's Comparator, so what is validat
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import OrderedDict
 from pathlib import Path
@@ -164,6 +165,9 @@ class OpenVinoRunner(BaseRunner):
                  outputs: list[str] | None = None) -> None:
         super().__init__(name=name, prefix="openvino-runner")
         self.path, self.device, self.outputs = Path(path), device, outputs
+        # A CompiledModel's call runs on its one infer request: a second thread's call while it
+        # runs raised "Infer Request is busy" (tests/test_auto_engine.py); callers take turns.
+        self._lock = threading.Lock()
 
     def activate_impl(self) -> None:
         self.compiled = openvino_model(self.path, self.device, self.outputs)
@@ -177,9 +181,10 @@ class OpenVinoRunner(BaseRunner):
         return meta
 
     def infer_impl(self, feed_dict):
-        start = time.perf_counter()
-        results = self.compiled(dict(feed_dict))
-        self.inference_time = time.perf_counter() - start
+        with self._lock:
+            start = time.perf_counter()
+            results = self.compiled(dict(feed_dict))
+            self.inference_time = time.perf_counter() - start
         return OrderedDict((name, results[port])
                            for name, port in zip(self.output_names, self.compiled.outputs, strict=True))
 
