@@ -123,9 +123,10 @@ class Slowed:
     """A real engine whose every call also sleeps `seconds`: decisively slower, whatever the machine."""
 
     def __init__(self, engine, seconds: float = 0.01) -> None:
-        self.engine, self.seconds = engine, seconds
+        self.engine, self.seconds, self.calls = engine, seconds, 0
 
     def __call__(self, frames):
+        self.calls += 1
         time.sleep(self.seconds)
         return self.engine(frames)
 
@@ -195,3 +196,32 @@ def test_auto_checks_back_off_and_survive_concurrent_callers(tiny_onnx, monkeypa
             t.join(timeout=60)
         assert not errors and model.name.startswith("onnxruntime:") and model.switches == 0
         assert model._interval > 0.01
+
+
+def test_auto_closes_the_other_engine_once_the_choice_has_held(tiny_onnx, capsys, monkeypatch):
+    """RELEASE_AFTER checks in a row that keep the engine: the other one is closed (its memory
+    back) and never called again; the model keeps answering."""
+    pytest.importorskip("openvino")
+    from fogreid.runtime import auto_engine
+
+    monkeypatch.setattr(auto_engine, "RECHECK_SECONDS", 0.0)
+    monkeypatch.setattr(auto_engine, "CHECK_BLOCK_SECONDS", 0.005)
+    monkeypatch.setattr(auto_engine, "RELEASE_AFTER", 2)
+    frames = np.random.default_rng(2).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+    with load_deployed(tiny_onnx, batch=2, probe=slowed("openvino")) as model:
+        model._base_interval = model._interval = 0.0
+        loser = model.engines["openvino"]
+        model.engines["openvino"] = slow = Slowed(loser)
+        for _ in range(400):
+            model(frames)
+            if model.released:
+                break
+        assert model.released and model.switches == 0 and model.name.startswith("onnxruntime:")
+        assert not loser.runner.is_active and model.engines["onnxruntime"].runner.is_active
+        before = slow.calls
+        assert before > 0   # it was measured before it was closed
+        for _ in range(20):
+            assert np.isfinite(model(frames)[1]).all()
+        assert slow.calls == before   # and never called after
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last == "backend auto: onnxruntime kept by 2 checks in a row; openvino closed"

@@ -30,13 +30,14 @@ the rule is measured where the model is loaded:
 * measured again while it runs: `AutoBackend` keeps both engines loaded and, 10 s after the
   load and then at doubling intervals (up to 160 s, back to 10 s after a switch), routes a few of
   the caller's own calls to each engine in alternating blocks and moves to the other one when it
-  is faster by more than MARGIN (a line on stderr each time). The probe sees the machine at load
+  is faster by more than MARGIN (a line on stderr each time). Once five checks in a row have kept
+  the engine (about five minutes), the other one is closed and the choice is final. The probe sees the machine at load
   time with the ReID engine alone on it; once a pipeline's decoders and detector share the cores,
   or the machine's neighbours come and go, the ranking moves, and a choice made once would keep
   the slower engine for the whole run.
 
 Its cost is the second engine's start (importing and compiling: 0.6 s for the demo's 64 px
-model on the 2-core VM) and memory, PROBE_SECONDS once per load, and, while running, the calls
+model on the 2-core VM) and its memory until it is closed, PROBE_SECONDS once per load, and, while running, the calls
 of each check that the slower engine answers. Both engines' outputs on every exported file are
 checked by `fogreid validate`, which tables each file on each engine (the demo's INT8 file:
 cosine min 0.9987 / 0.9988 against PyTorch), so either is a correct answer, and a run whose
@@ -59,6 +60,7 @@ ROUNDS = 3
 MARGIN = 0.03         # OpenVINO must be faster than ONNX Runtime by more than this to be chosen
 RECHECK_SECONDS = 10.0     # while running: the first check of the choice on live calls (AutoBackend)
 RECHECK_MAX_SECONDS = 160.0
+RELEASE_AFTER = 5          # checks in a row that keep the engine: the other one is closed (about 5 min)
 CHECK_BLOCKS = 6           # alternating blocks of live calls per check, half on each engine
 CHECK_BLOCK_SECONDS = 0.1
 
@@ -169,12 +171,18 @@ class AutoBackend:
     which prints one line and updates `choice`. No call is wasted: every call of a check is one of
     the caller's, answered by whichever engine ran it (`fogreid validate` tables both engines on
     every file). A check that keeps the engine doubles the interval, up to RECHECK_MAX_SECONDS; a
-    switch resets it. Both engines stay loaded (the second one's memory is the price)."""
+    switch resets it. Both engines stay loaded until RELEASE_AFTER checks in a row have kept the
+    engine (10 + 20 + 40 + 80 + 160 s: about five minutes of a steady choice); then the other one
+    is closed, once no call is running on it, which gives its memory back (360 MiB for `fogreid
+    run`'s two graphs at 128 px: docs/benchmarks.md, Peak memory), and the choice is final."""
 
     def __init__(self, engines: dict, current: str, choice: str, part: str = "", out=None,
                  recheck_seconds: float = 10.0) -> None:
         self.engines, self.current, self.choice, self.part, self.out = engines, current, choice, part, out
         self.switches = 0
+        self.released = False               # the other engine closed: no more checks
+        self._kept = 0                      # checks in a row that kept the engine
+        self._running = {name: 0 for name in engines}   # calls under way, per engine
         self._interval = self._base_interval = recheck_seconds
         self._next_check = time.perf_counter() + recheck_seconds
         self._blocks: list[str] = []        # engines of the check's remaining blocks; empty: no check
@@ -196,9 +204,16 @@ class AutoBackend:
     def __call__(self, frames: np.ndarray):
         with self._lock:
             engine, timed = self._route()
-        tic = time.perf_counter()
-        result = self.engines[engine](frames)
-        elapsed = time.perf_counter() - tic
+            self._running[engine] += 1
+        try:
+            tic = time.perf_counter()
+            result = self.engines[engine](frames)
+            elapsed = time.perf_counter() - tic
+        finally:
+            with self._lock:
+                self._running[engine] -= 1
+                if self.released and engine != self.current and not self._running[engine]:
+                    self.engines[engine].close()   # the last call still running on it has ended
         if timed:
             with self._lock:
                 self._times.setdefault((engine, len(frames)), []).append(elapsed)
@@ -208,7 +223,7 @@ class AutoBackend:
         """(the engine for this call, whether its time counts towards the check)."""
         now = time.perf_counter()
         if not self._blocks:
-            if now < self._next_check:
+            if self.released or now < self._next_check:
                 return self.current, False
             other = next(name for name in self.engines if name != self.current)
             self._blocks = [other, self.current] * (CHECK_BLOCKS // 2)
@@ -232,11 +247,19 @@ class AutoBackend:
             size = max(sizes, key=lambda n: len(self._times[(other, n)]))
             ms = {name: float(np.median(self._times[(name, size)])) * 1000 for name in (other, self.current)}
             self.current, self.switches, self._interval = other, self.switches + 1, self._base_interval
+            self._kept = 0
             self.choice = choice_line(other, ms, size, self.part).replace("[measured here;",
                                                                           "[measured again while running;")
             print(self.choice, file=self.out or sys.stderr, flush=True)
         else:
             self._interval = min(self._interval * 2, RECHECK_MAX_SECONDS)
+            self._kept += 1
+            if self._kept >= RELEASE_AFTER:
+                self.released = True
+                if not self._running[other]:
+                    self.engines[other].close()
+                print(f"backend auto{self.part}: {self.current} kept by {self._kept} checks in a row; "
+                      f"{other} closed", file=self.out or sys.stderr, flush=True)
         self._next_check = time.perf_counter() + self._interval
 
     def close(self) -> None:
