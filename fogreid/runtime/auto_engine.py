@@ -27,21 +27,22 @@ the rule is measured where the model is loaded:
   are tied, and either is >= 1 / (1 + MARGIN) of the best, above the 0.95 that issue 24 asks;
 * printed, one line on stderr, and kept in `choice`; `--backend onnxruntime` or
   `--backend openvino` skips the probe;
-* measured again while it runs: `AutoBackend` keeps both engines loaded and, 10 s after the
-  load and then at doubling intervals (up to 160 s, back to 10 s after a switch), routes a few of
-  the caller's own calls to each engine in alternating blocks and moves to the other one when it
-  is faster by more than MARGIN (a line on stderr each time). Once five checks in a row have kept
-  the engine (about five minutes), the other one is closed and the choice is final. The probe sees the machine at load
-  time with the ReID engine alone on it; once a pipeline's decoders and detector share the cores,
-  or the machine's neighbours come and go, the ranking moves, and a choice made once would keep
-  the slower engine for the whole run.
+* measured again while it runs: `AutoBackend` keeps both engines loaded and, 10 s after the load
+  and then at doubling intervals (up to 160 s, back to 10 s after a switch), routes a few of
+  the caller's own calls to each engine in alternating blocks and moves to the other one when
+  it is faster by more than MARGIN (a line on stderr each time). Once five checks in a row
+  have kept the engine (about five minutes), the other one is closed and the choice is final.
+  The probe sees the machine at load time with the ReID engine alone on it; once a pipeline's
+  decoders and detector share the cores, or the machine's neighbours come and go, the ranking
+  moves, and a choice made once would keep the slower engine for the whole run.
 
 Its cost is the second engine's start (importing and compiling: 0.6 s for the demo's 64 px
-model on the 2-core VM) and its memory until it is closed, PROBE_SECONDS once per load, and, while running, the calls
-of each check that the slower engine answers. Both engines' outputs on every exported file are
-checked by `fogreid validate`, which tables each file on each engine (the demo's INT8 file:
-cosine min 0.9987 / 0.9988 against PyTorch), so either is a correct answer, and a run whose
-calls move between them mixes embeddings that agree to that level.
+model on the 2-core VM) and its memory until it is closed, PROBE_SECONDS once per load, and,
+while running, the calls of each check that the slower engine answers. Both engines' outputs
+on every exported file are checked by `fogreid validate`, which tables each file on each
+engine (the demo's INT8 file: cosine min 0.9987 / 0.9988 against PyTorch), so either is a
+correct answer, and a run whose calls move between them mixes embeddings that agree to that
+level.
 """
 
 from __future__ import annotations
@@ -118,8 +119,7 @@ def choice_line(winner: str, ms: dict[str, float], batch: int, part: str = "") -
 
 
 def fastest_cpu_engine(model, path: str | Path, open_openvino: Callable[[], object], device: str = "auto",
-                       batch: int | None = None, probe: Probe | None = None, out=None,
-                       recheck_seconds: float | None = None):
+                       batch: int | None = None, probe: Probe | None = None, out=None):
     """`model` (a DeployedModel on ONNX Runtime, as make_runner's auto gives it) or, where OpenVINO
     can run the file too (opened by `open_openvino`, which the caller passes so this module needs
     nothing from backends.py), an `AutoBackend` of both, on the one measured faster at `batch` on
@@ -149,8 +149,7 @@ def fastest_cpu_engine(model, path: str | Path, open_openvino: Callable[[], obje
     winner = pick(ms)
     part = (" (embedding only)" if getattr(model, "embedding_only", False) else
             " (defogged image only)" if getattr(model, "defogged_only", False) else "")
-    chosen = AutoBackend(engines, winner, choice_line(winner, ms, batch, part), part, out,
-                         RECHECK_SECONDS if recheck_seconds is None else recheck_seconds)
+    chosen = AutoBackend(engines, winner, choice_line(winner, ms, batch, part), part, out)
     print(chosen.choice, file=out or sys.stderr, flush=True)
     return chosen
 
@@ -177,7 +176,8 @@ class AutoBackend:
     run`'s two graphs at 128 px: docs/benchmarks.md, Peak memory), and the choice is final."""
 
     def __init__(self, engines: dict, current: str, choice: str, part: str = "", out=None,
-                 recheck_seconds: float = 10.0) -> None:
+                 recheck_seconds: float | None = None) -> None:
+        recheck_seconds = RECHECK_SECONDS if recheck_seconds is None else recheck_seconds
         self.engines, self.current, self.choice, self.part, self.out = engines, current, choice, part, out
         self.switches = 0
         self.released = False               # the other engine closed: no more checks
