@@ -165,3 +165,18 @@ def test_precise_bn_changes_running_statistics_and_no_weight():
     assert all(not torch.allclose(a, b) for a, b in zip(before, after, strict=True))
     assert all(torch.equal(v, net.state_dict()[k]) for k, v in weights.items())
     assert all(bn.momentum == 0.1 for bn in batchnorm_layers(net))
+
+
+def test_block_means_are_the_pooled_means_at_any_size():
+    """The enhancement's pyramid pools each scale from the one below (fogreid/model/sjdl.py,
+    `block_means`): the same means as pooling the map itself, partial border cells included."""
+    import torch.nn.functional as F
+
+    from fogreid.model.sjdl import block_means
+
+    torch.manual_seed(0)
+    for shape in [(2, 8, 64, 64), (1, 3, 120, 160), (1, 2, 70, 93), (1, 1, 31, 5)]:
+        x = torch.rand(shape, dtype=torch.float64)
+        for got, scale in zip(block_means(x, (4, 8, 16, 32)), (4, 8, 16, 32), strict=True):
+            want = F.avg_pool2d(x, scale, ceil_mode=True)
+            assert got.shape == want.shape and torch.allclose(got, want, rtol=0, atol=1e-12), (shape, scale)
