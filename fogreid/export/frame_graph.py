@@ -25,9 +25,9 @@ of the crops it was trained on: its 15-pixel dark-channel patch and its receptiv
 learnt on `imgsz` crops, and on a full 640x480 frame a 64 px model darkens the sky and bands
 dense fog (measured in docs/benchmarks.md, "Whole-frame defog"); `fogreid train --mode frames`
 (fogreid/train/frames.py) trains a head of its own for this graph on whole frames, through
-`defog_frame_images`, this graph's own computation, at the default downscale. The default `downscale` is the
-integer nearest 240 / the model's input height (4 for 64 px models, 2 for 128 px, 1 from 256
-px); it is recorded in the graph's metadata (`downscale`).
+`defog_frame_images`, this graph's own computation, at the default downscale. The default
+`downscale` is the integer nearest 240 / the model's input height (4 for 64 px models, 2 for
+128 px, 1 from 256 px); it is recorded in the graph's metadata (`downscale`).
 """
 
 from __future__ import annotations

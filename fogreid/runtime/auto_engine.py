@@ -212,8 +212,7 @@ class AutoBackend:
         finally:
             with self._lock:
                 self._running[engine] -= 1
-                if self.released and engine != self.current and not self._running[engine]:
-                    self.engines[engine].close()   # the last call still running on it has ended
+                self._close_if_released(engine)   # the last call still running on it may have ended
         if timed:
             with self._lock:
                 self._times.setdefault((engine, len(frames)), []).append(elapsed)
@@ -256,11 +255,15 @@ class AutoBackend:
             self._kept += 1
             if self._kept >= RELEASE_AFTER:
                 self.released = True
-                if not self._running[other]:
-                    self.engines[other].close()
+                self._close_if_released(other)
                 print(f"backend auto{self.part}: {self.current} kept by {self._kept} checks in a row; "
                       f"{other} closed", file=self.out or sys.stderr, flush=True)
         self._next_check = time.perf_counter() + self._interval
+
+    def _close_if_released(self, name: str) -> None:
+        """Close `name` once the choice is final, it is not the one chosen and no call runs on it."""
+        if self.released and name != self.current and not self._running[name]:
+            self.engines[name].close()
 
     def close(self) -> None:
         for engine in self.engines.values():
