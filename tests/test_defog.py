@@ -89,8 +89,33 @@ def test_middle_band_noise_share_matches_its_blurs():
 
     noise = torch.randn(1, 3, 1024, 1024, generator=torch.Generator().manual_seed(0))
     base, detail = fine_detail_split(noise)
-    coarse = ScatterDecoder.coarse_base(base)
-    assert abs(float((base - coarse).std() / detail.std()) - ScatterDecoder.MID_NOISE) < 0.005
+    for pool, share in ((ScatterDecoder.MID_POOL, ScatterDecoder.MID_NOISE),
+                        (ScatterDecoder.FRAME_MID_POOL, ScatterDecoder.FRAME_MID_NOISE)):
+        coarse = ScatterDecoder.coarse_base(base, pool)
+        assert abs(float((base - coarse).std() / detail.std()) - share) < 0.005, pool
+
+
+def test_whole_frames_invert_a_uint8_gradient_without_bands():
+    """A road receding into dense fog (t = 0.1): its slow gradient arrives as uint8 steps 32 rows
+    apart, and the inversion multiplies each by 10 into bands. `deband` brings the gradient back
+    within 2 levels of the true one's inversion, where the crops' compose keeps the steps (over 4
+    levels off); a faint edge of 3 levels along the road keeps at least 2 of them (20 after the
+    inversion)."""
+    rows = torch.arange(256, dtype=torch.float64).view(1, 1, 256, 1)
+    true = (0.76 + rows / 32 / 255).expand(1, 3, 256, 256).clone()   # one level every 32 rows
+    true[..., 100:, 128:] += 3 / 255                                  # a faint edge, along the rows
+    image = (true * 255).round() / 255
+    t, airlight, gain = torch.full((1, 1, 256, 256), 0.1), torch.full((1, 3, 1, 1), 0.8), torch.ones(1, 1, 256, 256)
+
+    def off_by(out: torch.Tensor) -> float:   # grey levels from the true gradient's inversion, on the road
+        truth = ScatterDecoder.compose(true, t, airlight, gain, noise_stride=8, deband=False)
+        return float((out - truth)[..., 16:240, 16:112].abs().max()) * 255
+
+    debanded = ScatterDecoder.compose(image, t, airlight, gain, noise_stride=8, deband=True)
+    banded = ScatterDecoder.compose(image, t, airlight, gain, noise_stride=8, deband=False)
+    assert off_by(debanded) < 2.0 < 4.0 < off_by(banded)
+    edge = float((debanded[..., 150:200, 136:160] - debanded[..., 150:200, 96:120]).mean()) * 255
+    assert 2 * 10 <= edge <= 3 * 10 + 1
 
 
 def test_dense_fog_inversion_keeps_edges_and_drops_the_noise():

@@ -226,6 +226,21 @@ def shrink(x: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
     return x - clipped * threshold / torch.maximum(x.abs(), threshold + 1e-4)
 
 
+UINT8_STEP = 1 / 255
+
+
+def beyond_rounding(band: torch.Tensor) -> torch.Tensor:
+    """A band (the base less a smooth surface through it) less what lies within half a uint8 step
+    of zero. A frame arrives as uint8: each pixel is its true value rounded, within half a step of
+    it. A slow gradient (a road receding into dense fog) arrives as a staircase of one-level steps
+    10-40 rows apart, which the inversion multiplies by 1/t (about 10 there) into bands. A smooth
+    surface through the staircase lies within half a step of every pixel, as true as the pixel and
+    without the steps: there the band goes to zero. Further out (an edge) the pixel moves half a
+    step towards the surface: the edge is kept, at most one step lower across. An edge of one level
+    cannot be told from a step."""
+    return band - band.clamp(-UINT8_STEP / 2, UINT8_STEP / 2)
+
+
 class ScatterDecoder(nn.Module):
     """Transmission t and airlight A, then J = (I - A) / t + A at full resolution; with
     `detail_gain`, also a gain s on the fine detail, which is amplified at most 2x, and the
@@ -257,6 +272,12 @@ class ScatterDecoder(nn.Module):
     NOISE_K = 2.0
     MID_POOL = 8
     MID_NOISE = 0.2316
+    # Whole frames (`deband`) take the middle band against 16 x 16 block means, `beyond_rounding`: an
+    # 8-pixel grid follows a staircase with 32-row treads (the densest generated camera's road), and
+    # the band would keep its steps. Crops keep 8: a vehicle fills most of a 64-128 px crop, and the
+    # crop graph's outputs stay those its head was trained on.
+    FRAME_MID_POOL = 16
+    FRAME_MID_NOISE = 0.2513
     PATCH = 15      # dark-channel patch, as fogreid/data/dehaze.py
     OMEGA = 0.95    # keep a little haze for depth perception (He et al.)
     HAZIEST = 100.0  # softmax temperature on the dark channel: A = the colour of the haziest pixels
@@ -289,27 +310,30 @@ class ScatterDecoder(nn.Module):
         return t0.clamp(self.T_MIN, 0.98), airlight
 
     @classmethod
-    def coarse_base(cls, base: torch.Tensor) -> torch.Tensor:
-        """The base's MID_POOL x MID_POOL block means, upsampled bilinearly to its size: 3 ms on a
-        640x480 frame in ONNX Runtime, where a 3x3 box blur costs 1 ms per pass (8 passes scored a
-        little worse)."""
-        return F.interpolate(F.avg_pool2d(base, cls.MID_POOL, ceil_mode=True), size=base.shape[-2:],
+    def coarse_base(cls, base: torch.Tensor, pool: int | None = None) -> torch.Tensor:
+        """The base's pool x pool block means (MID_POOL by default), upsampled bilinearly to its size:
+        3 ms on a 640x480 frame in ONNX Runtime, where a 3x3 box blur costs 1 ms per pass (8 passes
+        scored a little worse)."""
+        return F.interpolate(F.avg_pool2d(base, pool or cls.MID_POOL, ceil_mode=True), size=base.shape[-2:],
                              mode="bilinear", align_corners=False)
 
     @classmethod
     def compose(cls, image: torch.Tensor, t: torch.Tensor, airlight: torch.Tensor, gain: torch.Tensor | None = None,
-                noise_stride: int = 2) -> torch.Tensor:
+                noise_stride: int = 2, deband: bool = False) -> torch.Tensor:
         """The scattering model inverted: J = (I - A) / t + A. With a detail `gain` s, the image is
         split into a coarse base C, a middle band M and the fine detail D (I = C + M + D), M and D
         are shrunk towards zero by the image's noise (`shrink`), and
         J = (C - A + M) / t + s D / max(t, DETAIL_T_MIN) + A. The noise is measured on every
-        `noise_stride`-th pixel of each row and column (`detail_noise_std`)."""
+        `noise_stride`-th pixel of each row and column (`detail_noise_std`). `deband` (whole
+        frames): C on the FRAME_MID_POOL grid, and M taken `beyond_rounding` first."""
         if gain is None:
             return ((image - airlight) / t + airlight).clamp(0.0, 1.0)
         base, detail = fine_detail_split(image)
-        coarse = cls.coarse_base(base)
+        pool, noise_share = (cls.FRAME_MID_POOL, cls.FRAME_MID_NOISE) if deband else (cls.MID_POOL, cls.MID_NOISE)
+        coarse = cls.coarse_base(base, pool)
+        middle = beyond_rounding(base - coarse) if deband else base - coarse
         noise = cls.NOISE_K * detail_noise_std(detail, noise_stride)
-        middle = shrink(base - coarse, noise * cls.MID_NOISE)
+        middle = shrink(middle, noise * noise_share)
         detail = shrink(detail, noise)
         return ((coarse - airlight + middle) / t + gain * detail / t.clamp_min(cls.DETAIL_T_MIN) + airlight
                 ).clamp(0.0, 1.0)
