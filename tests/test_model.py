@@ -180,3 +180,19 @@ def test_block_means_are_the_pooled_means_at_any_size():
         for got, scale in zip(block_means(x, (4, 8, 16, 32)), (4, 8, 16, 32), strict=True):
             want = F.avg_pool2d(x, scale, ceil_mode=True)
             assert got.shape == want.shape and torch.allclose(got, want, rtol=0, atol=1e-12), (shape, scale)
+
+
+def test_scatter_decoder_fuses_the_prior_as_its_own_conv():
+    """The decoder's first fusion conv is summed from a conv over the features and one over the
+    prior's single channel (ONNX Runtime's blocked-layout convs need a multiple of 16 channels):
+    the same numbers as the layer on the concatenation, and its parameters unchanged."""
+    net = build_model(preset("edge", imgsz=(64, 64), defog_head="detail")).eval()
+    decoder = net.decoder
+    first = decoder.fuse[0][0]
+    torch.manual_seed(0)
+    features = torch.rand(2, first.in_channels - 1, 32, 32, dtype=torch.float64)
+    t0 = torch.rand(2, 1, 32, 32, dtype=torch.float64)
+    decoder.double()
+    want = decoder.fuse(torch.cat([features, t0], dim=1))
+    assert (first.in_channels - 1) % 16 == 0
+    assert torch.allclose(decoder._fuse(features, t0), want, rtol=0, atol=1e-12)

@@ -341,6 +341,17 @@ class ScatterDecoder(nn.Module):
     def forward(self, image: torch.Tensor, fine: torch.Tensor, stem: torch.Tensor, l1: torch.Tensor) -> torch.Tensor:
         return self.compose(image, *self.maps(image, fine, stem, l1))
 
+    def _fuse(self, features: torch.Tensor, t0: torch.Tensor) -> torch.Tensor:
+        """self.fuse on cat([features, t0]), its first conv summed from one conv over the features
+        and one over the one-channel prior: the same numbers. ONNX Runtime's CPU convs run in its
+        blocked channel layout (NCHWc) only where the input channels are a multiple of its block
+        (16 with AVX-512); the 97-channel conv ran in the generic path."""
+        first = self.fuse[0][0]
+        weight = first.weight
+        y = (F.conv2d(features, weight[:, :-1], first.bias, padding=first.padding)
+             + F.conv2d(t0, weight[:, -1:], None, padding=first.padding))
+        return self.fuse[1](torch.relu(y))
+
     def maps(self, image: torch.Tensor, fine: torch.Tensor, stem: torch.Tensor, l1: torch.Tensor
              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """(transmission t (B, 1, H, W), airlight A (B, 3, H, W), detail gain s (B, 1, H, W) or
@@ -350,7 +361,7 @@ class ScatterDecoder(nn.Module):
         # Resize to the skip's own size (not x2): any frame size works, odd ones too.
         x = F.interpolate(x, size=fine.shape[-2:], mode="bilinear", align_corners=False)
         t0_fine = F.interpolate(t0, size=fine.shape[-2:], mode="bilinear", align_corners=False)
-        maps = self.head(self.fuse(torch.cat([x, fine, t0_fine], dim=1)))
+        maps = self.head(self._fuse(torch.cat([x, fine], dim=1), t0_fine))
         maps = F.interpolate(maps, size=image.shape[-2:], mode="bilinear", align_corners=False)
         t = torch.sigmoid(_logit(t0) + maps[:, :1]).clamp_min(self.T_MIN)
         gain = torch.sigmoid(maps[:, 4:]) if self.detail_gain else None
