@@ -182,6 +182,22 @@ def test_block_means_are_the_pooled_means_at_any_size():
             assert got.shape == want.shape and torch.allclose(got, want, rtol=0, atol=1e-12), (shape, scale)
 
 
+def test_box_mean_is_the_pooled_mean_at_any_size():
+    """`box_mean` sums with convolutions over the pixel counts: the same as two average pools that
+    do not count the padding, odd sizes and a window wider than the map included."""
+    import torch.nn.functional as F
+
+    from fogreid.model.sjdl import box_mean
+
+    torch.manual_seed(0)
+    for shape, radius in [((2, 1, 64, 64), 7), ((1, 3, 37, 53), 4), ((1, 1, 5, 9), 7)]:
+        x = torch.rand(shape, dtype=torch.float64)
+        k = 2 * radius + 1
+        want = F.avg_pool2d(x, (k, 1), stride=1, padding=(radius, 0), count_include_pad=False)
+        want = F.avg_pool2d(want, (1, k), stride=1, padding=(0, radius), count_include_pad=False)
+        assert torch.allclose(box_mean(x, radius), want, rtol=0, atol=1e-12), (shape, radius)
+
+
 def test_scatter_decoder_fuses_the_prior_as_its_own_conv():
     """The decoder's first fusion conv is summed from a conv over the features and one over the
     prior's single channel (ONNX Runtime's blocked-layout convs need a multiple of 16 channels):

@@ -153,10 +153,19 @@ def _min_filter(x: torch.Tensor, patch: int) -> torch.Tensor:
 
 
 def box_mean(x: torch.Tensor, radius: int) -> torch.Tensor:
-    """Mean over a (2r+1)^2 window, separable, counting only pixels inside the image."""
-    k = 2 * radius + 1
-    x = F.avg_pool2d(x, (k, 1), stride=1, padding=(radius, 0), count_include_pad=False)
-    return F.avg_pool2d(x, (1, k), stride=1, padding=(0, radius), count_include_pad=False)
+    """Mean over a (2r+1)^2 window, counting only pixels inside the image: the same as two
+    avg_pool2d passes (k x 1, 1 x k) with count_include_pad=False, written as sums (depthwise
+    convolutions with a ones kernel) over the pixel counts (the counts of a column and a row,
+    multiplied), because ONNX Runtime's CPU AveragePool with padding not counted took 1.3 ms for
+    the prior's 15-pixel mean of a batch of eight 64x64 maps."""
+    k, channels = 2 * radius + 1, int(x.shape[1])   # a constant kernel in the exported graph
+    column = torch.ones(channels, 1, k, 1, dtype=x.dtype, device=x.device)
+    row = torch.ones(channels, 1, 1, k, dtype=x.dtype, device=x.device)
+    total = F.conv2d(F.conv2d(x, column, padding=(radius, 0), groups=channels), row, padding=(0, radius),
+                     groups=channels)
+    inside_column = F.conv2d(x[:1, :1, :, :1] * 0 + 1, column[:1], padding=(radius, 0))   # (1, 1, H, 1)
+    inside_row = F.conv2d(x[:1, :1, :1, :] * 0 + 1, row[:1], padding=(0, radius))         # (1, 1, 1, W)
+    return total / (inside_column * inside_row)
 
 
 SCATTER_HEADS = ("scatter", "detail")   # the heads that invert the scattering model (whole frames too)
