@@ -127,11 +127,18 @@ def test_float_nodes_read_int8_only_where_a_quantised_conv_writes_it(exported, s
                                            or node.op_type in INT8_OUTPUT_OPS), (node.name, name)
             int8_readers += 1
     assert int8_readers > 10
-    # The defog head's box blurs (constant weights, not the network's parameters) stay float,
-    # inputs and weights: their output is divided by the transmission.
-    constants = {t.name for t in graph.initializer if not t.name.startswith("net.")}
+    # Convolutions whose weights are built in the forward pass stay float, inputs and weights: the
+    # defog head's box sums (ones kernels: the detail split's 3x3 blurs and pixel count, the prior's
+    # 15-pixel mean and its counts, a column and a row each), whose output is divided by the
+    # transmission, and the decoder's fusion conv, summed from a slice of its weight over the 96
+    # feature channels and one over the prior's single channel.
+    from onnx import numpy_helper
+
+    constants = {t.name: numpy_helper.to_array(t) for t in graph.initializer if not t.name.startswith("net.")}
     filters = [n for n in graph.node if n.op_type == "Conv" and n.input[1] in constants]
-    assert {n.name for n in filters} == {"net.decoder/Conv", "net.decoder/Conv_1", "net.decoder/Conv_2"}
+    box_sums = [n for n in filters if (constants[n.input[1]] == 1).all()]
+    fusion = sorted(constants[n.input[1]].shape[1] for n in filters if n not in box_sums)
+    assert len(box_sums) == 7 and fusion == [1, 96]
     assert not any(producer[i].op_type == "DequantizeLinear" for n in filters for i in n.input if i in producer)
     assert run_onnx(out.qdq_onnx, foggy_frames(synth_root, 4))[1].shape[0] == 4
 

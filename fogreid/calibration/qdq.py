@@ -47,10 +47,12 @@ def nodes_to_quantize(proto: onnx.ModelProto, keep_fp: list[str]) -> list[str]:
 
 def image_filters(proto: onnx.ModelProto) -> set[str]:
     """Convolutions whose weights are not the network's parameters (initialisers named `net.*`)
-    but constants built in the graph: the box blurs of the detail head's compose step
-    (fogreid/model/sjdl.py, `_box3`, `_pixel_count`). They work on the image itself, whose base
-    is then divided by the transmission (up to 20x): quantised, the base carried int8 steps of
-    1/127 of its range into the defogged image, for a few thousand MACs a pixel saved."""
+    but constants built in the forward pass: the box sums of the detail head's compose step and
+    its prior (fogreid/model/sjdl.py, `_box3`, `_pixel_count`, `box_mean`). They work on the image
+    itself, whose base is then divided by the transmission (up to 20x): quantised, the base
+    carried int8 steps of 1/127 of its range into the defogged image, for a few thousand MACs a
+    pixel saved. The decoder's fusion conv, summed from slices of its weight (`ScatterDecoder._fuse`),
+    is caught too: its larger part reads a Concat (float anyway), its other the one-channel prior."""
     return {n.name for n in proto.graph.node
             if n.op_type in INT8_OUTPUT_OPS and len(n.input) > 1 and not n.input[1].startswith("net.")}
 
