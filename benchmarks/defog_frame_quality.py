@@ -15,16 +15,52 @@ import argparse
 from pathlib import Path
 
 
+def city_config(real_like: bool):
+    from fogreid.data.synth_video import CityConfig
+
+    return CityConfig(cameras=3, vehicles=6, seconds=6.0, fps=10.0, height=480, width=640, fog=(1.0, 2.5, 4.0),
+                      seed=7, domain=int(real_like), pairs_every=15)
+
+
 def frame_pairs(out: Path, real_like: bool) -> list[tuple[Path, Path]]:
     """(foggy, clear) PNGs of a generated 640x480 city with 3 cameras (made once under `out`)."""
-    from fogreid.data.synth_video import CityConfig, make_city
+    from fogreid.data.synth_video import make_city
 
     folder = out / ("city_real" if real_like else "city_syn")
     if not (folder / "city.json").is_file():
-        make_city(folder, CityConfig(cameras=3, vehicles=6, seconds=6.0, fps=10.0, height=480, width=640,
-                                     fog=(1.0, 2.5, 4.0), seed=7, domain=int(real_like), pairs_every=15))
+        make_city(folder, city_config(real_like))
     foggy = sorted(folder.glob("cam*/pairs/*_foggy.png"))
     return [(f, f.with_name(f.name.replace("_foggy", "_clear"))) for f in foggy]
+
+
+# Depths of the generated street (fogreid/data/synth.py: sky 1.0, buildings 0.85, road 0.9 -> 0.1).
+DEPTHS = {"sky": 1.0, "buildings": 0.85, "middle road": 0.5, "near road": 0.1}
+
+
+def what_fog_leaves(real_like: bool) -> None:
+    """Per camera: how many grey levels of a clear difference of 0.3 (a coloured sky against the
+    airlight, a building against the sky) are left in the foggy frame at each depth, t * 0.3 * 255
+    (and the camera's contrast loss for real-like fog, at the density field's thinnest and
+    thickest), beside its sensor noise: below a level, or below the noise, nothing can bring it back."""
+    import math
+
+    import torch
+
+    from fogreid.data.fog import CameraFog
+
+    cfg = city_config(real_like)
+    for c, beta in enumerate(cfg.fog):
+        densities, contrast, noise = (1.0,), 1.0, "none"
+        if real_like:   # the camera's fog as make_city draws it
+            fog = CameraFog.draw(torch.Generator().manual_seed(cfg.seed * 1000 + c))
+            densities = (float(fog.density.max()), float(fog.density.min()))   # thickest, thinnest
+            contrast, noise = fog.contrast, f"{fog.noise_sigma * 255:.1f} levels"
+        left = []
+        for name, depth in DEPTHS.items():
+            levels = [0.3 * 255 * contrast * math.exp(-beta * k * depth) for k in densities]
+            left.append(f"{name} {' to '.join(f'{v:.1f}' for v in levels)}")
+        print(f"  camera {c} (beta {beta}), levels left of a 0.3 difference: {', '.join(left)}; "
+              f"sensor noise {noise}")
 
 
 def main() -> None:
@@ -61,6 +97,7 @@ def main() -> None:
         shown = [len(pairs) * k // 3 + 1 for k in range(3)]     # one frame of each camera
         print(f"\n{'synthetic' if domain == 'syn' else 'real-like'} fog, {len(pairs)} frames 640x480 "
               f"(beta 1 / 2.5 / 4), mean PSNR and SSIM against the clear render")
+        what_fog_leaves(domain == "real")
         print(f"  foggy input                  {score(foggy, clear)}")
         print(f"  dark channel prior           {score([dehaze_dcp(f) for f in foggy], clear)}")
         rows = [np.hstack([foggy[i] for i in shown])]
