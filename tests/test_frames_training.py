@@ -56,6 +56,24 @@ def test_a_folder_of_frames_with_and_without_depth_maps(tmp_path):
         folder_scenes(tmp_path / "missing")
 
 
+def test_frame_batches_carry_the_transmission_that_fogged_them():
+    """`loss.frame_transmission_weight` compares the head's transmission with the fog's own: each
+    foggy frame must be its clear frame x t + airlight x (1 - t) with that t (before the rounding
+    to uint8 levels), one grey airlight per frame, flips included."""
+    from fogreid.train.config import build_config
+    from fogreid.train.frames import FramesStep
+
+    cfg = build_config(None, ["mode=frames", "data.frame_batch=3", "data.hflip=0.5"])
+    step = FramesStep(cfg, None, generated_scenes(2, 2, seed=0, size=(48, 64)), torch.device("cpu"))
+    for global_step in range(3):
+        foggy, clear, transmission = step.frame_batch(global_step)
+        assert transmission.shape == (3, 1, 48, 64) and (transmission > 0).all() and (transmission <= 1).all()
+        airlight = (foggy - clear * transmission) / (1 - transmission)
+        for frame_airlight, haze in zip(airlight, (1 - transmission).expand_as(foggy), strict=True):
+            solved = frame_airlight[haze > 0.3]    # well conditioned: rounding moves it by < 0.007
+            assert solved.numel() > 1000 and float(solved.max() - solved.min()) < 0.015
+
+
 def test_frames_mode_tunes_the_head_on_frames_and_keeps_the_embedding(trained, synth_root, tmp_path):
     from fogreid.train.config import build_config
     from fogreid.train.frames import train_frames

@@ -114,6 +114,12 @@ def defog_frame_images(net: SJDLNet, image: torch.Tensor, downscale: int) -> tor
     """Whole frames (B, 3, H, W) RGB in [0, 1] -> defogged, the same shape, not yet clamped to [0, 1]:
     the graph's computation, and what the defog head's whole-frame training (`fogreid train
     --mode frames`, fogreid/train/frames.py) puts its loss on."""
+    return defog_frame_images_and_transmission(net, image, downscale)[0]
+
+
+def defog_frame_images_and_transmission(net: SJDLNet, image: torch.Tensor, downscale: int
+                                        ) -> tuple[torch.Tensor, torch.Tensor]:
+    """`defog_frame_images`, and the transmission (B, 1, H, W) it divided by."""
     if downscale == 1:
         t, airlight, gain, refinement = net.defog_maps(image, whole_frame=True)
     else:
@@ -130,7 +136,7 @@ def defog_frame_images(net: SJDLNet, image: torch.Tensor, downscale: int) -> tor
     t = t.clamp(FRAME_T_MIN, 1.0)
     # Every eighth pixel of each row and column measures a frame's noise as well as every second
     # (14,400 samples at 640x480, where a 64x64 crop has 3,072 at the default 2), at 1/16 of the cost.
-    return ScatterDecoder.compose(image, t, airlight, gain, noise_stride=8, deband=True) + refinement
+    return ScatterDecoder.compose(image, t, airlight, gain, noise_stride=8, deband=True) + refinement, t
 
 
 def supports_frames(net: nn.Module) -> bool:

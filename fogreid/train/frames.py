@@ -43,7 +43,14 @@ from torch import nn
 from fogreid.data.scenes import Scenes, folder_scenes, generated_scenes, held_out_scenes
 from fogreid.devices import pick_device
 from fogreid.errors import FogreidError
-from fogreid.export.frame_graph import MIN_SIDE, default_downscale, defog_frame_images, supports_frames
+from fogreid.export.frame_graph import (
+    FRAME_T_MIN,
+    MIN_SIDE,
+    default_downscale,
+    defog_frame_images,
+    defog_frame_images_and_transmission,
+    supports_frames,
+)
 from fogreid.model.checkpoint import load_network
 from fogreid.model.sjdl import SJDLNet
 from fogreid.pixels import frames_to_images
@@ -69,9 +76,11 @@ class FramesForward(nn.Module):
         super().__init__()
         self.net, self.downscale = net, downscale
 
-    def forward(self, crops: torch.Tensor, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, crops: torch.Tensor, frames: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         coarse, defogged = self.net.defog(crops, whole_frame=True)
-        return coarse, defogged, defog_frame_images(self.net, frames, self.downscale).clamp(0.0, 1.0)
+        defogged_frames, transmission = defog_frame_images_and_transmission(self.net, frames, self.downscale)
+        return coarse, defogged, defogged_frames.clamp(0.0, 1.0), transmission
 
 
 class FramesStep(Step):
@@ -91,8 +100,9 @@ class FramesStep(Step):
         for name in TRAINED:
             getattr(net, name.rstrip(".")).train()
 
-    def frame_batch(self, global_step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(foggy, clear) whole frames for this step, as float images on the device."""
+    def frame_batch(self, global_step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(foggy, clear) whole frames for this step, as float images on the device, and their fog's
+        transmission exp(-beta * depth)."""
         from fogreid.data.fog import synthetic_fog
 
         # Ints only: a str in the key would hash differently in every process (PYTHONHASHSEED).
@@ -103,20 +113,24 @@ class FramesStep(Step):
         depth = torch.from_numpy(np.stack(depths)).float()[:, None]
         flip = torch.rand(len(picked), generator=draws) < self.cfg.data.hflip
         clear, depth = flip_images(clear, flip), flip_images(depth, flip)
-        foggy = synthetic_fog(clear, draws, depth)[0]
+        foggy, beta, _ = synthetic_fog(clear, draws, depth)
+        transmission = torch.exp(-beta.view(-1, 1, 1, 1) * depth)
         if self.cfg.data.noise_sigma > 0:
             foggy = add_sensor_noise(foggy, self.cfg.data.noise_sigma, draws)   # rounds to uint8 levels too
         else:
             foggy = (foggy * 255).round() / 255
-        return foggy.to(self.device), clear.to(self.device)
+        return foggy.to(self.device), clear.to(self.device), transmission.to(self.device)
 
     def losses(self, batch: Batch, global_step: int) -> dict[str, torch.Tensor]:
         ls = self.cfg.loss
-        foggy_frames, clear_frames = self.frame_batch(global_step)
-        coarse, defogged, frames = self.forward(batch.foggy, foggy_frames)
+        foggy_frames, clear_frames, fog_transmission = self.frame_batch(global_step)
+        coarse, defogged, frames, transmission = self.forward(batch.foggy, foggy_frames)
         terms = L.restoration_terms([coarse.float(), defogged.float()], batch.clear, ls)
         frame_terms = L.restoration_terms([frames.float()], clear_frames, ls)
         terms.update({f"frame_{name}": ls.frame_weight * value for name, value in frame_terms.items()})
+        if ls.frame_transmission_weight:
+            target = fog_transmission.clamp(FRAME_T_MIN, 1.0)
+            terms["frame_transmission"] = ls.frame_transmission_weight * (transmission.float() - target).abs().mean()
         return terms
 
 
