@@ -42,13 +42,18 @@ class RealFogRanges:
     jpeg_quality: tuple[int, int] = (30, 75)
 
 
+def transmission(depth: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+    """t = exp(-beta * depth). `beta`: (B,) or a (B, 1, H, W) density field."""
+    beta = beta.view(-1, 1, 1, 1) if beta.dim() == 1 else beta
+    return torch.exp(-beta * depth)
+
+
 def scatter(clear: torch.Tensor, depth: torch.Tensor, beta: torch.Tensor, airlight: torch.Tensor) -> torch.Tensor:
     """The scattering model. `beta`: (B,) or a (B, 1, H, W) density field; `airlight`:
     (B,) grey, (B, 3) coloured or (B, 3, H, W)."""
-    beta = beta.view(-1, 1, 1, 1) if beta.dim() == 1 else beta
     if airlight.dim() <= 2:
         airlight = airlight.view(airlight.shape[0], -1, 1, 1)
-    t = torch.exp(-beta * depth)
+    t = transmission(depth, beta)
     return clear * t + airlight * (1 - t)
 
 

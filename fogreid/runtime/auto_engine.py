@@ -162,7 +162,7 @@ class AutoBackend:
     OpenVINO's 5-10 % lead on the demo's INT8 file to a tie and back, so one-shot choices made
     within a minute of each other disagreed: docs/benchmarks.md, CPU engines).
 
-    A check starts at the first call `recheck_seconds` after the last: the next calls go in
+    A check starts at the first call RECHECK_SECONDS after the last (then the interval): the next calls go in
     CHECK_BLOCKS alternating blocks of CHECK_BLOCK_SECONDS (at least two calls each; the first
     call of a block, which wakes that engine's threads, is not timed), the other engine first.
     Each engine's median call is compared per batch size (a pipeline's calls vary in size), over
@@ -175,16 +175,14 @@ class AutoBackend:
     is closed, once no call is running on it, which gives its memory back (360 MiB for `fogreid
     run`'s two graphs at 128 px: docs/benchmarks.md, Peak memory), and the choice is final."""
 
-    def __init__(self, engines: dict, current: str, choice: str, part: str = "", out=None,
-                 recheck_seconds: float | None = None) -> None:
-        recheck_seconds = RECHECK_SECONDS if recheck_seconds is None else recheck_seconds
+    def __init__(self, engines: dict, current: str, choice: str, part: str = "", out=None) -> None:
         self.engines, self.current, self.choice, self.part, self.out = engines, current, choice, part, out
         self.switches = 0
         self.released = False               # the other engine closed: no more checks
         self._kept = 0                      # checks in a row that kept the engine
         self._running = {name: 0 for name in engines}   # calls under way, per engine
-        self._interval = self._base_interval = recheck_seconds
-        self._next_check = time.perf_counter() + recheck_seconds
+        self._interval = self._base_interval = RECHECK_SECONDS
+        self._next_check = time.perf_counter() + RECHECK_SECONDS
         self._blocks: list[str] = []        # engines of the check's remaining blocks; empty: no check
         self._block_end = 0.0
         self._block_calls = 0

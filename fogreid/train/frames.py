@@ -103,7 +103,7 @@ class FramesStep(Step):
     def frame_batch(self, global_step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(foggy, clear) whole frames for this step, as float images on the device, and their fog's
         transmission exp(-beta * depth)."""
-        from fogreid.data.fog import synthetic_fog
+        from fogreid.data.fog import synthetic_fog, transmission
 
         # Ints only: a str in the key would hash differently in every process (PYTHONHASHSEED).
         draws = torch.Generator().manual_seed(hash((self.cfg.seed, global_step, self.rank, FRAME_DRAWS)) & 0x7FFFFFFF)
@@ -114,12 +114,12 @@ class FramesStep(Step):
         flip = torch.rand(len(picked), generator=draws) < self.cfg.data.hflip
         clear, depth = flip_images(clear, flip), flip_images(depth, flip)
         foggy, beta, _ = synthetic_fog(clear, draws, depth)
-        transmission = torch.exp(-beta.view(-1, 1, 1, 1) * depth)
+        fog_transmission = transmission(depth, beta)
         if self.cfg.data.noise_sigma > 0:
             foggy = add_sensor_noise(foggy, self.cfg.data.noise_sigma, draws)   # rounds to uint8 levels too
         else:
             foggy = (foggy * 255).round() / 255
-        return foggy.to(self.device), clear.to(self.device), transmission.to(self.device)
+        return foggy.to(self.device), clear.to(self.device), fog_transmission.to(self.device)
 
     def losses(self, batch: Batch, global_step: int) -> dict[str, torch.Tensor]:
         ls = self.cfg.loss
