@@ -307,3 +307,25 @@ def test_run_writes_defogged_whole_frames(exported, synth_root, tmp_path, fogrei
     done = subprocess.run(cmd[:cmd.index("--model") + 1] + [str(lone)] + cmd[cmd.index("--model") + 2:],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 2 and "model_defog_frame.onnx" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_whole_frame_head_with_layer3_starts_as_the_one_without_and_reads_it():
+    """ModelConfig.frame_context: the whole-frame head's decoder adds layer3 through a 1x1 conv that
+    starts at zero, so a head made from another starts where it was; once that conv learns, layer3
+    moves the frame's maps. Only a model with a frame head has one."""
+    torch.manual_seed(0)
+    without = build_model(preset("edge", imgsz=(64, 64), defog_head="detail", frame_head=True)).eval()
+    with_layer3 = build_model(preset("edge", imgsz=(64, 64), defog_head="detail", frame_head=True,
+                                     frame_context=True)).eval()
+    with_layer3.load_state_dict({**with_layer3.state_dict(), **without.state_dict()})
+    image = torch.rand(1, 3, 96, 128)
+    with torch.inference_mode():
+        before, after = without.defog_maps(image, whole_frame=True), with_layer3.defog_maps(image, whole_frame=True)
+        assert all(torch.equal(a, b) for a, b in zip(before, after, strict=True))
+        torch.nn.init.normal_(with_layer3.frame_decoder.context.weight, std=0.1)
+        moved = with_layer3.defog_maps(image, whole_frame=True)
+        crops_kept = torch.equal(without.defog(image)[1], with_layer3.defog(image)[1])
+    # (the head's last conv starts near zero too, so the move is small: exactly 0 if layer3 were not read)
+    assert float((moved[0] - before[0]).abs().max()) > 1e-6 and crops_kept   # the crops' head has no layer3
+    with pytest.raises(FogreidError, match="frame_context: only a model with a frame head"):
+        preset("edge", imgsz=(64, 64), frame_context=True)

@@ -89,7 +89,12 @@ def test_frames_mode_tunes_the_head_on_frames_and_keeps_the_embedding(trained, s
     assert all(torch.equal(before[k], after[k]) for k in before)       # the init's weights, untouched
     added = set(after) - set(before)
     assert added and all(k.startswith(("frame_decoder.", "frame_enhance.")) for k in added)
-    assert any(not torch.equal(after[k], after[k.removeprefix("frame_")]) for k in added)   # it learnt
+    copies = [k for k in added if k.removeprefix("frame_") in after]
+    assert any(not torch.equal(after[k], after[k.removeprefix("frame_")]) for k in copies)   # it learnt
+    # The new head also reads layer3 (ModelConfig.frame_context), through a conv that starts at zero.
+    assert set(added) - set(copies) == {"frame_decoder.context.weight", "frame_decoder.context.bias"}
+    assert load_network(tmp_path / "run" / "best.pt").config.frame_context
+    assert float(after["frame_decoder.context.weight"].abs().max()) > 0
     crops = torch.from_numpy(foggy_frames(synth_root, 16, "query"))
     with torch.inference_mode():
         (defogged_before, embedding_before), (defogged_after, embedding_after) = (

@@ -43,6 +43,9 @@ class ModelConfig:
     # A second defog head (decoder + enhancement) that only the whole-frame graph runs, trained on
     # whole frames by `fogreid train --mode frames` (fogreid/train/frames.py); crops keep the first.
     frame_head: bool = False
+    # The whole-frame head also reads the encoder's layer3 (fogreid/model/sjdl.py, ScatterDecoder):
+    # what `--mode frames` makes from 2026-12-05 on; heads made before read layer1 and the stem only.
+    frame_context: bool = False
     # the image size, (height, width), of the crops the network takes and the deployed graph's input
     imgsz: tuple[int, int] = ranged((384, 384), 32, MAX_IMGSZ, integer=True)
     pixel_mean: tuple[float, float, float] = ranged((0.0, 0.0, 0.0), -1, 1)  # RGB, on [0, 1] pixels
@@ -62,6 +65,8 @@ class ModelConfig:
             raise FogreidError(f"model defog_head {self.defog_head!r}: choose detail, scatter or paper")
         if self.frame_head and not (self.defog and self.defog_head in ("detail", "scatter")):
             raise FogreidError("model frame_head: only a model with the detail or scatter defog head has one")
+        if self.frame_context and not self.frame_head:
+            raise FogreidError("model frame_context: only a model with a frame head (frame_head: true) has one")
         check_ranges(self, "model")
         h, w = self.imgsz
         if h < 32 or w < 32 or h % 32 or w % 32:

@@ -109,6 +109,7 @@ class ResNetIBN(nn.Module):
         self.layer4 = self._make_layer(block, 512, layers[3], last_stride, False)
         self.stem_channels = 64
         self.layer1_channels = 64 * block.expansion
+        self.layer3_channels = 256 * block.expansion
         self.out_channels = 512 * block.expansion
         self._init_weights()
 

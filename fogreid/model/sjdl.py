@@ -292,11 +292,19 @@ class ScatterDecoder(nn.Module):
     HAZIEST = 100.0  # softmax temperature on the dark channel: A = the colour of the haziest pixels
 
     def __init__(self, fine_channels: int, stem_channels: int, layer1_channels: int, width: int,
-                 detail_gain: bool = False) -> None:
+                 detail_gain: bool = False, context_channels: int = 0) -> None:
         super().__init__()
         half = max(width // 2, 8)
         self.detail_gain = detail_gain
         self.reduce = nn.Sequential(_conv_relu(layer1_channels + stem_channels, width), _conv_relu(width, width))
+        # `context_channels` (the whole-frame head, ModelConfig.frame_context): the encoder's layer3 is
+        # added to the reduced features through a 1x1 conv that starts at zero. On a shrunk frame
+        # layer1's receptive field is narrower than a building or a stretch of road, where the dark
+        # channel prior fails (bright and flat grey surfaces) and the head is there to correct it.
+        self.context = nn.Conv2d(context_channels, width, 1) if context_channels else None
+        if self.context is not None:
+            nn.init.zeros_(self.context.weight)
+            nn.init.zeros_(self.context.bias)
         self.fuse = nn.Sequential(_conv_relu(width + fine_channels + 1, half), _conv_relu(half, half))
         self.head = nn.Conv2d(half, 5 if detail_gain else 4, 3, padding=1)
         # Start at the prior: corrections of zero, and a detail gain near the plain inversion's (s = 0.95).
@@ -347,8 +355,9 @@ class ScatterDecoder(nn.Module):
         return ((coarse - airlight + middle) / t + gain * detail / t.clamp_min(cls.DETAIL_T_MIN) + airlight
                 ).clamp(0.0, 1.0)
 
-    def forward(self, image: torch.Tensor, fine: torch.Tensor, stem: torch.Tensor, l1: torch.Tensor) -> torch.Tensor:
-        return self.compose(image, *self.maps(image, fine, stem, l1))
+    def forward(self, image: torch.Tensor, fine: torch.Tensor, stem: torch.Tensor, l1: torch.Tensor,
+                context: torch.Tensor | None = None) -> torch.Tensor:
+        return self.compose(image, *self.maps(image, fine, stem, l1, context))
 
     def _fuse(self, features: torch.Tensor, t0: torch.Tensor) -> torch.Tensor:
         """self.fuse on cat([features, t0]), its first conv summed from one conv over the features
@@ -361,12 +370,14 @@ class ScatterDecoder(nn.Module):
              + F.conv2d(t0, weight[:, -1:], None, padding=first.padding))
         return self.fuse[1](torch.relu(y))
 
-    def maps(self, image: torch.Tensor, fine: torch.Tensor, stem: torch.Tensor, l1: torch.Tensor
-             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    def maps(self, image: torch.Tensor, fine: torch.Tensor, stem: torch.Tensor, l1: torch.Tensor,
+             context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """(transmission t (B, 1, H, W), airlight A (B, 3, H, W), detail gain s (B, 1, H, W) or
-        None) at the image's resolution."""
+        None) at the image's resolution; `context`: layer3, for a head made with context_channels."""
         t0, a0 = self.prior(image)
         x = self.reduce(torch.cat([l1, stem], dim=1))
+        if self.context is not None:
+            x = x + F.interpolate(self.context(context), size=x.shape[-2:], mode="bilinear", align_corners=False)
         # Resize to the skip's own size (not x2): any frame size works, odd ones too.
         x = F.interpolate(x, size=fine.shape[-2:], mode="bilinear", align_corners=False)
         t0_fine = F.interpolate(t0, size=fine.shape[-2:], mode="bilinear", align_corners=False)
@@ -452,7 +463,8 @@ class SJDLNet(nn.Module):
         self.frame_decoder = self.frame_enhance = None
         if cfg.frame_head:   # the whole-frame graph's own head (ModelConfig.frame_head: implies cfg.defog)
             stem, l1 = self.backbone.stem_channels, self.backbone.layer1_channels
-            self.frame_decoder = ScatterDecoder(stem, stem, l1, cfg.decoder_width, cfg.defog_head == "detail")
+            context = self.backbone.layer3_channels if cfg.frame_context else 0
+            self.frame_decoder = ScatterDecoder(stem, stem, l1, cfg.decoder_width, cfg.defog_head == "detail", context)
             self.frame_enhance = PyramidEnhancement(cfg.enhance_width, residual=True)
         self.classifier = nn.Linear(self.embedding_dim, cfg.num_ids, bias=False) if cfg.num_ids else None
         self.classifier_real = (nn.Linear(self.embedding_dim, cfg.num_ids_real, bias=False)
@@ -484,12 +496,20 @@ class SJDLNet(nn.Module):
             return self.frame_decoder, self.frame_enhance
         return self.decoder, self.enhance
 
+    def early_features(self, image: torch.Tensor, decoder: nn.Module) -> tuple[torch.Tensor, ...]:
+        """What `decoder` reads from the encoder: (fine, stem, layer1), and layer3 for a whole-frame
+        head with context (ModelConfig.frame_context)."""
+        fine, stem, l1 = self.backbone.forward_early(self.normalise(image))
+        if getattr(decoder, "context", None) is None:
+            return fine, stem, l1
+        return fine, stem, l1, self.backbone.layer3(self.backbone.layer2(l1))
+
     def defog(self, image: torch.Tensor, early: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
               whole_frame: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """(coarse, defogged) images in [0, 1]. Alone, it runs only the encoder's stem and layer1."""
         decoder, enhance = self.defog_head(whole_frame)
         if early is None:
-            early = self.backbone.forward_early(self.normalise(image))
+            early = self.early_features(image, decoder)
         coarse = decoder(image, *early)
         return coarse, enhance(image, coarse)
 
@@ -501,7 +521,6 @@ class SJDLNet(nn.Module):
         decoder, enhance = self.defog_head(whole_frame)
         if not isinstance(decoder, ScatterDecoder):
             raise FogreidError("only the scatter defog heads have transmission and airlight maps")
-        early = self.backbone.forward_early(self.normalise(image))
-        t, airlight, gain = decoder.maps(image, *early)
+        t, airlight, gain = decoder.maps(image, *self.early_features(image, decoder))
         coarse = decoder.compose(image, t, airlight, gain)
         return t, airlight, gain, enhance(image, coarse) - coarse

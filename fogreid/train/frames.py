@@ -7,12 +7,16 @@ scale, and on the generated 640x480 cameras it under-estimated their transmissio
 beside vehicles; synthetic frames below the foggy input's SSIM: docs/benchmarks.md, Whole-frame
 defog). This mode trains what it lacks, from a trained checkpoint (`--init`):
 
-* what learns is a head of its own for whole frames (ModelConfig.frame_head: a copy of the
-  defog head, the decoder and the enhancement, made from the init's at the start), which only the
-  whole-frame graph runs. The crop graph, its defogged crops and its embedding, stays the init's
-  to the bit, so nothing validated about it changes and a gallery made with the init still
-  matches; the encoder and its BatchNorm statistics are frozen, precise BN does not run, and no
-  validation mAP can choose an epoch (it cannot move): best.pt is the last epoch's;
+* what learns is a head of its own for whole frames (ModelConfig.frame_head: a copy of the defog
+  head, the decoder and the enhancement, made from the init's at the start, whose decoder also
+  reads the encoder's layer3 through a 1x1 conv that starts at zero, ModelConfig.frame_context:
+  on the shrunk frame layer1 sees less than a building or a stretch of road; with layer3 the
+  head's transmission came closer to the fog's and the benchmark's whole frames gained 0.3-0.5
+  dB, docs/benchmarks.md, Whole-frame defog), which only the whole-frame graph runs. The crop graph, its defogged crops
+  and its embedding, stays the init's to the bit, so nothing validated about it changes and a
+  gallery made with the init still matches; the encoder and its BatchNorm statistics are frozen,
+  precise BN does not run, and no validation mAP can choose an epoch (it cannot move): best.pt
+  is the last epoch's;
 * each step puts the crop batch of any run through the whole-frame head, with SJDL's
   restoration terms on both defog outputs (vehicles at the crops' scale), and `data.frame_batch`
   whole clear frames (fogreid/data/scenes.py, `data.frames`) fogged with FVRID_syn's model
@@ -151,8 +155,9 @@ def load_init(init: str | Path | None, device: torch.device) -> SJDLNet:
         weights = read_checkpoint(init, device)["model"]
         copies = {f"frame_{name}": value for name, value in weights.items()
                   if name.startswith(("decoder.", "enhance."))}
-        net = build_model(dataclasses.replace(net.config, frame_head=True)).to(device)
-        net.load_state_dict({**weights, **copies})
+        net = build_model(dataclasses.replace(net.config, frame_head=True, frame_context=True)).to(device)
+        # The context conv is new (it starts at zero); everything else is the init's.
+        net.load_state_dict({**net.state_dict(), **weights, **copies})
     for name, parameter in net.named_parameters():
         parameter.requires_grad_(name.startswith(TRAINED))
     return net.eval()
