@@ -3,7 +3,8 @@
 The fused graph (fogreid/model/fused.py) takes fixed-size vehicle crops and returns their
 defogged crops and embeddings. The defog head is fully convolutional, so the same weights
 also defog a whole camera frame of any size: this graph runs only the encoder's stem and
-layer1 and the defog head (`SJDLNet.defog`), with the same preprocessing contract:
+layer1 (and layer2-3 for a whole-frame head that reads layer3) and the defog head
+(`SJDLNet.defog_maps`), with the same preprocessing contract:
 
     frames    uint8 (B, H, W, 3) BGR, H and W dynamic (any size from MIN_SIDE x downscale)
     defogged  uint8 (B, H, W, 3) BGR

@@ -504,9 +504,10 @@ class SJDLNet(nn.Module):
             return fine, stem, l1
         return fine, stem, l1, self.backbone.layer3(self.backbone.layer2(l1))
 
-    def defog(self, image: torch.Tensor, early: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+    def defog(self, image: torch.Tensor, early: tuple[torch.Tensor, ...] | None = None,
               whole_frame: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        """(coarse, defogged) images in [0, 1]. Alone, it runs only the encoder's stem and layer1."""
+        """(coarse, defogged) images in [0, 1]. Alone, it runs only the encoder's stem and layer1
+        (and layer2-3 for a whole-frame head that reads layer3); `early`: `early_features`' tuple."""
         decoder, enhance = self.defog_head(whole_frame)
         if early is None:
             early = self.early_features(image, decoder)
