@@ -59,19 +59,31 @@ def test_a_folder_of_frames_with_and_without_depth_maps(tmp_path):
 def test_frame_batches_carry_the_transmission_that_fogged_them():
     """`loss.frame_transmission_weight` compares the head's transmission with the fog's own: each
     foggy frame must be its clear frame x t + airlight x (1 - t) with that t (before the rounding
-    to uint8 levels), one grey airlight per frame, flips included."""
+    to uint8 levels), one airlight per frame and channel, flips included. The airlight is grey on
+    about half the frames and coloured by up to `data.frame_airlight_tint` on the others."""
     from fogreid.train.config import build_config
     from fogreid.train.frames import FramesStep
 
-    cfg = build_config(None, ["mode=frames", "data.frame_batch=3", "data.hflip=0.5"])
-    step = FramesStep(cfg, None, generated_scenes(2, 2, seed=0, size=(48, 64)), torch.device("cpu"))
-    for global_step in range(3):
-        foggy, clear, transmission = step.frame_batch(global_step)
-        assert transmission.shape == (3, 1, 48, 64) and (transmission > 0).all() and (transmission <= 1).all()
-        airlight = (foggy - clear * transmission) / (1 - transmission)
-        for frame_airlight, haze in zip(airlight, (1 - transmission).expand_as(foggy), strict=True):
-            solved = frame_airlight[haze > 0.3]    # well conditioned: rounding moves it by < 0.007
-            assert solved.numel() > 1000 and float(solved.max() - solved.min()) < 0.015
+    def airlight_colours(tint: float) -> list[float]:
+        """Per frame of 3 steps, how far apart the airlight's channels are."""
+        cfg = build_config(None, ["mode=frames", "data.frame_batch=4", "data.hflip=0.5",
+                                  f"data.frame_airlight_tint={tint}"])
+        step = FramesStep(cfg, None, generated_scenes(2, 2, seed=0, size=(48, 64)), torch.device("cpu"))
+        spreads = []
+        for global_step in range(3):
+            foggy, clear, transmission = step.frame_batch(global_step)
+            assert transmission.shape == (4, 1, 48, 64) and (transmission > 0).all() and (transmission <= 1).all()
+            airlight = (foggy - clear * transmission) / (1 - transmission)
+            for frame_airlight, haze in zip(airlight, (1 - transmission[:, 0] > 0.3), strict=True):
+                solved = frame_airlight[:, haze]   # well conditioned: rounding moves it by < 0.007
+                assert solved.shape[1] > 300 and float((solved.amax(1) - solved.amin(1)).max()) < 0.015
+                spreads.append(float(solved.mean(1).max() - solved.mean(1).min()))
+        return spreads
+
+    grey = airlight_colours(0.0)
+    assert max(grey) < 0.01
+    coloured = airlight_colours(0.08)
+    assert 3 <= sum(spread > 0.02 for spread in coloured) <= 9 and min(coloured) < 0.01 and max(coloured) < 0.17
 
 
 def test_frames_mode_tunes_the_head_on_frames_and_keeps_the_embedding(trained, synth_root, tmp_path):

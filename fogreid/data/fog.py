@@ -91,13 +91,19 @@ def _uniform(generator: torch.Generator, n: int, low: float, high: float, *shape
 
 
 def synthetic_fog(clear: torch.Tensor, generator: torch.Generator, depth: torch.Tensor | None = None,
-                  ranges: FogRanges = FogRanges()) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """FVRID_syn fog with beta and airlight redrawn per image. Returns (foggy, beta, airlight)."""
+                  ranges: FogRanges = FogRanges(), tint: float = 0.0, tinted_share: float = 0.0
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """FVRID_syn fog with beta and airlight redrawn per image. Returns (foggy, beta, airlight):
+    airlight (B,) grey, or with `tint` (B, 3), `tinted_share` of the images (drawn per image) with
+    each channel offset by up to +-tint, as real-like fog's (RealFogRanges.airlight_tint)."""
     b, _, h, w = clear.shape
     if depth is None:
         depth = default_depth(b, h, w, clear.device)
     beta = _uniform(generator, b, *ranges.beta).to(clear.device)
     airlight = _uniform(generator, b, *ranges.airlight).to(clear.device)
+    if tint > 0:    # drawn after the grey fog's numbers, so untinted runs draw as before
+        offset = _uniform(generator, b, -tint, tint, 3) * (torch.rand(b, 1, generator=generator) < tinted_share)
+        airlight = (airlight[:, None] + offset.to(clear.device)).clamp(0.0, 1.0)
     return scatter(clear, depth, beta, airlight).clamp(0, 1), beta, airlight
 
 
