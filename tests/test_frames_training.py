@@ -146,6 +146,22 @@ def test_frames_mode_tunes_the_head_on_frames_and_keeps_the_embedding(trained, s
     assert "frame_decoder" not in str([node.name for node in onnx.load(files["onnx"]).graph.node])
 
 
+def test_a_new_frame_head_reads_layer3_unless_asked_not_to_and_an_old_one_stays(trained, tmp_path):
+    """--mode frames makes its whole-frame head read layer3 (model.frame_context, true unless set
+    false); an init that has a frame head already keeps it as it is."""
+    from fogreid.model.checkpoint import save_checkpoint
+    from fogreid.train.frames import load_init
+
+    init, _ = trained
+    cpu = torch.device("cpu")
+    assert load_init(init, cpu).frame_decoder.context is not None
+    old_head = load_init(init, cpu, frame_context=False)
+    assert old_head.frame_decoder.context is None and not old_head.config.frame_context
+    save_checkpoint(tmp_path / "old_head.pt", old_head)
+    kept = load_init(tmp_path / "old_head.pt", cpu)
+    assert kept.frame_decoder.context is None and not kept.config.frame_context
+
+
 def test_frames_mode_refuses_what_it_cannot_tune(fogreid_cmd, synth_root, tmp_path):
     base = fogreid_cmd + ["train", "--data", str(synth_root), "--out", str(tmp_path / "run"), "--quiet"]
     no_init = subprocess.run(base + ["--mode", "frames"], capture_output=True, text=True)
@@ -160,6 +176,13 @@ def test_frames_mode_refuses_what_it_cannot_tune(fogreid_cmd, synth_root, tmp_pa
                                 capture_output=True, text=True)
     assert other_size.returncode == 2
     assert "model.imgsz=[128, 128]: --mode frames trains the network" in other_size.stderr
+    from fogreid.model.checkpoint import save_checkpoint
+    from fogreid.train.frames import load_init
+
+    save_checkpoint(tmp_path / "old_head.pt", load_init(trained_64, torch.device("cpu"), frame_context=False))
+    conflict = subprocess.run(base + ["--mode", "frames", "--init", str(tmp_path / "old_head.pt"),
+                                      "--set", "model.frame_context=true"], capture_output=True, text=True)
+    assert conflict.returncode == 2 and "model.frame_context=True: --mode frames trains the network" in conflict.stderr
     assert not (tmp_path / "run" / "last.pt").exists()
 
 

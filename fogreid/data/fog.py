@@ -2,7 +2,8 @@
 
 `synthetic_fog` is the atmospheric scattering model FVRID_syn was made with:
     I = J * t + A * (1 - t),   t = exp(-beta * d),
-with d a depth map in [0, 1], beta ~ U(1, 5) and a grey airlight A ~ U(0.4, 1.0) per image.
+with d a depth map in [0, 1], beta ~ U(1, 5) and a grey airlight A ~ U(0.4, 1.0) per image
+(with `tint`, some images' airlight coloured instead: what `--mode frames` trains on).
 
 `real_like_fog` is a different domain, as real fog is: density that varies across the
 image, a coloured and uneven airlight, lower contrast, optical blur, sensor noise (and

@@ -89,7 +89,7 @@ ARCHS: dict[str, tuple[type[nn.Module], tuple[int, int, int, int]]] = {
 class ResNetIBN(nn.Module):
     """The encoder. `forward` returns the four feature maps SJDL reads: the stem before its
     max-pool (64 ch, stride 2), the stem (stride 4), layer1 (stride 4) and layer4 (stride
-    16 or 32). `forward_early` stops after layer1: all a defog-only graph runs."""
+    16 or 32). `forward_early` stops after layer1: all the crops' defog head reads."""
 
     def __init__(self, arch: str = "resnet50", ibn: bool = True, last_stride: int = 1) -> None:
         super().__init__()

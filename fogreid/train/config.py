@@ -37,8 +37,9 @@ class DataConfig:
     frames_per_camera: int = ranged(6, 1, 10_000, integer=True)  # ... giving this many frames, 1 s apart
     frame_size: tuple[int, int] = ranged((480, 640), 32, 8192, integer=True)  # generated: height, width
     frame_batch: int = ranged(2, 1, 1024, integer=True)          # whole frames per step, beside the crop batch
-    # Half the frames get a coloured airlight, each channel offset by up to this much (real-like fog's
-    # RealFogRanges.airlight_tint); 0: every frame's airlight grey, as FVRID_syn's (fogreid/train/frames.py)
+    # Each frame, with probability 1/2, gets a coloured airlight, each channel offset by up to this
+    # much (real-like fog's RealFogRanges.airlight_tint); 0: every frame's airlight grey, as FVRID_syn's
+    # (fogreid/train/frames.py)
     frame_airlight_tint: float = ranged(0.08, 0, 0.5)
 
 
@@ -142,6 +143,8 @@ class TrainConfig:
             overrides["defog"] = False
         if self.mode == "rvsl":
             overrides.update(arch="rvsl", deform_branch=False)
+        if self.mode == "frames":   # it adds a whole-frame head to the init's network
+            overrides["frame_head"] = True
         try:
             cfg = preset(self.preset, **overrides)
         except TypeError as exc:

@@ -20,8 +20,8 @@ defog). This mode trains what it lacks, from a trained checkpoint (`--init`):
 * each step puts the crop batch of any run through the whole-frame head, with SJDL's
   restoration terms on both defog outputs (vehicles at the crops' scale), and `data.frame_batch`
   whole clear frames (fogreid/data/scenes.py, `data.frames`) fogged with FVRID_syn's model
-  (beta ~ U(1, 5), airlight ~ U(0.4, 1), per frame, drawn from (seed, step); on half the frames
-  coloured, each channel offset by up to `data.frame_airlight_tint`), rounded to uint8 as a
+  (beta ~ U(1, 5), airlight ~ U(0.4, 1), per frame, drawn from (seed, step); each frame with
+  probability 1/2 coloured, each channel offset by up to `data.frame_airlight_tint`), rounded to uint8 as a
   camera's frame is, and defogged by the whole-frame graph's own computation
   (`defog_frame_images`, at the export's default K), with the same terms at full size times
   `loss.frame_weight`. Tuning the crops' own head instead (measured on the demo model, 600
@@ -72,7 +72,7 @@ HELD_OUT_BETAS = (1.5, 3.0, 4.5)     # one per held-out camera
 HELD_OUT_AIRLIGHT = 0.8
 NO_INIT = "--mode frames trains a whole-frame head for a trained model: give --init RUN/best.pt"
 FRAME_DRAWS = 7919                   # in the key of each step's frame draws, apart from the loop's flips
-# The share of frames fogged with a coloured airlight (data.frame_airlight_tint): real cameras' fog is
+# The chance that a frame is fogged with a coloured airlight (data.frame_airlight_tint): real cameras' fog is
 # not always grey, and a head trained on grey airlight alone scored 0.4-0.9 dB lower on real-like
 # frames; with every frame coloured, 0.3-0.4 dB lower on grey-fogged ones (docs/benchmarks.md,
 # Whole-frame defog). Half keeps most of the first gain at half the second cost.
@@ -145,9 +145,10 @@ class FramesStep(Step):
         return terms
 
 
-def load_init(init: str | Path | None, device: torch.device) -> SJDLNet:
+def load_init(init: str | Path | None, device: torch.device, frame_context: bool = True) -> SJDLNet:
     """The trained network this mode starts from, with a whole-frame head (a copy of its defog
-    head, unless it has one already) and only that head trainable."""
+    head, reading layer3 with `frame_context`, unless it has one already, which stays as it was)
+    and only that head trainable."""
     from fogreid.model.build import build_model
     from fogreid.model.checkpoint import read_checkpoint
 
@@ -162,7 +163,7 @@ def load_init(init: str | Path | None, device: torch.device) -> SJDLNet:
         weights = read_checkpoint(init, device)["model"]
         copies = {f"frame_{name}": value for name, value in weights.items()
                   if name.startswith(("decoder.", "enhance."))}
-        net = build_model(dataclasses.replace(net.config, frame_head=True, frame_context=True)).to(device)
+        net = build_model(dataclasses.replace(net.config, frame_head=True, frame_context=frame_context)).to(device)
         # The context conv is new (it starts at zero); everything else is the init's.
         net.load_state_dict({**net.state_dict(), **weights, **copies})
     for name, parameter in net.named_parameters():
@@ -211,8 +212,8 @@ def train_frames(cfg: TrainConfig, out: str | Path, init: str | Path | None, res
     if procs.world > 1:
         torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
     seed_everything(cfg.seed, device)
-    net = load_init(init, device)
-    for key in ("imgsz", "backbone"):   # the network is the init's: a different one asked for is refused
+    net = load_init(init, device, frame_context=bool(cfg.model.get("frame_context", True)))
+    for key in ("imgsz", "backbone", "frame_context"):   # the network is the init's: a different one is refused
         asked = cfg.model.get(key)
         if asked is not None and (tuple(asked) if key == "imgsz" else asked) != getattr(net.config, key):
             raise FogreidError(f"model.{key}={asked}: --mode frames trains the network of --init {init} "
