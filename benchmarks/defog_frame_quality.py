@@ -1,5 +1,6 @@
 """How good is whole-frame defog? PSNR / SSIM of the defog-frame graph's model (`DefogFrame`,
-fogreid/export/frame_graph.py) against the clear render of generated 640x480 camera frames,
+fogreid/export/frame_graph.py) against the clear render of generated 640x480 camera frames, and
+the colour cast it gives what is grey there (`colour_cast`),
 synthetic and real-like fog (scattering beta 1, 2.5 and 4, one camera each), beside the foggy
 frame itself and the dark channel prior (fogreid/data/dehaze.py), at several `downscale`s (the
 network at 1/K of the frame, its maps upsampled by the guided filter; K=1 is the whole frame).
@@ -35,6 +36,7 @@ def frame_pairs(out: Path, real_like: bool) -> list[tuple[Path, Path]]:
 
 # Depths of the generated street (fogreid/data/synth.py: sky 1.0, buildings 0.85, road 0.9 -> 0.1).
 DEPTHS = {"sky": 1.0, "buildings": 0.85, "middle road": 0.5, "near road": 0.1}
+GREY = 5 / 255    # a clear pixel this close to grey in every channel is grey (`colour_cast`)
 
 
 def what_fog_leaves(real_like: bool) -> None:
@@ -63,6 +65,16 @@ def what_fog_leaves(real_like: bool) -> None:
               f"sensor noise {noise}")
 
 
+def colour_cast(images, clear) -> float:
+    """The colour given to what is grey in the clear render (roads, buildings, tyres): the mean
+    distance of its pixels from grey (each channel from the mean of the three), in grey levels."""
+    def colour(x):
+        return x - x.mean(dim=1, keepdim=True)
+
+    grey = (colour(clear).abs().amax(dim=1, keepdim=True) < GREY).float()
+    return float((colour(images).abs().mean(dim=1, keepdim=True) * grey).sum() / grey.sum()) * 255
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True, nargs="+", help="checkpoints with the scatter defog head")
@@ -87,7 +99,8 @@ def main() -> None:
 
     def score(frames: list[np.ndarray], clear: torch.Tensor) -> str:
         images = torch.cat([frames_to_images(torch.from_numpy(f)[None]) for f in frames])
-        return f"{float(psnr(images, clear).mean()):6.2f} dB  {float(ssim(images, clear).mean()):.3f}"
+        return (f"{float(psnr(images, clear).mean()):6.2f} dB  {float(ssim(images, clear).mean()):.3f}  "
+                f"cast {colour_cast(images, clear):4.1f}")
 
     for domain in ("syn", "real"):
         pairs = frame_pairs(out, domain == "real")
@@ -96,7 +109,8 @@ def main() -> None:
         clear = torch.cat([frames_to_images(torch.from_numpy(c)[None]) for c in clear_frames])
         shown = [len(pairs) * k // 3 + 1 for k in range(3)]     # one frame of each camera
         print(f"\n{'synthetic' if domain == 'syn' else 'real-like'} fog, {len(pairs)} frames 640x480 "
-              f"(beta 1 / 2.5 / 4), mean PSNR and SSIM against the clear render")
+              f"(beta 1 / 2.5 / 4), mean PSNR and SSIM against the clear render, and the colour cast "
+              f"on what is grey there (grey levels)")
         what_fog_leaves(domain == "real")
         print(f"  foggy input                  {score(foggy, clear)}")
         print(f"  dark channel prior           {score([dehaze_dcp(f) for f in foggy], clear)}")

@@ -151,6 +151,35 @@ def test_dense_fog_inversion_keeps_edges_and_drops_the_noise():
                                ScatterDecoder.compose(clean, light, airlight))
 
 
+def test_whole_frames_bound_the_cast_of_an_airlight_with_the_wrong_colour():
+    """A grey building at t = 0.12 under a grey airlight of 0.8, inverted with an airlight 0.01 too
+    green: the plain inversion multiplies the error by 1 / t - 1 = 7.3 into a magenta cast of 12
+    grey levels; the whole-frame graph's chroma bound divides the colour by at most 1 / 0.35,
+    which leaves a quarter of it (3 levels). The grey level is the plain inversion's; where t >= the bound, so
+    is everything, and the colour of a near vehicle is restored whole."""
+    from fogreid.export.frame_graph import FRAME_CHROMA_T_MIN
+    from fogreid.model.sjdl import invert
+
+    building, t = 0.4, torch.full((1, 1, 8, 8), 0.12)
+    foggy = torch.full((1, 3, 8, 8), t[0, 0, 0, 0] * building + (1 - t[0, 0, 0, 0]) * 0.8)
+    wrong = torch.tensor([0.8, 0.81, 0.8]).view(1, 3, 1, 1)
+
+    def cast(j: torch.Tensor) -> float:
+        return float((j - j.mean(dim=1, keepdim=True)).abs().amax()) * 255
+
+    plain = ScatterDecoder.compose(foggy, t, wrong)
+    bounded = ScatterDecoder.compose(foggy, t, wrong, chroma_t_min=FRAME_CHROMA_T_MIN)
+    assert cast(plain) > 12 and cast(bounded) < 0.27 * cast(plain)
+    torch.testing.assert_close(bounded.mean(dim=1), plain.mean(dim=1))
+    near = torch.full_like(t, 0.6)
+    torch.testing.assert_close(ScatterDecoder.compose(foggy, near, wrong, chroma_t_min=FRAME_CHROMA_T_MIN),
+                               ScatterDecoder.compose(foggy, near, wrong))
+    red = torch.tensor([0.9, 0.2, 0.2]).view(1, 3, 1, 1)
+    vehicle = 0.6 * (red - 0.8)    # I - A of a red vehicle at t = 0.6
+    torch.testing.assert_close(invert(vehicle, near[..., :1, :1], FRAME_CHROMA_T_MIN), red - 0.8)
+    assert torch.equal(invert(foggy - wrong, t), (foggy - wrong) / t)
+
+
 def test_defog_runs_on_any_frame_size():
     from fogreid.export.frame_graph import DefogFrame
 

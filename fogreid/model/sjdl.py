@@ -250,6 +250,18 @@ def beyond_rounding(band: torch.Tensor) -> torch.Tensor:
     return band - band.clamp(-UINT8_STEP / 2, UINT8_STEP / 2)
 
 
+def invert(x: torch.Tensor, t: torch.Tensor, chroma_t_min: float = 0.0) -> torch.Tensor:
+    """x / t, with x's colour (x less the mean of its channels) divided by max(t, chroma_t_min)
+    instead: an error in the airlight's colour comes out of the inversion multiplied by 1 / t - 1,
+    as a colour cast over whatever is far (grey buildings turned purple under a green sky's
+    airlight, docs/benchmarks.md, Whole-frame defog); this bounds the multiplier at
+    1 / chroma_t_min - 1. 0: the plain inversion."""
+    if chroma_t_min <= 0:
+        return x / t
+    grey = x.mean(dim=1, keepdim=True)
+    return grey / t + (x - grey) / t.clamp_min(chroma_t_min)
+
+
 class ScatterDecoder(nn.Module):
     """Transmission t and airlight A, then J = (I - A) / t + A at full resolution; with
     `detail_gain`, also a gain s on the fine detail, which is amplified at most 2x, and the
@@ -336,15 +348,17 @@ class ScatterDecoder(nn.Module):
 
     @classmethod
     def compose(cls, image: torch.Tensor, t: torch.Tensor, airlight: torch.Tensor, gain: torch.Tensor | None = None,
-                noise_stride: int = 2, deband: bool = False) -> torch.Tensor:
+                noise_stride: int = 2, deband: bool = False, chroma_t_min: float = 0.0) -> torch.Tensor:
         """The scattering model inverted: J = (I - A) / t + A. With a detail `gain` s, the image is
         split into a coarse base C, a middle band M and the fine detail D (I = C + M + D), M and D
         are shrunk towards zero by the image's noise (`shrink`), and
         J = (C - A + M) / t + s D / max(t, DETAIL_T_MIN) + A. The noise is measured on every
         `noise_stride`-th pixel of each row and column (`detail_noise_std`). `deband` (whole
-        frames): C on the FRAME_MID_POOL grid, and M taken `beyond_rounding` first."""
+        frames): C on the FRAME_MID_POOL grid, and M taken `beyond_rounding` first.
+        `chroma_t_min` (whole frames): what is inverted, split into its grey level (the mean of
+        its channels) and its colour (the rest), has its colour divided by max(t, chroma_t_min)."""
         if gain is None:
-            return ((image - airlight) / t + airlight).clamp(0.0, 1.0)
+            return (invert(image - airlight, t, chroma_t_min) + airlight).clamp(0.0, 1.0)
         base, detail = fine_detail_split(image)
         pool, noise_share = (cls.FRAME_MID_POOL, cls.FRAME_MID_NOISE) if deband else (cls.MID_POOL, cls.MID_NOISE)
         coarse = cls.coarse_base(base, pool)
@@ -352,8 +366,8 @@ class ScatterDecoder(nn.Module):
         noise = cls.NOISE_K * detail_noise_std(detail, noise_stride)
         middle = shrink(middle, noise * noise_share)
         detail = shrink(detail, noise)
-        return ((coarse - airlight + middle) / t + gain * detail / t.clamp_min(cls.DETAIL_T_MIN) + airlight
-                ).clamp(0.0, 1.0)
+        return (invert(coarse - airlight + middle, t, chroma_t_min) + gain * detail / t.clamp_min(cls.DETAIL_T_MIN)
+                + airlight).clamp(0.0, 1.0)
 
     def forward(self, image: torch.Tensor, fine: torch.Tensor, stem: torch.Tensor, l1: torch.Tensor,
                 context: torch.Tensor | None = None) -> torch.Tensor:
