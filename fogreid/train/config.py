@@ -33,8 +33,11 @@ class DataConfig:
     # frames mode (fogreid/train/frames.py): "generated" (frames of generated cities) or a folder
     # of clear camera frames of one size (with optional NAME_depth.png maps: fogreid/data/scenes.py)
     frames: str = "generated"
-    frame_cameras: int = ranged(48, 1, 100_000, integer=True)     # generated: cameras, each ...
-    frames_per_camera: int = ranged(6, 1, 10_000, integer=True)  # ... giving this many frames, 1 s apart
+    # generated: cameras, each giving frames_per_camera frames, 1 s apart. One frame from each of 288
+    # cameras scored 0.2 dB (synthetic) and 0.4-0.5 dB (real-like) above six from each of 48, the
+    # same frames in memory; 576 x 1 no better than 288 (docs/benchmarks.md, Whole-frame defog).
+    frame_cameras: int = ranged(288, 1, 100_000, integer=True)
+    frames_per_camera: int = ranged(1, 1, 10_000, integer=True)
     frame_size: tuple[int, int] = ranged((480, 640), 32, 8192, integer=True)  # generated: height, width
     frame_batch: int = ranged(2, 1, 1024, integer=True)          # whole frames per step, beside the crop batch
     # Each frame, with probability 1/2, gets a coloured airlight, each channel offset by up to this
