@@ -132,6 +132,14 @@ def validate_artifacts(ckpt: Path, artifacts: dict[str, Path], data: Path, out: 
     return {"verdicts": verdicts}
 
 
+def frame_graph_rules() -> dict:
+    """The whole-frame graph's constants, which no checkpoint carries: in the keys of the steps that
+    train through the graph or export it, so that a change of them redoes those steps."""
+    from fogreid.export.frame_graph import FRAME_CHROMA_T_MIN, FRAME_T_MIN
+
+    return {"t_min": FRAME_T_MIN, "chroma_t_min": FRAME_CHROMA_T_MIN}
+
+
 def train_frame_head(cfg: DemoSettings, data: Path, init: Path, folder: Path) -> dict:
     """The demo model with its whole-frame head (`fogreid train --mode frames`) in `folder`."""
     from fogreid.fileio import sha256_file
@@ -193,7 +201,11 @@ def run_demo(out: str | Path, quick: bool = False, checkpoint: str | None = None
                                       "seed": cfg.seed, "defog_head": "detail", "prior": "box-mean"}, do_train,
                             [out / "train" / "best.pt"])
     if not checkpoint:   # the whole-frame head; a user's checkpoint is used as it is
-        tuned = steps.run("frames", {"model": trained["key"], "settings": frames_settings(cfg, Path("DATA"))},
+        from fogreid.train.config import build_config, config_dict
+
+        # The whole resolved config (a changed default retrains) and the frame graph's rules it trains through.
+        tuned = steps.run("frames", {"model": trained["key"], "graph": frame_graph_rules(),
+                                     "config": config_dict(build_config(None, frames_settings(cfg, Path("DATA"))))},
                           lambda: train_frame_head(cfg, data, Path(trained["checkpoint"]), out / "frames"),
                           [out / "frames" / "best.pt"])
         trained = tuned | {"train_test": trained.get("test")}
@@ -210,7 +222,8 @@ def run_demo(out: str | Path, quick: bool = False, checkpoint: str | None = None
         result = export(ckpt, parse_formats(formats), out / "export",
                         ExportOptions(calib_images=calib, calib_num=cfg.calib_num, data_root=str(data)))
         return {"files": {k: str(v) for k, v in result.files.items()}, "not_built": result.not_built}
-    exported = steps.run("export", {"model": trained["key"], "formats": formats, "calib": cfg.calib_num}, do_export,
+    exported = steps.run("export", {"model": trained["key"], "formats": formats, "calib": cfg.calib_num,
+                                    "frame_graph": frame_graph_rules()}, do_export,
                          [out / "export" / "model.onnx"])
     artifacts = {name: Path(path) for name, path in exported["files"].items()
                  if name in ("onnx", "onnx-int8", "engine-fp16", "engine-int8")}

@@ -153,10 +153,11 @@ def test_dense_fog_inversion_keeps_edges_and_drops_the_noise():
 
 def test_whole_frames_bound_the_cast_of_an_airlight_with_the_wrong_colour():
     """A grey building at t = 0.12 under a grey airlight of 0.8, inverted with an airlight 0.01 too
-    green: the plain inversion multiplies the error by 1 / t - 1 = 7.3 into a magenta cast of 12
-    grey levels; the whole-frame graph's chroma bound divides the colour by at most 1 / 0.35,
-    which leaves a quarter of it (3 levels). The grey level is the plain inversion's; where t >= the bound, so
-    is everything, and the colour of a near vehicle is restored whole."""
+    green: the plain inversion multiplies the error by 1 / t - 1 = 7.3 into a magenta cast (the
+    largest channel 12 grey levels from the mean of the three); the whole-frame graph's chroma
+    bound multiplies the colour by at most 1 / 0.35, which leaves a quarter of it (3 levels). The
+    grey level is the plain inversion's; where t >= the bound, so is everything, and the colour of
+    a near vehicle is restored whole."""
     from fogreid.export.frame_graph import FRAME_CHROMA_T_MIN
     from fogreid.model.sjdl import invert
 

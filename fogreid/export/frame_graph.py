@@ -22,7 +22,7 @@ frame's own edges instead of the small grid's, so vehicles keep sharp outlines w
 It is then held at FRAME_T_MIN = 0.1 or above, He et al.'s lower bound: a frame's sky and far
 road reach transmissions a vehicle crop does not. The colour of I - A (less its grey level) is
 divided by max(t, FRAME_CHROMA_T_MIN) instead of t (`sjdl.invert`), so an airlight a little off
-in colour does not turn whatever is far into the opposite colour.
+in colour turns whatever is far much less into the opposite colour.
 The network's cost falls by downscale^2. Shrinking also shows the head vehicles near the scale
 of the crops it was trained on: its 15-pixel dark-channel patch and its receptive field were
 learnt on `imgsz` crops, and on a full 640x480 frame a 64 px model darkens the sky and bands
@@ -61,7 +61,7 @@ GUIDE_EPS = 1e-3      # its regulariser, as fogreid/data/dehaze.py: where the gu
 # 15.95 / 0.812 to 16.25 / 0.819 (K=4), with less banding in the densest fog; 0.15 scored higher
 # still but left the densest camera visibly foggy.
 FRAME_T_MIN = 0.1
-# The colour of what is inverted is divided by at most 1 / FRAME_CHROMA_T_MIN (`sjdl.invert`), its
+# The colour of what is inverted is multiplied by at most 1 / FRAME_CHROMA_T_MIN (`sjdl.invert`), its
 # grey level by 1 / t as before. The airlight is estimated from the haziest pixels, the sky seen
 # through fog, and keeps some of the sky's colour; dividing by a far building's t ~0.1 turns that
 # into a cast of the opposite colour (docs/benchmarks.md, Whole-frame defog).
