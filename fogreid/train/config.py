@@ -78,7 +78,7 @@ class LossConfig:
     ssim_weight: float = ranged(10.0, 0)     # (1 - SSIM) of both defog outputs against the clear image
     real_weight: float = ranged(1.0, 0)      # the real batch's id losses
     # frames mode: the whole frames' restoration terms (restoration_weight, ssim_weight) times this,
-    # beside the crop batch's at 1. 10 scored 0.7-1.2 dB (synthetic) and 0.2-0.6 dB (real-like) above 1
+    # beside the crop batch's at 1. 10 scored 1.0-1.1 dB (synthetic) and 0.2-0.6 dB (real-like) above 1
     # on the benchmark's whole frames, both seeds; 3 between (docs/benchmarks.md, Whole-frame defog)
     frame_weight: float = ranged(10.0, 0)
     # frames mode: L1 of the whole frames' transmission (as the graph applies it) against the
