@@ -91,7 +91,7 @@ def test_frames_mode_tunes_the_head_on_frames_and_keeps_the_embedding(trained, s
     from fogreid.train.frames import train_frames
 
     init, _ = trained
-    cfg = build_config(None, ["mode=frames", f"data.root={synth_root}", "optim.epochs=6", "optim.lr=1e-3",
+    cfg = build_config(None, ["mode=frames", f"data.root={synth_root}", "optim.epochs=6", "optim.lr=3e-4",
                               "data.ids_per_batch=4", "data.instances_per_id=4", "data.num_workers=0",
                               "data.frame_cameras=4", "data.frames_per_camera=3", "data.frame_batch=2",
                               "data.frame_size=[192, 256]"])
@@ -118,7 +118,8 @@ def test_frames_mode_tunes_the_head_on_frames_and_keeps_the_embedding(trained, s
     assert frames == summary["frames"] and frames["downscale"] == 4
     assert all(np.isfinite(v) for part in ("init", "tuned") for v in frames[part].values())
     # On cameras it never saw, the whole-frame head's frames are closer to the clear render (this tiny
-    # model gains about 0.013 SSIM and 0.0-0.5 dB; the demo's: docs/benchmarks.md, Whole-frame defog).
+    # model gains about 0.01 SSIM and 0.1 dB at lr 3e-4; at 1e-3 with the frames weighted 10 it lost 0.1
+    # dB for its SSIM; the demo's: docs/benchmarks.md, Whole-frame defog).
     assert frames["tuned"]["ssim"] > frames["init"]["ssim"] + 0.005, frames
     assert frames["tuned"]["psnr"] > frames["init"]["psnr"] - 0.1, frames
 
