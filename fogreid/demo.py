@@ -132,14 +132,6 @@ def validate_artifacts(ckpt: Path, artifacts: dict[str, Path], data: Path, out: 
     return {"verdicts": verdicts}
 
 
-def frame_graph_rules() -> dict:
-    """The whole-frame graph's constants, which no checkpoint carries: in the keys of the steps that
-    train through the graph or export it, so that a change of them redoes those steps."""
-    from fogreid.export.frame_graph import FRAME_CHROMA_T_MIN, FRAME_T_MIN
-
-    return {"t_min": FRAME_T_MIN, "chroma_t_min": FRAME_CHROMA_T_MIN}
-
-
 def train_frame_head(cfg: DemoSettings, data: Path, init: Path, folder: Path) -> dict:
     """The demo model with its whole-frame head (`fogreid train --mode frames`) in `folder`."""
     from fogreid.fileio import sha256_file
@@ -200,6 +192,8 @@ def run_demo(out: str | Path, quick: bool = False, checkpoint: str | None = None
         trained = steps.run("train", {"data": data_step["key"], "imgsz": cfg.imgsz, "epochs": cfg.epochs,
                                       "seed": cfg.seed, "defog_head": "detail", "prior": "box-mean"}, do_train,
                             [out / "train" / "best.pt"])
+    from fogreid.export.frame_graph import frame_graph_rules
+
     if not checkpoint:   # the whole-frame head; a user's checkpoint is used as it is
         from fogreid.train.config import build_config, config_dict
 

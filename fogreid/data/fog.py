@@ -92,7 +92,7 @@ def _uniform(generator: torch.Generator, n: int, low: float, high: float, *shape
 
 
 def synthetic_fog(clear: torch.Tensor, generator: torch.Generator, depth: torch.Tensor | None = None,
-                  ranges: FogRanges = FogRanges(), tint: float = 0.0, tinted_share: float = 0.0
+                  ranges: FogRanges = FogRanges(), tint: float = 0.0, tinted_share: float = 1.0
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """FVRID_syn fog with beta and airlight redrawn per image. Returns (foggy, beta, airlight):
     airlight (B,) grey, or with `tint` (B, 3), `tinted_share` of the images (drawn per image) with

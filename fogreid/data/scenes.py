@@ -6,8 +6,9 @@ buildings at the scale the whole-frame graph shows them to it, which vehicle cro
 Two sources (`data.frames`):
 
 * `generated` (the default): frames of generated cities (fogreid/data/synth_video.py), one
-  (`data.frames_per_camera`) from each of many cameras, made in memory at the start of the run. Their cities are drawn
-  from seeds of their own (SCENE_SEED), which no benchmark, demo or test city uses.
+  (`data.frames_per_camera`) from each of many cameras, made in memory at the start of the run.
+  Their cities are drawn from seeds of their own (SCENE_SEED), which no benchmark, demo or test
+  city uses.
 * a folder of your own clear frames: PNG or JPEG, all of one size, each with an optional depth
   map `NAME_depth.png` beside it (8- or 16-bit grey: 0 near, the format's maximum far). Without
   one, the geometric street-camera depth (`fog.default_depth`: the bottom of the frame near,

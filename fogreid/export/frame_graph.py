@@ -68,6 +68,12 @@ FRAME_T_MIN = 0.1
 FRAME_CHROMA_T_MIN = 0.35
 
 
+def frame_graph_rules() -> dict:
+    """This graph's constants, which no checkpoint carries: what `fogreid demo` keys the steps that
+    train through the graph or export it on, so that a change of them redoes those steps."""
+    return {"t_min": FRAME_T_MIN, "chroma_t_min": FRAME_CHROMA_T_MIN}
+
+
 def default_downscale(imgsz: tuple[int, int]) -> int:
     return max(1, round(240 / imgsz[0]))
 
