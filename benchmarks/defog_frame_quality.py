@@ -1,9 +1,10 @@
 """How good is whole-frame defog? PSNR / SSIM of the defog-frame graph's model (`DefogFrame`,
 fogreid/export/frame_graph.py) against the clear render of generated 640x480 camera frames, and
-the colour cast it gives what is grey there (`colour_cast`),
-synthetic and real-like fog (scattering beta 1, 2.5 and 4, one camera each), beside the foggy
-frame itself and the dark channel prior (fogreid/data/dehaze.py), at several `downscale`s (the
-network at 1/K of the frame, its maps upsampled by the guided filter; K=1 is the whole frame).
+the colour cast it gives what is grey there (`colour_cast`) and the noise it leaves where the
+scene is flat (`noise_levels`), synthetic and real-like fog (scattering beta 1, 2.5 and 4, one
+camera each), beside the foggy frame itself and the dark channel prior (fogreid/data/dehaze.py),
+at several `downscale`s (the network at 1/K of the frame, its maps upsampled by the guided filter;
+K=1 is the whole frame).
 Writes a picture per domain (rows of three cameras: foggy, the first checkpoint at K=1 where K=1
 is measured, each checkpoint at its default K, clear).
 
@@ -75,6 +76,26 @@ def colour_cast(images, clear) -> float:
     return float((colour(images).abs().mean(dim=1, keepdim=True) * grey).sum() / grey.sum()) * 255
 
 
+def noise_levels(frames: list, clear_frames: list) -> tuple[float, float]:
+    """(fine, blotch): what varies where the clear render is flat, in grey levels (std over those
+    pixels and channels). Fine: each pixel less its 5x5 mean (sensor noise, grain); blotch: the 5x5
+    mean less the 21x21 mean (noise or transmission errors a few pixels wide, what the eye sees as
+    mottling). The generated scenes are flat-coloured shapes, so in the clear render both are 0
+    away from edges; the foggy input's own figures are its camera's noise."""
+    import cv2
+    import numpy as np
+
+    fine, blotch = [], []
+    for frame, clear in zip(frames, clear_frames, strict=True):
+        x = frame.astype(np.float32)
+        mean5 = cv2.blur(x, (5, 5))
+        edges = np.abs(clear.astype(np.float32) - cv2.blur(clear.astype(np.float32), (5, 5))).max(axis=2)
+        for values, window, out in ((x - mean5, 7, fine), (mean5 - cv2.blur(x, (21, 21)), 23, blotch)):
+            flat = cv2.dilate(edges, np.ones((window, window), np.uint8)) < 0.5
+            out.append(values[flat])
+    return float(np.concatenate(fine).std()), float(np.concatenate(blotch).std())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True, nargs="+", help="checkpoints with the scatter defog head")
@@ -97,10 +118,11 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     nets = {path: load_network(path) for path in args.checkpoint}
 
-    def score(frames: list[np.ndarray], clear: torch.Tensor) -> str:
+    def score(frames: list[np.ndarray], clear: torch.Tensor, clear_frames: list[np.ndarray]) -> str:
         images = torch.cat([frames_to_images(torch.from_numpy(f)[None]) for f in frames])
+        fine, blotch = noise_levels(frames, clear_frames)
         return (f"{float(psnr(images, clear).mean()):6.2f} dB  {float(ssim(images, clear).mean()):.3f}  "
-                f"cast {colour_cast(images, clear):4.1f}")
+                f"cast {colour_cast(images, clear):4.1f}  noise {fine:4.2f} / {blotch:4.2f}")
 
     for domain in ("syn", "real"):
         pairs = frame_pairs(out, domain == "real")
@@ -109,11 +131,11 @@ def main() -> None:
         clear = torch.cat([frames_to_images(torch.from_numpy(c)[None]) for c in clear_frames])
         shown = [len(pairs) * k // 3 + 1 for k in range(3)]     # one frame of each camera
         print(f"\n{'synthetic' if domain == 'syn' else 'real-like'} fog, {len(pairs)} frames 640x480 "
-              f"(beta 1 / 2.5 / 4), mean PSNR and SSIM against the clear render, and the colour cast "
-              f"on what is grey there (grey levels)")
+              f"(beta 1 / 2.5 / 4), mean PSNR and SSIM against the clear render, the colour cast "
+              f"on what is grey there and the noise (fine / blotch) where it is flat (grey levels)")
         what_fog_leaves(domain == "real")
-        print(f"  foggy input                  {score(foggy, clear)}")
-        print(f"  dark channel prior           {score([dehaze_dcp(f) for f in foggy], clear)}")
+        print(f"  foggy input                  {score(foggy, clear, clear_frames)}")
+        print(f"  dark channel prior           {score([dehaze_dcp(f) for f in foggy], clear, clear_frames)}")
         rows = [np.hstack([foggy[i] for i in shown])]
         for path, net in nets.items():
             default = default_downscale(net.config.imgsz)
@@ -122,7 +144,8 @@ def main() -> None:
                 with torch.inference_mode():
                     frames = [model(torch.from_numpy(f)[None])[0].numpy() for f in foggy]
                 mark = " (default)" if k == default else ""
-                print(f"  {'/'.join(Path(path).parts[-3:]):<28} K={k}{mark:<10} {score(frames, clear)}")
+                name = "/".join(Path(path).parts[-3:])
+                print(f"  {name:<28} K={k}{mark:<10} {score(frames, clear, clear_frames)}")
                 if k == default or (path == args.checkpoint[0] and k == 1):
                     rows.append(np.hstack([frames[i] for i in shown]))
         rows.append(np.hstack([clear_frames[i] for i in shown]))
