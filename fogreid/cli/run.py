@@ -47,8 +47,10 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
                    help="detector output layout (auto: from the names metadata and the shape)")
     track = p.add_mutually_exclusive_group()
     track.add_argument("--track", dest="track", action="store_true", default=None,
-                       help="track vehicles (ByteTrack) and identify per track (default with --detector)")
-    track.add_argument("--no-track", dest="track", action="store_false", help="identify every crop on its own")
+                       help="track vehicles (ByteTrack) and identify per track "
+                       "(default with --detector or --detections)")
+    track.add_argument("--no-track", dest="track", action="store_false", default=None,
+                       help="identify every crop on its own")
     p.add_argument("--lost-seconds", type=seconds, default=1.0, help="a track unseen this long ends")
     p.add_argument("--fps", type=fps, default=25.0, help="frame rate of the sources, for the tracker")
     p.add_argument("--no-global-ids", action="store_true", help="no association of tracks across cameras")
