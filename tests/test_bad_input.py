@@ -561,6 +561,17 @@ def _own_copies(f: Files, tmp: Path) -> Files:
     return dataclasses.replace(f, **copies)
 
 
+
+def test_rvsl_under_torchrun_is_refused_before_anything_is_written(files, tmp_path, capsys, monkeypatch):
+    """RVSL has no DDP: under torchrun every process would train it whole into the same --out."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    out = tmp_path / "run"
+    code = main(["train", "--data", str(files.data), "--out", str(out), "--mode", "rvsl", "--init", str(files.ckpt)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "--mode rvsl" in err[0] and "without torchrun" in err[0]
+    assert not out.exists()
+
 def test_every_output_option_is_in_the_table():
     import argparse
 

@@ -156,6 +156,30 @@ def test_every_onnxruntime_session_refuses_a_device_it_does_not_have(exported):
     assert FrameDefogger(result.files["onnx-defog-frame"], "cpu").session.get_providers() == ["CPUExecutionProvider"]
 
 
+
+def test_a_listed_gpu_provider_that_cannot_run_is_the_machines_problem(exported, monkeypatch, tmp_path):
+    """onnxruntime-gpu lists CUDA on machines without a GPU, and a session asked for it then runs
+    on the CPU (ONNX Runtime warns and drops the provider): fogreid refuses that with exit 1, an
+    environment problem; a file that not even the CPU opens stays the user's mistake (exit 2).
+    Only the provider list is made to say CUDA; the session is ONNX Runtime's own."""
+    import onnxruntime as ort
+
+    from fogreid.errors import EnvironmentProblem, FogreidError
+    from fogreid.sessions import onnxruntime_session
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this ONNX Runtime has a CUDA provider")
+    _, result = exported
+    listed = ["CUDAExecutionProvider", *ort.get_available_providers()]
+    monkeypatch.setattr(ort, "get_available_providers", lambda: listed)
+    with pytest.raises(EnvironmentProblem, match="could not open .* on cuda: CUDAExecutionProvider: fell back to CPU"):
+        onnxruntime_session(result.files["onnx"], "cuda")
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not an onnx file")
+    with pytest.raises(FogreidError, match="could not open .* on cpu") as refused:
+        onnxruntime_session(broken, "cpu")
+    assert refused.value.exit_code == 2
+
 def test_check_target_openvino_passes_every_exported_file_and_flags_the_defect(fogreid_cmd, exported, tmp_path):
     _, result = exported
     files = sorted({str(p) for p in result.files.values() if str(p).endswith(".onnx")})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 from pathlib import Path
 
@@ -88,6 +89,9 @@ def run(args: argparse.Namespace) -> int:
         raise FogreidError(NO_INIT)
     if args.init and cfg.mode not in ("rvsl", "frames"):
         raise FogreidError(f"--init is for --mode rvsl and --mode frames, not {cfg.mode}")
+    if cfg.mode == "rvsl" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # RVSL has no DDP: every process would train it whole into the same --out.
+        raise FogreidError("--mode rvsl runs in one process: start it without torchrun (docs/training.md)")
     resume = args.resume
     if resume == "auto":
         resume = str(Path(args.out) / "last.pt")
@@ -95,7 +99,6 @@ def run(args: argparse.Namespace) -> int:
             raise FogreidError(f"--resume: {resume} does not exist yet; start without --resume")
     # One lock per run, held by rank 0: under torchrun every rank writes to the same --out (rank 0 saves).
     import contextlib
-    import os
 
     rank0 = os.environ.get("RANK", "0") == "0"
     with folder_lock(args.out, "fogreid train") if rank0 else contextlib.nullcontext():
