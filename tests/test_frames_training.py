@@ -49,9 +49,13 @@ def test_a_folder_of_frames_with_and_without_depth_maps(tmp_path):
     with pytest.raises(FogreidError, match=r"c\.jpg is 128x80"):
         folder_scenes(tmp_path)
     (tmp_path / "c.jpg").unlink()
-    cv2.imwrite(str(tmp_path / "b_depth.png"), np.zeros((50, 50), np.uint8))
-    with pytest.raises(FogreidError, match="b_depth.png is not an 8- or 16-bit grey PNG"):
-        folder_scenes(tmp_path)[1]
+    # A bad depth map is refused when the folder is read, not at the step that first draws its frame.
+    for bad in (np.zeros((50, 50), np.uint8), np.zeros((96, 128, 3), np.uint8)):   # wrong size; colour
+        cv2.imwrite(str(tmp_path / "b_depth.png"), bad)
+        with pytest.raises(FogreidError, match="b_depth.png is not an 8- or 16-bit grey PNG"):
+            folder_scenes(tmp_path)
+    cv2.imwrite(str(tmp_path / "b_depth.png"), np.full((96, 128), 255, np.uint8))
+    assert folder_scenes(tmp_path)[1][1].min() == 1.0
     with pytest.raises(FogreidError, match="no such folder"):
         folder_scenes(tmp_path / "missing")
 

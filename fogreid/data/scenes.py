@@ -89,7 +89,24 @@ def folder_scenes(folder: str | Path) -> Scenes:
         if other != size:
             raise FogreidError(f"data.frames: {path} is {other[1]}x{other[0]}, {files[0].name} {size[1]}x{size[0]}; "
                                f"give frames of one camera size (resize them, or train one size at a time)")
+    for path in files:   # now, not at the step that first draws the frame, hours into a run
+        depth_path = path.with_name(f"{path.stem}{DEPTH_SUFFIX}.png")
+        if depth_path.is_file() and not _grey_png_of_size(depth_path, size):
+            raise FogreidError(bad_depth(depth_path, size))
     return Scenes(f"{len(files)} frames from {folder}", size, files=files)
+
+
+def bad_depth(path: Path, size: tuple[int, int]) -> str:
+    return f"data.frames: {path} is not an 8- or 16-bit grey PNG of its frame's size ({size[1]}x{size[0]})"
+
+
+def _grey_png_of_size(path: Path, size: tuple[int, int]) -> bool:
+    """From the PNG's IHDR: (height, width) is `size`, colour type 0 (grey), bit depth 8 or 16."""
+    with open(path, "rb") as handle:
+        head = handle.read(26)
+    return (len(head) == 26 and head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR"
+            and (int.from_bytes(head[20:24], "big"), int.from_bytes(head[16:20], "big")) == tuple(size)
+            and head[24] in (8, 16) and head[25] == 0)
 
 
 def _image_size(path: Path) -> tuple[int, int]:
@@ -131,6 +148,5 @@ def _read_frame(path: Path, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarr
         return image, default_depth(1, *size)[0, 0].numpy()
     raw = cv2.imread(str(depth_path), cv2.IMREAD_ANYDEPTH)
     if raw is None or raw.ndim != 2 or raw.shape != image.shape[:2] or raw.dtype not in (np.uint8, np.uint16):
-        raise FogreidError(f"data.frames: {depth_path} is not an 8- or 16-bit grey PNG of its frame's size "
-                           f"({size[1]}x{size[0]})")
+        raise FogreidError(bad_depth(depth_path, size))
     return image, raw.astype(np.float32) / np.iinfo(raw.dtype).max
