@@ -87,9 +87,9 @@ def noise_levels(frames: list, clear_frames: list) -> tuple[float, float]:
 
     fine, blotch = [], []
     for frame, clear in zip(frames, clear_frames, strict=True):
-        x = frame.astype(np.float32)
+        x, flat_render = frame.astype(np.float32), clear.astype(np.float32)
         mean5 = cv2.blur(x, (5, 5))
-        edges = np.abs(clear.astype(np.float32) - cv2.blur(clear.astype(np.float32), (5, 5))).max(axis=2)
+        edges = np.abs(flat_render - cv2.blur(flat_render, (5, 5))).max(axis=2)
         for values, window, out in ((x - mean5, 7, fine), (mean5 - cv2.blur(x, (21, 21)), 23, blotch)):
             flat = cv2.dilate(edges, np.ones((window, window), np.uint8)) < 0.5
             out.append(values[flat])

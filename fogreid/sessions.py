@@ -61,9 +61,9 @@ def onnxruntime_session(path: str | Path, device: str = "auto", outputs: list[st
         if device == "auto" or session.get_providers()[0] == first:
             return session
         errors.append(f"{first}: fell back to {session.get_providers()[0]}")
-    # A GPU provider that is listed but cannot run here (onnxruntime-gpu on a machine without the
-    # GPU or its libraries) is the machine's problem; a file that not even the CPU opens, the user's.
-    machine = device != "auto" and any(not e.startswith("CPUExecutionProvider:") for e in errors)
+    # A named GPU provider that is listed but cannot run here (onnxruntime-gpu on a machine without
+    # the GPU or its libraries) is the machine's problem; a file that not even the CPU opens, the user's.
+    machine = device != "auto" and wanted[0] != "CPUExecutionProvider"
     raise (EnvironmentProblem if machine else FogreidError)(
         f"ONNX Runtime could not open {path} on {device}: {'; '.join(errors) or 'no provider'}")
 

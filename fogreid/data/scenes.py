@@ -91,22 +91,26 @@ def folder_scenes(folder: str | Path) -> Scenes:
                                f"give frames of one camera size (resize them, or train one size at a time)")
     for path in files:   # now, not at the step that first draws the frame, hours into a run
         depth_path = path.with_name(f"{path.stem}{DEPTH_SUFFIX}.png")
-        if depth_path.is_file() and not _grey_png_of_size(depth_path, size):
-            raise FogreidError(bad_depth(depth_path, size))
+        if depth_path.is_file() and _png_header(_file_start(depth_path, 26)) not in ((*size, 8, 0), (*size, 16, 0)):
+            raise FogreidError(_bad_depth(depth_path, size))
     return Scenes(f"{len(files)} frames from {folder}", size, files=files)
 
 
-def bad_depth(path: Path, size: tuple[int, int]) -> str:
+def _bad_depth(path: Path, size: tuple[int, int]) -> str:
     return f"data.frames: {path} is not an 8- or 16-bit grey PNG of its frame's size ({size[1]}x{size[0]})"
 
 
-def _grey_png_of_size(path: Path, size: tuple[int, int]) -> bool:
-    """From the PNG's IHDR: (height, width) is `size`, colour type 0 (grey), bit depth 8 or 16."""
+def _file_start(path: Path, size: int) -> bytes:
     with open(path, "rb") as handle:
-        head = handle.read(26)
-    return (len(head) == 26 and head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR"
-            and (int.from_bytes(head[20:24], "big"), int.from_bytes(head[16:20], "big")) == tuple(size)
-            and head[24] in (8, 16) and head[25] == 0)
+        return handle.read(size)
+
+
+def _png_header(data: bytes) -> tuple[int, int, int, int] | None:
+    """(height, width, bit depth, colour type; 0 is grey) from the IHDR of a PNG's first 26 bytes;
+    None if they are not a PNG's."""
+    if len(data) < 26 or data[:8] != b"\x89PNG\r\n\x1a\n" or data[12:16] != b"IHDR":
+        return None
+    return int.from_bytes(data[20:24], "big"), int.from_bytes(data[16:20], "big"), data[24], data[25]
 
 
 def _image_size(path: Path) -> tuple[int, int]:
@@ -118,10 +122,10 @@ def _image_size(path: Path) -> tuple[int, int]:
 
 def _header_size(path: Path) -> tuple[int, int] | None:
     """(height, width) from a PNG's IHDR or a JPEG's SOF marker; None where not found."""
-    with open(path, "rb") as handle:
-        data = handle.read(1 << 16)   # a JPEG's SOF follows its EXIF and tables, within the first 64 KiB
-    if data[:8] == b"\x89PNG\r\n\x1a\n":
-        return int.from_bytes(data[20:24], "big"), int.from_bytes(data[16:20], "big")
+    data = _file_start(path, 1 << 16)   # a JPEG's SOF follows its EXIF and tables, within the first 64 KiB
+    png = _png_header(data)
+    if png is not None:
+        return png[:2]
     i = 2
     while i + 9 < len(data):
         if data[i] != 0xFF:
@@ -148,5 +152,5 @@ def _read_frame(path: Path, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarr
         return image, default_depth(1, *size)[0, 0].numpy()
     raw = cv2.imread(str(depth_path), cv2.IMREAD_ANYDEPTH)
     if raw is None or raw.ndim != 2 or raw.shape != image.shape[:2] or raw.dtype not in (np.uint8, np.uint16):
-        raise FogreidError(bad_depth(depth_path, size))
+        raise FogreidError(_bad_depth(depth_path, size))
     return image, raw.astype(np.float32) / np.iinfo(raw.dtype).max
