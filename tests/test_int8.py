@@ -185,6 +185,12 @@ def test_int8_convs_run_as_int8_kernels_in_onnxruntime(exported, synth_root, tmp
     quantised = sum(1 for n in graph.node if n.op_type == "Conv" and n.input[1] in weight_dq)
     fused = _ort_ops(every.qdq_onnx, tmp_path)["QLinearConv"]
     assert fused >= 0.8 * quantised, f"{fused} of {quantised} quantised convs run as QLinearConv"
+    # Every conv of the residual stages, the IBN blocks' second convs included (IBN has no Concat
+    # out of training: resnet_ibn.IBN._without_concat), runs as an int8 kernel.
+    stages = [n.name for n in graph.node if n.op_type == "Conv" and n.name.startswith("net.backbone.layer")]
+    ran = onnx.load(str(tmp_path / "ort_optimized.onnx")).graph.node
+    int8_kernels = [n.name for n in ran if n.op_type == "QLinearConv"]
+    assert len(stages) >= 16 and not [s for s in stages if not any(k.startswith(s) for k in int8_kernels)]
 
     adds = [n.name for n in onnx.load(str(fp32)).graph.node if n.op_type == "Add" and "layer" in n.name]
     float_adds = calibrate(fp32, _calib_dirs(synth_root), tmp_path / "adds", num=16, keep_fp=adds, progress=False,

@@ -212,3 +212,31 @@ def test_scatter_decoder_fuses_the_prior_as_its_own_conv():
     want = decoder.fuse(torch.cat([features, t0], dim=1))
     assert (first.in_channels - 1) % 16 == 0
     assert torch.allclose(decoder._fuse(features, t0), want, rtol=0, atol=1e-12)
+
+
+def test_ibn_in_eval_is_the_split_norms_without_a_concat(tmp_path):
+    """Out of training, IBN is computed over all channels (instance norm of the masked input plus
+    batch norm's affine map), so the exported graph has no Concat before the next conv, which INT8
+    files can then quantise: the same numbers as instance norm and batch norm on the two halves,
+    and no Concat in the exported block."""
+    import onnx
+
+    torch.manual_seed(0)
+    ibn = IBN(64)
+    with torch.no_grad():
+        for p in ibn.parameters():
+            p.uniform_(0.5, 1.5)
+        ibn.BN.running_mean.uniform_(-1, 1)
+        ibn.BN.running_var.uniform_(0.5, 2)
+    ibn.eval().double()
+    x = torch.randn(4, 64, 16, 16, dtype=torch.float64) * 3 + 1
+    first, rest = torch.split(x, [32, 32], dim=1)
+    want = torch.cat([ibn.IN(first), ibn.BN(rest)], dim=1)
+    assert torch.allclose(ibn(x), want, rtol=0, atol=1e-10)
+    with torch.no_grad():
+        ibn.float().train()(x.float())       # training keeps the split (batch statistics, running ones updated)
+    assert not torch.equal(ibn.BN.running_mean, torch.zeros(32))
+    path = tmp_path / "ibn.onnx"
+    torch.onnx.export(ibn.eval(), (x.float(),), str(path), dynamo=False)
+    ops = {n.op_type for n in onnx.load(str(path)).graph.node}
+    assert "Concat" not in ops and "InstanceNormalization" in ops

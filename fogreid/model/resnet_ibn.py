@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from fogreid.errors import FogreidError
@@ -27,8 +28,29 @@ class IBN(nn.Module):
         self.BN = nn.BatchNorm2d(channels - self.half)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return self._without_concat(x)
         first, rest = torch.split(x, [self.half, x.shape[1] - self.half], dim=1)
         return torch.cat([self.IN(first), self.BN(rest)], dim=1)
+
+    def _without_concat(self, x: torch.Tensor) -> torch.Tensor:
+        """The same output without a Concat, so that the conv after it can be quantised (OpenVINO's
+        CPU plugin reads a Concat -> Q -> DQ -> Conv differently from the Q/DQ arithmetic on AVX-512
+        without AMX: docs/export.md, Which layers are quantised). Over all channels: u is x with batch
+        norm's scale on its channels (1 on the others); instance norm of u, its weight 0 on the
+        batch-norm channels (which leaves their bias: batch norm's shift), plus u on those channels.
+        x has one reader: ONNX Runtime runs the conv before as one int8 kernel only where its output
+        has one. Not zeroing the batch-norm channels before the instance norm instead: OpenVINO
+        (2026.4.1) moves a per-channel scale after a DequantizeLinear through an instance norm as if
+        the norm ignored it, which a scale of 0 does not allow (tests/test_engines.py)."""
+        channels, half = x.shape[1], self.half
+        on_bn = (torch.arange(channels, device=x.device) >= half).to(x.dtype).view(1, -1, 1, 1)
+        bn_scale = self.BN.weight / torch.sqrt(self.BN.running_var + self.BN.eps)
+        bn_shift = self.BN.bias - self.BN.running_mean * bn_scale
+        u = x * torch.cat([x.new_ones(half), bn_scale]).view(1, -1, 1, 1)
+        normalised = F.instance_norm(u, weight=torch.cat([self.IN.weight, x.new_zeros(channels - half)]),
+                                     bias=torch.cat([self.IN.bias, bn_shift]), eps=self.IN.eps)
+        return normalised + u * on_bn
 
 
 def _norm(channels: int, ibn: bool) -> nn.Module:
