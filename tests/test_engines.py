@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -275,3 +276,23 @@ def test_int8_graph_keeps_the_channel_attention_and_concat_readers_in_float(expo
     # The rest of the body is still INT8.
     assert sum(1 for n in graph.node if n.op_type == "Conv"
                and n.input[0] in producer and producer[n.input[0]].op_type == "DequantizeLinear") >= 8
+
+
+def test_onnx_files_benchmark_times_each_file_on_the_engine(exported, tmp_path):
+    """benchmarks/onnx_files.py (an export before and after a change, FP32 against INT8) prints a
+    row per file with the ratio to the first, and refuses an argument that is no LABEL=FILE."""
+    import sys
+
+    _, result = exported
+    script = Path(__file__).parent.parent / "benchmarks" / "onnx_files.py"
+    for engine in ("onnxruntime", "openvino"):
+        run = subprocess.run([sys.executable, str(script), "--engine", engine, "--rounds", "2", "--seconds", "0.05",
+                              "--batch", "2", f"fp32={result.files['onnx']}", f"int8={result.files['onnx-int8']}"],
+                             capture_output=True, text=True)
+        assert run.returncode == 0, run.stderr
+        rows = [line.split("|") for line in run.stdout.splitlines() if line.startswith(("| fp32", "| int8"))]
+        assert [r[1].strip() for r in rows] == ["fp32", "int8"] and rows[0][3].strip() == "1.00x"
+        assert all(float(r[2]) > 0 for r in rows)
+    run = subprocess.run([sys.executable, str(script), "--engine", "onnxruntime", str(tmp_path / "missing.onnx")],
+                         capture_output=True, text=True)
+    assert run.returncode == 2 and "give LABEL=FILE" in run.stderr
