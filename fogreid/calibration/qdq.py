@@ -72,9 +72,10 @@ def reads_reduce_max(proto: onnx.ModelProto) -> set[str]:
 
 
 def reads_concat(proto: onnx.ModelProto) -> set[str]:
-    """Nodes whose input is a Concat output, directly or through a Relu: the IBN blocks' second
-    conv (instance- and batch-normalised halves concatenated, then ReLU) and the defog decoder's
-    fusion convs (upsampled features, the encoder's and the prior's maps concatenated).
+    """Nodes whose input is a Concat output, directly or through a Relu: the defog decoder's
+    fusion convs (upsampled features, the encoder's and the prior's maps concatenated) and the
+    pyramid's. (The IBN blocks' second convs were among them until IBN lost its Concat out of
+    training: fogreid/model/resnet_ibn.py, `IBN._without_concat`.)
 
     Quantised, OpenVINO's CPU plugin (2026.4.1) on an AMD EPYC (AVX-512 VNNI, no AMX) computed
     them differently from ONNX Runtime and from the Q/DQ arithmetic itself (the 5-node
