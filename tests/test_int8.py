@@ -127,19 +127,22 @@ def test_float_nodes_read_int8_only_where_a_quantised_conv_writes_it(exported, s
                                            or node.op_type in INT8_OUTPUT_OPS), (node.name, name)
             int8_readers += 1
     assert int8_readers > 10
-    # Convolutions whose weights are built in the forward pass stay float, inputs and weights: the
-    # defog head's box sums (ones kernels: the detail split's 3x3 blurs and pixel count, the prior's
-    # 15-pixel mean and its counts, a column and a row each), whose output is divided by the
-    # transmission, and the decoder's fusion conv, summed from a slice of its weight over the 96
-    # feature channels and one over the prior's single channel.
+    # The defog head's box sums stay float, inputs and weights (ones kernels: the detail split's 3x3
+    # blurs and pixel count, the prior's 15-pixel mean and its counts, a column and a row each), whose
+    # output is divided by the transmission. The decoder's fusion conv, summed from slices of its
+    # weight over the upsampled features (32 channels), the fine map (64) and the prior's t0 (1), is
+    # quantised like any layer: its three parts read int8 inputs and int8 weights.
     from onnx import numpy_helper
 
     constants = {t.name: numpy_helper.to_array(t) for t in graph.initializer if not t.name.startswith("net.")}
-    filters = [n for n in graph.node if n.op_type == "Conv" and n.input[1] in constants]
-    box_sums = [n for n in filters if (constants[n.input[1]] == 1).all()]
-    fusion = sorted(constants[n.input[1]].shape[1] for n in filters if n not in box_sums)
-    assert len(box_sums) == 7 and fusion == [1, 96]
-    assert not any(producer[i].op_type == "DequantizeLinear" for n in filters for i in n.input if i in producer)
+    box_sums = [n for n in graph.node if n.op_type == "Conv" and n.input[1] in constants
+                and (constants[n.input[1]] == 1).all()]
+    assert len(box_sums) == 7
+    assert not any(producer[i].op_type == "DequantizeLinear" for n in box_sums for i in n.input if i in producer)
+    parts = [n for n in graph.node if n.op_type == "Conv" and n.input[1] in producer
+             and producer[n.input[1]].input[0] in constants]
+    assert sorted(constants[producer[n.input[1]].input[0]].shape[1] for n in parts) == [1, 32, 64]
+    assert all(producer[n.input[0]].op_type == "DequantizeLinear" for n in parts)
     assert run_onnx(out.qdq_onnx, foggy_frames(synth_root, 4))[1].shape[0] == 4
 
 

@@ -198,20 +198,40 @@ def test_box_mean_is_the_pooled_mean_at_any_size():
         assert torch.allclose(box_mean(x, radius), want, rtol=0, atol=1e-12), (shape, radius)
 
 
-def test_scatter_decoder_fuses_the_prior_as_its_own_conv():
-    """The decoder's first fusion conv is summed from a conv over the features and one over the
-    prior's single channel (ONNX Runtime's blocked-layout convs need a multiple of 16 channels):
-    the same numbers as the layer on the concatenation, and its parameters unchanged."""
+def test_scatter_decoder_fusion_conv_is_summed_per_part(tmp_path):
+    """The decoder's fusion conv over the upsampled features, the encoder's fine map and the prior's
+    t0 is summed from one conv per part (`conv_over_parts`; ONNX Runtime's blocked-layout convs need
+    a multiple of 16 channels, and INT8 files keep a conv that reads a Concat in float): the same
+    numbers as the layer on the concatenation, its parameters unchanged, and the exported head's
+    transmission computed without a Concat before that conv."""
+    import onnx
+
     net = build_model(preset("edge", imgsz=(64, 64), defog_head="detail")).eval()
     decoder = net.decoder
     first = decoder.fuse[0][0]
     torch.manual_seed(0)
-    features = torch.rand(2, first.in_channels - 1, 32, 32, dtype=torch.float64)
+    x = torch.rand(2, 32, 32, 32, dtype=torch.float64)
+    fine = torch.rand(2, first.in_channels - 33, 32, 32, dtype=torch.float64)
     t0 = torch.rand(2, 1, 32, 32, dtype=torch.float64)
     decoder.double()
-    want = decoder.fuse(torch.cat([features, t0], dim=1))
+    want = decoder.fuse(torch.cat([x, fine, t0], dim=1))
     assert (first.in_channels - 1) % 16 == 0
-    assert torch.allclose(decoder._fuse(features, t0), want, rtol=0, atol=1e-12)
+    assert torch.allclose(decoder._fuse([x, fine, t0]), want, rtol=0, atol=1e-12)
+
+    class Transmission(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = net.float()
+
+        def forward(self, image):
+            return self.net.defog_maps(image)[0]
+    path = tmp_path / "transmission.onnx"
+    torch.onnx.export(Transmission(), (torch.rand(1, 3, 64, 64),), str(path), dynamo=False)
+    graph = onnx.load(str(path)).graph
+    producer = {o: n for n in graph.node for o in n.output}
+    # Unfolded here, the parts' weights are Slices of the layer's (fogreid export folds them).
+    fusion = [n for n in graph.node if n.op_type == "Conv" and producer.get(n.input[1], n).op_type == "Slice"]
+    assert len(fusion) == 3 and not any(producer[n.input[0]].op_type == "Concat" for n in fusion)
 
 
 def test_ibn_in_eval_is_the_split_norms_without_a_concat(tmp_path):

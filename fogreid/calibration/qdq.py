@@ -46,15 +46,25 @@ def nodes_to_quantize(proto: onnx.ModelProto, keep_fp: list[str]) -> list[str]:
 
 
 def image_filters(proto: onnx.ModelProto) -> set[str]:
-    """Convolutions whose weights are not the network's parameters (initialisers named `net.*`)
-    but constants built in the forward pass: the box sums of the detail head's compose step and
-    its prior (fogreid/model/sjdl.py, `_box3`, `_pixel_count`, `box_mean`). They work on the image
-    itself, whose base is then divided by the transmission (up to 20x): quantised, the base
-    carried int8 steps of 1/127 of its range into the defogged image, for a few thousand MACs a
-    pixel saved. The decoder's fusion conv, summed from slices of its weight (`ScatterDecoder._fuse`),
-    is caught too: its larger part reads a Concat (float anyway), its other the one-channel prior."""
-    return {n.name for n in proto.graph.node
-            if n.op_type in INT8_OUTPUT_OPS and len(n.input) > 1 and not n.input[1].startswith("net.")}
+    """The defog head's box sums: convolutions whose weights are kernels of ones built in the
+    forward pass, not the network's parameters (fogreid/model/sjdl.py, `_box3`, `_pixel_count`,
+    `box_mean`). They work on the image itself, whose base is then divided by the transmission (up
+    to 20x): quantised, the base carried int8 steps of 1/127 of its range into the defogged image,
+    for a few thousand MACs a pixel saved. Other weights built in the forward pass are slices of a
+    layer's (`conv_over_parts`, the decoder's fusion conv): layers like any other, quantised, so
+    their weights come out of a DequantizeLinear once the quantiser has run."""
+    from onnx import numpy_helper
+
+    initializers = {init.name: init for init in proto.graph.initializer}
+    producers = {out: node for node in proto.graph.node for out in node.output}
+
+    def box_sum(weight: str) -> bool:
+        if weight in initializers:
+            return bool((numpy_helper.to_array(initializers[weight]) == 1).all())
+        producer = producers.get(weight)
+        return producer is None or producer.op_type != "DequantizeLinear"
+    return {n.name for n in proto.graph.node if n.op_type in INT8_OUTPUT_OPS and len(n.input) > 1
+            and not n.input[1].startswith("net.") and box_sum(n.input[1])}
 
 
 def reads_reduce_max(proto: onnx.ModelProto) -> set[str]:
@@ -73,9 +83,9 @@ def reads_reduce_max(proto: onnx.ModelProto) -> set[str]:
 
 def reads_concat(proto: onnx.ModelProto) -> set[str]:
     """Nodes whose input is a Concat output, directly or through a Relu: the defog decoder's
-    fusion convs (upsampled features, the encoder's and the prior's maps concatenated) and the
-    pyramid's. (The IBN blocks' second convs were among them until IBN lost its Concat out of
-    training: fogreid/model/resnet_ibn.py, `IBN._without_concat`.)
+    reduce conv (layer1 and the stem concatenated) and the pyramid's convs. (The IBN blocks' second
+    convs and the decoder's fusion conv were among them until they lost their Concat:
+    fogreid/model/resnet_ibn.py, `IBN._without_concat`; sjdl.py, `conv_over_parts`.)
 
     Quantised, OpenVINO's CPU plugin (2026.4.1) on an AMD EPYC (AVX-512 VNNI, no AMX) computed
     them differently from ONNX Runtime and from the Q/DQ arithmetic itself (the 5-node

@@ -262,6 +262,18 @@ def invert(x: torch.Tensor, t: torch.Tensor, chroma_t_min: float = 0.0) -> torch
     return grey / t + (x - grey) / t.clamp_min(chroma_t_min)
 
 
+def conv_over_parts(conv: nn.Conv2d, parts: list[torch.Tensor]) -> torch.Tensor:
+    """conv(torch.cat(parts, dim=1)) as the sum of one conv per part, each over its slice of the
+    weight: the same numbers and parameters, and no Concat in the exported graph."""
+    out, start = None, 0
+    for part in parts:
+        width = part.shape[1]
+        y = F.conv2d(part, conv.weight[:, start:start + width], conv.bias if out is None else None,
+                     conv.stride, conv.padding)
+        out, start = y if out is None else out + y, start + width
+    return out
+
+
 class ScatterDecoder(nn.Module):
     """Transmission t and airlight A, then J = (I - A) / t + A at full resolution; with
     `detail_gain`, also a gain s on the fine detail, which is amplified at most 2x, and the
@@ -373,16 +385,14 @@ class ScatterDecoder(nn.Module):
                 context: torch.Tensor | None = None) -> torch.Tensor:
         return self.compose(image, *self.maps(image, fine, stem, l1, context))
 
-    def _fuse(self, features: torch.Tensor, t0: torch.Tensor) -> torch.Tensor:
-        """self.fuse on cat([features, t0]), its first conv summed from one conv over the features
-        and one over the one-channel prior: the same numbers. ONNX Runtime's CPU convs run in its
-        blocked channel layout (NCHWc) only where the input channels are a multiple of its block
-        (16 with AVX-512); the 97-channel conv ran in the generic path."""
-        first = self.fuse[0][0]
-        weight = first.weight
-        y = (F.conv2d(features, weight[:, :-1], first.bias, padding=first.padding)
-             + F.conv2d(t0, weight[:, -1:], None, padding=first.padding))
-        return self.fuse[1](torch.relu(y))
+    def _fuse(self, parts: list[torch.Tensor]) -> torch.Tensor:
+        """self.fuse on the concatenation of `parts` (the upsampled features, the encoder's fine map,
+        the prior's t0), its first conv summed from one conv per part (`conv_over_parts`): the same
+        numbers. ONNX Runtime's CPU convs run in its blocked channel layout (NCHWc) only where the
+        input channels are a multiple of its block (16 with AVX-512), and the 97-channel conv ran in
+        the generic path; without the Concat, INT8 files quantise the parts (fogreid/calibration/
+        qdq.py, `reads_concat`), and the decoder conv before them."""
+        return self.fuse[1](torch.relu(conv_over_parts(self.fuse[0][0], parts)))
 
     def maps(self, image: torch.Tensor, fine: torch.Tensor, stem: torch.Tensor, l1: torch.Tensor,
              context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -395,7 +405,7 @@ class ScatterDecoder(nn.Module):
         # Resize to the skip's own size (not x2): any frame size works, odd ones too.
         x = F.interpolate(x, size=fine.shape[-2:], mode="bilinear", align_corners=False)
         t0_fine = F.interpolate(t0, size=fine.shape[-2:], mode="bilinear", align_corners=False)
-        maps = self.head(self._fuse(torch.cat([x, fine], dim=1), t0_fine))
+        maps = self.head(self._fuse([x, fine, t0_fine]))
         maps = F.interpolate(maps, size=image.shape[-2:], mode="bilinear", align_corners=False)
         t = torch.sigmoid(_logit(t0) + maps[:, :1]).clamp_min(self.T_MIN)
         gain = torch.sigmoid(maps[:, 4:]) if self.detail_gain else None
