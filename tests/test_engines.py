@@ -77,26 +77,20 @@ def ibn_after_dequantize(zero_first: bool) -> onnx.ModelProto:
     channels = 8
     on_bn = np.array([0] * 4 + [1] * 4, np.float32)
     scale = np.array([1, 1, 1, 1, 0.7, 1.3, 0.9, 2.0], np.float32)
+    per_channel = {"scale": scale, "on_bn": on_bn, **({"scale_in": scale * (1 - on_bn)} if zero_first else {})}
     inits = [numpy_helper.from_array(np.array(0.05, np.float32), "s"),
              numpy_helper.from_array(np.array(0, np.int8), "z"),
-             numpy_helper.from_array(on_bn.reshape(1, -1, 1, 1), "on_bn"),
-             numpy_helper.from_array(np.linspace(-1, 1, channels).astype(np.float32), "bias")]
+             numpy_helper.from_array(np.linspace(-1, 1, channels).astype(np.float32), "bias"),
+             numpy_helper.from_array(np.ones(channels, np.float32) if zero_first else 1 - on_bn, "weight"),
+             *(numpy_helper.from_array(v.reshape(1, -1, 1, 1), name) for name, v in per_channel.items())]
     nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
              helper.make_node("DequantizeLinear", ["q", "s", "z"], ["d"]),
              helper.make_node("Mul", ["d", "scale"], ["u"]),
-             helper.make_node("InstanceNormalization", ["u_in", "weight", "bias"], ["normalised"]),
+             *([helper.make_node("Mul", ["d", "scale_in"], ["u_in"])] if zero_first else []),
+             helper.make_node("InstanceNormalization", ["u_in" if zero_first else "u", "weight", "bias"],
+                              ["normalised"]),
              helper.make_node("Mul", ["u", "on_bn"], ["kept"]),
              helper.make_node("Add", ["normalised", "kept"], ["y"])]
-    if zero_first:
-        inits += [numpy_helper.from_array((scale * (1 - on_bn)).reshape(1, -1, 1, 1), "scale"),
-                  numpy_helper.from_array(np.ones(channels, np.float32), "weight")]
-        nodes[2:3] = [helper.make_node("Mul", ["d", "scale"], ["u_in"]),
-                      helper.make_node("Mul", ["d", "scale_bn"], ["u"])]
-        inits.append(numpy_helper.from_array((scale * on_bn).reshape(1, -1, 1, 1), "scale_bn"))
-    else:
-        inits += [numpy_helper.from_array(scale.reshape(1, -1, 1, 1), "scale"),
-                  numpy_helper.from_array(1 - on_bn, "weight")]
-        nodes[3].input[0] = "u"
     graph = helper.make_graph(nodes, "ibn_after_dequantize",
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, channels, 16, 16])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, channels, 16, 16])], inits)
