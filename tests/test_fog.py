@@ -100,3 +100,17 @@ def test_dark_channel_dehazer_undoes_synthetic_fog():
     before = psnr(frames_to_images(foggy), clear_t)
     after = psnr(frames_to_images(torch.from_numpy(dehazed[None])), clear_t)
     assert after > before + 3
+
+
+def test_pixel_convention_is_bgr_uint8_frames_and_rgb_unit_images():
+    """fogreid.pixels, which every exported graph starts and ends with: the image's first channel is
+    the frame's last (OpenCV's BGR), each divided by 255; back again rounds to the same bytes."""
+    from fogreid.pixels import frames_to_images, images_to_frames
+
+    frames = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (2, 5, 7, 3), dtype=np.uint8))
+    images = frames_to_images(frames)
+    assert images.shape == (2, 3, 5, 7) and images.dtype == torch.float32
+    for rgb, bgr in ((0, 2), (1, 1), (2, 0)):
+        assert torch.equal(images[:, rgb], frames[..., bgr].float() / 255)
+    assert torch.equal(images_to_frames(images), frames)
+    assert torch.equal(images_to_frames(images + 0.4 / 255), frames)   # rounded to nearest, not down
