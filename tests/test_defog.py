@@ -359,3 +359,17 @@ def test_a_whole_frame_head_with_layer3_starts_as_the_one_without_and_reads_it()
     assert float((moved[0] - before[0]).abs().max()) > 1e-6 and crops_kept   # the crops' head has no layer3
     with pytest.raises(FogreidError, match="frame_context: only a model with a frame head"):
         preset("edge", imgsz=(64, 64), frame_context=True)
+
+
+def test_min_filter_is_the_square_windows_minimum_in_two_passes():
+    """The dark channel prior's 15x15 minimum, taken as a column's then a row's (OpenVINO ran the
+    square window as one slow pool): equal to the square window's, at the borders and on maps
+    smaller than the window."""
+    import torch.nn.functional as F
+
+    from fogreid.model.sjdl import _min_filter
+
+    for shape in ((3, 1, 64, 64), (2, 1, 37, 53), (1, 1, 7, 9), (1, 3, 120, 160)):
+        x = torch.rand(shape, generator=torch.Generator().manual_seed(0))
+        for patch in (3, 15):
+            assert torch.equal(_min_filter(x, patch), -F.max_pool2d(-x, patch, stride=1, padding=patch // 2))
