@@ -225,3 +225,29 @@ def test_int8_convs_run_as_int8_kernels_in_onnxruntime(exported, synth_root, tmp
                 float_inputs += 1
     assert float_inputs >= len(adds) // 2     # the identity shortcuts
     assert _ort_ops(float_adds.qdq_onnx, tmp_path)["QLinearConv"] == fused
+
+
+def test_every_layer_kept_in_float_quantises_nothing(exported, synth_root, tmp_path):
+    """ONNX Runtime's quantiser reads an empty list of nodes to quantise as every node. With every
+    layer kept in float (`--keep-fp` naming them all, or the budget's all-float probe once the
+    additions after float convs are float too) the INT8 file had every node of the body quantised,
+    the ones that OpenVINO reads wrongly included; now it quantises nothing and computes as FP32."""
+    import numpy as np
+    import onnx
+
+    from fogreid.calibration.calibrate_onnx import calibrate
+    from fogreid.calibration.qdq import nodes_to_quantize
+
+    from conftest import foggy_frames, run_onnx
+
+    _, result = exported
+    fp32 = result.files["onnx"]
+    layers = nodes_to_quantize(onnx.load(str(fp32)), [])
+    out = calibrate(fp32, _calib_dirs(synth_root), tmp_path, num=16, keep_fp=layers, progress=False, budget=None)
+    graph = onnx.load(str(out.qdq_onnx)).graph
+    assert len(layers) > 20
+    assert not [n.name for n in graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    frames = foggy_frames(synth_root, 4)
+    expected, got = run_onnx(fp32, frames), run_onnx(out.qdq_onnx, frames)
+    np.testing.assert_allclose(got[1], expected[1], atol=1e-5)
+    assert np.abs(got[0].astype(int) - expected[0]).max() <= 1

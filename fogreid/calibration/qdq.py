@@ -277,6 +277,7 @@ def quantize_qdq(onnx_path: str | Path, out_path: str | Path, ranges, method: st
     if unknown:
         raise FogreidError(f"--keep-fp: no node named {', '.join(unknown[:5])} in {onnx_path}; "
                            f"use names printed by `fogreid validate --per-layer`")
+    chosen = list(only) if only else nodes_to_quantize(proto, list(keep_fp))
     with tempfile.TemporaryDirectory(prefix="fogreid-qdq-") as tmp:
         cache = Path(tmp) / "ranges.json"
         save_tensors_data(_ranges_only(ranges), cache)
@@ -285,7 +286,11 @@ def quantize_qdq(onnx_path: str | Path, out_path: str | Path, ranges, method: st
         try:
             quantize_static(str(onnx_path), str(raw), calibration_data_reader=None,
                             quant_format=QuantFormat.QDQ, op_types_to_quantize=QUANTIZED_OPS,
-                            nodes_to_quantize=only if only else nodes_to_quantize(proto, list(keep_fp)),
+                            nodes_to_quantize=chosen,
+                            # An empty nodes_to_quantize means every node to ONNX Runtime
+                            # (onnxruntime/quantization/base_quantizer.py, should_quantize_node):
+                            # with nothing chosen, every node is excluded instead.
+                            nodes_to_exclude=[] if chosen else [n.name for n in proto.graph.node],
                             per_channel=True,
                             activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                             calibrate_method=calibration_method(method), calibration_cache_path=str(cache),
@@ -301,7 +306,7 @@ def quantize_qdq(onnx_path: str | Path, out_path: str | Path, ranges, method: st
         finally:
             logging.disable(logging.NOTSET)
         proto = onnx.load(str(raw))
-        quantized = set(only) if only else set(nodes_to_quantize(proto, list(keep_fp)))
+        quantized = set(chosen)
         read_float_inputs(proto, {n.name for n in proto.graph.node if n.name not in quantized
                                   and n.op_type not in ("QuantizeLinear", "DequantizeLinear")}, quantized)
         dedicate_qdq(proto)
