@@ -12,13 +12,14 @@ import torch
 
 def frames_to_images(frames: torch.Tensor) -> torch.Tensor:
     """uint8 (B, H, W, 3) BGR -> float32 (B, 3, H, W) RGB in [0, 1]. The channels are reversed
-    after the transpose, where each is one contiguous plane: reversed before it (the last axis,
-    3 wide), ONNX Runtime's Slice took 0.31 ms of a batch of eight 64x64 crops, after it 0.08 ms
-    for the same numbers."""
+    after the transpose, where each is one contiguous plane, not before it on the 3-wide last
+    axis: the same numbers, and this step alone as an ONNX Runtime graph took 0.08 ms instead of
+    0.31 ms for a batch of eight 64x64 crops (the whole-frame graph at 640x480, with
+    images_to_frames alike: 38.1 -> 35.9 ms)."""
     return (frames.to(torch.float32) / 255.0).permute(0, 3, 1, 2).flip(1)
 
 
 def images_to_frames(images: torch.Tensor) -> torch.Tensor:
     """float (B, 3, H, W) RGB in [0, 1] -> uint8 (B, H, W, 3) BGR, rounded to nearest; the channels
-    reversed while they are planes (see frames_to_images: 0.37 -> 0.16 ms for this one)."""
+    reversed while they are planes (see frames_to_images; this step alone 0.37 -> 0.16 ms)."""
     return (images.clamp(0.0, 1.0) * 255.0).round().flip(1).permute(0, 2, 3, 1).to(torch.uint8)

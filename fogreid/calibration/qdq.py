@@ -12,9 +12,10 @@ from fogreid.calibration.ranges import calibration_method
 from fogreid.errors import FogreidError
 from fogreid.onnx_graph import fold_and_check, save, set_metadata
 
-# Q/DQ on the inputs of the heavy layers. Additions stay float (see nodes_to_quantize), and with
-# them every max pool, which ONNX Runtime's quantiser quantises only after a quantised input
-# (onnxruntime/quantization/operators/direct_q8.py, QDQDirect8BitOp).
+# Q/DQ on the inputs of the heavy layers. Additions stay float (see nodes_to_quantize). Max pools
+# are left out too: ONNX Runtime's quantiser quantises one only after a quantised input
+# (onnxruntime/quantization/operators/direct_q8.py, QDQDirect8BitOp), and none follows one here
+# (the stem's reads the float first conv's ReLU; the defog prior's read the image).
 QUANTIZED_OPS = ["Conv", "ConvTranspose", "MatMul", "Gemm"]
 # Quantised, these write int8 (QLinearConv, QLinearMatMul in ORT; fused int8 kernels in TensorRT).
 INT8_OUTPUT_OPS = {"Conv", "ConvTranspose", "MatMul", "Gemm"}
