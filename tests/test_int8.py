@@ -142,6 +142,11 @@ def test_float_nodes_read_int8_only_where_a_quantised_conv_writes_it(exported, s
     assert not [name for name in adds if ".bn1/" in name and adds[name]]
     add_outputs = {o for n in graph.node if n.op_type == "Add" for o in n.output}
     assert not [n.name for n in graph.node if n.op_type == "QuantizeLinear" and n.input[0] in add_outputs]
+    # The defog decoder's output conv (its transmission, airlight and gain maps) stays float, weights
+    # and inputs: the inversion divides by what it writes (qdq.DEFOG_OUTPUT_CONVS).
+    head = [n for n in graph.node if n.name.startswith("net.decoder.head/")]
+    assert len(head) == 1 and not [i for i in head[0].input if i in producer
+                                   and producer[i].op_type == "DequantizeLinear"]
     # The defog head's box sums stay float, inputs and weights (ones kernels: the detail split's 3x3
     # blurs and pixel count, the prior's 15-pixel mean and its counts, a column and a row each), whose
     # output is divided by the transmission. The decoder's fusion conv, summed from slices of its

@@ -23,6 +23,12 @@ INT8_OUTPUT_OPS = {"Conv", "ConvTranspose", "MatMul", "Gemm"}
 
 # The ReID head's channel attention (fogreid/model/sjdl.py, ChannelAttention), by its nodes' names.
 CHANNEL_ATTENTION = "net.reid.attention"
+# The defog decoders' output convs (sjdl.py): the scatter heads' maps (transmission, airlight, detail
+# gain), which the inversion divides the image by, and the paper decoder's RGB image. Quantised,
+# the demo model's defogged crops were 34.2 dB from PyTorch's (SSIM 0.955); with the scatter head's
+# in float 53.5 dB (0.998), the embedding untouched. ONNX Runtime ran it as a float conv anyway
+# (nothing re-quantises what it writes, so no QLinearConv).
+DEFOG_OUTPUT_CONVS = ("net.decoder.head/", "net.decoder.to_rgb.")
 
 
 def nodes_to_quantize(proto: onnx.ModelProto, keep_fp: list[str]) -> list[str]:
@@ -34,14 +40,16 @@ def nodes_to_quantize(proto: onnx.ModelProto, keep_fp: list[str]) -> list[str]:
     a quantised conv (`read_float_inputs`), so the conv runs as an int8 kernel. Until 2026-12-05
     every addition was quantised; the demo model's INT8 budget then kept all seven residual
     additions in float (with five more layers) and its defogged crops were 31.4 dB from PyTorch's;
-    with the additions float it keeps 3 layers (the downsample convs) and they are 34.2 dB.
+    with the additions float it keeps 3 layers (the downsample convs) and they are 34.2 dB (53.5
+    with the decoder's output conv in float too: DEFOG_OUTPUT_CONVS).
 
     Kept in float besides: pre/post-processing and the L2 norm (cheap, and
     quantising `x * x` breaks the unit norm), the first conv, whose input is the raw image
     (symmetric int8 on [0, 1] pixels keeps only 7 of their 8 bits), the defog head's fixed image
     filters (`image_filters`), every layer that reads a
     ReduceMax or a Concat or writes into one (see `reads_reduce_max`, `reads_concat`,
-    `feeds_concat`) and the whole channel attention.
+    `feeds_concat`), the whole channel attention and the defog decoder's output conv
+    (`DEFOG_OUTPUT_CONVS`).
 
     The attention's MLP works on 1x1 maps (a few thousand MACs), and quantised it is read
     differently by OpenVINO's CPU plugin (2026.4.1) depending on the CPU: on an AMD EPYC (AVX-512
@@ -53,7 +61,7 @@ def nodes_to_quantize(proto: onnx.ModelProto, keep_fp: list[str]) -> list[str]:
     body = [n for n in proto.graph.node if n.name.startswith("net.") and n.op_type in QUANTIZED_OPS]
     first_conv = next((n.name for n in body if n.op_type == "Conv"), None)
     kept = (reads_reduce_max(proto) | reads_concat(proto) | feeds_concat(proto) | image_filters(proto)
-            | {n.name for n in body if n.name.startswith(CHANNEL_ATTENTION)})
+            | {n.name for n in body if n.name.startswith((CHANNEL_ATTENTION, *DEFOG_OUTPUT_CONVS))})
     return [n.name for n in body if n.name != first_conv and n.name not in keep_fp and n.name not in kept]
 
 
