@@ -37,7 +37,7 @@ def nodes_to_quantize(proto: onnx.ModelProto, keep_fp: list[str]) -> list[str]:
     output and the shortcut it reads, not only the conv inputs), and the defog head's additions are
     image arithmetic (the inversion, the airlight added back, the pyramid's residual), where int8
     steps are grey levels of the defogged image. A float addition still reads the int8 output of
-    a quantised conv (`read_float_inputs`), so the conv runs as an int8 kernel. Until 2026-12-05
+    a quantised conv (`read_float_inputs`), so the conv runs as an int8 kernel. Before 2026-12-06
     every addition was quantised; the demo model's INT8 budget then kept all seven residual
     additions in float (with five more layers) and its defogged crops were 31.4 dB from PyTorch's;
     with the additions float it keeps 3 layers (the downsample convs) and they are 34.2 dB (53.5
