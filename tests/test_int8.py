@@ -234,8 +234,8 @@ def test_int8_convs_run_as_int8_kernels_in_onnxruntime(exported, synth_root, tmp
 
 def test_every_layer_kept_in_float_quantises_nothing(exported, synth_root, tmp_path):
     """ONNX Runtime's quantiser reads an empty list of nodes to quantise as every node. With every
-    layer kept in float (`--keep-fp` naming them all, or the budget's all-float probe once the
-    additions after float convs are float too) the INT8 file had every node of the body quantised,
+    layer kept in float (`--keep-fp` naming them all, or the budget's all-float probe of a model
+    whose every layer the embedding depends on) the INT8 file had every node of the body quantised,
     the ones that OpenVINO reads wrongly included; now it quantises nothing and computes as FP32."""
     import numpy as np
     import onnx
