@@ -150,8 +150,9 @@ def test_float_nodes_read_int8_only_where_a_quantised_conv_writes_it(exported, s
     # The defog head's box sums stay float, inputs and weights (ones kernels: the detail split's 3x3
     # blurs and pixel count, the prior's 15-pixel mean and its counts, a column and a row each), whose
     # output is divided by the transmission. The decoder's fusion conv, summed from slices of its
-    # weight over the upsampled features (32 channels), the fine map (64) and the prior's t0 (1), is
-    # quantised like any layer: its three parts read int8 inputs and int8 weights.
+    # weight over the upsampled features (32 channels), the fine map (64) and the prior's t0 (1), and
+    # its reduce conv, over layer1 (64) and the stem (64), are quantised like any layer: their five
+    # parts read int8 inputs and int8 weights.
     from onnx import numpy_helper
 
     constants = {t.name: numpy_helper.to_array(t) for t in graph.initializer if not t.name.startswith("net.")}
@@ -161,7 +162,7 @@ def test_float_nodes_read_int8_only_where_a_quantised_conv_writes_it(exported, s
     assert not any(producer[i].op_type == "DequantizeLinear" for n in box_sums for i in n.input if i in producer)
     parts = [n for n in graph.node if n.op_type == "Conv" and n.input[1] in producer
              and producer[n.input[1]].input[0] in constants]
-    assert sorted(constants[producer[n.input[1]].input[0]].shape[1] for n in parts) == [1, 32, 64]
+    assert sorted(constants[producer[n.input[1]].input[0]].shape[1] for n in parts) == [1, 32, 64, 64, 64]
     assert all(producer[n.input[0]].op_type == "DequantizeLinear" for n in parts)
     assert run_onnx(out.qdq_onnx, foggy_frames(synth_root, 4))[1].shape[0] == 4
 

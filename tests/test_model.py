@@ -198,12 +198,13 @@ def test_box_mean_is_the_pooled_mean_at_any_size():
         assert torch.allclose(box_mean(x, radius), want, rtol=0, atol=1e-12), (shape, radius)
 
 
-def test_scatter_decoder_fusion_conv_is_summed_per_part(tmp_path):
+def test_scatter_decoder_fusion_and_reduce_convs_are_summed_per_part(tmp_path):
     """The decoder's fusion conv over the upsampled features, the encoder's fine map and the prior's
-    t0 is summed from one conv per part (`conv_over_parts`; ONNX Runtime's blocked-layout convs need
-    a multiple of 16 channels, and INT8 files keep a conv that reads a Concat in float): the same
-    numbers as the layer on the concatenation, its parameters unchanged, and the exported head's
-    transmission computed without a Concat before that conv."""
+    t0, and its reduce conv over layer1 and the stem, are summed from one conv per part
+    (`conv_over_parts`; ONNX Runtime's blocked-layout convs need a multiple of 16 channels, and
+    INT8 files keep a conv that reads a Concat in float): the same numbers as the layers on the
+    concatenations, their parameters unchanged, and the exported head's transmission computed
+    without a Concat before either conv."""
     import onnx
 
     net = build_model(preset("edge", imgsz=(64, 64), defog_head="detail")).eval()
@@ -217,6 +218,10 @@ def test_scatter_decoder_fusion_conv_is_summed_per_part(tmp_path):
     want = decoder.fuse(torch.cat([x, fine, t0], dim=1))
     assert (first.in_channels - 1) % 16 == 0
     assert torch.allclose(decoder._fuse([x, fine, t0]), want, rtol=0, atol=1e-12)
+    reduce_in = decoder.reduce[0][0].in_channels
+    l1, stem = torch.rand(2, reduce_in // 2, 16, 16, dtype=torch.float64), torch.rand(
+        2, reduce_in - reduce_in // 2, 16, 16, dtype=torch.float64)
+    assert torch.allclose(decoder._reduce(l1, stem), decoder.reduce(torch.cat([l1, stem], dim=1)), rtol=0, atol=1e-12)
 
     class Transmission(nn.Module):
         def __init__(self):
@@ -231,7 +236,9 @@ def test_scatter_decoder_fusion_conv_is_summed_per_part(tmp_path):
     producer = {o: n for n in graph.node for o in n.output}
     # Unfolded here, the parts' weights are Slices of the layer's (fogreid export folds them).
     fusion = [n for n in graph.node if n.op_type == "Conv" and producer.get(n.input[1], n).op_type == "Slice"]
-    assert len(fusion) == 3 and not any(producer[n.input[0]].op_type == "Concat" for n in fusion)
+    assert len(fusion) == 3
+    assert not [n.name for n in graph.node if n.op_type == "Conv" and n.input[0] in producer
+                and producer[n.input[0]].op_type == "Concat"]
 
 
 def test_ibn_in_eval_is_the_split_norms_without_a_concat(tmp_path):

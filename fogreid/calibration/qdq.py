@@ -102,10 +102,11 @@ def reads_reduce_max(proto: onnx.ModelProto) -> set[str]:
 
 
 def reads_concat(proto: onnx.ModelProto) -> set[str]:
-    """Nodes whose input is a Concat output, directly or through a Relu: the defog decoder's
-    reduce conv (layer1 and the stem concatenated) and the pyramid's convs. (The IBN blocks' second
-    convs and the decoder's fusion conv were among them until they lost their Concat:
-    fogreid/model/resnet_ibn.py, `IBN._without_concat`; sjdl.py, `conv_over_parts`.)
+    """Nodes whose input is a Concat output, directly or through a Relu: the defog pyramid's first
+    conv (the image and the decoded image) and its fusion conv.
+    (The IBN blocks' second convs and the defog decoder's fusion and reduce convs were among them
+    until they lost their Concat: fogreid/model/resnet_ibn.py, `IBN._without_concat`; sjdl.py,
+    `conv_over_parts`.)
 
     Quantised, OpenVINO's CPU plugin (2026.4.1) on an AMD EPYC (AVX-512 VNNI, no AMX) computed
     them differently from ONNX Runtime and from the Q/DQ arithmetic itself (the 5-node
