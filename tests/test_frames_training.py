@@ -90,6 +90,25 @@ def test_frame_batches_carry_the_transmission_that_fogged_them():
     assert 3 <= sum(spread > 0.02 for spread in coloured) <= 9 and min(coloured) < 0.01 and max(coloured) < 0.17
 
 
+def test_frame_fog_density_is_drawn_from_data_frame_beta():
+    """The frames' scattering coefficient comes from `data.frame_beta`: with it fixed at b, each
+    frame's transmission is exp(-b * depth), the same frames and depths as at b = 1 (the draws
+    are the same), so t_b = t_1 ** b; a range whose low end is above its high end is refused."""
+    from fogreid.train.config import build_config
+    from fogreid.train.frames import FramesStep
+
+    def transmission(beta: float) -> torch.Tensor:
+        cfg = build_config(None, ["mode=frames", "data.frame_batch=3", f"data.frame_beta=[{beta}, {beta}]"])
+        step = FramesStep(cfg, None, generated_scenes(2, 2, seed=0, size=(48, 64)), torch.device("cpu"))
+        return step.frame_batch(0)[2]
+
+    unit = transmission(1.0)
+    assert torch.allclose(transmission(0.3), unit ** 0.3, atol=1e-5)
+    assert torch.allclose(transmission(4.0), unit ** 4.0, atol=1e-5)
+    with pytest.raises(FogreidError, match=r"data.frame_beta \[5.0, 1.0\]: give \[low, high\]"):
+        build_config(None, ["mode=frames", "data.frame_beta=[5.0, 1.0]"])
+
+
 def test_frames_mode_tunes_the_head_on_frames_and_keeps_the_embedding(trained, synth_root, tmp_path):
     from fogreid.train.config import build_config
     from fogreid.train.frames import train_frames

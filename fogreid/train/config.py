@@ -44,6 +44,10 @@ class DataConfig:
     # much (real-like fog's RealFogRanges.airlight_tint); 0: every frame's airlight grey, as FVRID_syn's
     # (fogreid/train/frames.py)
     frame_airlight_tint: float = ranged(0.08, 0, 0.5)
+    # The scattering coefficient of the frames' fog, drawn per frame from [low, high]: FVRID_syn's
+    # range by default. [0.3, 5] (as thin as real-like fog's thinnest patches) scored higher on the
+    # benchmark's cameras and lower on the run's held-out ones (docs/benchmarks.md, Whole-frame defog)
+    frame_beta: tuple[float, float] = ranged((1.0, 5.0), 0.05, 20)
 
 
 @dataclass
@@ -182,6 +186,8 @@ class TrainConfig:
                 raise FogreidError(f"data.{key} {value}: give at least 2 (--{key.replace('_', '-')})")
         if self.data.num_workers < 0 or not 0 <= self.data.val_fraction < 1:
             raise FogreidError("data.num_workers must be >= 0 and data.val_fraction in [0, 1)")
+        if self.data.frame_beta[0] > self.data.frame_beta[1]:
+            raise FogreidError(f"data.frame_beta {list(self.data.frame_beta)}: give [low, high] with low <= high")
         if self.loss.restoration not in ("l1", "mse"):
             raise FogreidError("loss.restoration must be l1 or mse")
         from fogreid.train.schedule import SCHEDULES

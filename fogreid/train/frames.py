@@ -19,8 +19,8 @@ defog). This mode trains what it lacks, from a trained checkpoint (`--init`):
   cannot move): best.pt is the last epoch's;
 * each step puts the crop batch of any run through the whole-frame head, with SJDL's restoration
   terms on both defog outputs (vehicles at the crops' scale), and `data.frame_batch` whole clear
-  frames (fogreid/data/scenes.py, `data.frames`) fogged with FVRID_syn's model (beta ~ U(1, 5),
-  airlight ~ U(0.4, 1), per frame, drawn from (seed, step); each frame with probability 1/2
+  frames (fogreid/data/scenes.py, `data.frames`) fogged with FVRID_syn's model (beta ~ U(`data.frame_beta`),
+  U(1, 5) by default, airlight ~ U(0.4, 1), per frame, drawn from (seed, step); each frame with probability 1/2
   coloured, each channel offset by up to `data.frame_airlight_tint`), rounded to uint8 as a
   camera's frame is, and defogged by the whole-frame graph's own computation
   (`defog_frame_images`, at the export's default K), with the same terms at full size times
@@ -115,7 +115,7 @@ class FramesStep(Step):
     def frame_batch(self, global_step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(foggy, clear) whole frames for this step, as float images on the device, and their fog's
         transmission exp(-beta * depth)."""
-        from fogreid.data.fog import synthetic_fog, transmission
+        from fogreid.data.fog import FogRanges, synthetic_fog, transmission
 
         # Ints only: a str in the key would hash differently in every process (PYTHONHASHSEED).
         draws = torch.Generator().manual_seed(hash((self.cfg.seed, global_step, self.rank, FRAME_DRAWS)) & 0x7FFFFFFF)
@@ -125,8 +125,8 @@ class FramesStep(Step):
         depth = torch.from_numpy(np.stack(depths)).float()[:, None]
         flip = torch.rand(len(picked), generator=draws) < self.cfg.data.hflip
         clear, depth = flip_images(clear, flip), flip_images(depth, flip)
-        foggy, beta, _ = synthetic_fog(clear, draws, depth, tint=self.cfg.data.frame_airlight_tint,
-                                       tinted_share=TINTED_SHARE)
+        foggy, beta, _ = synthetic_fog(clear, draws, depth, FogRanges(beta=self.cfg.data.frame_beta),
+                                       tint=self.cfg.data.frame_airlight_tint, tinted_share=TINTED_SHARE)
         fog_transmission = transmission(depth, beta)
         if self.cfg.data.noise_sigma > 0:
             foggy = add_sensor_noise(foggy, self.cfg.data.noise_sigma, draws)   # rounds to uint8 levels too
