@@ -237,7 +237,7 @@ the city's ground truth (motmetrics; per-camera tracks hardly depend on the embe
 <p>Real-like fog (the clear render kept for evaluation only: no model trains on it):</p>
 {_defog_table(model, data, "FVRID_real", "query_clear_eval")}
 {_frames_paragraph(summary.get("frames_tuning"))}
-<h2>Speed (images/s, this machine)</h2>
+<h2>Speed (images/s, this machine; the median over rounds, the models timed in turn in each)</h2>
 <table><tr><th>model</th><th>batch 1</th><th>batch 8</th></tr>{speed_rows}</table>
 <h2>Where the outputs are</h2><ul>{output_items}</ul>
 </body></html>"""

@@ -53,7 +53,7 @@ def test_quick_demo_end_to_end(fogreid_cmd, tmp_path):
 
     page = (out / "report.html").read_text()
     for section in ("Data", "Defogging", "Re-identification accuracy", "Validation against PyTorch",
-                    "Speed (images/s, this machine)",
+                    "Speed (images/s, this machine; the median over rounds, the models timed in turn in each)",
                     "Stream", "Where the outputs are"):
         assert f"<h2>{section}</h2>" in page
     assert page.count("data:image/png;base64,") >= 30 and "CMC, synthetic fog" in page and "CMC, real-like fog" in page

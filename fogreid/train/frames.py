@@ -20,7 +20,7 @@ defog). This mode trains what it lacks, from a trained checkpoint (`--init`):
 * each step puts the crop batch of any run through the whole-frame head, with SJDL's restoration
   terms on both defog outputs (vehicles at the crops' scale), and `data.frame_batch` whole clear
   frames (fogreid/data/scenes.py, `data.frames`) fogged with FVRID_syn's model (beta ~ U(`data.frame_beta`),
-  U(1, 5) by default, airlight ~ U(0.4, 1), per frame, drawn from (seed, step); each frame with probability 1/2
+  U(0.3, 5) by default, airlight ~ U(0.4, 1), per frame, drawn from (seed, step); each frame with probability 1/2
   coloured, each channel offset by up to `data.frame_airlight_tint`), rounded to uint8 as a
   camera's frame is, and defogged by the whole-frame graph's own computation
   (`defog_frame_images`, at the export's default K), with the same terms at full size times
