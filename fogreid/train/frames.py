@@ -19,16 +19,16 @@ defog). This mode trains what it lacks, from a trained checkpoint (`--init`):
   cannot move): best.pt is the last epoch's;
 * each step puts the crop batch of any run through the whole-frame head, with SJDL's restoration
   terms on both defog outputs (vehicles at the crops' scale), and `data.frame_batch` whole clear
-  frames (fogreid/data/scenes.py, `data.frames`) fogged with FVRID_syn's model (beta ~ U(`data.frame_beta`),
-  U(0.3, 5) by default, airlight ~ U(0.4, 1), per frame, drawn from (seed, step); each frame with probability 1/2
-  coloured, each channel offset by up to `data.frame_airlight_tint`), rounded to uint8 as a
-  camera's frame is, and defogged by the whole-frame graph's own computation
-  (`defog_frame_images`, at the export's default K), with the same terms at full size times
-  `loss.frame_weight`, and the L1 distance of the transmission it divided by from the fog's own
-  times `loss.frame_transmission_weight`. Tuning the crops' own head instead (measured on the
-  demo model, 600 steps) gave the same whole frames but took the real-like crops' PSNR from
-  17.35 to 16.99 dB: more synthetic restoration training of that head, not the frames, did it
-  (crops alone: 17.00);
+  frames (fogreid/data/scenes.py, `data.frames`) fogged with FVRID_syn's model (beta ~
+  U(`data.frame_beta`), U(0.3, 5) by default, airlight ~ U(0.4, 1), per frame, drawn from (seed,
+  step); each frame with probability 1/2 coloured, each channel offset by up to
+  `data.frame_airlight_tint`), rounded to uint8 as a camera's frame is, and defogged by the
+  whole-frame graph's own computation (`defog_frame_images`, at the export's default K), with the
+  same terms at full size times `loss.frame_weight`, and the L1 distance of the transmission it
+  divided by from the fog's own times `loss.frame_transmission_weight`. Tuning the crops' own head
+  instead (measured on the demo model, 600 steps) gave the same whole frames but took the
+  real-like crops' PSNR from 17.35 to 16.99 dB: more synthetic restoration training of that head,
+  not the frames, did it (crops alone: 17.00);
 * the learning rate is the pretrained recipe's (1e-4 unless optim.lr is set): the head starts
   trained.
 
