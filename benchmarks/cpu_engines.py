@@ -108,8 +108,10 @@ def engine_worker(conn, path: str, engine: str, batches: list[int], embedding_on
     """In its own process: one engine on one file; per request, a slice of timed calls at each
     batch (after 2 warm-up calls at each, once); answers {batch: median ms of the slice}. Engine
     "auto" is `--backend auto` as a deployment gets it: one load per batch (each measures at its
-    batch when it loads, then again while it runs: fogreid.runtime.auto_engine.AutoBackend); at
-    the end it answers {batch: (the engine it loaded on, the one it ended on, its switches)}."""
+    batch when it loads, then again while it runs: fogreid.runtime.auto_engine.AutoBackend); a
+    single engine is loaded once per batch too, as a deployment loads it for its --batch (OpenVINO
+    compiles for it: fogreid.runtime.backends.OpenVinoRunner). At the end it answers {batch: (the
+    engine it loaded on, the one it ended on, its switches)}."""
     import contextlib
     import io
 
@@ -119,18 +121,17 @@ def engine_worker(conn, path: str, engine: str, batches: list[int], embedding_on
     with contextlib.redirect_stderr(io.StringIO()):   # auto's choice lines: reported at the end
         models = {b: load_deployed(path, "auto" if engine == "auto" else engine, "cpu", batch=b,
                                    embedding_only=embedding_only)
-                  for b in (batches if engine == "auto" else batches[:1])}
-        model_for = {b: models.get(b, models[batches[0]]) for b in batches}
-        loaded_on = {b: m.name.split(":")[0] for b, m in model_for.items()}
-        h, w = model_for[batches[0]].imgsz
+                  for b in batches}
+        loaded_on = {b: m.name.split(":")[0] for b, m in models.items()}
+        h, w = models[batches[0]].imgsz
         rng = np.random.default_rng(0)
         frames = {b: rng.integers(0, 256, (b, h, w, 3), dtype=np.uint8) for b in batches}
         for b in batches:
-            measure(model_for[b], frames[b], 0.0, warmup=2, min_calls=1)
+            measure(models[b], frames[b], 0.0, warmup=2, min_calls=1)
         conn.send((h, w))
         while (seconds := conn.recv()) is not None:
-            conn.send({b: measure(model_for[b], frames[b], seconds / len(batches), warmup=1).p50_ms for b in batches})
-    conn.send({b: (loaded_on[b], m.name.split(":")[0], getattr(m, "switches", 0)) for b, m in model_for.items()})
+            conn.send({b: measure(models[b], frames[b], seconds / len(batches), warmup=1).p50_ms for b in batches})
+    conn.send({b: (loaded_on[b], m.name.split(":")[0], getattr(m, "switches", 0)) for b, m in models.items()})
     for model in models.values():
         model.close()
 

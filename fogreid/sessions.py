@@ -83,12 +83,21 @@ def cpu_options(ort):
 OPENVINO_HINT = "OpenVINO is not installed: `pip install 'fogreid[openvino]'` (x86 and ARM CPUs, Intel GPUs and NPUs)"
 
 
-def openvino_model(path: str | Path, device: str = "CPU", outputs: list[str] | None = None):
+def openvino_model(path: str | Path, device: str = "CPU", outputs: list[str] | None = None,
+                   batch: int | None = None):
     """An OpenVINO CompiledModel of an ONNX file; with `outputs`, of the model cut down to those
     results (an ov.Model of their Result nodes and the same parameters: what they do not read is
-    dropped). The CPU plugin is pinned to f32: its INFERENCE_PRECISION_HINT defaults to bf16 on
-    CPUs with AMX / AVX-512 BF16, which would make a second engine's reading of an FP32 or INT8
-    file differ for a reason of its own."""
+    dropped); with `batch`, for calls of exactly `batch` rows (the batch dimension made static).
+    The CPU plugin is pinned to f32: its INFERENCE_PRECISION_HINT defaults to bf16 on CPUs with
+    AMX / AVX-512 BF16, which would make a second engine's reading of an FP32 or INT8 file differ
+    for a reason of its own.
+
+    Why a static batch: OpenVINO's CPU device guide says dynamic shapes "may limit internal
+    runtime optimizations" (its section Dynamic Shapes, 2023 documentation). Here (OpenVINO
+    2026.4.1) its CPU plugin fused the defog head's chains of element-wise ops into JIT kernels
+    ("Subgraph") only when the shapes were static; with the batch dynamic they ran op by op, and
+    a fresh 128 px edge model's calls took 1.22-1.24x (FP32) and 1.32-1.44x (INT8) as long at batch 1-16
+    (docs/benchmarks.md, OpenVINO at the caller's batch)."""
     try:
         import openvino as ov
     except ImportError:
@@ -102,6 +111,11 @@ def openvino_model(path: str | Path, device: str = "CPU", outputs: list[str] | N
         if outputs is not None:
             model = ov.Model([model.output(name).get_node() for name in outputs], model.get_parameters(),
                              model.get_friendly_name())
+        if batch is not None:
+            frames = model.input("frames")
+            shape = frames.get_partial_shape()
+            shape[0] = batch
+            model.reshape({frames.get_any_name(): shape})
         return core.compile_model(model, device, {"INFERENCE_PRECISION_HINT": "f32"} if device == "CPU" else {})
     except Exception as exc:
         raise FogreidError(f"{path}: OpenVINO {ov.get_version().split('-')[0]} cannot compile this model on "

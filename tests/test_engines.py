@@ -147,6 +147,34 @@ def test_openvino_backend_matches_onnxruntime_on_every_onnx(exported, synth_root
         assert ov_img.dtype == np.uint8 and np.abs(ov_img.astype(int) - ort_img.astype(int)).mean() < 1.0, name
 
 
+def test_openvino_compiles_the_callers_batch_and_answers_every_size_alike(exported, synth_root):
+    """With `batch`, OpenVINO compiles the file for exactly that many rows as well as for any
+    (fogreid.sessions.openvino_model): a call of 4 at batch 4 runs on the first, one of 11 on the
+    second, and both must give what the dynamic batch alone gives, row for row."""
+    from fogreid.runtime.backends import load_deployed
+
+    _, result = exported
+    frames = foggy_frames(synth_root, 11)
+    for name in ("onnx", "onnx-int8"):
+        with load_deployed(result.files[name], backend="openvino", batch=4) as at_four, \
+                load_deployed(result.files[name], backend="openvino") as any_batch, \
+                load_deployed(result.files[name], backend="openvino", batch=4, embedding_only=True) as cut:
+            static = at_four.runner.compiled_at_batch.inputs[0].get_partial_shape()
+            assert static.is_static and static[0].get_length() == 4, (name, static)
+            assert any_batch.runner.compiled_at_batch is None
+            assert any_batch.runner.compiled.inputs[0].get_partial_shape()[0].is_dynamic
+            ref_img, ref_emb = any_batch(frames)
+            four_img, four_emb = at_four(frames[:4])
+            img, emb = at_four(frames)
+            _, cut_emb = cut(frames[:4])
+        assert four_emb.shape == (4, ref_emb.shape[1]) and emb.shape == ref_emb.shape
+        for got_img, got_emb in ((four_img, four_emb), (img, emb)):
+            rows = len(got_emb)
+            assert np.abs(got_emb - ref_emb[:rows]).max() <= 1e-5, (name, rows)
+            assert np.abs(got_img.astype(int) - ref_img[:rows].astype(int)).max() <= 1, (name, rows)
+        assert np.abs(cut_emb - ref_emb[:4]).max() <= 1e-5, name
+
+
 def test_openvino_device_names_and_wrong_file():
     from fogreid.runtime.backends import artifact_kind, openvino_device
 
@@ -191,6 +219,9 @@ def test_bench_and_doctor_know_openvino(fogreid_cmd, exported):
                                         "--batch", "1,2", "--seconds", "0.2"], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     assert "openvino:model_int8.onnx" in run.stdout
+    # One load per batch size (OpenVINO compiles the file for each), one row each, one header.
+    assert [line.split()[0] for line in run.stdout.splitlines() if line.rstrip().endswith("  openvino")] == ["1", "2"]
+    assert run.stdout.count("openvino:model_int8.onnx") == 1
     doctor = subprocess.run(fogreid_cmd + ["doctor"], capture_output=True, text=True)
     assert any(line.startswith("openvino") and "CPU" in line for line in doctor.stdout.splitlines()), doctor.stdout
 

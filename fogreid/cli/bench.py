@@ -26,9 +26,10 @@ def run(args: argparse.Namespace) -> int:
     from fogreid.runtime.bench import measure
 
     batches = args.batch if isinstance(args.batch, list) else int_list(args.batch)
-    # `--backend auto` on an .onnx measures which CPU engine is faster at the batch it is told
-    # (fogreid.runtime.auto_engine): one load per batch size, each batch on its own choice.
-    per_batch = args.backend == "auto" and str(args.model).lower().endswith(".onnx")
+    # One load per batch size for an .onnx on `--backend auto`, which measures which CPU engine is
+    # faster at the batch it is told (fogreid.runtime.auto_engine), each batch on its own choice,
+    # and on `--backend openvino`, which compiles the file for that batch (OpenVinoRunner).
+    per_batch = args.backend in ("auto", "openvino") and str(args.model).lower().endswith(".onnx")
     rng = np.random.default_rng(0)
     for i, group in enumerate([[b] for b in batches] if per_batch else [batches]):
         with load_deployed(args.model, args.backend, args.device, batch=group[0]) as model:

@@ -213,7 +213,7 @@ def validate_many(checkpoint: str | Path, candidates: list[tuple[str | Path, str
         kind = artifact_kind(artifact, backend)
         if kind != "torch":
             check_same_model(checkpoint, artifact)
-        candidate = make_runner(artifact, kind, device)
+        candidate = make_runner(artifact, kind, device, batch=batch_size)   # OpenVINO compiles for it
         with candidate:
             shape = candidate.get_input_metadata(use_numpy_dtypes=False)["frames"].shape
         if (int(shape[1]), int(shape[2])) != reference_model.imgsz:
