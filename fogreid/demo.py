@@ -283,7 +283,9 @@ def _speed(models: dict[str, Path], rounds: int = 5, seconds: float = 0.5) -> di
     """Images/s of each model at batch 1 and 8: the median over `rounds` rounds, each timing every
     model in turn, so that a slow moment of a shared machine falls on all of them alike (timed one
     after the other, 1.5 s each, INT8 over FP32 at batch 8 read 1.17x in one run and 1.46x in the
-    next on the same files)."""
+    next on the same files). Each model is loaded once per batch, as a deployment loads it for its
+    batch: `--backend auto` measures the CPU engines at it and OpenVINO compiles for it
+    (fogreid.runtime.backends); the engine that ran is recorded beside the figure."""
     from contextlib import ExitStack
 
     import numpy as np
@@ -291,18 +293,22 @@ def _speed(models: dict[str, Path], rounds: int = 5, seconds: float = 0.5) -> di
     from fogreid.runtime.backends import load_deployed
     from fogreid.runtime.bench import measure
 
+    batches = (1, 8)
     with ExitStack() as stack:
-        loaded = {name: stack.enter_context(load_deployed(path)) for name, path in models.items()}
-        frames = {name: np.random.default_rng(0).integers(0, 256, (8, *model.imgsz, 3), dtype=np.uint8)
-                  for name, model in loaded.items()}
-        timed = {(name, b): [] for name in loaded for b in (1, 8)}
+        loaded = {(name, b): stack.enter_context(load_deployed(path, batch=b))
+                  for name, path in models.items() for b in batches}
+        frames = {key: np.random.default_rng(0).integers(0, 256, (key[1], *model.imgsz, 3), dtype=np.uint8)
+                  for key, model in loaded.items()}
+        timed = {key: [] for key in loaded}
         for _ in range(rounds):
-            for (name, b), per_round in timed.items():
-                per_round.append(measure(loaded[name], frames[name][:b], seconds, warmup=1).images_per_s)
-    speed = {name: {f"batch{b}": round(float(np.median(timed[name, b])), 1) for b in (1, 8)} for name in loaded}
+            for key, per_round in timed.items():
+                per_round.append(measure(loaded[key], frames[key], seconds, warmup=1).images_per_s)
+        engines = {key: model.name.split(":")[0] for key, model in loaded.items()}
+    speed = {name: {**{f"batch{b}": round(float(np.median(timed[name, b])), 1) for b in batches},
+                    **{f"engine{b}": engines[name, b] for b in batches}} for name in models}
     for name, path in models.items():
-        print(f"[speed] {Path(path).name}: {speed[name]['batch1']} img/s at batch 1, "
-              f"{speed[name]['batch8']} at batch 8 (median of {rounds} interleaved rounds)")
+        print(f"[speed] {Path(path).name}: {speed[name]['batch1']} img/s at batch 1 ({speed[name]['engine1']}), "
+              f"{speed[name]['batch8']} at batch 8 ({speed[name]['engine8']}; median of {rounds} interleaved rounds)")
     return speed
 
 

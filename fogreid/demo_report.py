@@ -188,8 +188,9 @@ def write_report(out: Path, summary: dict, scores: dict, verdicts: dict) -> Path
                          f"<td>{f['defog_psnr_db']:.1f}</td><td>{f.get('map_drop', 0):+.2f}</td>"
                          f'<td>{html.escape(failing) or "-"}</td>'
                          f'<td><a href="validation/{v.get("html", name + ".html")}">report</a></td></tr>')
-    speed_rows = "".join(f"<tr><td>{n}</td><td>{s['batch1']}</td><td>{s['batch8']}</td></tr>"
-                         for n, s in summary["speed"].items())
+    speed_rows = "".join(f"<tr><td>{n}</td>" + "".join(
+        f"<td>{s[f'batch{b}']}" + (f" ({s[f'engine{b}']})" if f"engine{b}" in s else "") + "</td>" for b in (1, 8))
+        + "</tr>" for n, s in summary["speed"].items())
     stream = summary["stream"]
     not_built = "".join(f"<li>{html.escape(k)}: {html.escape(v)}</li>" for k, v in summary["not_built"].items())
     cmc_syn = cmc_svg({n: np.array(s["syn"]["cmc"]) for n, s in scores.items()}, title="CMC, synthetic fog")
@@ -237,7 +238,7 @@ the city's ground truth (motmetrics; per-camera tracks hardly depend on the embe
 <p>Real-like fog (the clear render kept for evaluation only: no model trains on it):</p>
 {_defog_table(model, data, "FVRID_real", "query_clear_eval")}
 {_frames_paragraph(summary.get("frames_tuning"))}
-<h2>Speed (images/s, this machine; the median over rounds, the models timed in turn in each)</h2>
+<h2>Speed (images/s and engine, this machine; loaded per batch, medians of interleaved rounds)</h2>
 <table><tr><th>model</th><th>batch 1</th><th>batch 8</th></tr>{speed_rows}</table>
 <h2>Where the outputs are</h2><ul>{output_items}</ul>
 </body></html>"""

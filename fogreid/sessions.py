@@ -10,6 +10,7 @@ calibration and export can all use it without importing each other.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from fogreid.errors import EnvironmentProblem, FogreidError
@@ -83,6 +84,18 @@ def cpu_options(ort):
 OPENVINO_HINT = "OpenVINO is not installed: `pip install 'fogreid[openvino]'` (x86 and ARM CPUs, Intel GPUs and NPUs)"
 
 
+@functools.cache
+def openvino_core():
+    """The process's one OpenVINO Core, which every compiled model is made by. With a Core of its
+    own per compiled model, made and dropped as runners came and went, a process that had run
+    OpenVINO died later with SIGSEGV (sent by the kernel to the main thread, during the torch
+    training or the stream that followed): `fogreid demo --quick` in 6 of 6 runs once each runner
+    compiled its file twice (`batch`), in none of 3 with this one Core."""
+    import openvino as ov
+
+    return ov.Core()
+
+
 def openvino_model(path: str | Path, device: str = "CPU", outputs: list[str] | None = None,
                    batch: int | None = None):
     """An OpenVINO CompiledModel of an ONNX file; with `outputs`, of the model cut down to those
@@ -102,7 +115,7 @@ def openvino_model(path: str | Path, device: str = "CPU", outputs: list[str] | N
         import openvino as ov
     except ImportError:
         raise EnvironmentProblem(OPENVINO_HINT) from None
-    core = ov.Core()
+    core = openvino_core()
     if device.split(".")[0] not in {d.split(".")[0] for d in core.available_devices}:
         raise EnvironmentProblem(f"--device {device.lower()}: OpenVINO sees only "
                                  f"{', '.join(core.available_devices)} on this machine")

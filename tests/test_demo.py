@@ -50,10 +50,12 @@ def test_quick_demo_end_to_end(fogreid_cmd, tmp_path):
         assert run["defog_view"] == (name == "sjdl")
     assert summary["baseline"]["test"]["real"]["mAP"] > 2 * chance_real(data)   # the ReID-only model learnt
     assert all(s["batch1"] > 0 and s["batch8"] > 0 for s in summary["speed"].values())
+    assert summary["speed"]["pytorch"]["engine8"] == "torch"
+    assert {s["engine8"] for n, s in summary["speed"].items() if n != "pytorch"} <= {"onnxruntime", "openvino"}
 
     page = (out / "report.html").read_text()
     for section in ("Data", "Defogging", "Re-identification accuracy", "Validation against PyTorch",
-                    "Speed (images/s, this machine; the median over rounds, the models timed in turn in each)",
+                    "Speed (images/s and engine, this machine; loaded per batch, medians of interleaved rounds)",
                     "Stream", "Where the outputs are"):
         assert f"<h2>{section}</h2>" in page
     assert page.count("data:image/png;base64,") >= 30 and "CMC, synthetic fog" in page and "CMC, real-like fog" in page
