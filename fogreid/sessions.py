@@ -10,7 +10,6 @@ calibration and export can all use it without importing each other.
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
 from fogreid.errors import EnvironmentProblem, FogreidError
@@ -84,52 +83,54 @@ def cpu_options(ort):
 OPENVINO_HINT = "OpenVINO is not installed: `pip install 'fogreid[openvino]'` (x86 and ARM CPUs, Intel GPUs and NPUs)"
 
 
-@functools.cache
-def openvino_core():
-    """The process's one OpenVINO Core, which every compiled model is made by. With a Core of its
-    own per compiled model, made and dropped as runners came and went, a process that had run
-    OpenVINO died later with SIGSEGV (sent by the kernel to the main thread, during the torch
-    training or the stream that followed): `fogreid demo --quick` in 6 of 6 runs once each runner
-    compiled its file twice (`batch`), in none of 3 with this one Core."""
-    import openvino as ov
-
-    return ov.Core()
-
-
-def openvino_model(path: str | Path, device: str = "CPU", outputs: list[str] | None = None,
-                   batch: int | None = None):
+def openvino_model(path: str | Path, device: str = "CPU", outputs: list[str] | None = None):
     """An OpenVINO CompiledModel of an ONNX file; with `outputs`, of the model cut down to those
     results (an ov.Model of their Result nodes and the same parameters: what they do not read is
-    dropped); with `batch`, for calls of exactly `batch` rows (the batch dimension made static).
-    The CPU plugin is pinned to f32: its INFERENCE_PRECISION_HINT defaults to bf16 on CPUs with
-    AMX / AVX-512 BF16, which would make a second engine's reading of an FP32 or INT8 file differ
-    for a reason of its own.
+    dropped). The CPU plugin is pinned to f32: its INFERENCE_PRECISION_HINT defaults to bf16 on
+    CPUs with AMX / AVX-512 BF16, which would make a second engine's reading of an FP32 or INT8
+    file differ for a reason of its own."""
+    return openvino_models(path, device, outputs)[0]
+
+
+def openvino_models(path: str | Path, device: str = "CPU", outputs: list[str] | None = None,
+                    batch: int | None = None) -> tuple:
+    """(`openvino_model`'s CompiledModel, for any batch, and with `batch` a second one for calls of
+    exactly `batch` rows, its batch dimension made static; else None), both made by one Core.
 
     Why a static batch: OpenVINO's CPU device guide says dynamic shapes "may limit internal
     runtime optimizations" (its section Dynamic Shapes, 2023 documentation). Here (OpenVINO
     2026.4.1) its CPU plugin fused the defog head's chains of element-wise ops into JIT kernels
     ("Subgraph") only when the shapes were static; with the batch dynamic they ran op by op, and
-    a fresh 128 px edge model's calls took 1.22-1.24x (FP32) and 1.32-1.44x (INT8) as long at batch 1-16
-    (docs/benchmarks.md, OpenVINO at the caller's batch)."""
+    a fresh 128 px edge model's calls took 1.22-1.24x (FP32) and 1.32-1.44x (INT8) as long at
+    batch 1-16 (docs/benchmarks.md, OpenVINO at the caller's batch).
+
+    Why one Core for both: made by a Core each (a Core per call, as fogreid made one per runner),
+    a process that had run OpenVINO died later with SIGSEGV, sent by the kernel to its main
+    thread during the torch training or the stream that followed (`fogreid demo --quick`, 6 of 6
+    runs). A Core for the whole process instead left a `fogreid run` forked from it hanging
+    (tests/test_battery.py): the child has the parent's Core but not its threads."""
     try:
         import openvino as ov
     except ImportError:
         raise EnvironmentProblem(OPENVINO_HINT) from None
-    core = openvino_core()
+    core = ov.Core()
     if device.split(".")[0] not in {d.split(".")[0] for d in core.available_devices}:
         raise EnvironmentProblem(f"--device {device.lower()}: OpenVINO sees only "
                                  f"{', '.join(core.available_devices)} on this machine")
+    config = {"INFERENCE_PRECISION_HINT": "f32"} if device == "CPU" else {}
     try:
         model = core.read_model(str(path))
         if outputs is not None:
             model = ov.Model([model.output(name).get_node() for name in outputs], model.get_parameters(),
                              model.get_friendly_name())
-        if batch is not None:
-            frames = model.input("frames")
-            shape = frames.get_partial_shape()
-            shape[0] = batch
-            model.reshape({frames.get_any_name(): shape})
-        return core.compile_model(model, device, {"INFERENCE_PRECISION_HINT": "f32"} if device == "CPU" else {})
+        any_batch = core.compile_model(model, device, config)
+        if batch is None:
+            return any_batch, None
+        frames = model.input("frames")
+        shape = frames.get_partial_shape()
+        shape[0] = batch
+        model.reshape({frames.get_any_name(): shape})
+        return any_batch, core.compile_model(model, device, config)
     except Exception as exc:
         raise FogreidError(f"{path}: OpenVINO {ov.get_version().split('-')[0]} cannot compile this model on "
                            f"{device} ({str(exc).strip().splitlines()[-1][:200]})") from None

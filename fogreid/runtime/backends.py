@@ -32,7 +32,7 @@ from polygraphy.common import TensorMetadata
 
 from fogreid._deprecated import renamed
 from fogreid.errors import FogreidError
-from fogreid.sessions import onnxruntime_session, openvino_model
+from fogreid.sessions import onnxruntime_session, openvino_models
 
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 
@@ -161,11 +161,11 @@ def openvino_device(device: str) -> str:
 class OpenVinoRunner(BaseRunner):
     """An ONNX file compiled by OpenVINO. It reads the graph itself (uint8 NHWC input, Q/DQ
     pairs as FakeQuantize), so agreeing with ONNX Runtime is evidence about the file, not
-    about one engine (compiled by fogreid.sessions.openvino_model, f32 on the CPU).
+    about one engine (compiled by fogreid.sessions.openvino_models, f32 on the CPU).
 
     With `batch` (the caller's batch size: `fogreid run --batch`, validation's batches, a
     benchmark's), the file is compiled twice: for exactly `batch` rows, which OpenVINO runs
-    1.2-1.4x faster than a dynamic batch (fogreid.sessions.openvino_model), and for any batch. A
+    1.2-1.4x faster than a dynamic batch (fogreid.sessions.openvino_models), and for any batch. A
     call of `batch` rows runs on the first, any other on the second (in chunks of `batch` it ran
     from 1.2x faster to 1.25x slower, by file: docs/benchmarks.md, OpenVINO at the caller's
     batch); both are compiled at load, so no call waits for a compile. The cost is memory: the
@@ -180,9 +180,7 @@ class OpenVinoRunner(BaseRunner):
         self._lock = threading.Lock()
 
     def activate_impl(self) -> None:
-        self.compiled = openvino_model(self.path, self.device, self.outputs)
-        self.compiled_at_batch = (openvino_model(self.path, self.device, self.outputs, self.batch)
-                                  if self.batch else None)
+        self.compiled, self.compiled_at_batch = openvino_models(self.path, self.device, self.outputs, self.batch)
         self.output_names = [port.get_any_name() for port in self.compiled.outputs]
 
     def get_input_metadata_impl(self):

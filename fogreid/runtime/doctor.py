@@ -51,9 +51,7 @@ def _onnxruntime() -> str:
 def _openvino() -> str:
     import openvino as ov
 
-    from fogreid.sessions import openvino_core
-
-    core = openvino_core()
+    core = ov.Core()
     devices = [f"{d} ({core.get_property(d, 'FULL_DEVICE_NAME')})" for d in core.available_devices]
     return f"{ov.get_version()}; devices: {', '.join(devices) or 'none'}"
 
