@@ -303,9 +303,10 @@ def _speed(models: dict[str, Path], rounds: int = 5, seconds: float = 0.5) -> di
         for _ in range(rounds):
             for key, per_round in timed.items():
                 per_round.append(measure(loaded[key], frames[key], seconds, warmup=1).images_per_s)
-        engines = {key: model.name.split(":")[0] for key, model in loaded.items()}
-    speed = {name: {**{f"batch{b}": round(float(np.median(timed[name, b])), 1) for b in batches},
-                    **{f"engine{b}": engines[name, b] for b in batches}} for name in models}
+        speed = {name: {} for name in models}
+        for (name, b), model in loaded.items():
+            speed[name][f"batch{b}"] = round(float(np.median(timed[name, b])), 1)
+            speed[name][f"engine{b}"] = model.name.split(":")[0]
     for name, path in models.items():
         print(f"[speed] {Path(path).name}: {speed[name]['batch1']} img/s at batch 1 ({speed[name]['engine1']}), "
               f"{speed[name]['batch8']} at batch 8 ({speed[name]['engine8']}; median of {rounds} interleaved rounds)")

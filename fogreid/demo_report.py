@@ -162,6 +162,13 @@ def _frames_paragraph(tuning: dict | None) -> str:
             f"{before['psnr_foggy']:.2f} dB / {before['ssim_foggy']:.3f}).</p>")
 
 
+def _speed_cell(speed: dict, batch: int) -> str:
+    """img/s at `batch` and, where the run recorded it, the engine that ran (summaries before
+    2026-12-06 have none)."""
+    engine = speed.get(f"engine{batch}")
+    return f"{speed[f'batch{batch}']}" + (f" ({engine})" if engine else "")
+
+
 def write_report(out: Path, summary: dict, scores: dict, verdicts: dict) -> Path:
     from fogreid.fileio import atomic_write
     from fogreid.model.checkpoint import read_checkpoint
@@ -188,9 +195,8 @@ def write_report(out: Path, summary: dict, scores: dict, verdicts: dict) -> Path
                          f"<td>{f['defog_psnr_db']:.1f}</td><td>{f.get('map_drop', 0):+.2f}</td>"
                          f'<td>{html.escape(failing) or "-"}</td>'
                          f'<td><a href="validation/{v.get("html", name + ".html")}">report</a></td></tr>')
-    speed_rows = "".join(f"<tr><td>{n}</td>" + "".join(
-        f"<td>{s[f'batch{b}']}" + (f" ({s[f'engine{b}']})" if f"engine{b}" in s else "") + "</td>" for b in (1, 8))
-        + "</tr>" for n, s in summary["speed"].items())
+    speed_rows = "".join(f"<tr><td>{n}</td><td>{_speed_cell(s, 1)}</td><td>{_speed_cell(s, 8)}</td></tr>"
+                         for n, s in summary["speed"].items())
     stream = summary["stream"]
     not_built = "".join(f"<li>{html.escape(k)}: {html.escape(v)}</li>" for k, v in summary["not_built"].items())
     cmc_syn = cmc_svg({n: np.array(s["syn"]["cmc"]) for n, s in scores.items()}, title="CMC, synthetic fog")
