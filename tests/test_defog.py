@@ -249,6 +249,39 @@ def test_whole_frames_keep_the_transmission_above_he_et_al_s_floor(monkeypatch):
     assert block_depth() > 65
 
 
+def test_whole_frames_hold_the_transmission_near_the_frames_median(monkeypatch):
+    """Light fog: a grey street under a bright sky with a faintly darker block (5 grey levels). The
+    prior puts the sky's transmission near its floor, as it would in dense fog, and the inversion
+    made the block ~50 levels darker; the frame's median transmission (the street's, ~0.65) says
+    the fog is light, and the transmission held at 0.8 of it (0.54) leaves the block about 5 / 0.54 darker."""
+    from fogreid.export import frame_graph
+
+    torch.manual_seed(0)
+    net = build_model(preset("edge", imgsz=(64, 64), defog_head="detail")).eval()
+    frame = np.full((1, 384, 256, 3), 80, np.uint8)
+    frame[:, :160] = 230
+    frame[:, 40:112, 64:192] = 225
+
+    def block_depth() -> float:
+        with torch.inference_mode():
+            out = frame_graph.DefogFrame(net, 4)(torch.from_numpy(frame)).numpy().astype(float)
+        return out[0, 8:30, 100:160].mean() - out[0, 56:96, 100:160].mean()
+
+    assert frame_graph.FRAME_T_MEDIAN_SHARE == 0.8 and 5 < block_depth() < 15
+    monkeypatch.setattr(frame_graph, "FRAME_T_MEDIAN_SHARE", 0.0)
+    assert block_depth() > 40
+
+
+def test_frame_median_is_the_median_to_a_bin():
+    from fogreid.export.frame_graph import MEDIAN_BINS, frame_median
+
+    torch.manual_seed(0)
+    t = torch.stack([torch.rand(1, 30, 40) ** 3, 0.1 + 0.05 * torch.rand(1, 30, 40), torch.full((1, 30, 40), 0.7)])
+    want = torch.quantile(t.flatten(1), 0.5, dim=1)
+    got = frame_median(t).flatten()
+    assert got.shape == (3,) and ((got - want).abs() <= 1 / MEDIAN_BINS).all()
+
+
 def test_frame_graph_runs_small_and_reads_the_same_on_openvino(exported, synth_root):
     """The network runs at 1/downscale of the frame (4 for this 64 px model) and its maps are
     upsampled in the graph; OpenVINO reads that graph as PyTorch computes it, odd sizes too."""

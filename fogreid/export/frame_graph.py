@@ -66,12 +66,20 @@ FRAME_T_MIN = 0.1
 # through fog, and keeps some of the sky's colour; dividing by a far building's t ~0.1 turns that
 # into a cast of the opposite colour (docs/benchmarks.md, Whole-frame defog).
 FRAME_CHROMA_T_MIN = 0.35
+# No pixel's transmission is held below this share of the frame's median transmission. A flat pale
+# sky is what dense fog looks like from its own pixels, so the head gives it a transmission at the
+# floor in any fog; in light fog the sky keeps some of its own colour, a little darker than the
+# airlight, and 1 / 0.1 turned that into a sky far darker than the clear one. The frame's median
+# tells light fog from dense: in light fog most of the scene is clear (docs/benchmarks.md,
+# Whole-frame defog, "The frame's median transmission").
+FRAME_T_MEDIAN_SHARE = 0.8
+MEDIAN_BINS = 64    # the median's resolution, 1/64 of the transmission's range
 
 
 def frame_graph_rules() -> dict:
     """This graph's constants, which no checkpoint carries: what `fogreid demo` keys the steps that
     train through the graph or export it on, so that a change of them redoes those steps."""
-    return {"t_min": FRAME_T_MIN, "chroma_t_min": FRAME_CHROMA_T_MIN}
+    return {"t_min": FRAME_T_MIN, "chroma_t_min": FRAME_CHROMA_T_MIN, "t_median_share": FRAME_T_MEDIAN_SHARE}
 
 
 def default_downscale(imgsz: tuple[int, int]) -> int:
@@ -96,6 +104,15 @@ def guided_upsample(small_guide: torch.Tensor, small_map: torch.Tensor, full_gui
     a = F.interpolate(box_mean(a, radius), size=size, mode="bilinear", align_corners=False)
     b = F.interpolate(box_mean(b, radius), size=size, mode="bilinear", align_corners=False)
     return a * full_guide + b
+
+
+def frame_median(t: torch.Tensor, bins: int = MEDIAN_BINS) -> torch.Tensor:
+    """(B, 1, H, W) in [0, 1] -> each frame's median (B, 1, 1, 1), to 1 / bins: the share of pixels
+    below each of `bins` levels, counted. Comparisons and means only, so the graph needs no TopK
+    (which TensorRT limits to k <= 3840) and PyTorch and every engine compute the same number."""
+    levels = (torch.arange(bins, dtype=t.dtype, device=t.device) + 0.5) / bins
+    below = (t.flatten(1).unsqueeze(1) < levels[None, :, None]).to(t.dtype).mean(dim=2)   # (B, bins)
+    return ((below < 0.5).to(t.dtype).sum(dim=1) / bins)[:, None, None, None]
 
 
 class DefogFrame(nn.Module):
@@ -133,13 +150,14 @@ def defog_frame_images(net: SJDLNet, image: torch.Tensor, downscale: int) -> tor
 
 def defog_frame_images_and_transmission(net: SJDLNet, image: torch.Tensor, downscale: int
                                         ) -> tuple[torch.Tensor, torch.Tensor]:
-    """`defog_frame_images`, and the transmission (B, 1, H, W) it divided by."""
-    if downscale == 1:
-        t, airlight, gain, refinement = net.defog_maps(image, whole_frame=True)
-    else:
-        # ceil_mode: a side that is not a multiple keeps its last, partial cell (averaged over what it holds).
-        small = F.avg_pool2d(image, downscale, ceil_mode=True)
-        t, airlight, gain, refinement = net.defog_maps(small, whole_frame=True)
+    """`defog_frame_images`, and the head's transmission (B, 1, H, W) at the frame's size before the
+    frame's median holds it up (`FRAME_T_MEDIAN_SHARE`): the head's estimate, which the frames'
+    training compares with the fog's own; the hold is the graph's rule for the inversion."""
+    # ceil_mode: a side that is not a multiple keeps its last, partial cell (averaged over what it holds).
+    small = image if downscale == 1 else F.avg_pool2d(image, downscale, ceil_mode=True)
+    t, airlight, gain, refinement = net.defog_maps(small, whole_frame=True)
+    median = frame_median(t)
+    if downscale != 1:
         size = image.shape[-2:]
         t = guided_upsample(grey(small), t, grey(image))
         airlight = F.interpolate(airlight, size=size, mode="bilinear", align_corners=False)
@@ -148,9 +166,10 @@ def defog_frame_images_and_transmission(net: SJDLNet, image: torch.Tensor, downs
             gain = F.interpolate(gain, size=size, mode="bilinear", align_corners=False)
         refinement = F.interpolate(refinement, size=size, mode="bilinear", align_corners=False)
     t = t.clamp(FRAME_T_MIN, 1.0)
+    held = torch.maximum(t, FRAME_T_MEDIAN_SHARE * median)
     # Every eighth pixel of each row and column measures a frame's noise as well as every second
     # (14,400 samples at 640x480, where a 64x64 crop has 3,072 at the default 2), at 1/16 of the cost.
-    return ScatterDecoder.compose(image, t, airlight, gain, noise_stride=8, deband=True,
+    return ScatterDecoder.compose(image, held, airlight, gain, noise_stride=8, deband=True,
                                   chroma_t_min=FRAME_CHROMA_T_MIN) + refinement, t
 
 
