@@ -44,3 +44,12 @@ def test_colour_cast_is_the_colour_given_to_what_is_grey():
     green[:, 1] += 6 / 255                                   # green up by 6 levels: 4 from the grey mean
     cast = quality.colour_cast(green, clear)
     assert abs(cast - (4 + 2 + 2) / 3) < 0.01
+
+
+def test_darker_share_counts_what_is_made_darker_than_clear_only():
+    clear = torch.full((1, 3, 10, 10), 0.7)
+    defogged = clear.clone()
+    defogged[:, :, :4] -= 0.2      # 40 % of the frame 51 levels darker: counted
+    defogged[:, :, 4:6] += 0.2     # brighter (fog left in): not darker
+    defogged[:, :, 6:8] -= 0.1     # darker, but within DARKER
+    assert abs(quality.darker_share(defogged, clear) - 0.4) < 1e-6 and quality.darker_share(clear, clear) == 0.0
