@@ -20,9 +20,11 @@ t is upsampled by the fast guided filter (He & Sun 2015) with the frame's grey i
 guide, as the dark channel prior refines its transmission (He et al. 2009): t follows the
 frame's own edges instead of the small grid's, so vehicles keep sharp outlines without halos.
 It is then held at FRAME_T_MIN = 0.1 or above, He et al.'s lower bound: a frame's sky and far
-road reach transmissions a vehicle crop does not. The colour of I - A (less its grey level) is
-divided by max(t, FRAME_CHROMA_T_MIN) instead of t (`sjdl.invert`), so an airlight a little off
-in colour turns whatever is far much less into the opposite colour.
+road reach transmissions a vehicle crop does not; and at FRAME_T_MEDIAN_SHARE of the frame's
+median transmission or above, so that a sky in light fog is not inverted as dense fog. The
+colour of I - A (less its grey level) is divided by max(t, FRAME_CHROMA_T_MIN) instead of t
+(`sjdl.invert`), so an airlight a little off in colour turns whatever is far much less into the
+opposite colour.
 The network's cost falls by downscale^2. Shrinking also shows the head vehicles near the scale
 of the crops it was trained on: its 15-pixel dark-channel patch and its receptive field were
 learnt on `imgsz` crops, and on a full 640x480 frame a 64 px model darkens the sky and bands

@@ -24,8 +24,9 @@ defog). This mode trains what it lacks, from a trained checkpoint (`--init`):
   step); each frame with probability 1/2 coloured, each channel offset by up to
   `data.frame_airlight_tint`), rounded to uint8 as a camera's frame is, and defogged by the
   whole-frame graph's own computation (`defog_frame_images`, at the export's default K), with the
-  same terms at full size times `loss.frame_weight`, and the L1 distance of the transmission it
-  divided by from the fog's own times `loss.frame_transmission_weight`. Tuning the crops' own head
+  same terms at full size times `loss.frame_weight`, and the L1 distance of the head's
+  transmission (before the graph holds it at FRAME_T_MEDIAN_SHARE of the frame's median) from
+  the fog's own times `loss.frame_transmission_weight`. Tuning the crops' own head
   instead (measured on the demo model, 600 steps) gave the same whole frames but took the
   real-like crops' PSNR from 17.35 to 16.99 dB: more synthetic restoration training of that head,
   not the frames, did it (crops alone: 17.00);
