@@ -228,48 +228,47 @@ def test_guided_upsampling_puts_a_map_edge_on_the_frame_edge():
     assert (guided - truth).abs().max() < 0.02 < 0.1 < (bilinear - truth).abs().max()
 
 
+def block_depth(frame: np.ndarray, around: tuple[slice, slice], block: tuple[slice, slice]) -> float:
+    """How much darker than its surround a block of `frame` comes out of a fresh 64 px model's
+    whole-frame graph (the head at its dark-channel prior), in grey levels."""
+    from fogreid.export.frame_graph import DefogFrame
+
+    torch.manual_seed(0)
+    net = build_model(preset("edge", imgsz=(64, 64), defog_head="detail")).eval()
+    with torch.inference_mode():
+        out = DefogFrame(net, 4)(torch.from_numpy(frame)).numpy().astype(float)[0]
+    return out[around].mean() - out[block].mean()
+
+
 def test_whole_frames_keep_the_transmission_above_he_et_al_s_floor(monkeypatch):
     """A bright foggy frame with a faintly darker block (5 grey levels): the prior puts its
     transmission near 0.07, below the whole-frame floor of 0.1, so the block comes out
     5 / 0.1 = 50 levels darker than its surround, not the ~70 of the head's own floor."""
     from fogreid.export import frame_graph
 
-    torch.manual_seed(0)
-    net = build_model(preset("edge", imgsz=(64, 64), defog_head="detail")).eval()
     frame = np.full((1, 256, 256, 3), 230, np.uint8)
     frame[:, 96:224, 64:192] = 225
-
-    def block_depth() -> float:
-        with torch.inference_mode():
-            out = frame_graph.DefogFrame(net, 4)(torch.from_numpy(frame)).numpy().astype(float)
-        return out[0, 20:60, 100:160].mean() - out[0, 140:180, 100:160].mean()
-
-    assert frame_graph.FRAME_T_MIN == 0.1 and 45 < block_depth() < 55
+    where = (slice(20, 60), slice(100, 160)), (slice(140, 180), slice(100, 160))
+    assert frame_graph.FRAME_T_MIN == 0.1 and 45 < block_depth(frame, *where) < 55
     monkeypatch.setattr(frame_graph, "FRAME_T_MIN", ScatterDecoder.T_MIN)
-    assert block_depth() > 65
+    assert block_depth(frame, *where) > 65
 
 
 def test_whole_frames_hold_the_transmission_near_the_frames_median(monkeypatch):
     """Light fog: a grey street under a bright sky with a faintly darker block (5 grey levels). The
     prior puts the sky's transmission near its floor, as it would in dense fog, and the inversion
     made the block ~50 levels darker; the frame's median transmission (the street's, ~0.65) says
-    the fog is light, and the transmission held at 0.8 of it (0.54) leaves the block about 5 / 0.54 darker."""
+    the fog is light, and the transmission held at 0.8 of it (0.54) leaves the block about 5 / 0.54
+    darker."""
     from fogreid.export import frame_graph
 
-    torch.manual_seed(0)
-    net = build_model(preset("edge", imgsz=(64, 64), defog_head="detail")).eval()
     frame = np.full((1, 384, 256, 3), 80, np.uint8)
     frame[:, :160] = 230
     frame[:, 40:112, 64:192] = 225
-
-    def block_depth() -> float:
-        with torch.inference_mode():
-            out = frame_graph.DefogFrame(net, 4)(torch.from_numpy(frame)).numpy().astype(float)
-        return out[0, 8:30, 100:160].mean() - out[0, 56:96, 100:160].mean()
-
-    assert frame_graph.FRAME_T_MEDIAN_SHARE == 0.8 and 5 < block_depth() < 15
+    where = (slice(8, 30), slice(100, 160)), (slice(56, 96), slice(100, 160))
+    assert frame_graph.FRAME_T_MEDIAN_SHARE == 0.8 and 5 < block_depth(frame, *where) < 15
     monkeypatch.setattr(frame_graph, "FRAME_T_MEDIAN_SHARE", 0.0)
-    assert block_depth() > 40
+    assert block_depth(frame, *where) > 40
 
 
 def test_frame_median_is_the_median_to_a_bin():
