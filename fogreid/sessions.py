@@ -109,15 +109,7 @@ def openvino_models(path: str | Path, device: str = "CPU", outputs: list[str] | 
     thread during the torch training or the stream that followed (`fogreid demo --quick`, 6 of 6
     runs). A Core for the whole process instead left a `fogreid run` forked from it hanging
     (tests/test_battery.py): the child has the parent's Core but not its threads."""
-    try:
-        import openvino as ov
-    except ImportError:
-        raise EnvironmentProblem(OPENVINO_HINT) from None
-    core = ov.Core()
-    if device.split(".")[0] not in {d.split(".")[0] for d in core.available_devices}:
-        raise EnvironmentProblem(f"--device {device.lower()}: OpenVINO sees only "
-                                 f"{', '.join(core.available_devices)} on this machine")
-    config = {"INFERENCE_PRECISION_HINT": "f32"} if device == "CPU" else {}
+    ov, core, config = _openvino_core(device)
     try:
         model = core.read_model(str(path))
         if outputs is not None:
@@ -132,5 +124,44 @@ def openvino_models(path: str | Path, device: str = "CPU", outputs: list[str] | 
         model.reshape({frames.get_any_name(): shape})
         return any_batch, core.compile_model(model, device, config)
     except Exception as exc:
-        raise FogreidError(f"{path}: OpenVINO {ov.get_version().split('-')[0]} cannot compile this model on "
-                           f"{device} ({str(exc).strip().splitlines()[-1][:200]})") from None
+        raise _cannot_compile(ov, path, device, exc) from None
+
+
+def openvino_compiler(path: str | Path, device: str = "CPU"):
+    """A function: an input shape -> the file compiled by OpenVINO with its `frames` input made
+    that static shape (all its dimensions: a camera's frames keep one size; OpenVINO's CPU plugin
+    fuses element-wise chains only where shapes are static, `openvino_models`). One Core, the
+    file read once, for every shape asked (a Core per compiled model crashed, `openvino_models`)."""
+    ov, core, config = _openvino_core(device)
+    try:
+        model = core.read_model(str(path))
+    except Exception as exc:
+        raise _cannot_compile(ov, path, device, exc) from None
+    name = model.input("frames").get_any_name()
+
+    def compile_for(shape: tuple[int, ...]):
+        try:
+            model.reshape({name: ov.PartialShape(list(shape))})
+            return core.compile_model(model, device, config)
+        except Exception as exc:
+            raise _cannot_compile(ov, path, device, exc) from None
+
+    return compile_for
+
+
+def _openvino_core(device: str) -> tuple:
+    """(the openvino module, a Core that has `device`, its compile config: f32 on the CPU)."""
+    try:
+        import openvino as ov
+    except ImportError:
+        raise EnvironmentProblem(OPENVINO_HINT) from None
+    core = ov.Core()
+    if device.split(".")[0] not in {d.split(".")[0] for d in core.available_devices}:
+        raise EnvironmentProblem(f"--device {device.lower()}: OpenVINO sees only "
+                                 f"{', '.join(core.available_devices)} on this machine")
+    return ov, core, ({"INFERENCE_PRECISION_HINT": "f32"} if device == "CPU" else {})
+
+
+def _cannot_compile(ov, path: str | Path, device: str, exc: Exception) -> FogreidError:
+    return FogreidError(f"{path}: OpenVINO {ov.get_version().split('-')[0]} cannot compile this model on "
+                        f"{device} ({str(exc).strip().splitlines()[-1][:200]})")

@@ -281,9 +281,11 @@ def test_frame_median_is_the_median_to_a_bin():
     assert got.shape == (3,) and ((got - want).abs() <= 1 / MEDIAN_BINS).all()
 
 
-def test_frame_graph_runs_small_and_reads_the_same_on_openvino(exported, synth_root):
+def test_frame_graph_runs_small_and_reads_the_same_on_openvino(exported, synth_root, capsys):
     """The network runs at 1/downscale of the frame (4 for this 64 px model) and its maps are
-    upsampled in the graph; OpenVINO reads that graph as PyTorch computes it, odd sizes too."""
+    upsampled in the graph; OpenVINO reads that graph as PyTorch computes it, odd sizes too, with
+    the size left dynamic and compiled for each frame size as `fogreid run` does (FrameDefogger's
+    engines), and `--backend auto` measures both on the first frame and says which it keeps."""
     import cv2
 
     from fogreid.export.frame_graph import DefogFrame
@@ -298,12 +300,22 @@ def test_frame_graph_runs_small_and_reads_the_same_on_openvino(exported, synth_r
     meta = read_metadata(frame_path)
     assert meta["downscale"] == "4" and meta["min_side"] == "128"
     reference, engine = DefogFrame(load_network(ckpt), 4), openvino_model(frame_path)
+    defoggers = {backend: FrameDefogger(frame_path, "cpu", backend) for backend in ("onnxruntime", "openvino", "auto")}
     for frame in foggy_frames(None, str(synth_root), per_size=1):
         with torch.inference_mode():
             want = reference(torch.from_numpy(frame[None])).numpy()
         got = engine({"frames": frame[None]})[engine.outputs[0]]
         assert got.shape == want.shape and np.abs(got.astype(int) - want).max() <= 1
+        for defogger in defoggers.values():
+            assert np.abs(defogger(frame).astype(int) - want[0]).max() <= 1
     assert {f.shape[:2] for f in foggy_frames(None, str(synth_root), per_size=1)} == set(FRAME_SIZES)
+    assert set(defoggers["openvino"].engine.compiled) == {(1, h, w, 3) for h, w in FRAME_SIZES}
+    assert defoggers["openvino"].session is None and defoggers["onnxruntime"].choice == "onnxruntime"
+    line = capsys.readouterr().err.strip().splitlines()
+    assert len(line) == 1 and line[0] == defoggers["auto"].choice and line[0].startswith(
+        "backend auto (whole frames): ") and "ms/batch of 1) over" in line[0]
+    with pytest.raises(FogreidError, match="--backend tensorrt: the whole-frame defog graph runs on"):
+        FrameDefogger(frame_path, "cpu", "tensorrt")
     frame = np.full((120, 160, 3), 200, np.uint8)
     with pytest.raises(FogreidError, match="smaller than this whole-frame defog graph takes"):
         FrameDefogger(frame_path)(cv2.resize(frame, (160, 120)))
@@ -351,17 +363,20 @@ def test_run_writes_defogged_whole_frames(exported, synth_root, tmp_path, fogrei
     cmd = fogreid_cmd + ["run", "--model", str(result.files["onnx"]), "--source", str(video["video"]),
                          "--rois", str(video["rois"]), "--save-video", str(out), "--defog-view", "frame",
                          "--defog", "always"]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    source, written = cv2.VideoCapture(str(video["video"])), cv2.VideoCapture(str(out))
-    raw, shown = source.read()[1], written.read()[1]
-    assert int(written.get(cv2.CAP_PROP_FRAME_COUNT)) == 6 and shown.shape == raw.shape
-    # Away from the boxes, the saved frame is the defogged frame (up to the video codec).
-    expected = FrameDefogger(result.files["onnx-defog-frame"])(raw)
-    rows = slice(0, 40)  # the sky above the vehicles
-    to_defogged = np.abs(shown[rows].astype(int) - expected[rows]).mean()
-    to_raw = np.abs(shown[rows].astype(int) - raw[rows]).mean()
-    assert to_defogged < 0.5 * to_raw, (to_defogged, to_raw)
+    # --backend auto (the default) times both engines on the first frame; openvino runs the frames there too.
+    for backend, says in (("auto", "backend auto (whole frames): "), ("openvino", "openvino:model.onnx")):
+        done = subprocess.run(cmd + ["--backend", backend], capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0 and says in done.stderr, done.stderr
+        source, written = cv2.VideoCapture(str(video["video"])), cv2.VideoCapture(str(out))
+        raw, shown = source.read()[1], written.read()[1]
+        assert int(written.get(cv2.CAP_PROP_FRAME_COUNT)) == 6 and shown.shape == raw.shape
+        # Away from the boxes, the saved frame is the defogged frame (up to the video codec).
+        expected = FrameDefogger(result.files["onnx-defog-frame"])(raw)
+        rows = slice(0, 40)  # the sky above the vehicles
+        to_defogged = np.abs(shown[rows].astype(int) - expected[rows]).mean()
+        to_raw = np.abs(shown[rows].astype(int) - raw[rows]).mean()
+        assert to_defogged < 0.5 * to_raw, (backend, to_defogged, to_raw)
+        out.unlink()
     # Without the frame graph beside the model: one clear line, exit 2.
     lone = tmp_path / "lone" / "model.onnx"
     lone.parent.mkdir()
