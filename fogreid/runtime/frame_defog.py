@@ -5,8 +5,9 @@ BGR frame of any size in, its defogged frame out, on ONNX Runtime or OpenVINO.
 OpenVINO compiles the graph for each frame size it meets, every dimension static (a camera keeps
 its size): its CPU plugin fuses the graph's chains of element-wise ops only where shapes are
 static, and at 640x480 the demo's graph compiled so took 36.0 ms a frame against ONNX Runtime's
-39.3 and 82.7 with the size left dynamic (docs/benchmarks.md, OpenVINO at the caller's batch).
-`--backend auto` measures both on the first frame, as it does for the crop graph
+39.3 and 82.7 with the size left dynamic (docs/benchmarks.md, OpenVINO at the caller's batch);
+34.8 against 38.6 on another idle morning, but 112 against 59 with a test suite on the same two
+cores. So `--backend auto` measures both on the first frame, as it does for the crop graph
 (fogreid/runtime/auto_engine.py), and checks its choice again on the run's own frames."""
 
 from __future__ import annotations
