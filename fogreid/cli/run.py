@@ -219,7 +219,7 @@ def run_options(args: argparse.Namespace, regions, gallery, publisher, tracked: 
     if args.defog_view == "frame":
         from fogreid.runtime.frame_defog import FrameDefogger, find_frame_graph
 
-        # The graph is an ONNX file whatever --model is: a checkpoint's or engine's view runs on ONNX Runtime.
+        # The graph is an ONNX file whatever --model is: with --backend torch or tensorrt it runs on ONNX Runtime.
         backend = args.backend if args.backend in ("auto", "onnxruntime", "openvino") else "onnxruntime"
         defog_frames = FrameDefogger(args.defog_model or find_frame_graph(args.model), args.device, backend)
     from fogreid.runtime.fog_gate import DEFAULT_THRESHOLD, FogGate
