@@ -234,8 +234,9 @@ def main() -> None:
 
     versions = f"ONNX Runtime {onnxruntime.__version__}, PyTorch {torch.__version__}"
     if "openvino" in engines:
-        import openvino
+        from fogreid.sessions import import_openvino
 
+        openvino = import_openvino()
         versions += f", OpenVINO {openvino.get_version().split('-')[0]}"
     print(f"\n{time.strftime('%Y-%m-%d %H:%M')}  {cpu_name()}, {os.cpu_count()} CPUs, torch threads "
           f"{torch.get_num_threads()}; {versions}")

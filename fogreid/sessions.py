@@ -108,7 +108,9 @@ def openvino_models(path: str | Path, device: str = "CPU", outputs: list[str] | 
     a process that had run OpenVINO died later with SIGSEGV, sent by the kernel to its main
     thread during the torch training or the stream that followed (`fogreid demo --quick`, 6 of 6
     runs). A Core for the whole process instead left a `fogreid run` forked from it hanging
-    (tests/test_battery.py): the child has the parent's Core but not its threads."""
+    (tests/test_battery.py): the child has the parent's Core but not its threads. (Or the hang
+    was OpenVINO's telemetry child, found later: `import_openvino`; a Core per process was not
+    tried again.)"""
     ov, core, config = _openvino_core(device)
     try:
         model = core.read_model(str(path))
@@ -149,12 +151,35 @@ def openvino_compiler(path: str | Path, device: str = "CPU"):
     return compile_for
 
 
-def _openvino_core(device: str) -> tuple:
-    """(the openvino module, a Core that has `device`, its compile config: f32 on the CPU)."""
+def import_openvino():
+    """`import openvino` without its telemetry; every fogreid import of OpenVINO goes through here.
+
+    OpenVINO's package reports its own import to Google Analytics, unless a consent file in the
+    user's home says no (openvino/tools/ovc/__init__.py: `telemetry.send_event("ov", "import",
+    "general_import")`, on a worker thread). On Linux the sender forks a multiprocessing child to
+    make the request (openvino_telemetry/backend/backend_ga4.py, `GA4Backend.send`), from that
+    thread, while the process's other threads run. In `fogreid run` the child was once forked
+    while another thread held Python's import lock and waited for it forever; it had inherited
+    fogreid's SIGTERM handler, so the sender's terminate() did not end it, and multiprocessing's
+    exit handler then waited for the child forever (a quick demo's stream step hung at its end;
+    py-spy of the child: `GA4Backend.send` ... `_ModuleLock.acquire`). OpenVINO falls back to a
+    stub that sends nothing when `openvino_telemetry` cannot be imported
+    (openvino/tools/ovc/telemetry_utils.py), so fogreid makes that import fail in its own
+    processes. A camera box running fogreid has no business reporting to an analytics service."""
+    import sys
+
+    if "openvino" not in sys.modules:
+        sys.modules.setdefault("openvino_telemetry", None)   # None: `import openvino_telemetry` raises ImportError
     try:
-        import openvino as ov
+        import openvino
     except ImportError:
         raise EnvironmentProblem(OPENVINO_HINT) from None
+    return openvino
+
+
+def _openvino_core(device: str) -> tuple:
+    """(the openvino module, a Core that has `device`, its compile config: f32 on the CPU)."""
+    ov = import_openvino()
     core = ov.Core()
     if device.split(".")[0] not in {d.split(".")[0] for d in core.available_devices}:
         raise EnvironmentProblem(f"--device {device.lower()}: OpenVINO sees only "

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +44,10 @@ def reduce_max_quantize_conv(quantize: bool) -> onnx.ModelProto:
 
 def run_both(path, feed):
     import onnxruntime as ort
-    import openvino as ov
+
+    from fogreid.sessions import import_openvino
+
+    ov = import_openvino()
 
     expected = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feed)[0]
     compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
@@ -322,3 +326,20 @@ def test_onnx_files_benchmark_times_each_file_on_the_engine(exported, tmp_path):
     run = subprocess.run([sys.executable, str(script), "--engine", "onnxruntime", str(tmp_path / "missing.onnx")],
                          capture_output=True, text=True)
     assert run.returncode == 2 and "give LABEL=FILE" in run.stderr
+
+
+def test_openvino_is_imported_without_its_telemetry():
+    """`import openvino` reports itself to Google Analytics from a multiprocessing child forked off
+    a worker thread (openvino/tools/ovc/__init__.py); in `fogreid run` such a child deadlocked and
+    the run never exited (fogreid/sessions.py, import_openvino). Every fogreid import of OpenVINO
+    blocks `openvino_telemetry`, so OpenVINO takes its own no-op stub. A fresh interpreter: the
+    block only works before OpenVINO's first import."""
+    code = ("import sys\n"
+            "from fogreid.runtime.doctor import _openvino\n"
+            "print(_openvino().split(';')[0])\n"
+            "import openvino.tools.ovc.telemetry_utils as telemetry\n"
+            "print(telemetry.tm.__name__, sys.modules['openvino_telemetry'])\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    version, stub = done.stdout.strip().splitlines()
+    assert version[:4].isdigit() and stub == "openvino.tools.ovc.telemetry_stub None"

@@ -49,7 +49,9 @@ def _onnxruntime() -> str:
 
 
 def _openvino() -> str:
-    import openvino as ov
+    from fogreid.sessions import import_openvino
+
+    ov = import_openvino()
 
     core = ov.Core()
     devices = [f"{d} ({core.get_property(d, 'FULL_DEVICE_NAME')})" for d in core.available_devices]
