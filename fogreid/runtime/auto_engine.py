@@ -118,6 +118,24 @@ def choice_line(winner: str, ms: dict[str, float], batch: int, part: str = "") -
             f"[measured here; --backend to choose]")
 
 
+def cpu_choice_open(session, device: str) -> bool:
+    """Whether `auto` chooses between the CPU engines: ONNX Runtime's `session` on its CPU
+    provider, `--device` auto or cpu, and OpenVINO installed."""
+    return (session is not None and device in ("auto", "cpu")
+            and session.get_providers()[0] == "CPUExecutionProvider" and openvino_installed())
+
+
+def measured_choice(engines: dict, frames: np.ndarray, part: str = "", probe: Probe | None = None,
+                    out=None) -> "AutoBackend":
+    """An `AutoBackend` of `engines` (ONNX Runtime's first), on the one measured faster on `frames`;
+    the line saying so printed on stderr (or `out`)."""
+    ms = (probe or time_engines)(engines, frames)
+    winner = pick(ms)
+    chosen = AutoBackend(engines, winner, choice_line(winner, ms, len(frames), part), part, out)
+    print(chosen.choice, file=out or sys.stderr, flush=True)
+    return chosen
+
+
 def fastest_cpu_engine(model, path: str | Path, open_openvino: Callable[[], object], device: str = "auto",
                        batch: int | None = None, probe: Probe | None = None, out=None):
     """`model` (a DeployedModel on ONNX Runtime, as make_runner's auto gives it) or, where OpenVINO
@@ -126,9 +144,7 @@ def fastest_cpu_engine(model, path: str | Path, open_openvino: Callable[[], obje
     this CPU. Anything else (another backend, a GPU provider, no OpenVINO) is returned as it is."""
     from fogreid.errors import FogreidError
 
-    session = getattr(model.runner, "sess", None)
-    if (Path(path).suffix.lower() != ".onnx" or session is None or device not in ("auto", "cpu")
-            or session.get_providers()[0] != "CPUExecutionProvider" or not openvino_installed()):
+    if Path(path).suffix.lower() != ".onnx" or not cpu_choice_open(getattr(model.runner, "sess", None), device):
         return model
     try:
         other = open_openvino()
@@ -139,19 +155,14 @@ def fastest_cpu_engine(model, path: str | Path, open_openvino: Callable[[], obje
     batch = max(1, int(batch or 1))
     h, w = model.imgsz
     frames = np.random.default_rng(0).integers(0, 256, (batch, h, w, 3), dtype=np.uint8)
-    engines = {"onnxruntime": model, "openvino": other}
+    part = (" (embedding only)" if getattr(model, "embedding_only", False) else
+            " (defogged image only)" if getattr(model, "defogged_only", False) else "")
     try:
-        ms = (probe or time_engines)(engines, frames)
+        return measured_choice({"onnxruntime": model, "openvino": other}, frames, part, probe, out)
     except BaseException:
         other.close()
         model.close()
         raise
-    winner = pick(ms)
-    part = (" (embedding only)" if getattr(model, "embedding_only", False) else
-            " (defogged image only)" if getattr(model, "defogged_only", False) else "")
-    chosen = AutoBackend(engines, winner, choice_line(winner, ms, batch, part), part, out)
-    print(chosen.choice, file=out or sys.stderr, flush=True)
-    return chosen
 
 
 class AutoBackend:

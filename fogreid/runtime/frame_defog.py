@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from fogreid.errors import FogreidError
+from fogreid.runtime.auto_engine import cpu_choice_open, measured_choice
 from fogreid.sessions import onnxruntime_session, openvino_compiler
 
 FRAME_GRAPH = "model_defog_frame.onnx"  # fogreid.export.frame_graph.FILE (runtime does not import export)
@@ -98,14 +99,8 @@ class FrameDefogger:
             self.engine = OpenVinoFrames(path, "CPU" if device in ("auto", "cpu") else device.upper())
             return
         self.engine = OnnxRuntimeFrames(path, device)
-        if backend == "auto" and self._openvino_may_win(device):
+        if backend == "auto" and cpu_choice_open(self.engine.session, device):
             self.open_openvino = lambda: OpenVinoFrames(path)
-
-    def _openvino_may_win(self, device: str) -> bool:
-        from fogreid.runtime.auto_engine import openvino_installed
-
-        on_cpu = self.engine.session.get_providers()[0] == "CPUExecutionProvider"
-        return device in ("auto", "cpu") and on_cpu and openvino_installed()
 
     @property
     def choice(self) -> str:
@@ -132,20 +127,13 @@ class FrameDefogger:
         run's own frames (AutoBackend); OpenVINO unable to compile the graph leaves ONNX Runtime."""
         import sys
 
-        from fogreid.runtime.auto_engine import AutoBackend, choice_line, pick, time_engines
-
         open_openvino, self.open_openvino = self.open_openvino, None
         try:
-            other = open_openvino()
-            engines = {"onnxruntime": self.engine, "openvino": other}
-            ms = time_engines(engines, frames)
+            self.engine = measured_choice({"onnxruntime": self.engine, "openvino": open_openvino()}, frames,
+                                          " (whole frames)")
         except FogreidError as exc:   # EnvironmentProblem too
             print(f"backend auto (whole frames): onnxruntime (OpenVINO cannot run {self.path.name}: {exc})",
                   file=sys.stderr, flush=True)
-            return
-        winner = pick(ms)
-        self.engine = AutoBackend(engines, winner, choice_line(winner, ms, 1, " (whole frames)"), " (whole frames)")
-        print(self.engine.choice, file=sys.stderr, flush=True)
 
     def close(self) -> None:
         self.engine.close()
