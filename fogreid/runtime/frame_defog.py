@@ -94,13 +94,14 @@ class FrameDefogger:
         # Graphs written before these keys ran the network on the whole frame, from 32 px (MIN_SIDE).
         self.downscale = int(meta["downscale"]) if meta.get("downscale", "").isdigit() else 1
         self.min_side = int(meta["min_side"]) if meta.get("min_side", "").isdigit() else 32
-        self.open_openvino = None   # auto, until the first frame: opens OpenVINO to time it against ONNX Runtime
+        self.probe_pending = False   # auto on the CPU, until the first frame: OpenVINO timed against ONNX Runtime
         if backend == "openvino":
-            self.engine = OpenVinoFrames(path, "CPU" if device in ("auto", "cpu") else device.upper())
+            from fogreid.runtime.backends import openvino_device
+
+            self.engine = OpenVinoFrames(path, openvino_device(device))
             return
         self.engine = OnnxRuntimeFrames(path, device)
-        if backend == "auto" and cpu_choice_open(self.engine.session, device):
-            self.open_openvino = lambda: OpenVinoFrames(path)
+        self.probe_pending = backend == "auto" and cpu_choice_open(self.engine.session, device)
 
     @property
     def choice(self) -> str:
@@ -118,7 +119,7 @@ class FrameDefogger:
                                f"frame defog graph takes ({self.min_side} px a side); export it with a smaller "
                                f"--frame-downscale, or drop --defog-view frame for this source")
         frames = np.ascontiguousarray(frame)[None]
-        if self.open_openvino is not None:
+        if self.probe_pending:
             self._choose(frames)
         return self.engine(frames)[0]
 
@@ -127,9 +128,9 @@ class FrameDefogger:
         run's own frames (AutoBackend); OpenVINO unable to compile the graph leaves ONNX Runtime."""
         import sys
 
-        open_openvino, self.open_openvino = self.open_openvino, None
+        self.probe_pending = False
         try:
-            self.engine = measured_choice({"onnxruntime": self.engine, "openvino": open_openvino()}, frames,
+            self.engine = measured_choice({"onnxruntime": self.engine, "openvino": OpenVinoFrames(self.path)}, frames,
                                           " (whole frames)")
         except FogreidError as exc:   # EnvironmentProblem too
             print(f"backend auto (whole frames): onnxruntime (OpenVINO cannot run {self.path.name}: {exc})",
